@@ -1,0 +1,116 @@
+//! The committer: the single writer of the global configuration. Commits are
+//! serialised by its mailbox, so each is all-or-nothing and versions are dense.
+
+use std::future::Future;
+
+use actix::prelude::*;
+use portico_proto::v1;
+use tokio::sync::oneshot;
+use tracing::info;
+
+use crate::global::{CommitError, GlobalConfig};
+use crate::publisher::{AckReport, Publish, Publisher};
+
+pub struct Committer {
+    global: GlobalConfig,
+    publisher: Addr<Publisher>,
+}
+
+impl Committer {
+    pub fn new(global: GlobalConfig, publisher: Addr<Publisher>) -> Self {
+        Committer { global, publisher }
+    }
+
+    fn publish(&self, commit: Option<crate::global::Commit>) -> Applied {
+        let Some(commit) = commit else {
+            return Applied {
+                version: None,
+                acks: None,
+            };
+        };
+        let (done, acks) = oneshot::channel();
+        info!(
+            version = commit.version,
+            upserted = commit.delta.upserted.len(),
+            removed = commit.delta.removed.len(),
+            "committed"
+        );
+        self.publisher.do_send(Publish {
+            version: commit.version,
+            delta: commit.delta,
+            done,
+        });
+        Applied {
+            version: Some(commit.version),
+            acks: Some(acks),
+        }
+    }
+}
+
+impl Actor for Committer {
+    type Context = Context<Self>;
+}
+
+/// The outcome of a commit: its version (none when nothing changed) and a
+/// receiver that resolves once the data planes have answered.
+pub struct Applied {
+    pub version: Option<u64>,
+    acks: Option<oneshot::Receiver<AckReport>>,
+}
+
+impl Applied {
+    /// Resolves when every data plane connected at commit time acknowledged,
+    /// rejected, disconnected, or the apply timeout passed.
+    pub fn acknowledged(self) -> impl Future<Output = Option<AckReport>> {
+        async move {
+            match self.acks {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            }
+        }
+    }
+}
+
+/// Replace a session's active routes, or with `dry_run` only check them.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, CommitError>")]
+pub struct Propose {
+    pub session_id: String,
+    pub service: String,
+    pub routes: Vec<v1::Route>,
+    pub dry_run: bool,
+}
+
+impl Handler<Propose> for Committer {
+    type Result = Result<Applied, CommitError>;
+
+    fn handle(&mut self, msg: Propose, _: &mut Context<Self>) -> Self::Result {
+        if msg.dry_run {
+            self.global.check(&msg.service, &msg.routes)?;
+            return Ok(Applied {
+                version: None,
+                acks: None,
+            });
+        }
+        let commit = self
+            .global
+            .commit(&msg.session_id, &msg.service, msg.routes)?;
+        Ok(self.publish(commit))
+    }
+}
+
+/// Remove every route of a session that ended.
+#[derive(Message)]
+#[rtype(result = "Applied")]
+pub struct RemoveSession {
+    pub session_id: String,
+}
+
+impl Handler<RemoveSession> for Committer {
+    type Result = MessageResult<RemoveSession>;
+
+    fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
+        let commit = self.global.remove_session(&msg.session_id);
+        MessageResult(self.publish(commit))
+    }
+}

@@ -1,0 +1,252 @@
+//! The global configuration: every session's active routes, the ownership
+//! index of host+path by service, and the version. Pure; the committer actor
+//! is its only writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use portico_proto::model::match_prefix;
+use portico_proto::v1;
+
+/// A proposal that cannot be committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("route {route_id}: {host}{path} is owned by service {owner}")]
+    Owned {
+        route_id: String,
+        host: String,
+        path: String,
+        owner: String,
+    },
+}
+
+/// What one commit changed, at which version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub version: u64,
+    pub delta: v1::Delta,
+}
+
+#[derive(Debug, Default)]
+struct SessionRoutes {
+    service: String,
+    routes: BTreeMap<String, Arc<v1::Route>>,
+}
+
+/// Host and path prefix (as matched), the unit of ownership.
+type OwnerKey = (String, String);
+
+#[derive(Debug, Default)]
+pub struct GlobalConfig {
+    version: u64,
+    sessions: HashMap<String, SessionRoutes>,
+    /// (host, prefix) -> (service, how many routes claim it).
+    owners: HashMap<OwnerKey, (String, usize)>,
+}
+
+fn owner_keys(route: &v1::Route) -> impl Iterator<Item = OwnerKey> + '_ {
+    let prefix = match_prefix(&route.path).to_string();
+    route
+        .domains
+        .iter()
+        .map(move |d| (d.clone(), prefix.clone()))
+}
+
+impl GlobalConfig {
+    pub fn new(version: u64) -> Self {
+        GlobalConfig {
+            version,
+            ..Default::default()
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Refuses routes whose host and path another service already serves.
+    pub fn check(&self, service: &str, routes: &[v1::Route]) -> Result<(), CommitError> {
+        for route in routes {
+            for (host, prefix) in owner_keys(route) {
+                if let Some((owner, _)) = self.owners.get(&(host.clone(), prefix)) {
+                    if owner != service {
+                        return Err(CommitError::Owned {
+                            route_id: route.route_id.clone(),
+                            host,
+                            path: route.path.clone(),
+                            owner: owner.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a session's active routes. Returns `None` when nothing changed,
+    /// so an empty apply does not bump the version.
+    pub fn commit(
+        &mut self,
+        session_id: &str,
+        service: &str,
+        routes: Vec<v1::Route>,
+    ) -> Result<Option<Commit>, CommitError> {
+        self.check(service, &routes)?;
+        let old = self.sessions.remove(session_id).unwrap_or_default();
+        let mut next = SessionRoutes {
+            service: service.to_string(),
+            routes: BTreeMap::new(),
+        };
+        let mut upserted = Vec::new();
+        for route in routes {
+            let unchanged = old
+                .routes
+                .get(&route.route_id)
+                .is_some_and(|r| **r == route);
+            if !unchanged {
+                upserted.push(route.clone());
+            }
+            next.routes.insert(route.route_id.clone(), Arc::new(route));
+        }
+        let removed: Vec<String> = old
+            .routes
+            .keys()
+            .filter(|id| !next.routes.contains_key(*id))
+            .cloned()
+            .collect();
+        for route in old.routes.values() {
+            self.release(route);
+        }
+        for route in next.routes.values() {
+            self.claim(service, route);
+        }
+        if !next.routes.is_empty() {
+            self.sessions.insert(session_id.to_string(), next);
+        }
+        if upserted.is_empty() && removed.is_empty() {
+            return Ok(None);
+        }
+        self.version += 1;
+        Ok(Some(Commit {
+            version: self.version,
+            delta: v1::Delta { upserted, removed },
+        }))
+    }
+
+    /// Drops every route of a session (shutdown or expiry).
+    pub fn remove_session(&mut self, session_id: &str) -> Option<Commit> {
+        let service = self.sessions.get(session_id)?.service.clone();
+        self.commit(session_id, &service, Vec::new())
+            .expect("removing routes cannot conflict")
+    }
+
+    fn claim(&mut self, service: &str, route: &v1::Route) {
+        for key in owner_keys(route) {
+            self.owners
+                .entry(key)
+                .or_insert_with(|| (service.to_string(), 0))
+                .1 += 1;
+        }
+    }
+
+    fn release(&mut self, route: &v1::Route) {
+        for key in owner_keys(route) {
+            if let Some(entry) = self.owners.get_mut(&key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    self.owners.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> v1::Snapshot {
+        v1::Snapshot {
+            routes: self
+                .sessions
+                .values()
+                .flat_map(|s| s.routes.values().map(|r| (**r).clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, host: &str, path: &str) -> v1::Route {
+        v1::Route {
+            route_id: id.into(),
+            domains: vec![host.into()],
+            path: path.into(),
+            backend_url: "http://127.0.0.1:1".into(),
+            service: "x".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn another_service_cannot_take_a_host_and_path() {
+        let mut g = GlobalConfig::new(0);
+        g.commit("s1", "billing", vec![route("r1", "api.example.com", "/v1")])
+            .unwrap();
+        let err = g
+            .commit("s2", "shop", vec![route("r7", "api.example.com", "/v1/")])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "route r7: api.example.com/v1/ is owned by service billing"
+        );
+        // Same service from another instance joins the pool.
+        assert!(g
+            .commit("s3", "billing", vec![route("r8", "api.example.com", "/v1")])
+            .is_ok());
+        // Once every billing route is gone, the host and path are free.
+        g.remove_session("s1");
+        g.remove_session("s3");
+        assert!(g
+            .commit("s2", "shop", vec![route("r7", "api.example.com", "/v1")])
+            .is_ok());
+    }
+
+    #[test]
+    fn versions_count_real_changes_and_deltas_name_them() {
+        let mut g = GlobalConfig::new(10);
+        let c = g
+            .commit(
+                "s1",
+                "a",
+                vec![route("r1", "a.com", "/"), route("r2", "b.com", "/")],
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.version, c.delta.upserted.len(), c.delta.removed.len()),
+            (11, 2, 0)
+        );
+        assert_eq!(
+            g.commit(
+                "s1",
+                "a",
+                vec![route("r1", "a.com", "/"), route("r2", "b.com", "/")]
+            )
+            .unwrap(),
+            None
+        );
+        let c = g
+            .commit("s1", "a", vec![route("r1", "a.com", "/x")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.version, 12);
+        assert_eq!(c.delta.upserted[0].route_id, "r1");
+        assert_eq!(c.delta.removed, vec!["r2".to_string()]);
+        let c = g.remove_session("s1").unwrap();
+        assert_eq!(
+            (c.version, c.delta.removed.clone()),
+            (13, vec!["r1".to_string()])
+        );
+        assert!(g.snapshot().routes.is_empty());
+        assert_eq!(g.remove_session("s1"), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! The gRPC face of the control plane: the stream every data plane dials.
+
+use actix::Addr;
+use portico_proto::v1::{
+    self, data_plane_message::Msg, data_plane_service_server::DataPlaneService,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+use crate::publisher::{PlaneConnected, PlaneGone, PlaneReply, Publisher};
+
+pub struct DataPlaneApi {
+    publisher: Addr<Publisher>,
+}
+
+impl DataPlaneApi {
+    pub fn new(publisher: Addr<Publisher>) -> Self {
+        DataPlaneApi { publisher }
+    }
+}
+
+#[tonic::async_trait]
+impl DataPlaneService for DataPlaneApi {
+    type StreamConfigStream = UnboundedReceiverStream<Result<v1::ControlPlaneMessage, Status>>;
+
+    async fn stream_config(
+        &self,
+        request: Request<Streaming<v1::DataPlaneMessage>>,
+    ) -> Result<Response<Self::StreamConfigStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(v1::DataPlaneMessage {
+                msg: Some(Msg::Hello(hello)),
+            }) => hello,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
+        };
+        if hello.node_id.is_empty() {
+            return Err(Status::invalid_argument("hello: node_id is empty"));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = self
+            .publisher
+            .send(PlaneConnected {
+                node_id: hello.node_id.clone(),
+                applied_version: hello.applied_version,
+                tx,
+            })
+            .await
+            .map_err(|_| Status::unavailable("control plane is shutting down"))?;
+        let publisher = self.publisher.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::Ack(ack)),
+                    })) => {
+                        publisher.do_send(PlaneReply::Ack {
+                            conn,
+                            version: ack.version,
+                        });
+                    }
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::Nack(nack)),
+                    })) => {
+                        publisher.do_send(PlaneReply::Nack {
+                            conn,
+                            version: nack.version,
+                            reason: nack.reason,
+                        });
+                    }
+                    Ok(Some(other)) => warn!(conn, ?other, "unexpected message from data plane"),
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(conn, %status, "data plane stream ended");
+                        break;
+                    }
+                }
+            }
+            publisher.do_send(PlaneGone { conn });
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}

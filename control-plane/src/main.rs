@@ -1,0 +1,143 @@
+//! portico-cp: the control plane. Services register over the line protocol;
+//! data planes dial the gRPC port and receive every committed version.
+
+mod admin;
+mod committer;
+mod directory;
+mod global;
+mod grpc;
+mod payload;
+mod protocol;
+mod publisher;
+mod registry;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use clap::Parser;
+use portico_proto::v1::data_plane_service_server::DataPlaneServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::committer::Committer;
+use crate::directory::{Directory, SessionSettings, Shared};
+use crate::global::GlobalConfig;
+use crate::publisher::Publisher;
+
+#[derive(Debug, Parser)]
+#[command(name = "portico-cp", version, about = "Portico control plane")]
+struct Args {
+    /// Address of the registry line protocol listener.
+    #[arg(
+        long,
+        env = "PORTICO_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8181"
+    )]
+    registry_listen: String,
+    /// Address of the gRPC listener data planes dial.
+    #[arg(long, env = "PORTICO_GRPC_LISTEN", default_value = "127.0.0.1:8182")]
+    grpc_listen: String,
+    /// Address of the admin HTTP listener (/healthz, /ready).
+    #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:8183")]
+    admin_listen: String,
+    /// Directory for the control plane's state.
+    #[arg(long, env = "PORTICO_DATA_DIR", default_value = "./portico-data")]
+    data_dir: PathBuf,
+    /// How long a session without a home connection keeps its routes, e.g. 60s.
+    #[arg(long, env = "PORTICO_SESSION_GRACE", default_value = "60s", value_parser = parse_duration)]
+    session_grace: Duration,
+    /// How long CONFIG_APPLY waits for data planes to acknowledge, e.g. 2s.
+    #[arg(long, env = "PORTICO_APPLY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    apply_timeout: Duration,
+    /// Arbiters (threads) that run sessions and connections; default: one per core.
+    #[arg(long, env = "PORTICO_SESSION_THREADS")]
+    session_threads: Option<usize>,
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    protocol::duration::parse_duration(raw)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    actix_rt::System::new().block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let registry = bind(&args.registry_listen, "registry").await?;
+    let grpc = bind(&args.grpc_listen, "grpc").await?;
+    let admin = bind(&args.admin_listen, "admin").await?;
+
+    let publisher = Publisher::new(args.apply_timeout, 0).start();
+    let committer = Committer::new(GlobalConfig::new(0), publisher.clone()).start();
+    let threads = args
+        .session_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let shared = Arc::new(Shared {
+        directory: Directory::new(arbiters.iter().map(Arbiter::handle).collect(), 0),
+        committer,
+        settings: SessionSettings {
+            grace: args.session_grace,
+        },
+    });
+
+    let ready = Arc::new(AtomicBool::new(false));
+    actix_rt::spawn(admin::serve(admin, ready.clone()));
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
+            publisher,
+        )))
+        .serve_with_incoming(TcpListenerStream::new(grpc));
+    actix_rt::spawn(async move {
+        if let Err(e) = grpc_server.await {
+            tracing::error!(error = %e, "grpc server failed");
+        }
+    });
+    actix_rt::spawn(registry::serve(registry, shared.clone()));
+    ready.store(true, Ordering::Release);
+    info!(
+        registry = %args.registry_listen,
+        grpc = %args.grpc_listen,
+        admin = %args.admin_listen,
+        "portico-cp ready"
+    );
+
+    shutdown_signal().await;
+    info!(sessions = shared.directory.len(), "portico-cp stopping");
+    System::current().stop();
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))?;
+    // Tests pass port 0 and read the real port from this line.
+    info!(listener = what, addr = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

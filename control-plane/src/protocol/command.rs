@@ -1,0 +1,309 @@
+//! Typed commands of the registry protocol, as the parser produces them.
+
+use std::fmt;
+use std::time::Duration;
+
+use portico_proto::BackendUrl;
+use serde_json::{Map, Value};
+
+/// A parsed line: the optional transaction id, the session it names (every
+/// command but REGISTER names one) and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub txn: Option<String>,
+    pub session: Option<String>,
+    pub command: Command,
+}
+
+/// A route id such as `r12`; unique across the control plane, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteId(pub u64);
+
+impl fmt::Display for RouteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// `ALL` (every route of the session) or one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    All,
+    Route(RouteId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteInput {
+    pub domains: Vec<String>,
+    pub path: String,
+    pub backend: BackendUrl,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteField {
+    BackendUrl(BackendUrl),
+    Priority(i64),
+    Domains(Vec<String>),
+    Path(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OptionKey {
+    Timeout,
+    ConnectTimeout,
+    Websocket,
+    Compression,
+    Http2,
+    Retries,
+    HealthCheckInterval,
+    HealthCheckTimeout,
+}
+
+impl OptionKey {
+    pub const ALL: [OptionKey; 8] = [
+        OptionKey::Timeout,
+        OptionKey::ConnectTimeout,
+        OptionKey::Websocket,
+        OptionKey::Compression,
+        OptionKey::Http2,
+        OptionKey::Retries,
+        OptionKey::HealthCheckInterval,
+        OptionKey::HealthCheckTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionKey::Timeout => "timeout",
+            OptionKey::ConnectTimeout => "connect_timeout",
+            OptionKey::Websocket => "websocket",
+            OptionKey::Compression => "compression",
+            OptionKey::Http2 => "http2",
+            OptionKey::Retries => "retries",
+            OptionKey::HealthCheckInterval => "health_check_interval",
+            OptionKey::HealthCheckTimeout => "health_check_timeout",
+        }
+    }
+}
+
+/// A typed option value; its canonical text is what travels to data planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptionValue {
+    Duration(Duration),
+    Bool(bool),
+    Count(u8),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Duration(d) => write!(f, "{}ms", d.as_millis()),
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimitSpec {
+    pub requests: u64,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BreakerSpec {
+    pub threshold: u32,
+    pub timeout: Duration,
+    pub half_open_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintTarget {
+    All,
+    Routes(Vec<RouteId>),
+    Path(String),
+    Domain(String),
+}
+
+impl fmt::Display for MaintTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaintTarget::All => f.write_str("ALL"),
+            MaintTarget::Routes(ids) => {
+                let ids: Vec<String> = ids.iter().map(RouteId::to_string).collect();
+                f.write_str(&ids.join(","))
+            }
+            MaintTarget::Path(p) => f.write_str(p),
+            MaintTarget::Domain(d) => f.write_str(d),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    BackendHealthChanged,
+    GlobalConfigChanged,
+    CertRenewed,
+    DrainCompleted,
+    All,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::BackendHealthChanged => "backend_health_changed",
+            EventType::GlobalConfigChanged => "global_config_changed",
+            EventType::CertRenewed => "cert_renewed",
+            EventType::DrainCompleted => "drain_completed",
+            EventType::All => "all",
+        }
+    }
+}
+
+/// Which parts of the staged configuration CONFIG_APPLY_PARTIAL applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes {
+    pub routes: bool,
+    pub headers: bool,
+    pub options: bool,
+    pub health: bool,
+    pub ratelimit: bool,
+    pub circuit_breaker: bool,
+}
+
+impl Scopes {
+    pub const EVERYTHING: Scopes = Scopes {
+        routes: true,
+        headers: true,
+        options: true,
+        health: true,
+        ratelimit: true,
+        circuit_breaker: true,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Register {
+        service: String,
+        instance: String,
+        maintenance_port: u16,
+        metadata: Map<String, Value>,
+    },
+    Reconnect,
+    Ping,
+    SessionInfo,
+    ClientShutdown,
+    RouteAdd(RouteInput),
+    RouteAddBulk(Vec<RouteInput>),
+    RouteUpdate {
+        route: RouteId,
+        field: RouteField,
+    },
+    RouteRemove(RouteId),
+    RouteList {
+        compressed: bool,
+    },
+    HeadersSet {
+        target: Target,
+        name: String,
+        value: String,
+    },
+    HeadersRemove {
+        target: Target,
+        name: String,
+    },
+    OptionsSet {
+        target: Target,
+        key: OptionKey,
+        value: OptionValue,
+    },
+    OptionsRemove {
+        target: Target,
+        key: OptionKey,
+    },
+    HealthSet {
+        route: RouteId,
+        spec: HealthSpec,
+    },
+    RateLimitSet {
+        target: Target,
+        spec: RateLimitSpec,
+    },
+    CircuitBreakerSet {
+        target: Target,
+        spec: BreakerSpec,
+    },
+    CircuitBreakerStatus(RouteId),
+    CircuitBreakerReset(RouteId),
+    ConfigValidate,
+    ConfigApply,
+    ConfigRollback,
+    ConfigDiff,
+    ConfigApplyPartial(Scopes),
+    StatsGet {
+        target: Target,
+        compressed: bool,
+    },
+    BackendTest(BackendUrl),
+    DrainStart(Duration),
+    DrainStatus,
+    DrainCancel,
+    MaintEnter {
+        target: MaintTarget,
+        backend: Option<BackendUrl>,
+    },
+    MaintExit(MaintTarget),
+    MaintStatus,
+    Subscribe(EventType),
+    Unsubscribe(EventType),
+}
+
+impl Command {
+    /// The protocol name, as responses and logs spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Register { .. } => "REGISTER",
+            Command::Reconnect => "RECONNECT",
+            Command::Ping => "PING",
+            Command::SessionInfo => "SESSION_INFO",
+            Command::ClientShutdown => "CLIENT_SHUTDOWN",
+            Command::RouteAdd(_) => "ROUTE_ADD",
+            Command::RouteAddBulk(_) => "ROUTE_ADD_BULK",
+            Command::RouteUpdate { .. } => "ROUTE_UPDATE",
+            Command::RouteRemove(_) => "ROUTE_REMOVE",
+            Command::RouteList { .. } => "ROUTE_LIST",
+            Command::HeadersSet { .. } => "HEADERS_SET",
+            Command::HeadersRemove { .. } => "HEADERS_REMOVE",
+            Command::OptionsSet { .. } => "OPTIONS_SET",
+            Command::OptionsRemove { .. } => "OPTIONS_REMOVE",
+            Command::HealthSet { .. } => "HEALTH_SET",
+            Command::RateLimitSet { .. } => "RATELIMIT_SET",
+            Command::CircuitBreakerSet { .. } => "CIRCUIT_BREAKER_SET",
+            Command::CircuitBreakerStatus(_) => "CIRCUIT_BREAKER_STATUS",
+            Command::CircuitBreakerReset(_) => "CIRCUIT_BREAKER_RESET",
+            Command::ConfigValidate => "CONFIG_VALIDATE",
+            Command::ConfigApply => "CONFIG_APPLY",
+            Command::ConfigRollback => "CONFIG_ROLLBACK",
+            Command::ConfigDiff => "CONFIG_DIFF",
+            Command::ConfigApplyPartial(_) => "CONFIG_APPLY_PARTIAL",
+            Command::StatsGet { .. } => "STATS_GET",
+            Command::BackendTest(_) => "BACKEND_TEST",
+            Command::DrainStart(_) => "DRAIN_START",
+            Command::DrainStatus => "DRAIN_STATUS",
+            Command::DrainCancel => "DRAIN_CANCEL",
+            Command::MaintEnter { .. } => "MAINT_ENTER",
+            Command::MaintExit(_) => "MAINT_EXIT",
+            Command::MaintStatus => "MAINT_STATUS",
+            Command::Subscribe(_) => "SUBSCRIBE",
+            Command::Unsubscribe(_) => "UNSUBSCRIBE",
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The publisher: one stream per connected data plane, a full snapshot on
+//! connect and deltas after, and the acknowledgements that release
+//! `CONFIG_APPLY` waiters.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use portico_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+pub type PushSender = mpsc::UnboundedSender<Result<v1::ControlPlaneMessage, tonic::Status>>;
+
+/// How the data planes connected at commit time answered one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckReport {
+    pub version: u64,
+    pub acked: Vec<String>,
+    pub nacked: Vec<String>,
+    /// Still silent when the apply timeout passed.
+    pub lagging: Vec<String>,
+}
+
+struct Plane {
+    node_id: String,
+    acked: u64,
+    /// The plane holds a newer version than this control plane knows (it lost
+    /// its state); it is left alone rather than pushed backwards.
+    ahead: bool,
+    tx: PushSender,
+}
+
+struct Waiter {
+    report: AckReport,
+    pending: HashSet<u64>,
+    done: oneshot::Sender<AckReport>,
+}
+
+pub struct Publisher {
+    apply_timeout: Duration,
+    version: u64,
+    routes: HashMap<String, v1::Route>,
+    planes: HashMap<u64, Plane>,
+    next_conn: u64,
+    waiters: Vec<Waiter>,
+}
+
+impl Publisher {
+    pub fn new(apply_timeout: Duration, version: u64) -> Self {
+        Publisher {
+            apply_timeout,
+            version,
+            routes: HashMap::new(),
+            planes: HashMap::new(),
+            next_conn: 0,
+            waiters: Vec::new(),
+        }
+    }
+
+    fn snapshot_push(&self) -> v1::ControlPlaneMessage {
+        push(
+            self.version,
+            0,
+            v1::config_push::Body::Snapshot(v1::Snapshot {
+                routes: self.routes.values().cloned().collect(),
+            }),
+        )
+    }
+
+    /// Removes `conn` from every waiter, resolving those left with nobody to wait for.
+    fn settle(&mut self, conn: u64, up_to: u64, outcome: fn(&mut AckReport) -> &mut Vec<String>) {
+        let Some(plane) = self.planes.get(&conn) else {
+            return;
+        };
+        let node = plane.node_id.clone();
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &mut self.waiters[i];
+            if w.report.version <= up_to && w.pending.remove(&conn) {
+                outcome(&mut w.report).push(node.clone());
+            }
+            if w.pending.is_empty() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.done.send(w.report);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn push(version: u64, base_version: u64, body: v1::config_push::Body) -> v1::ControlPlaneMessage {
+    let committed_at_unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    v1::ControlPlaneMessage {
+        msg: Some(v1::control_plane_message::Msg::Push(v1::ConfigPush {
+            version,
+            base_version,
+            body: Some(body),
+            committed_at_unix_ms,
+        })),
+    }
+}
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+}
+
+/// A committed change to send to every data plane.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub version: u64,
+    pub delta: v1::Delta,
+    pub done: oneshot::Sender<AckReport>,
+}
+
+impl Handler<Publish> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        let base = self.version;
+        self.version = msg.version;
+        for id in &msg.delta.removed {
+            self.routes.remove(id);
+        }
+        for route in &msg.delta.upserted {
+            self.routes.insert(route.route_id.clone(), route.clone());
+        }
+        let message = push(msg.version, base, v1::config_push::Body::Delta(msg.delta));
+        let mut pending = HashSet::new();
+        for (conn, plane) in &self.planes {
+            if plane.ahead {
+                continue;
+            }
+            if plane.tx.send(Ok(message.clone())).is_ok() {
+                pending.insert(*conn);
+            }
+        }
+        let report = AckReport {
+            version: msg.version,
+            ..Default::default()
+        };
+        if pending.is_empty() {
+            let _ = msg.done.send(report);
+            return;
+        }
+        self.waiters.push(Waiter {
+            report,
+            pending,
+            done: msg.done,
+        });
+        let version = msg.version;
+        ctx.run_later(self.apply_timeout, move |act, _| {
+            let Some(i) = act.waiters.iter().position(|w| w.report.version == version) else {
+                return;
+            };
+            let mut w = act.waiters.swap_remove(i);
+            w.report.lagging = w
+                .pending
+                .iter()
+                .filter_map(|c| act.planes.get(c).map(|p| p.node_id.clone()))
+                .collect();
+            warn!(version, lagging = ?w.report.lagging, "apply timeout: data planes have not acknowledged");
+            let _ = w.done.send(w.report);
+        });
+    }
+}
+
+/// A data plane opened its stream; answers with its connection id.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct PlaneConnected {
+    pub node_id: String,
+    pub applied_version: u64,
+    pub tx: PushSender,
+}
+
+impl Handler<PlaneConnected> for Publisher {
+    type Result = u64;
+
+    fn handle(&mut self, msg: PlaneConnected, _: &mut Context<Self>) -> u64 {
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let ahead = msg.applied_version > self.version;
+        if ahead {
+            warn!(
+                node_id = %msg.node_id,
+                plane_version = msg.applied_version,
+                version = self.version,
+                "data plane holds a newer version than this control plane; not pushing to it"
+            );
+        } else {
+            let _ = msg.tx.send(Ok(self.snapshot_push()));
+        }
+        info!(node_id = %msg.node_id, conn, applied = msg.applied_version, version = self.version, "data plane connected");
+        self.planes.insert(
+            conn,
+            Plane {
+                node_id: msg.node_id,
+                acked: msg.applied_version.min(self.version),
+                ahead,
+                tx: msg.tx,
+            },
+        );
+        conn
+    }
+}
+
+/// An ACK or NACK from a data plane.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum PlaneReply {
+    Ack {
+        conn: u64,
+        version: u64,
+    },
+    Nack {
+        conn: u64,
+        version: u64,
+        reason: String,
+    },
+}
+
+impl Handler<PlaneReply> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlaneReply, _: &mut Context<Self>) {
+        match msg {
+            PlaneReply::Ack { conn, version } => {
+                if let Some(plane) = self.planes.get_mut(&conn) {
+                    plane.acked = plane.acked.max(version);
+                }
+                self.settle(conn, version, |r| &mut r.acked);
+            }
+            PlaneReply::Nack {
+                conn,
+                version,
+                reason,
+            } => {
+                if let Some(plane) = self.planes.get(&conn) {
+                    warn!(node_id = %plane.node_id, version, %reason, "data plane rejected a version");
+                }
+                self.settle(conn, version, |r| &mut r.nacked);
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PlaneGone {
+    pub conn: u64,
+}
+
+impl Handler<PlaneGone> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlaneGone, _: &mut Context<Self>) {
+        // A plane that went away no longer holds anyone's apply back.
+        self.settle(msg.conn, u64::MAX, |r| &mut r.lagging);
+        if let Some(plane) = self.planes.remove(&msg.conn) {
+            info!(node_id = %plane.node_id, conn = msg.conn, "data plane disconnected");
+        }
+    }
+}

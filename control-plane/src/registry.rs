@@ -1,0 +1,222 @@
+//! The registry listener: one task per TCP connection that frames lines,
+//! parses them, hands each to its session's actor and writes the replies in
+//! command order, with events interleaved as whole lines.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, warn};
+
+use crate::directory::{Directory, Shared};
+use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
+use crate::protocol::{parse, Command, Reply};
+use crate::session::{Exec, Home, HomeClosed, Identity};
+
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Commands read ahead of their replies on one connection.
+const MAX_IN_FLIGHT: usize = 1024;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// What one command produced: its line, and what it means for the connection.
+struct Outcome {
+    line: String,
+    close: bool,
+    /// This connection became the home of the session.
+    home_of: Option<String>,
+}
+
+type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "registry accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let _ = stream.set_nodelay(true);
+        // Connections run on the session arbiters so their work spreads over cores.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "registry connection hand-off failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        shared.directory.arbiter().spawn(async move {
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => serve_connection(stream, peer, shared).await,
+                Err(e) => warn!(error = %e, "registry connection hand-off failed"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    debug!(conn_id, %peer, "registry connection opened");
+    let (read, write) = stream.into_split();
+    let mut frames = FramedRead::new(read, LineFramer::default());
+    let mut out = BufWriter::new(write);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<String>();
+    let home = Home {
+        conn_id,
+        events: events_tx,
+    };
+    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut homes: HashSet<String> = HashSet::new();
+    let mut reading = true;
+    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(idle);
+
+    'conn: loop {
+        tokio::select! {
+            frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
+                Some(Ok(frame)) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                    pending.push_back(handle_frame(frame, peer, &home, &shared));
+                }
+                Some(Err(e)) => {
+                    debug!(conn_id, error = %e, "registry read failed");
+                    reading = false;
+                }
+                None => reading = false,
+            },
+            Some(first) = pending.next(), if !pending.is_empty() => {
+                // Write every reply that is already done, then flush once.
+                let mut next = Some(first);
+                while let Some(outcome) = next.take() {
+                    if write_line(&mut out, &outcome.line).await.is_err() {
+                        break 'conn;
+                    }
+                    if let Some(id) = outcome.home_of {
+                        homes.insert(id);
+                    }
+                    if outcome.close {
+                        let _ = out.flush().await;
+                        break 'conn;
+                    }
+                    next = pending.next().now_or_never().flatten();
+                }
+                if out.flush().await.is_err() {
+                    break 'conn;
+                }
+            },
+            Some(event) = events_rx.recv() => {
+                if write_line(&mut out, &event).await.is_err() || out.flush().await.is_err() {
+                    break 'conn;
+                }
+            },
+            _ = &mut idle => {
+                debug!(conn_id, "registry connection idle; closing");
+                break 'conn;
+            }
+        }
+        if !reading && pending.is_empty() {
+            break;
+        }
+    }
+    for id in homes {
+        if let Some(addr) = shared.directory.lookup(&id) {
+            addr.do_send(HomeClosed { conn_id });
+        }
+    }
+    debug!(conn_id, "registry connection closed");
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(out: &mut W, line: &str) -> std::io::Result<()> {
+    out.write_all(line.as_bytes()).await
+}
+
+fn immediate(line: String) -> Pending {
+    Box::pin(std::future::ready(Outcome {
+        line,
+        close: false,
+        home_of: None,
+    }))
+}
+
+fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {
+    let line = match frame {
+        Frame::Line(line) => line,
+        Frame::TooLong => {
+            return immediate(
+                Reply::error(format!("line too long (max {MAX_LINE} bytes)")).render(None),
+            )
+        }
+        Frame::InvalidUtf8 => return immediate(Reply::error("invalid utf-8").render(None)),
+    };
+    let request = match parse(&line) {
+        Ok(request) => request,
+        Err(e) => return immediate(Reply::error(e.message).render(e.txn.as_deref())),
+    };
+    let txn = request.txn;
+    if let Command::Register {
+        service,
+        instance,
+        maintenance_port,
+        metadata,
+    } = request.command
+    {
+        let identity = Identity {
+            id: String::new(),
+            service,
+            instance,
+            maintenance_port,
+            metadata,
+            peer_ip: Some(peer.ip()),
+            connected_at: SystemTime::now(),
+        };
+        let id = Directory::register(shared, identity, home.clone());
+        return Box::pin(std::future::ready(Outcome {
+            line: Reply::with("ACK", id.clone()).render(txn.as_deref()),
+            close: false,
+            home_of: Some(id),
+        }));
+    }
+    let session = request.session.unwrap_or_default();
+    let reconnect = matches!(request.command, Command::Reconnect);
+    let Some(addr) = shared.directory.lookup(&session) else {
+        let reply = if reconnect {
+            Reply::code("REREGISTER")
+        } else {
+            Reply::invalid_session()
+        };
+        return immediate(reply.render(txn.as_deref()));
+    };
+    let sent = addr.send(Exec {
+        command: request.command,
+        conn: home.clone(),
+    });
+    Box::pin(async move {
+        let reply = match sent.await {
+            Ok(reply) => reply,
+            Err(_) if reconnect => Reply::code("REREGISTER"),
+            Err(_) => Reply::invalid_session(),
+        };
+        let home_of = (reconnect && reply.code == "OK").then_some(session);
+        Outcome {
+            line: reply.render(txn.as_deref()),
+            close: reply.close,
+            home_of,
+        }
+    })
+}

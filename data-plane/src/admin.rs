@@ -1,0 +1,39 @@
+//! The data plane's admin listener: `/healthz` while the process runs, and
+//! `/ready` once a configuration from the control plane is applied.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::config::Live;
+
+pub struct AdminApp {
+    pub live: Arc<Live>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let ready = self.live.ready.load(Ordering::Acquire);
+        let version = self.live.version.load(Ordering::Acquire);
+        let (status, body) = match path {
+            "/healthz" => (200, "ok\n".to_string()),
+            "/ready" => (
+                if ready { 200 } else { 503 },
+                format!("{{\"ready\":{ready},\"version\":{version}}}\n"),
+            ),
+            _ => (404, "not found\n".to_string()),
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .header("content-length", body.len())
+            .body(body.into_bytes())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,184 @@
+//! The data plane's view of the configuration: the checked routes at the
+//! applied version, and the compiled table the proxy reads. A push is
+//! validated and compiled before anything is swapped, so a bad push changes
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use portico_proto::v1::{self, config_push::Body};
+use portico_proto::{ModelError, RouteSpec};
+
+use crate::table::RouteTable;
+
+/// Why a push was refused; sent back to the control plane in the NACK.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("version {got} is older than the applied version {applied}")]
+    Backwards { got: u64, applied: u64 },
+    #[error("delta on top of version {base}, but version {applied} is applied")]
+    BaseMismatch { base: u64, applied: u64 },
+    #[error("push without a body")]
+    Empty,
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+}
+
+/// What the proxy and the admin listener read, shared across threads.
+#[derive(Default)]
+pub struct Live {
+    pub table: ArcSwap<RouteTable>,
+    pub version: AtomicU64,
+    pub ready: AtomicBool,
+}
+
+/// The sync task's own copy of the routes; only it writes `Live`.
+#[derive(Default)]
+pub struct ConfigState {
+    routes: HashMap<String, RouteSpec>,
+    applied: Option<u64>,
+    pub live: Arc<Live>,
+}
+
+impl ConfigState {
+    pub fn new(live: Arc<Live>) -> Self {
+        ConfigState {
+            routes: HashMap::new(),
+            applied: None,
+            live,
+        }
+    }
+
+    pub fn applied_version(&self) -> u64 {
+        self.applied.unwrap_or(0)
+    }
+
+    /// Validates, compiles and swaps in one push.
+    pub fn apply(&mut self, push: v1::ConfigPush) -> Result<(), PushError> {
+        let applied = self.applied_version();
+        if self.applied.is_some() && push.version < applied {
+            return Err(PushError::Backwards {
+                got: push.version,
+                applied,
+            });
+        }
+        match push.body.ok_or(PushError::Empty)? {
+            Body::Snapshot(snapshot) => {
+                let routes = snapshot
+                    .routes
+                    .iter()
+                    .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), s)))
+                    .collect::<Result<HashMap<_, _>, _>>()?;
+                self.routes = routes;
+            }
+            Body::Delta(delta) => {
+                if self.applied != Some(push.base_version) {
+                    return Err(PushError::BaseMismatch {
+                        base: push.base_version,
+                        applied,
+                    });
+                }
+                let upserted = delta
+                    .upserted
+                    .iter()
+                    .map(RouteSpec::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                for id in &delta.removed {
+                    self.routes.remove(id);
+                }
+                for spec in upserted {
+                    self.routes.insert(spec.route_id.clone(), spec);
+                }
+            }
+        }
+        let table = RouteTable::compile(push.version, self.routes.values());
+        self.live.table.store(Arc::new(table));
+        self.live.version.store(push.version, Ordering::Release);
+        self.live.ready.store(true, Ordering::Release);
+        self.applied = Some(push.version);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, backend: &str) -> v1::Route {
+        v1::Route {
+            route_id: id.into(),
+            session_id: "s".into(),
+            service: "svc".into(),
+            domains: vec!["a.com".into()],
+            path: "/".into(),
+            backend_url: backend.into(),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(version: u64, routes: Vec<v1::Route>) -> v1::ConfigPush {
+        v1::ConfigPush {
+            version,
+            body: Some(Body::Snapshot(v1::Snapshot { routes })),
+            ..Default::default()
+        }
+    }
+
+    fn delta(
+        version: u64,
+        base: u64,
+        upserted: Vec<v1::Route>,
+        removed: Vec<&str>,
+    ) -> v1::ConfigPush {
+        v1::ConfigPush {
+            version,
+            base_version: base,
+            body: Some(Body::Delta(v1::Delta {
+                upserted,
+                removed: removed.into_iter().map(String::from).collect(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_pushes_change_nothing() {
+        let live = Arc::new(Live::default());
+        let mut state = ConfigState::new(live.clone());
+        assert!(!live.ready.load(Ordering::Acquire));
+        state
+            .apply(snapshot(3, vec![route("r1", "http://127.0.0.1:1")]))
+            .unwrap();
+        assert!(live.ready.load(Ordering::Acquire));
+        assert!(matches!(
+            state.apply(delta(4, 3, vec![route("r2", "ftp://x")], vec![])),
+            Err(PushError::Invalid(_))
+        ));
+        assert!(matches!(
+            state.apply(snapshot(2, vec![])),
+            Err(PushError::Backwards { got: 2, applied: 3 })
+        ));
+        assert!(matches!(
+            state.apply(delta(9, 7, vec![], vec!["r1"])),
+            Err(PushError::BaseMismatch { .. })
+        ));
+        assert_eq!(live.version.load(Ordering::Acquire), 3);
+        assert_eq!(live.table.load().len(), 1);
+        state
+            .apply(delta(
+                4,
+                3,
+                vec![route("r2", "http://127.0.0.1:2")],
+                vec!["r1"],
+            ))
+            .unwrap();
+        let table = live.table.load();
+        assert_eq!(table.version, 4);
+        assert_eq!(
+            table.lookup("a.com", "/").unwrap().backends[0].route_id,
+            "r2"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! portico-dp: the data plane. Proxies traffic with Pingora using the
+//! configuration the control plane pushes; keeps serving when it is away.
+
+mod admin;
+mod config;
+mod proxy;
+mod sync;
+mod table;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use tracing::info;
+
+use crate::config::{ConfigState, Live};
+
+#[derive(Debug, Parser)]
+#[command(name = "portico-dp", version, about = "Portico data plane")]
+struct Args {
+    /// gRPC address of the control plane.
+    #[arg(
+        long,
+        env = "PORTICO_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8182"
+    )]
+    control_plane: String,
+    /// Address the proxy listens on (port 0 picks a free one and logs it).
+    #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Address of the admin HTTP listener (/healthz, /ready).
+    #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:8184")]
+    admin_listen: String,
+    /// Name of this data plane in the control plane's records; default host name and pid.
+    #[arg(long, env = "PORTICO_NODE_ID")]
+    node_id: Option<String>,
+    /// Proxy worker threads; default one per core.
+    #[arg(long, env = "PORTICO_THREADS")]
+    threads: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let listen = concrete_addr(&args.listen).context("proxy listen address")?;
+    let admin_listen = concrete_addr(&args.admin_listen).context("admin listen address")?;
+
+    let live = Arc::new(Live::default());
+    let state = ConfigState::new(live.clone());
+    let control_plane = args.control_plane.clone();
+    let sync_node = node_id.clone();
+    std::thread::Builder::new()
+        .name("portico-sync".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the sync runtime");
+            runtime.block_on(sync::run(control_plane, sync_node, state));
+        })
+        .context("starting the sync thread")?;
+
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        proxy::Proxy { live: live.clone() },
+    );
+    proxy.add_tcp(&listen.to_string());
+    let mut admin = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(admin::AdminApp { live }),
+    );
+    admin.add_tcp(&admin_listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(proxy);
+    server.add_service(admin);
+    // Tests start with port 0 and read the real ports from these lines.
+    info!(listener = "proxy", addr = %listen, threads, "listening");
+    info!(listener = "admin", addr = %admin_listen, "listening");
+    info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
+    server.run_forever()
+}
+
+/// Resolves an address; port 0 becomes a free port chosen now, because
+/// Pingora binds later and does not report the port it got.
+fn concrete_addr(raw: &str) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = raw
+        .parse()
+        .with_context(|| format!("invalid address {raw}"))?;
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = TcpListener::bind(addr).with_context(|| format!("binding {raw}"))?;
+    Ok(probe.local_addr()?)
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "portico-dp".to_string());
+    format!("{host}-{}", std::process::id())
+}

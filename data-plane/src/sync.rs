@@ -1,0 +1,106 @@
+//! The data plane's link to the control plane: dial, say hello with the
+//! applied version, apply each push and answer ACK or NACK; on any failure
+//! keep serving and redial with backoff.
+
+use std::time::Duration;
+
+use portico_proto::v1::{
+    self, control_plane_message::Msg, data_plane_message,
+    data_plane_service_client::DataPlaneServiceClient,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::ConfigState;
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("invalid control plane url: {0}")]
+    Url(#[from] tonic::transport::Error),
+    #[error("stream failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("control plane closed the stream")]
+    Closed,
+}
+
+pub async fn run(control_plane: String, node_id: String, mut state: ConfigState) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let span = info_span!("sync", node_id = %node_id, control_plane = %control_plane);
+        let result = stream_once(&control_plane, &node_id, &mut state, &mut backoff)
+            .instrument(span)
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, retry_in = ?backoff, version = state.applied_version(), "control plane link down; serving the last configuration");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn stream_once(
+    url: &str,
+    node_id: &str,
+    state: &mut ConfigState,
+    backoff: &mut Duration,
+) -> Result<(), SyncError> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let mut client = DataPlaneServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(64);
+    let hello = v1::DataPlaneMessage {
+        msg: Some(data_plane_message::Msg::Hello(v1::DataPlaneHello {
+            node_id: node_id.to_string(),
+            applied_version: state.applied_version(),
+        })),
+    };
+    // The channel was just created with room; this cannot fail.
+    let _ = tx.try_send(hello);
+    let mut inbound = client
+        .stream_config(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    info!(
+        applied = state.applied_version(),
+        "connected to the control plane"
+    );
+    *backoff = Duration::from_millis(100);
+    while let Some(message) = inbound.message().await? {
+        let Some(Msg::Push(push)) = message.msg else {
+            continue;
+        };
+        let version = push.version;
+        let reply = match state.apply(push) {
+            Ok(()) => {
+                info!(
+                    version,
+                    routes = state.live.table.load().len(),
+                    "applied configuration"
+                );
+                data_plane_message::Msg::Ack(v1::Ack { version })
+            }
+            Err(e) => {
+                warn!(version, error = %e, "rejected configuration; keeping the last good one");
+                data_plane_message::Msg::Nack(v1::Nack {
+                    version,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if tx
+            .send(v1::DataPlaneMessage { msg: Some(reply) })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    Err(SyncError::Closed)
+}
