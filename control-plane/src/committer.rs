@@ -1,8 +1,6 @@
 //! The committer: the single writer of the global configuration. Commits are
 //! serialised by its mailbox, so each is all-or-nothing and versions are dense.
 
-use std::future::Future;
-
 use actix::prelude::*;
 use portico_proto::v1;
 use tokio::sync::oneshot;
@@ -61,12 +59,10 @@ pub struct Applied {
 impl Applied {
     /// Resolves when every data plane connected at commit time acknowledged,
     /// rejected, disconnected, or the apply timeout passed.
-    pub fn acknowledged(self) -> impl Future<Output = Option<AckReport>> {
-        async move {
-            match self.acks {
-                Some(rx) => rx.await.ok(),
-                None => None,
-            }
+    pub async fn acknowledged(self) -> Option<AckReport> {
+        match self.acks {
+            Some(rx) => rx.await.ok(),
+            None => None,
         }
     }
 }

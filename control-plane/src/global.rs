@@ -60,10 +60,6 @@ impl GlobalConfig {
         }
     }
 
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
     /// Refuses routes whose host and path another service already serves.
     pub fn check(&self, service: &str, routes: &[v1::Route]) -> Result<(), CommitError> {
         for route in routes {
@@ -159,16 +155,6 @@ impl GlobalConfig {
             }
         }
     }
-
-    pub fn snapshot(&self) -> v1::Snapshot {
-        v1::Snapshot {
-            routes: self
-                .sessions
-                .values()
-                .flat_map(|s| s.routes.values().map(|r| (**r).clone()))
-                .collect(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -246,7 +232,7 @@ mod tests {
             (c.version, c.delta.removed.clone()),
             (13, vec!["r1".to_string()])
         );
-        assert!(g.snapshot().routes.is_empty());
+        assert!(g.sessions.is_empty() && g.owners.is_empty());
         assert_eq!(g.remove_session("s1"), None);
     }
 }

@@ -93,7 +93,7 @@ impl ConfigState {
                 }
             }
         }
-        let table = RouteTable::compile(push.version, self.routes.values());
+        let table = RouteTable::compile(self.routes.values());
         self.live.table.store(Arc::new(table));
         self.live.version.store(push.version, Ordering::Release);
         self.live.ready.store(true, Ordering::Release);
@@ -175,7 +175,7 @@ mod tests {
             ))
             .unwrap();
         let table = live.table.load();
-        assert_eq!(table.version, 4);
+        assert_eq!(live.version.load(Ordering::Acquire), 4);
         assert_eq!(
             table.lookup("a.com", "/").unwrap().backends[0].route_id,
             "r2"

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use portico_proto::model::{match_prefix, prefix_matches};
 use portico_proto::{BackendUrl, RouteSpec};
 
+/// Pools under construction, keyed by (service, host, prefix).
+type PoolBuilder = HashMap<(String, String, String), (i64, Vec<Arc<Backend>>)>;
+
 /// One backend of a pool, with its address resolved when the table was built.
 #[derive(Debug)]
 pub struct Backend {
     pub route_id: String,
-    pub session_id: String,
     pub url: BackendUrl,
     pub addr: Option<SocketAddr>,
 }
@@ -46,7 +48,6 @@ struct Entry {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    pub version: u64,
     exact: HashMap<String, Vec<Entry>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<String, Vec<Entry>>,
@@ -55,9 +56,8 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table; backends are resolved once here, not per request.
-    pub fn compile<'a>(version: u64, routes: impl IntoIterator<Item = &'a RouteSpec>) -> Self {
-        // (service, host, prefix) -> pool under construction
-        let mut pools: HashMap<(String, String, String), (i64, Vec<Arc<Backend>>)> = HashMap::new();
+    pub fn compile<'a>(routes: impl IntoIterator<Item = &'a RouteSpec>) -> Self {
+        let mut pools: PoolBuilder = HashMap::new();
         let mut resolved: HashMap<String, Option<SocketAddr>> = HashMap::new();
         let mut count = 0;
         for route in routes {
@@ -68,7 +68,6 @@ impl RouteTable {
                 .or_insert_with(|| authority.to_socket_addrs().ok().and_then(|mut a| a.next()));
             let backend = Arc::new(Backend {
                 route_id: route.route_id.clone(),
-                session_id: route.session_id.clone(),
                 url: route.backend.clone(),
                 addr,
             });
@@ -81,7 +80,6 @@ impl RouteTable {
             }
         }
         let mut table = RouteTable {
-            version,
             routes: count,
             ..Default::default()
         };
@@ -226,7 +224,7 @@ mod tests {
                 5,
             ),
         ];
-        let t = RouteTable::compile(1, &routes);
+        let t = RouteTable::compile(&routes);
         assert_eq!(
             served_by(&t, "api.example.com", "/v1/users").as_deref(),
             Some("r3")
@@ -255,7 +253,7 @@ mod tests {
             route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
             route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0),
         ];
-        let t = RouteTable::compile(1, &routes);
+        let t = RouteTable::compile(&routes);
         let pool = t.lookup("a.com", "/x").unwrap();
         let picks: Vec<u16> = (0..4).map(|_| pool.pick().unwrap().url.port).collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);

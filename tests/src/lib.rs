@@ -1,1 +1,28 @@
+//! End-to-end harness: starts the real `portico-cp` and `portico-dp`
+//! binaries on ephemeral ports, fake HTTP backends, and small blocking
+//! clients for the line protocol and HTTP. Every process dies with its handle.
 
+pub mod backend;
+pub mod client;
+pub mod process;
+
+pub use backend::FakeBackend;
+pub use client::{http_get, one_shot, HttpResponse, LineClient};
+pub use process::{ControlPlane, DataPlane};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, failing after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

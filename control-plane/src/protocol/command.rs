@@ -178,17 +178,6 @@ pub struct Scopes {
     pub circuit_breaker: bool,
 }
 
-impl Scopes {
-    pub const EVERYTHING: Scopes = Scopes {
-        routes: true,
-        headers: true,
-        options: true,
-        health: true,
-        ratelimit: true,
-        circuit_breaker: true,
-    };
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Register {

@@ -90,6 +90,7 @@ const SPECS: &[(&str, &str, usize, usize, bool)] = &[
 ];
 
 /// The names of every protocol command, in the order PROTOCOL.md lists them.
+#[cfg(test)]
 pub fn command_names() -> impl Iterator<Item = &'static str> {
     SPECS.iter().map(|s| s.0)
 }

@@ -19,6 +19,10 @@ use crate::protocol::{Command, Reply};
 #[derive(Debug, Clone)]
 pub struct Home {
     pub conn_id: u64,
+    #[expect(
+        dead_code,
+        reason = "events arrive with SUBSCRIBE in the full protocol"
+    )]
     pub events: mpsc::UnboundedSender<String>,
 }
 
@@ -157,7 +161,7 @@ impl SessionActor {
         let deadline = closed_at.max(self.last_activity) + self.shared.settings.grace;
         let now = Instant::now();
         if now >= deadline {
-            let _ = self.end("grace expired", ctx);
+            drop(self.end("grace expired", ctx));
         } else {
             ctx.run_later(deadline - now, |act, ctx| act.check_grace(ctx));
         }

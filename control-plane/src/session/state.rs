@@ -31,8 +31,16 @@ pub struct Identity {
     pub id: String,
     pub service: String,
     pub instance: String,
+    #[expect(
+        dead_code,
+        reason = "used by maintenance, which arrives with the full protocol"
+    )]
     pub maintenance_port: u16,
     pub metadata: Map<String, Value>,
+    #[expect(
+        dead_code,
+        reason = "used by maintenance, which arrives with the full protocol"
+    )]
     pub peer_ip: Option<IpAddr>,
     pub connected_at: SystemTime,
 }
@@ -93,19 +101,6 @@ impl SessionState {
                 Ok(())
             }
         }
-    }
-
-    /// Whether the session can see this route (active or staged, not removed).
-    pub fn owns(&self, id: RouteId) -> bool {
-        match self.staged.get(&id) {
-            Some(Staged::Remove) => false,
-            Some(Staged::Upsert(_)) => true,
-            None => self.active.contains_key(&id),
-        }
-    }
-
-    pub fn has_staged(&self) -> bool {
-        !self.staged.is_empty()
     }
 
     pub fn routes_active(&self) -> usize {

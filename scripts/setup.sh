@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building Portico needs on a fresh Debian machine: a C
+# toolchain, cmake and OpenSSL headers for Pingora. Safe to run again.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "setup: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+}

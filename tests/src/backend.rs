@@ -1,0 +1,109 @@
+//! A fake HTTP/1.1 backend: answers every request with its name, counts
+//! requests, and can be stopped (listener and open connections closed).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    hits: Arc<AtomicU64>,
+    stopped: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// The last request head seen, for header assertions.
+    pub last_request: Arc<Mutex<String>>,
+}
+
+impl FakeBackend {
+    pub fn start(name: &str) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a fake backend");
+        let addr = listener.local_addr().unwrap();
+        let backend = FakeBackend {
+            addr,
+            name: name.to_string(),
+            hits: Arc::default(),
+            stopped: Arc::default(),
+            conns: Arc::default(),
+            last_request: Arc::default(),
+        };
+        let (hits, stopped, conns, last) = (
+            backend.hits.clone(),
+            backend.stopped.clone(),
+            backend.conns.clone(),
+            backend.last_request.clone(),
+        );
+        let body = name.to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    conns.lock().unwrap().push(clone);
+                }
+                let (hits, last, body) = (hits.clone(), last.clone(), body.clone());
+                std::thread::spawn(move || serve(stream, &hits, &last, &body));
+            }
+        });
+        backend
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        for conn in self.conns.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(stream: TcpStream, hits: &AtomicU64, last: &Mutex<String>, body: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        hits.fetch_add(1, Ordering::AcqRel);
+        *last.lock().unwrap() = head;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Spawning the real binaries and learning their ports from their logs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::{http_get, wait_for};
+
+/// Where cargo put the binaries: next to the test executable's `deps/` folder.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("PORTICO_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) when dropped, with its output kept.
+pub struct Proc {
+    child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[String]) -> Proc {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    /// The address a `listening listener="what" addr=…` log line reported.
+    pub fn listening(&mut self, what: &str) -> SocketAddr {
+        let needle = format!("listener=\"{what}\"");
+        let found = wait_for(
+            &format!("{} {what} listener", self.name),
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+                }
+                let log = self.log.lock().unwrap();
+                log.iter()
+                    .find(|l| l.contains(" listening ") && l.contains(&needle))
+                    .and_then(|l| l.split("addr=").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            },
+        );
+        found.parse().expect("listening address")
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub registry: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    _data_dir: tempdir::TempDir,
+}
+
+impl ControlPlane {
+    pub fn start() -> ControlPlane {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> ControlPlane {
+        let data_dir = tempdir::TempDir::new("portico-cp");
+        let mut args: Vec<String> = [
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--session-threads",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push("--data-dir".into());
+        args.push(data_dir.path().display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn("portico-cp", &args);
+        let registry = proc.listening("registry");
+        let grpc = proc.listening("grpc");
+        let admin = proc.listening("admin");
+        wait_for("control plane /ready", Duration::from_secs(20), || {
+            http_get(admin, "localhost", "/ready")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        ControlPlane {
+            proc,
+            registry,
+            grpc,
+            admin,
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
+pub struct DataPlane {
+    pub proc: Proc,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl DataPlane {
+    /// Starts a data plane and waits until `/ready` says it applied a configuration.
+    pub fn start(control_plane: &str, node_id: &str) -> DataPlane {
+        let dp = Self::spawn(control_plane, node_id, &[]);
+        dp.wait_ready();
+        dp
+    }
+
+    pub fn spawn(control_plane: &str, node_id: &str, extra: &[&str]) -> DataPlane {
+        let mut args: Vec<String> = vec![
+            "--control-plane".into(),
+            control_plane.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--node-id".into(),
+            node_id.into(),
+            "--threads".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn("portico-dp", &args);
+        let proxy = proc.listening("proxy");
+        let admin = proc.listening("admin");
+        DataPlane { proc, proxy, admin }
+    }
+
+    pub fn ready_status(&self) -> Option<u16> {
+        http_get(self.admin, "localhost", "/ready")
+            .ok()
+            .map(|r| r.status)
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("data plane /ready", Duration::from_secs(20), || {
+            (self.ready_status() == Some(200)).then_some(())
+        });
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> crate::HttpResponse {
+        http_get(self.proxy, host, path).expect("request through the data plane")
+    }
+}
+
+/// A temporary directory removed on drop, without another dependency.
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(prefix: &str) -> TempDir {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).expect("creating a temp dir");
+            TempDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
