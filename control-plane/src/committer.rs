@@ -6,17 +6,26 @@ use portico_proto::v1;
 use tokio::sync::oneshot;
 use tracing::info;
 
+use std::collections::HashMap;
+
 use crate::global::{CommitError, GlobalConfig};
 use crate::publisher::{AckReport, Publish, Publisher};
+use crate::session::GlobalChanged;
 
 pub struct Committer {
     global: GlobalConfig,
     publisher: Addr<Publisher>,
+    /// Sessions subscribed to global_config_changed.
+    subscribers: HashMap<String, Recipient<GlobalChanged>>,
 }
 
 impl Committer {
     pub fn new(global: GlobalConfig, publisher: Addr<Publisher>) -> Self {
-        Committer { global, publisher }
+        Committer {
+            global,
+            publisher,
+            subscribers: HashMap::new(),
+        }
     }
 
     fn publish(&self, commit: Option<crate::global::Commit>) -> Applied {
@@ -33,6 +42,11 @@ impl Committer {
             removed = commit.delta.removed.len(),
             "committed"
         );
+        for subscriber in self.subscribers.values() {
+            subscriber.do_send(GlobalChanged {
+                version: commit.version,
+            });
+        }
         self.publisher.do_send(Publish {
             version: commit.version,
             delta: commit.delta,
@@ -108,5 +122,55 @@ impl Handler<RemoveSession> for Committer {
     fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
         let commit = self.global.remove_session(&msg.session_id);
         MessageResult(self.publish(commit))
+    }
+}
+
+/// Moves an old session's routes to the session that took it over.
+#[derive(Message)]
+#[rtype(result = "Applied")]
+pub struct TakeOver {
+    pub old_session: String,
+    pub new_session: String,
+    pub service: String,
+    pub routes: Vec<v1::Route>,
+}
+
+impl Handler<TakeOver> for Committer {
+    type Result = MessageResult<TakeOver>;
+
+    fn handle(&mut self, msg: TakeOver, _: &mut Context<Self>) -> Self::Result {
+        self.subscribers.remove(&msg.old_session);
+        // The routes were the old session's, so they cannot conflict.
+        let commit = self
+            .global
+            .transfer(&msg.old_session, &msg.new_session, &msg.service, msg.routes)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
+                None
+            });
+        MessageResult(self.publish(commit))
+    }
+}
+
+/// Adds (with a recipient) or removes a global_config_changed subscriber.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GlobalSubscription {
+    pub session_id: String,
+    pub recipient: Option<Recipient<GlobalChanged>>,
+}
+
+impl Handler<GlobalSubscription> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, msg: GlobalSubscription, _: &mut Context<Self>) {
+        match msg.recipient {
+            Some(r) => {
+                self.subscribers.insert(msg.session_id, r);
+            }
+            None => {
+                self.subscribers.remove(&msg.session_id);
+            }
+        }
     }
 }

@@ -12,24 +12,37 @@ use rand::RngCore;
 
 use crate::committer::Committer;
 use crate::protocol::RouteId;
-use crate::session::{Home, Identity, SessionActor};
+use crate::session::{Home, Identity, SessionActor, Surrender};
+use crate::telemetry::Telemetry;
 
 /// Settings every session shares.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     /// How long a session without a home connection keeps serving.
     pub grace: Duration,
+    /// Staged changes untouched this long are discarded.
+    pub staged_ttl: Duration,
+    /// How long MAINT_ENTER/EXIT probe before giving up.
+    pub maintenance_probe_limit: Duration,
 }
 
 /// What session actors and connections share.
 pub struct Shared {
     pub directory: Directory,
     pub committer: Addr<Committer>,
+    pub telemetry: Telemetry,
     pub settings: SessionSettings,
 }
 
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Addr<SessionActor>>,
+    /// (service, instance) -> session id, for take-over.
+    by_instance: HashMap<(String, String), String>,
+}
+
 pub struct Directory {
-    sessions: Mutex<HashMap<String, Addr<SessionActor>>>,
+    sessions: Mutex<Sessions>,
     next_route: AtomicU64,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
@@ -39,7 +52,7 @@ impl Directory {
     pub fn new(arbiters: Vec<ArbiterHandle>, last_route_id: u64) -> Self {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Directory {
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             next_route: AtomicU64::new(last_route_id),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
@@ -57,27 +70,63 @@ impl Directory {
     }
 
     pub fn lookup(&self, id: &str) -> Option<Addr<SessionActor>> {
-        self.sessions.lock().get(id).cloned()
+        self.sessions.lock().by_id.get(id).cloned()
     }
 
-    pub fn remove(&self, id: &str) {
-        self.sessions.lock().remove(id);
+    /// Forgets a session that ended (its instance slot too, if still its own).
+    pub fn remove(&self, id: &str, identity: &Identity) {
+        let mut sessions = self.sessions.lock();
+        sessions.by_id.remove(id);
+        let key = (identity.service.clone(), identity.instance.clone());
+        if sessions
+            .by_instance
+            .get(&key)
+            .is_some_and(|owner| owner == id)
+        {
+            sessions.by_instance.remove(&key);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock().len()
+        self.sessions.lock().by_id.len()
     }
 
-    /// Creates a session with a fresh unguessable id and starts its actor.
-    pub fn register(shared: &Arc<Shared>, mut identity: Identity, home: Home) -> String {
+    pub fn all(&self) -> Vec<Addr<SessionActor>> {
+        self.sessions.lock().by_id.values().cloned().collect()
+    }
+
+    /// Creates a session with a fresh unguessable id and starts its actor. A
+    /// live session of the same service and instance is taken over: it ends,
+    /// and the new one inherits its active routes and settings.
+    pub async fn register(shared: &Arc<Shared>, mut identity: Identity, home: Home) -> String {
         let id = new_session_id(&identity.instance);
         identity.id = id.clone();
+        let key = (identity.service.clone(), identity.instance.clone());
+        let previous = {
+            let mut sessions = shared.directory.sessions.lock();
+            let old = sessions.by_instance.insert(key, id.clone());
+            old.and_then(|old| sessions.by_id.remove(&old).map(|addr| (old, addr)))
+        };
+        let inherited = match previous {
+            Some((old_id, addr)) => addr
+                .send(Surrender)
+                .await
+                .ok()
+                .flatten()
+                .map(|i| (old_id, i)),
+            None => None,
+        };
         let arbiter = shared.directory.arbiter();
         let for_actor = shared.clone();
         let addr = SessionActor::start_in_arbiter(&arbiter, move |_| {
-            SessionActor::new(identity, for_actor, home)
+            SessionActor::new(identity, for_actor, home, inherited)
         });
-        shared.directory.sessions.lock().insert(id.clone(), addr);
+        shared
+            .directory
+            .sessions
+            .lock()
+            .by_id
+            .insert(id.clone(), addr);
         id
     }
 }

@@ -129,6 +129,21 @@ impl GlobalConfig {
         }))
     }
 
+    /// Moves a session's routes to the session that took it over, as one
+    /// commit: the same route ids, now naming the new session.
+    pub fn transfer(
+        &mut self,
+        old_session: &str,
+        new_session: &str,
+        service: &str,
+        routes: Vec<v1::Route>,
+    ) -> Result<Option<Commit>, CommitError> {
+        if let Some(entry) = self.sessions.remove(old_session) {
+            self.sessions.insert(new_session.to_string(), entry);
+        }
+        self.commit(new_session, service, routes)
+    }
+
     /// Drops every route of a session (shutdown or expiry).
     pub fn remove_session(&mut self, session_id: &str) -> Option<Commit> {
         let service = self.sessions.get(session_id)?.service.clone();
@@ -194,6 +209,26 @@ mod tests {
         assert!(g
             .commit("s2", "shop", vec![route("r7", "api.example.com", "/v1")])
             .is_ok());
+    }
+
+    #[test]
+    fn transfer_keeps_route_ids_and_removes_nothing() {
+        let mut g = GlobalConfig::new(0);
+        g.commit("old", "web", vec![route("r1", "a.com", "/")])
+            .unwrap();
+        let mut moved = route("r1", "a.com", "/");
+        moved.session_id = "new".into();
+        let c = g
+            .transfer("old", "new", "web", vec![moved])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.delta.upserted[0].session_id, "new");
+        assert!(c.delta.removed.is_empty());
+        assert_eq!(g.remove_session("old"), None);
+        assert_eq!(
+            g.remove_session("new").unwrap().delta.removed,
+            vec!["r1".to_string()]
+        );
     }
 
     #[test]

@@ -7,10 +7,12 @@ mod directory;
 mod global;
 mod grpc;
 mod payload;
+mod probe;
 mod protocol;
 mod publisher;
 mod registry;
 mod session;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,12 @@ struct Args {
     /// How long CONFIG_APPLY waits for data planes to acknowledge, e.g. 2s.
     #[arg(long, env = "PORTICO_APPLY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     apply_timeout: Duration,
+    /// Staged changes untouched this long are discarded, e.g. 30m.
+    #[arg(long, env = "PORTICO_STAGED_TTL", default_value = "30m", value_parser = parse_duration)]
+    staged_ttl: Duration,
+    /// How long MAINT_ENTER/MAINT_EXIT wait for the probed backend, e.g. 60s.
+    #[arg(long, env = "PORTICO_MAINTENANCE_PROBE_LIMIT", default_value = "60s", value_parser = parse_duration)]
+    maintenance_probe_limit: Duration,
     /// Arbiters (threads) that run sessions and connections; default: one per core.
     #[arg(long, env = "PORTICO_SESSION_THREADS")]
     session_threads: Option<usize>,
@@ -92,8 +100,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         directory: Directory::new(arbiters.iter().map(Arbiter::handle).collect(), 0),
         committer,
+        telemetry: telemetry::Telemetry::default(),
         settings: SessionSettings {
             grace: args.session_grace,
+            staged_ttl: args.staged_ttl,
+            maintenance_probe_limit: args.maintenance_probe_limit,
         },
     });
 
@@ -120,6 +131,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!(sessions = shared.directory.len(), "portico-cp stopping");
+    // Tell every home connection, then give the connections a moment to write it.
+    let notices = shared
+        .directory
+        .all()
+        .into_iter()
+        .map(|s| s.send(session::NotifyShutdown));
+    futures::future::join_all(notices).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     System::current().stop();
     Ok(())
 }

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
@@ -35,7 +35,11 @@ struct Outcome {
     close: bool,
     /// This connection became the home of the session.
     home_of: Option<String>,
+    /// A second line that follows later (MAINT_OK), with the txn to echo.
+    follow_up: Option<(oneshot::Receiver<Reply>, Option<String>)>,
 }
+
+type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
 
 type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
 
@@ -82,6 +86,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         events: events_tx,
     };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut follow_ups: FuturesUnordered<FollowUp> = FuturesUnordered::new();
     let mut homes: HashSet<String> = HashSet::new();
     let mut reading = true;
     let idle = tokio::time::sleep(IDLE_TIMEOUT);
@@ -110,6 +115,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     if let Some(id) = outcome.home_of {
                         homes.insert(id);
                     }
+                    if let Some((rx, txn)) = outcome.follow_up {
+                        follow_ups.push(Box::pin(async move {
+                            rx.await.ok().map(|reply| reply.render(txn.as_deref()))
+                        }));
+                    }
                     if outcome.close {
                         let _ = out.flush().await;
                         break 'conn;
@@ -118,6 +128,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 }
                 if out.flush().await.is_err() {
                     break 'conn;
+                }
+            },
+            Some(line) = follow_ups.next(), if !follow_ups.is_empty() => {
+                if let Some(line) = line {
+                    if write_line(&mut out, &line).await.is_err() || out.flush().await.is_err() {
+                        break 'conn;
+                    }
                 }
             },
             Some(event) = events_rx.recv() => {
@@ -130,7 +147,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 break 'conn;
             }
         }
-        if !reading && pending.is_empty() {
+        // A client that half-closed after MAINT_ENTER still gets its MAINT_OK.
+        if !reading && pending.is_empty() && follow_ups.is_empty() {
             break;
         }
     }
@@ -151,6 +169,7 @@ fn immediate(line: String) -> Pending {
         line,
         close: false,
         home_of: None,
+        follow_up: None,
     }))
 }
 
@@ -185,12 +204,16 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
             peer_ip: Some(peer.ip()),
             connected_at: SystemTime::now(),
         };
-        let id = Directory::register(shared, identity, home.clone());
-        return Box::pin(std::future::ready(Outcome {
-            line: Reply::with("ACK", id.clone()).render(txn.as_deref()),
-            close: false,
-            home_of: Some(id),
-        }));
+        let (shared, home) = (shared.clone(), home.clone());
+        return Box::pin(async move {
+            let id = Directory::register(&shared, identity, home).await;
+            Outcome {
+                line: Reply::with("ACK", id.clone()).render(txn.as_deref()),
+                close: false,
+                home_of: Some(id),
+                follow_up: None,
+            }
+        });
     }
     let session = request.session.unwrap_or_default();
     let reconnect = matches!(request.command, Command::Reconnect);
@@ -207,16 +230,18 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
         conn: home.clone(),
     });
     Box::pin(async move {
-        let reply = match sent.await {
-            Ok(reply) => reply,
-            Err(_) if reconnect => Reply::code("REREGISTER"),
-            Err(_) => Reply::invalid_session(),
+        let answer = match sent.await {
+            Ok(answer) => answer,
+            Err(_) if reconnect => Reply::code("REREGISTER").into(),
+            Err(_) => Reply::invalid_session().into(),
         };
+        let reply = answer.reply;
         let home_of = (reconnect && reply.code == "OK").then_some(session);
         Outcome {
             line: reply.render(txn.as_deref()),
             close: reply.close,
             home_of,
+            follow_up: answer.follow_up.map(|rx| (rx, txn)),
         }
     })
 }

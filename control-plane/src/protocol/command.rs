@@ -26,7 +26,7 @@ impl fmt::Display for RouteId {
 }
 
 /// `ALL` (every route of the session) or one route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     All,
     Route(RouteId),
@@ -146,7 +146,7 @@ impl fmt::Display for MaintTarget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
     BackendHealthChanged,
     GlobalConfigChanged,
@@ -176,6 +176,17 @@ pub struct Scopes {
     pub health: bool,
     pub ratelimit: bool,
     pub circuit_breaker: bool,
+}
+
+impl Scopes {
+    pub const EVERYTHING: Scopes = Scopes {
+        routes: true,
+        headers: true,
+        options: true,
+        health: true,
+        ratelimit: true,
+        circuit_breaker: true,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,91 +1,114 @@
 //! The session actor: one per session, its mailbox serialises everything the
-//! session does. Commits block the mailbox until the data planes answered.
+//! session does. Commits block the mailbox until the data planes answered;
+//! slow probes (maintenance) run beside it and answer later.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
-use serde_json::json;
+use portico_proto::v1;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
-use super::state::{Identity, SessionState};
-use crate::committer::{Propose, RemoveSession};
+use super::state::{Identity, Ops, SessionState};
+use crate::committer::{GlobalSubscription, Propose, RemoveSession, TakeOver};
 use crate::directory::Shared;
-use crate::payload::json_reply;
-use crate::protocol::{Command, Reply};
+use crate::protocol::{Command, EventType, Reply};
 
 /// The connection that receives a session's events.
 #[derive(Debug, Clone)]
 pub struct Home {
     pub conn_id: u64,
-    #[expect(
-        dead_code,
-        reason = "events arrive with SUBSCRIBE in the full protocol"
-    )]
     pub events: mpsc::UnboundedSender<String>,
 }
 
+/// A reply, and for MAINT_* a second line that follows when the probe decides.
+pub struct Answer {
+    pub reply: Reply,
+    pub follow_up: Option<oneshot::Receiver<Reply>>,
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Answer {
+            reply,
+            follow_up: None,
+        }
+    }
+}
+
 pub struct SessionActor {
-    state: SessionState,
-    shared: Arc<Shared>,
-    home: Option<Home>,
-    last_activity: Instant,
-    home_closed_at: Option<Instant>,
-    last_activity_wall: SystemTime,
+    pub(super) state: SessionState,
+    pub(super) shared: Arc<Shared>,
+    pub(super) home: Option<Home>,
+    pub(super) last_activity: Instant,
+    pub(super) last_activity_wall: SystemTime,
+    pub(super) home_closed_at: Option<Instant>,
+    pub(super) subscriptions: BTreeSet<EventType>,
+    expiry: Option<SpawnHandle>,
+    pub(super) drain_timer: Option<SpawnHandle>,
+    /// A session taken over from this one (same service and instance).
+    adopt_from: Option<String>,
+}
+
+/// What a new session inherits when it takes over an old one.
+pub struct Inherited {
+    pub state: SessionState,
+    pub subscriptions: BTreeSet<EventType>,
 }
 
 impl SessionActor {
-    pub fn new(identity: Identity, shared: Arc<Shared>, home: Home) -> Self {
+    pub fn new(
+        identity: Identity,
+        shared: Arc<Shared>,
+        home: Home,
+        inherited: Option<(String, Inherited)>,
+    ) -> Self {
+        let (state, subscriptions, adopt_from) = match inherited {
+            Some((old_id, inherited)) => {
+                let mut state = inherited.state;
+                state.identity = identity;
+                (state, inherited.subscriptions, Some(old_id))
+            }
+            None => (SessionState::new(identity), BTreeSet::new(), None),
+        };
         SessionActor {
-            state: SessionState::new(identity),
+            state,
             shared,
             home: Some(home),
             last_activity: Instant::now(),
-            home_closed_at: None,
             last_activity_wall: SystemTime::now(),
+            home_closed_at: None,
+            subscriptions,
+            expiry: None,
+            drain_timer: None,
+            adopt_from,
         }
     }
 
-    fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         &self.state.identity.id
     }
 
-    fn session_info(&self) -> Reply {
-        let id = &self.state.identity;
-        let uptime = SystemTime::now()
-            .duration_since(id.connected_at)
-            .unwrap_or_default()
-            .as_secs();
-        json_reply(
-            "SESSION_OK",
-            &json!({
-                "session_id": id.id,
-                "service_name": id.service,
-                "instance_name": id.instance,
-                "connected_at": rfc3339(id.connected_at),
-                "uptime_seconds": uptime,
-                "routes_active": self.state.routes_active(),
-                "routes_staged": self.state.routes_staged(),
-                "last_apply": self.state.last_apply.map(rfc3339),
-                "last_activity": rfc3339(self.last_activity_wall),
-                "metadata": id.metadata,
-            }),
-            false,
-        )
-    }
-
-    /// Validates and (unless `dry_run`) commits the staged routes; the reply
-    /// is sent once every data plane connected at commit time has answered.
-    fn apply(&mut self, dry_run: bool, ctx: &mut Context<Self>) -> ResponseFuture<Reply> {
-        let proposed = self.state.proposed();
-        if let Err(e) = self.state.validate(&proposed) {
-            return ready(Reply::error(e.to_string()));
-        }
+    /// Sends the session's routes as they will be to the committer. Once
+    /// committed, `then` updates the actor; the answer it returns is sent
+    /// after every data plane connected at commit time has answered.
+    pub(super) fn commit<F>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        routes: Vec<v1::Route>,
+        dry_run: bool,
+        then: F,
+    ) -> ResponseFuture<Answer>
+    where
+        F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
+    {
         let propose = Propose {
             session_id: self.id().to_string(),
             service: self.state.identity.service.clone(),
-            routes: self.state.to_proto(&proposed),
+            routes,
             dry_run,
         };
         let (tx, rx) = oneshot::channel();
@@ -94,37 +117,61 @@ impl SessionActor {
             .committer
             .send(propose)
             .into_actor(self)
-            .then(move |result, act, _| {
-                let waiting: ResponseFuture<Reply> = match result {
+            .then(move |result, act, ctx| {
+                let waiting: ResponseFuture<Answer> = match result {
                     Ok(Ok(applied)) => {
-                        if !dry_run {
-                            act.state.commit(proposed, SystemTime::now());
-                        }
-                        let span = info_span!("apply", session = %act.id(), version = ?applied.version);
+                        let answer = then(act, ctx);
+                        let span = info_span!("commit", session = %act.id(), version = ?applied.version);
                         Box::pin(async move {
                             if let Some(report) = applied.acknowledged().await {
                                 let _g = span.enter();
-                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, "applied");
+                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, "data planes answered");
                             }
-                            Reply::ok()
+                            answer
                         })
                     }
-                    Ok(Err(e)) => ready(Reply::error(e.to_string())),
-                    Err(_) => ready(Reply::error("internal error: committer unavailable")),
+                    Ok(Err(e)) => Box::pin(std::future::ready(Reply::error(e.to_string()).into())),
+                    Err(_) => Box::pin(std::future::ready(
+                        Reply::error("internal error: committer unavailable").into(),
+                    )),
                 };
                 actix::fut::wrap_future::<_, Self>(waiting)
             })
-            .map(move |reply, _, _| {
-                let _ = tx.send(reply);
+            .map(move |answer, _, _| {
+                let _ = tx.send(answer);
             });
         ctx.wait(work);
-        reply_from(rx)
+        answer_from(rx)
+    }
+
+    /// Republishes the active routes with new operational state.
+    pub(super) fn commit_ops<F>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        ops: Ops,
+        then: F,
+    ) -> ResponseFuture<Answer>
+    where
+        F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
+    {
+        let routes = self.state.active_proto(&ops);
+        self.commit(ctx, routes, false, move |act, ctx| {
+            act.state.ops = ops;
+            then(act, ctx)
+        })
     }
 
     /// Ends the session: its routes leave every data plane, then the actor stops.
-    fn end(&mut self, reason: &'static str, ctx: &mut Context<Self>) -> ResponseFuture<Reply> {
+    pub(super) fn end(
+        &mut self,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Answer> {
         info!(session = %self.id(), reason, "session ending");
-        self.shared.directory.remove(self.id());
+        self.shared
+            .directory
+            .remove(self.id(), &self.state.identity);
+        self.set_global_subscription(None);
         let (tx, rx) = oneshot::channel();
         let work = self
             .shared
@@ -143,11 +190,11 @@ impl SessionActor {
                 actix::fut::wrap_future::<_, Self>(waiting)
             })
             .map(move |_, _, ctx: &mut Context<Self>| {
-                let _ = tx.send(Reply::code("SHUTDOWN_OK").closing());
+                let _ = tx.send(Reply::code("SHUTDOWN_OK").closing().into());
                 ctx.stop();
             });
         ctx.wait(work);
-        reply_from(rx)
+        answer_from(rx)
     }
 
     /// Ends the session once the grace after losing its home connection has passed.
@@ -166,14 +213,53 @@ impl SessionActor {
             ctx.run_later(deadline - now, |act, ctx| act.check_grace(ctx));
         }
     }
+
+    /// Restarts the staged-change expiry clock after a staging command.
+    pub(super) fn touch_staged(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        let ttl = self.shared.settings.staged_ttl;
+        self.expiry = Some(ctx.run_later(ttl, |act, _| {
+            act.expiry = None;
+            if act.state.has_staged() {
+                info!(session = %act.id(), "staged changes expired");
+                act.state.rollback();
+            }
+        }));
+    }
+
+    /// Sends `EVENT|type|json` home if the session subscribed to it.
+    pub(super) fn emit(&self, event: EventType, payload: Value) {
+        let wanted =
+            self.subscriptions.contains(&event) || self.subscriptions.contains(&EventType::All);
+        if let (true, Some(home)) = (wanted, &self.home) {
+            let _ = home
+                .events
+                .send(format!("EVENT|{}|{}\n", event.as_str(), payload));
+        }
+    }
+
+    /// Registers (or with `None` removes) this session for global_config_changed.
+    pub(super) fn set_global_subscription(&self, recipient: Option<Recipient<GlobalChanged>>) {
+        self.shared.committer.do_send(GlobalSubscription {
+            session_id: self.id().to_string(),
+            recipient,
+        });
+    }
+
+    pub(super) fn wants_global(&self) -> bool {
+        self.subscriptions.contains(&EventType::GlobalConfigChanged)
+            || self.subscriptions.contains(&EventType::All)
+    }
 }
 
-fn ready(reply: Reply) -> ResponseFuture<Reply> {
-    Box::pin(std::future::ready(reply))
+pub(super) fn ready(reply: Reply) -> ResponseFuture<Answer> {
+    Box::pin(std::future::ready(reply.into()))
 }
 
-fn reply_from(rx: oneshot::Receiver<Reply>) -> ResponseFuture<Reply> {
-    Box::pin(async move { rx.await.unwrap_or_else(|_| Reply::invalid_session()) })
+fn answer_from(rx: oneshot::Receiver<Answer>) -> ResponseFuture<Answer> {
+    Box::pin(async move { rx.await.unwrap_or_else(|_| Reply::invalid_session().into()) })
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -183,56 +269,59 @@ pub fn rfc3339(t: SystemTime) -> String {
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session registered");
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
+        if let Some(old) = self.adopt_from.take() {
+            // Re-home the inherited routes under this session in one commit,
+            // before any command of the new session is handled.
+            let routes = self.state.active_proto(&self.state.ops);
+            let take_over = TakeOver {
+                old_session: old,
+                new_session: self.id().to_string(),
+                service: self.state.identity.service.clone(),
+                routes,
+            };
+            let work =
+                self.shared
+                    .committer
+                    .send(take_over)
+                    .into_actor(self)
+                    .then(|result, act, _| {
+                        let waiting: ResponseFuture<()> = match result {
+                            Ok(applied) => Box::pin(async move {
+                                applied.acknowledged().await;
+                            }),
+                            Err(_) => {
+                                warn!(session = %act.id(), "take-over commit failed");
+                                Box::pin(async {})
+                            }
+                        };
+                        actix::fut::wrap_future::<_, Self>(waiting)
+                    });
+            ctx.wait(work);
+        }
+        if self.state.ops.drain.is_some() {
+            self.schedule_drain_completed(ctx);
+        }
     }
 }
 
 /// One command for this session, from connection `conn`.
 #[derive(Message)]
-#[rtype(result = "Reply")]
+#[rtype(result = "Answer")]
 pub struct Exec {
     pub command: Command,
     pub conn: Home,
 }
 
 impl Handler<Exec> for SessionActor {
-    type Result = ResponseFuture<Reply>;
+    type Result = ResponseFuture<Answer>;
 
     fn handle(&mut self, msg: Exec, ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
         self.last_activity_wall = SystemTime::now();
-        let directory = &self.shared.directory;
-        let reply = match msg.command {
-            Command::Reconnect => {
-                self.home = Some(msg.conn);
-                self.home_closed_at = None;
-                Reply::ok()
-            }
-            Command::Ping => Reply::code("PONG"),
-            Command::SessionInfo => self.session_info(),
-            Command::ClientShutdown => return self.end("client shutdown", ctx),
-            Command::RouteAdd(input) => {
-                let id = self.state.add_route(input, || directory.allocate_route());
-                Reply::with("ROUTE_OK", id.to_string())
-            }
-            Command::RouteRemove(id) => match self.state.remove_route(id) {
-                Ok(()) => Reply::code("ROUTE_OK"),
-                Err(e) => Reply::error(e.to_string()),
-            },
-            Command::RouteList { compressed } => {
-                json_reply("ROUTE_LIST_OK", &self.state.list_json(), compressed)
-            }
-            Command::ConfigValidate => return self.apply(true, ctx),
-            Command::ConfigApply => return self.apply(false, ctx),
-            Command::ConfigRollback => {
-                self.state.rollback();
-                Reply::ok()
-            }
-            Command::Register { .. } => Reply::error("internal error: REGISTER reached a session"),
-            other => Reply::error(format!("not implemented: {}", other.name())),
-        };
-        ready(reply)
+        tracing::debug!(session = %self.id(), command = msg.command.name(), "command");
+        self.execute(msg.command, msg.conn, ctx)
     }
 }
 
@@ -250,11 +339,62 @@ impl Handler<HomeClosed> for SessionActor {
         if self.home.as_ref().is_some_and(|h| h.conn_id == msg.conn_id) {
             self.home = None;
             self.home_closed_at = Some(Instant::now());
-            let grace: Duration = self.shared.settings.grace;
-            if grace.is_zero() {
-                warn!(session = %self.id(), "session grace is zero");
-            }
             self.check_grace(ctx);
+        }
+    }
+}
+
+/// Sent when the same service and instance registers again: this session
+/// hands over its active state and stops without removing its routes.
+#[derive(Message)]
+#[rtype(result = "Option<Inherited>")]
+pub struct Surrender;
+
+impl Handler<Surrender> for SessionActor {
+    type Result = Option<Inherited>;
+
+    fn handle(&mut self, _: Surrender, ctx: &mut Context<Self>) -> Option<Inherited> {
+        info!(session = %self.id(), "session taken over");
+        self.set_global_subscription(None);
+        let mut state = self.state.clone();
+        state.rollback();
+        ctx.stop();
+        Some(Inherited {
+            state,
+            subscriptions: std::mem::take(&mut self.subscriptions),
+        })
+    }
+}
+
+/// The global configuration moved to a new version.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct GlobalChanged {
+    pub version: u64,
+}
+
+impl Handler<GlobalChanged> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GlobalChanged, _: &mut Context<Self>) {
+        self.emit(
+            EventType::GlobalConfigChanged,
+            json!({ "version": msg.version }),
+        );
+    }
+}
+
+/// The control plane is stopping: tell the home connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotifyShutdown;
+
+impl Handler<NotifyShutdown> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: NotifyShutdown, _: &mut Context<Self>) {
+        if let Some(home) = &self.home {
+            let _ = home.events.send("SHUTDOWN\n".to_string());
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Sessions: the pure staged/active state and the actor that owns it.
 
 mod actor;
+mod handlers;
+pub mod settings;
 pub mod state;
 
-pub use actor::{Exec, Home, HomeClosed, SessionActor};
+pub use actor::{Exec, GlobalChanged, Home, HomeClosed, NotifyShutdown, SessionActor, Surrender};
 pub use state::Identity;

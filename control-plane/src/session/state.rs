@@ -2,13 +2,15 @@
 //! top of them. No actors, no I/O; the actor in `actor.rs` drives it.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use portico_proto::v1;
+use portico_proto::{v1, BackendUrl};
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{RouteId, RouteInput};
+use super::settings::Settings;
+use crate::protocol::{MaintTarget, RouteField, RouteId, RouteInput, Scopes};
 
 /// Why a session command was refused; the text goes to the service verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +19,46 @@ pub enum SessionError {
     RouteNotFound,
     #[error("route {0}: duplicate of {1} (same domains, path and backend)")]
     Duplicate(RouteId, RouteId),
+    #[error("route {0}: {1} set for a route that is not active after this apply")]
+    Dangling(RouteId, &'static str),
+    #[error("no active route of this session matches target {0}")]
+    NoMatch(String),
+}
+
+/// Operational state, applied at once without staging.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ops {
+    /// Routes in maintenance, with when they entered it.
+    pub maintenance: BTreeMap<RouteId, SystemTime>,
+    /// Where maintenance traffic goes; `None` is the built-in 503 page.
+    pub maintenance_backend: Option<BackendUrl>,
+    pub drain: Option<Drain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drain {
+    pub started_at: SystemTime,
+    pub duration: Duration,
+}
+
+impl Drain {
+    /// Share of full weight now, 100 at the start down to 0 at the end.
+    pub fn traffic_percent(&self, now: SystemTime) -> f64 {
+        let elapsed = now.duration_since(self.started_at).unwrap_or_default();
+        (100.0 * (1.0 - elapsed.as_secs_f64() / self.duration.as_secs_f64())).clamp(0.0, 100.0)
+    }
+
+    pub fn ends_at(&self) -> SystemTime {
+        self.started_at + self.duration
+    }
+}
+
+/// What an apply would make active: routes, settings, and the scopes applied.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub scopes: Scopes,
+    pub routes: BTreeMap<RouteId, RouteInput>,
+    pub settings: Settings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +73,8 @@ pub struct Identity {
     pub id: String,
     pub service: String,
     pub instance: String,
-    #[expect(
-        dead_code,
-        reason = "used by maintenance, which arrives with the full protocol"
-    )]
     pub maintenance_port: u16,
     pub metadata: Map<String, Value>,
-    #[expect(
-        dead_code,
-        reason = "used by maintenance, which arrives with the full protocol"
-    )]
     pub peer_ip: Option<IpAddr>,
     pub connected_at: SystemTime,
 }
@@ -50,6 +84,8 @@ pub struct SessionState {
     pub identity: Identity,
     active: BTreeMap<RouteId, RouteInput>,
     staged: BTreeMap<RouteId, Staged>,
+    pub settings: Settings,
+    pub ops: Ops,
     pub last_apply: Option<SystemTime>,
 }
 
@@ -59,6 +95,8 @@ impl SessionState {
             identity,
             active: BTreeMap::new(),
             staged: BTreeMap::new(),
+            settings: Settings::default(),
+            ops: Ops::default(),
             last_apply: None,
         }
     }
@@ -103,6 +141,47 @@ impl SessionState {
         }
     }
 
+    pub fn update_route(&mut self, id: RouteId, field: RouteField) -> Result<(), SessionError> {
+        let mut route = match self.staged.get(&id) {
+            Some(Staged::Upsert(r)) => r.clone(),
+            Some(Staged::Remove) => return Err(SessionError::RouteNotFound),
+            None => self
+                .active
+                .get(&id)
+                .cloned()
+                .ok_or(SessionError::RouteNotFound)?,
+        };
+        match field {
+            RouteField::BackendUrl(b) => route.backend = b,
+            RouteField::Priority(p) => route.priority = p,
+            RouteField::Domains(d) => route.domains = d,
+            RouteField::Path(p) => route.path = p,
+        }
+        if self.active.get(&id) == Some(&route) {
+            self.staged.remove(&id);
+        } else {
+            self.staged.insert(id, Staged::Upsert(route));
+        }
+        Ok(())
+    }
+
+    /// Whether the session can see this route (active or staged, not removed).
+    pub fn owns(&self, id: RouteId) -> bool {
+        match self.staged.get(&id) {
+            Some(Staged::Remove) => false,
+            Some(Staged::Upsert(_)) => true,
+            None => self.active.contains_key(&id),
+        }
+    }
+
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty() || self.settings.has_staged()
+    }
+
+    pub fn active_ids(&self) -> impl Iterator<Item = RouteId> + '_ {
+        self.active.keys().copied()
+    }
+
     pub fn routes_active(&self) -> usize {
         self.active.len()
     }
@@ -127,34 +206,68 @@ impl SessionState {
         next
     }
 
-    /// Checks that depend on more than one route of this session.
-    pub fn validate(&self, proposed: &BTreeMap<RouteId, RouteInput>) -> Result<(), SessionError> {
-        let mut seen: std::collections::HashMap<
-            (&[String], &str, &portico_proto::BackendUrl),
-            RouteId,
-        > = std::collections::HashMap::new();
-        for (id, r) in proposed {
-            let key = (r.domains.as_slice(), r.path.as_str(), &r.backend);
-            if let Some(first) = seen.insert(key, *id) {
+    /// What applying `scopes` would make active, checked for what depends
+    /// on more than one command: duplicates and settings of missing routes.
+    pub fn propose(&self, scopes: Scopes) -> Result<Proposal, SessionError> {
+        let routes = if scopes.routes {
+            self.proposed()
+        } else {
+            self.active.clone()
+        };
+        let mut seen = std::collections::HashMap::new();
+        for (id, r) in &routes {
+            if let Some(first) = seen.insert((&r.domains, &r.path, &r.backend), *id) {
                 return Err(SessionError::Duplicate(*id, first));
             }
         }
-        Ok(())
+        let ids: BTreeSet<RouteId> = routes.keys().copied().collect();
+        if let Some((id, what)) = self.settings.dangling(scopes, &ids) {
+            return Err(SessionError::Dangling(id, what));
+        }
+        let mut settings = self.settings.clone();
+        settings.commit(scopes);
+        settings.forget_routes(&ids);
+        Ok(Proposal {
+            scopes,
+            routes,
+            settings,
+        })
     }
 
-    /// Makes a committed proposal the active set and clears what was staged.
-    pub fn commit(&mut self, proposed: BTreeMap<RouteId, RouteInput>, at: SystemTime) {
-        self.active = proposed;
-        self.staged.clear();
+    /// Makes a committed proposal active; what it did not cover stays staged.
+    pub fn commit(&mut self, proposal: Proposal, at: SystemTime) {
+        if proposal.scopes.routes {
+            self.staged.clear();
+        }
+        self.active = proposal.routes;
+        self.settings = proposal.settings;
+        self.ops
+            .maintenance
+            .retain(|id, _| self.active.contains_key(id));
         self.last_apply = Some(at);
     }
 
     pub fn rollback(&mut self) {
         self.staged.clear();
+        self.settings.rollback();
+    }
+
+    /// The active routes with `ops` in place of the current operational state.
+    pub fn active_proto(&self, ops: &Ops) -> Vec<v1::Route> {
+        self.to_proto(&self.active, &self.settings, ops)
     }
 
     /// Routes as they travel to the data planes.
-    pub fn to_proto(&self, routes: &BTreeMap<RouteId, RouteInput>) -> Vec<v1::Route> {
+    pub fn to_proto(
+        &self,
+        routes: &BTreeMap<RouteId, RouteInput>,
+        settings: &Settings,
+        ops: &Ops,
+    ) -> Vec<v1::Route> {
+        let drain = ops.drain.map(|d| v1::Drain {
+            started_at_unix_ms: unix_ms(d.started_at),
+            duration_ms: d.duration.as_millis() as u64,
+        });
         routes
             .iter()
             .map(|(id, r)| v1::Route {
@@ -166,9 +279,75 @@ impl SessionState {
                 path: r.path.clone(),
                 backend_url: r.backend.to_string(),
                 priority: r.priority,
-                settings: None,
+                settings: Some(settings.resolve(*id)),
+                drain,
+                maintenance: ops.maintenance.get(id).map(|at| v1::Maintenance {
+                    backend_url: ops
+                        .maintenance_backend
+                        .as_ref()
+                        .map(|b| b.to_string())
+                        .unwrap_or_default(),
+                    entered_at_unix_ms: unix_ms(*at),
+                }),
             })
             .collect()
+    }
+
+    /// The active routes a maintenance target names.
+    pub fn maintenance_targets(&self, target: &MaintTarget) -> Result<Vec<RouteId>, SessionError> {
+        let ids: Vec<RouteId> = match target {
+            MaintTarget::All => self.active.keys().copied().collect(),
+            MaintTarget::Routes(ids) => {
+                if let Some(_missing) = ids.iter().find(|id| !self.active.contains_key(id)) {
+                    return Err(SessionError::RouteNotFound);
+                }
+                ids.clone()
+            }
+            MaintTarget::Path(p) => self
+                .active
+                .iter()
+                .filter(|(_, r)| &r.path == p)
+                .map(|(id, _)| *id)
+                .collect(),
+            MaintTarget::Domain(d) => self
+                .active
+                .iter()
+                .filter(|(_, r)| r.domains.contains(d))
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        if ids.is_empty() {
+            return Err(SessionError::NoMatch(target.to_string()));
+        }
+        Ok(ids)
+    }
+
+    /// The backend urls of active routes, for the MAINT_EXIT probe.
+    pub fn backends_of(&self, ids: &[RouteId]) -> Vec<BackendUrl> {
+        let mut urls: Vec<BackendUrl> = ids
+            .iter()
+            .filter_map(|id| self.active.get(id))
+            .map(|r| r.backend.clone())
+            .collect();
+        urls.dedup();
+        urls
+    }
+
+    /// CONFIG_DIFF: staged route changes and counts of staged settings.
+    pub fn diff_json(&self) -> Value {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut modified = Vec::new();
+        for (id, change) in &self.staged {
+            match (change, self.active.contains_key(id)) {
+                (Staged::Upsert(r), false) => added.push(route_json(*id, r, "staged")),
+                (Staged::Upsert(r), true) => modified.push(route_json(*id, r, "modified")),
+                (Staged::Remove, _) => removed.push(Value::String(id.to_string())),
+            }
+        }
+        let mut diff = self.settings.diff_json();
+        diff["routes"] = json!({"added": added, "removed": removed, "modified": modified});
+        diff
     }
 
     /// ROUTE_LIST: active routes with their pending state, then staged new ones.
@@ -189,6 +368,11 @@ impl SessionState {
         }
         Value::Array(items)
     }
+}
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn route_json(id: RouteId, r: &RouteInput, status: &str) -> Value {

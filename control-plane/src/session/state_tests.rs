@@ -1,5 +1,7 @@
 use super::*;
+use crate::protocol::{HealthSpec, OptionKey, OptionValue, Target};
 use portico_proto::BackendUrl;
+use std::time::Duration;
 
 fn session() -> SessionState {
     SessionState::new(Identity {
@@ -47,7 +49,10 @@ fn add_is_idempotent_for_identical_routes() {
     let a = s.add_route(route("a.com", "http://a"), &mut alloc);
     let again = s.add_route(route("a.com", "http://a"), &mut alloc);
     assert_eq!(a, again);
-    s.commit(s.proposed(), SystemTime::UNIX_EPOCH);
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
     assert_eq!(s.add_route(route("a.com", "http://a"), &mut alloc), a);
     let b = s.add_route(route("a.com", "http://b"), &mut alloc);
     assert_ne!(a, b);
@@ -63,7 +68,10 @@ fn list_shows_every_status() {
     };
     let r1 = s.add_route(route("a.com", "http://a"), &mut alloc);
     let r2 = s.add_route(route("b.com", "http://b"), &mut alloc);
-    s.commit(s.proposed(), SystemTime::UNIX_EPOCH);
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
     s.remove_route(r1).unwrap();
     s.staged
         .insert(r2, Staged::Upsert(route("b.com", "http://c")));
@@ -97,5 +105,182 @@ fn removing_a_staged_route_unstages_it() {
     assert_eq!(
         s.remove_route(RouteId(99)),
         Err(SessionError::RouteNotFound)
+    );
+}
+
+#[test]
+fn settings_stage_apply_partially_and_resolve_per_route() {
+    let mut s = session();
+    let r1 = s.add_route(route("a.com", "http://a"), || RouteId(1));
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    s.settings
+        .headers
+        .edit()
+        .entry(Target::All)
+        .or_default()
+        .insert("x-a".into(), ("X-A".into(), "all".into()));
+    s.settings
+        .headers
+        .edit()
+        .entry(Target::Route(r1))
+        .or_default()
+        .insert("x-a".into(), ("X-A".into(), "mine".into()));
+    s.settings
+        .options
+        .edit()
+        .entry(Target::All)
+        .or_default()
+        .insert(OptionKey::Retries, OptionValue::Count(2));
+    let diff = s.diff_json();
+    assert_eq!(diff["headers"]["added"], 2);
+    assert_eq!(diff["options"]["modified"], 1);
+    // Apply only headers: options stay staged.
+    let headers_only = Scopes {
+        headers: true,
+        ..Default::default()
+    };
+    s.commit(s.propose(headers_only).unwrap(), SystemTime::UNIX_EPOCH);
+    let resolved = s.settings.resolve(r1);
+    assert_eq!(
+        resolved.response_headers,
+        vec![v1::Header {
+            name: "X-A".into(),
+            value: "mine".into()
+        }]
+    );
+    assert!(resolved.options.is_empty());
+    assert_eq!(s.diff_json()["options"]["modified"], 1);
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(
+        s.settings.resolve(r1).options,
+        vec![v1::Option {
+            key: "retries".into(),
+            value: "2".into()
+        }]
+    );
+}
+
+#[test]
+fn settings_for_a_route_being_removed_are_refused() {
+    let mut s = session();
+    let r1 = s.add_route(route("a.com", "http://a"), || RouteId(1));
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    s.settings.health.edit().insert(
+        r1,
+        HealthSpec {
+            path: "/h".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        },
+    );
+    s.remove_route(r1).unwrap();
+    assert_eq!(
+        s.propose(Scopes::EVERYTHING).unwrap_err(),
+        SessionError::Dangling(r1, "health check")
+    );
+    // A staged route is not active for a partial apply without routes.
+    let mut s = session();
+    let r2 = s.add_route(route("b.com", "http://b"), || RouteId(2));
+    s.settings.health.edit().insert(
+        r2,
+        HealthSpec {
+            path: "/h".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        },
+    );
+    let health_only = Scopes {
+        health: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.propose(health_only).unwrap_err(),
+        SessionError::Dangling(r2, "health check")
+    );
+    assert!(s.propose(Scopes::EVERYTHING).is_ok());
+}
+
+#[test]
+fn maintenance_targets_resolve_to_active_routes() {
+    let mut s = session();
+    let mut n = 0;
+    let mut alloc = || {
+        n += 1;
+        RouteId(n)
+    };
+    let a = s.add_route(route("a.com", "http://a"), &mut alloc);
+    let mut admin = route("b.com", "http://b");
+    admin.path = "/admin".into();
+    let b = s.add_route(admin, &mut alloc);
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    let staged_only = s.add_route(route("c.com", "http://c"), &mut alloc);
+    assert_eq!(
+        s.maintenance_targets(&MaintTarget::All).unwrap(),
+        vec![a, b]
+    );
+    assert_eq!(
+        s.maintenance_targets(&MaintTarget::Path("/admin".into()))
+            .unwrap(),
+        vec![b]
+    );
+    assert_eq!(
+        s.maintenance_targets(&MaintTarget::Domain("a.com".into()))
+            .unwrap(),
+        vec![a]
+    );
+    assert_eq!(
+        s.maintenance_targets(&MaintTarget::Routes(vec![staged_only])),
+        Err(SessionError::RouteNotFound)
+    );
+    assert_eq!(
+        s.maintenance_targets(&MaintTarget::Path("/none".into())),
+        Err(SessionError::NoMatch("/none".into()))
+    );
+}
+
+#[test]
+fn update_stages_a_modification_and_undoes_to_active() {
+    let mut s = session();
+    let r1 = s.add_route(route("a.com", "http://a"), || RouteId(1));
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    s.update_route(r1, RouteField::Priority(5)).unwrap();
+    assert_eq!(statuses(&s), vec![("r1".into(), "modified".into())]);
+    s.update_route(r1, RouteField::Priority(0)).unwrap();
+    assert_eq!(statuses(&s), vec![("r1".into(), "active".into())]);
+    assert_eq!(
+        s.update_route(RouteId(9), RouteField::Priority(1)),
+        Err(SessionError::RouteNotFound)
+    );
+}
+
+#[test]
+fn drain_ramps_linearly() {
+    let d = Drain {
+        started_at: SystemTime::UNIX_EPOCH,
+        duration: Duration::from_secs(10),
+    };
+    assert_eq!(d.traffic_percent(SystemTime::UNIX_EPOCH), 100.0);
+    assert_eq!(
+        d.traffic_percent(SystemTime::UNIX_EPOCH + Duration::from_secs(4)),
+        60.0
+    );
+    assert_eq!(
+        d.traffic_percent(SystemTime::UNIX_EPOCH + Duration::from_secs(30)),
+        0.0
     );
 }

@@ -1,0 +1,412 @@
+//! What each protocol command does to a session: the big match, kept apart
+//! from the actor's plumbing in `actor.rs`.
+
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::actor::{ready, rfc3339, Answer, SessionActor};
+use super::state::{Drain, Ops};
+use crate::payload::json_reply;
+use crate::probe;
+use crate::protocol::{Command, EventType, MaintTarget, Reply, RouteId, Scopes, Target};
+
+impl SessionActor {
+    pub(super) fn execute(
+        &mut self,
+        command: Command,
+        conn: super::Home,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseFuture<Answer> {
+        let directory = &self.shared.directory;
+        let reply = match command {
+            Command::Register { .. } => Reply::error("internal error: REGISTER reached a session"),
+            Command::Reconnect => {
+                self.home = Some(conn);
+                self.home_closed_at = None;
+                Reply::ok()
+            }
+            Command::Ping => Reply::code("PONG"),
+            Command::SessionInfo => self.session_info(),
+            Command::ClientShutdown => return self.end("client shutdown", ctx),
+
+            Command::RouteAdd(input) => {
+                let id = self.state.add_route(input, || directory.allocate_route());
+                self.touch_staged(ctx);
+                Reply::with("ROUTE_OK", id.to_string())
+            }
+            Command::RouteAddBulk(inputs) => {
+                let items: Vec<_> = inputs
+                    .into_iter()
+                    .map(|input| {
+                        let id = self.state.add_route(input, || directory.allocate_route());
+                        json!({"route_id": id.to_string(), "status": "ok"})
+                    })
+                    .collect();
+                self.touch_staged(ctx);
+                Reply::with("ROUTE_BULK_OK", serde_json::Value::Array(items).to_string())
+            }
+            Command::RouteUpdate { route, field } => match self.state.update_route(route, field) {
+                Ok(()) => {
+                    self.touch_staged(ctx);
+                    Reply::code("ROUTE_OK")
+                }
+                Err(e) => Reply::error(e.to_string()),
+            },
+            Command::RouteRemove(id) => match self.state.remove_route(id) {
+                Ok(()) => {
+                    self.touch_staged(ctx);
+                    Reply::code("ROUTE_OK")
+                }
+                Err(e) => Reply::error(e.to_string()),
+            },
+            Command::RouteList { compressed } => {
+                json_reply("ROUTE_LIST_OK", &self.state.list_json(), compressed)
+            }
+
+            Command::HeadersSet {
+                target,
+                name,
+                value,
+            } => self.stage(ctx, target, "HEADERS_OK", |s| {
+                let entry = s.headers.edit().entry(target).or_default();
+                entry.insert(name.to_ascii_lowercase(), (name, value));
+            }),
+            Command::HeadersRemove { target, name } => self.stage(ctx, target, "HEADERS_OK", |s| {
+                if let Some(entry) = s.headers.edit().get_mut(&target) {
+                    entry.remove(&name.to_ascii_lowercase());
+                }
+                s.headers.edit().retain(|_, m| !m.is_empty());
+            }),
+            Command::OptionsSet { target, key, value } => {
+                self.stage(ctx, target, "OPTIONS_OK", |s| {
+                    s.options
+                        .edit()
+                        .entry(target)
+                        .or_default()
+                        .insert(key, value);
+                })
+            }
+            Command::OptionsRemove { target, key } => self.stage(ctx, target, "OPTIONS_OK", |s| {
+                if let Some(entry) = s.options.edit().get_mut(&target) {
+                    entry.remove(&key);
+                }
+                s.options.edit().retain(|_, m| !m.is_empty());
+            }),
+            Command::HealthSet { route, spec } => {
+                self.stage(ctx, Target::Route(route), "HEALTH_OK", |s| {
+                    s.health.edit().insert(route, spec);
+                })
+            }
+            Command::RateLimitSet { target, spec } => {
+                self.stage(ctx, target, "RATELIMIT_OK", |s| {
+                    s.ratelimit.edit().insert(target, spec);
+                })
+            }
+            Command::CircuitBreakerSet { target, spec } => {
+                self.stage(ctx, target, "CIRCUIT_OK", |s| {
+                    s.breaker.edit().insert(target, spec);
+                })
+            }
+            Command::CircuitBreakerStatus(route) => {
+                if !self.state.owns(route) {
+                    Reply::error("route not found")
+                } else {
+                    let status = self.shared.telemetry.breaker_status(route);
+                    json_reply("CIRCUIT_STATUS_OK", &status, false)
+                }
+            }
+            Command::CircuitBreakerReset(route) => {
+                if !self.state.owns(route) {
+                    Reply::error("route not found")
+                } else {
+                    self.shared.telemetry.reset_breaker(route);
+                    Reply::code("CIRCUIT_OK")
+                }
+            }
+
+            Command::ConfigValidate => return self.apply(Scopes::EVERYTHING, true, ctx),
+            Command::ConfigApply => return self.apply(Scopes::EVERYTHING, false, ctx),
+            Command::ConfigApplyPartial(scopes) => return self.apply(scopes, false, ctx),
+            Command::ConfigRollback => {
+                self.state.rollback();
+                Reply::ok()
+            }
+            Command::ConfigDiff => json_reply("DIFF_OK", &self.state.diff_json(), false),
+
+            Command::StatsGet { target, compressed } => match target {
+                Target::Route(id) if !self.state.owns(id) => Reply::error("route not found"),
+                Target::Route(id) => json_reply(
+                    "STATS_OK",
+                    &self.shared.telemetry.route_stats(id),
+                    compressed,
+                ),
+                Target::All => {
+                    let all: Vec<_> = self
+                        .state
+                        .active_ids()
+                        .map(|id| self.shared.telemetry.route_stats(id))
+                        .collect();
+                    json_reply("STATS_OK", &serde_json::Value::Array(all), compressed)
+                }
+            },
+            Command::BackendTest(url) => {
+                let telemetry = self.shared.telemetry.clone();
+                return Box::pin(async move { telemetry.backend_test(url).await.into() });
+            }
+
+            Command::DrainStart(duration) => {
+                let started_at = SystemTime::now();
+                let drain = Drain {
+                    started_at,
+                    duration,
+                };
+                let ops = Ops {
+                    drain: Some(drain),
+                    ..self.state.ops.clone()
+                };
+                return self.commit_ops(ctx, ops, move |act, ctx| {
+                    act.schedule_drain_completed(ctx);
+                    Reply::with("DRAIN_OK", rfc3339(drain.ends_at())).into()
+                });
+            }
+            Command::DrainStatus => match self.state.ops.drain {
+                None => Reply::error("no drain in progress"),
+                Some(d) => {
+                    let now = SystemTime::now();
+                    let elapsed = now
+                        .duration_since(d.started_at)
+                        .unwrap_or_default()
+                        .min(d.duration);
+                    json_reply(
+                        "DRAIN_STATUS_OK",
+                        &json!({
+                            "active": true,
+                            "started_at": rfc3339(d.started_at),
+                            "duration_seconds": d.duration.as_secs_f64(),
+                            "elapsed_seconds": elapsed.as_secs_f64().floor(),
+                            "remaining_seconds": (d.duration - elapsed).as_secs_f64().ceil(),
+                            "traffic_percent": d.traffic_percent(now).round(),
+                        }),
+                        false,
+                    )
+                }
+            },
+            Command::DrainCancel => {
+                if self.state.ops.drain.is_none() {
+                    Reply::error("no drain in progress")
+                } else {
+                    let ops = Ops {
+                        drain: None,
+                        ..self.state.ops.clone()
+                    };
+                    return self.commit_ops(ctx, ops, |act, ctx| {
+                        if let Some(handle) = act.drain_timer.take() {
+                            ctx.cancel_future(handle);
+                        }
+                        Reply::code("DRAIN_OK").into()
+                    });
+                }
+            }
+
+            Command::MaintEnter { target, backend } => {
+                return self.maint_enter(target, backend, ctx)
+            }
+            Command::MaintExit(target) => return self.maint_exit(target, ctx),
+            Command::MaintStatus => {
+                let ops = &self.state.ops;
+                let entered = ops.maintenance.values().min().copied();
+                json_reply(
+                    "MAINT_STATUS_OK",
+                    &json!({
+                        "in_maintenance": ops.maintenance.keys().map(RouteId::to_string).collect::<Vec<_>>(),
+                        "maintenance_backend": if ops.maintenance.is_empty() { None } else { ops.maintenance_backend.as_ref().map(|b| b.to_string()) },
+                        "entered_at": entered.map(rfc3339),
+                    }),
+                    false,
+                )
+            }
+
+            Command::Subscribe(event) => {
+                self.subscriptions.insert(event);
+                if self.wants_global() {
+                    self.set_global_subscription(Some(ctx.address().recipient()));
+                }
+                Reply::code("SUBSCRIBE_OK")
+            }
+            Command::Unsubscribe(event) => {
+                if event == EventType::All {
+                    self.subscriptions.clear();
+                } else {
+                    self.subscriptions.remove(&event);
+                }
+                if !self.wants_global() {
+                    self.set_global_subscription(None);
+                }
+                Reply::code("UNSUBSCRIBE_OK")
+            }
+        };
+        ready(reply)
+    }
+
+    /// Applies a staging edit to settings, after checking the target route.
+    fn stage(
+        &mut self,
+        ctx: &mut Context<Self>,
+        target: Target,
+        ok: &'static str,
+        edit: impl FnOnce(&mut super::settings::Settings),
+    ) -> Reply {
+        if let Target::Route(id) = target {
+            if !self.state.owns(id) {
+                return Reply::error("route not found");
+            }
+        }
+        edit(&mut self.state.settings);
+        self.touch_staged(ctx);
+        Reply::code(ok)
+    }
+
+    fn apply(
+        &mut self,
+        scopes: Scopes,
+        dry_run: bool,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseFuture<Answer> {
+        let proposal = match self.state.propose(scopes) {
+            Ok(p) => p,
+            Err(e) => return ready(Reply::error(e.to_string())),
+        };
+        let routes = self
+            .state
+            .to_proto(&proposal.routes, &proposal.settings, &self.state.ops);
+        self.commit(ctx, routes, dry_run, move |act, _| {
+            if !dry_run {
+                act.state.commit(proposal, SystemTime::now());
+            }
+            Reply::ok().into()
+        })
+    }
+
+    fn maint_enter(
+        &mut self,
+        target: MaintTarget,
+        backend: Option<portico_proto::BackendUrl>,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseFuture<Answer> {
+        let ids = match self.state.maintenance_targets(&target) {
+            Ok(ids) => ids,
+            Err(e) => return ready(Reply::error(e.to_string())),
+        };
+        let identity = &self.state.identity;
+        let backend = backend.or_else(|| match (identity.peer_ip, identity.maintenance_port) {
+            (Some(ip), port) if port != 0 => portico_proto::BackendUrl::parse(&format!(
+                "http://{}",
+                std::net::SocketAddr::new(ip, port)
+            ))
+            .ok(),
+            _ => None,
+        });
+        let mut ops = self.state.ops.clone();
+        let now = SystemTime::now();
+        for id in ids {
+            ops.maintenance.entry(id).or_insert(now);
+        }
+        ops.maintenance_backend = backend.clone();
+        let limit = self.shared.settings.maintenance_probe_limit;
+        self.commit_ops(ctx, ops, move |_, _| {
+            let urls: Vec<_> = backend.into_iter().collect();
+            follow_up_probe(urls, limit, target, "maintenance page")
+        })
+    }
+
+    fn maint_exit(
+        &mut self,
+        target: MaintTarget,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseFuture<Answer> {
+        let ids = match self.state.maintenance_targets(&target) {
+            Ok(ids) => ids,
+            Err(e) => return ready(Reply::error(e.to_string())),
+        };
+        let mut ops = self.state.ops.clone();
+        for id in &ids {
+            ops.maintenance.remove(id);
+        }
+        let urls = self.state.backends_of(&ids);
+        let limit = self.shared.settings.maintenance_probe_limit;
+        self.commit_ops(ctx, ops, move |_, _| {
+            follow_up_probe(urls, limit, target, "backend")
+        })
+    }
+
+    pub(super) fn schedule_drain_completed(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.drain_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(drain) = self.state.ops.drain else {
+            return;
+        };
+        let wait = drain
+            .ends_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        self.drain_timer = Some(ctx.run_later(wait, move |act, _| {
+            act.drain_timer = None;
+            if act.state.ops.drain == Some(drain) {
+                act.emit(
+                    EventType::DrainCompleted,
+                    json!({"session_id": act.id(), "completed_at": rfc3339(drain.ends_at())}),
+                );
+            }
+        }));
+    }
+
+    fn session_info(&self) -> Reply {
+        let id = &self.state.identity;
+        let uptime = SystemTime::now()
+            .duration_since(id.connected_at)
+            .unwrap_or_default()
+            .as_secs();
+        json_reply(
+            "SESSION_OK",
+            &json!({
+                "session_id": id.id,
+                "service_name": id.service,
+                "instance_name": id.instance,
+                "connected_at": rfc3339(id.connected_at),
+                "uptime_seconds": uptime,
+                "routes_active": self.state.routes_active(),
+                "routes_staged": self.state.routes_staged(),
+                "last_apply": self.state.last_apply.map(rfc3339),
+                "last_activity": rfc3339(self.last_activity_wall),
+                "metadata": id.metadata,
+            }),
+            false,
+        )
+    }
+}
+
+/// `ACK` now; `MAINT_OK|target` once every url answers below 500 (none: at once).
+fn follow_up_probe(
+    urls: Vec<portico_proto::BackendUrl>,
+    limit: Duration,
+    target: MaintTarget,
+    what: &'static str,
+) -> Answer {
+    let (tx, rx) = oneshot::channel();
+    actix::spawn(async move {
+        let reply = if probe::wait_healthy(urls, limit).await {
+            Reply::with("MAINT_OK", target.to_string())
+        } else {
+            Reply::error(format!("timeout waiting for {what} to become reachable"))
+        };
+        let _ = tx.send(reply);
+    });
+    Answer {
+        reply: Reply::code("ACK"),
+        follow_up: Some(rx),
+    }
+}
