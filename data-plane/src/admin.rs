@@ -1,5 +1,6 @@
 //! The data plane's admin listener: `/healthz` while the process runs, and
-//! `/ready` once a configuration from the control plane is applied.
+//! `/ready` once a configuration from the control plane is applied, and
+//! `/config`, the routes served now.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ impl ServeHttp for AdminApp {
         let version = self.live.version.load(Ordering::Acquire);
         let (status, body) = match path {
             "/healthz" => (200, "ok\n".to_string()),
+            "/config" => (
+                200,
+                crate::view::config_json(version, &self.live.table.load()).to_string(),
+            ),
             "/ready" => (
                 if ready { 200 } else { 503 },
                 format!("{{\"ready\":{ready},\"version\":{version}}}\n"),

@@ -37,7 +37,7 @@ pub struct Live {
 /// The sync task's own copy of the routes; only it writes `Live`.
 #[derive(Default)]
 pub struct ConfigState {
-    routes: HashMap<String, RouteSpec>,
+    routes: HashMap<String, Arc<RouteSpec>>,
     applied: Option<u64>,
     pub live: Arc<Live>,
 }
@@ -69,7 +69,7 @@ impl ConfigState {
                 let routes = snapshot
                     .routes
                     .iter()
-                    .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), s)))
+                    .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), Arc::new(s))))
                     .collect::<Result<HashMap<_, _>, _>>()?;
                 self.routes = routes;
             }
@@ -89,7 +89,7 @@ impl ConfigState {
                     self.routes.remove(id);
                 }
                 for spec in upserted {
-                    self.routes.insert(spec.route_id.clone(), spec);
+                    self.routes.insert(spec.route_id.clone(), Arc::new(spec));
                 }
             }
         }

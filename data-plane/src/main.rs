@@ -6,6 +6,7 @@ mod config;
 mod proxy;
 mod sync;
 mod table;
+mod view;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -51,17 +51,18 @@ pub struct RouteTable {
     exact: HashMap<String, Vec<Entry>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<String, Vec<Entry>>,
-    routes: usize,
+    /// The routes this table was built from, for the admin `/config` view.
+    pub routes: Vec<Arc<RouteSpec>>,
 }
 
 impl RouteTable {
     /// Builds the table; backends are resolved once here, not per request.
-    pub fn compile<'a>(routes: impl IntoIterator<Item = &'a RouteSpec>) -> Self {
+    pub fn compile<'a>(routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>) -> Self {
         let mut pools: PoolBuilder = HashMap::new();
         let mut resolved: HashMap<String, Option<SocketAddr>> = HashMap::new();
-        let mut count = 0;
+        let mut all = Vec::new();
         for route in routes {
-            count += 1;
+            all.push(route.clone());
             let authority = route.backend.authority();
             let addr = *resolved
                 .entry(authority.clone())
@@ -80,7 +81,7 @@ impl RouteTable {
             }
         }
         let mut table = RouteTable {
-            routes: count,
+            routes: all,
             ..Default::default()
         };
         for ((service, host, prefix), (priority, mut backends)) in pools {
@@ -115,7 +116,7 @@ impl RouteTable {
     }
 
     pub fn len(&self) -> usize {
-        self.routes
+        self.routes.len()
     }
 
     /// The pool serving `host` (lower case, no port) and `path`: exact hosts
@@ -156,8 +157,8 @@ mod tests {
         path: &str,
         backend: &str,
         priority: i64,
-    ) -> RouteSpec {
-        RouteSpec {
+    ) -> Arc<RouteSpec> {
+        Arc::new(RouteSpec {
             route_id: id.into(),
             session_id: format!("s-{id}"),
             service: service.into(),
@@ -167,7 +168,9 @@ mod tests {
             backend: BackendUrl::parse(backend).unwrap(),
             priority,
             settings: Default::default(),
-        }
+            drain: None,
+            maintenance: None,
+        })
     }
 
     fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {

@@ -241,6 +241,9 @@ pub struct RouteSpec {
     pub backend: BackendUrl,
     pub priority: i64,
     pub settings: v1::RouteSettings,
+    pub drain: Option<v1::Drain>,
+    /// In maintenance: `Some(None)` answers with the built-in page.
+    pub maintenance: Option<Option<BackendUrl>>,
 }
 
 impl TryFrom<&v1::Route> for RouteSpec {
@@ -276,6 +279,12 @@ impl TryFrom<&v1::Route> for RouteSpec {
             backend: BackendUrl::parse(&route.backend_url)?,
             priority: route.priority,
             settings: route.settings.clone().unwrap_or_default(),
+            drain: route.drain,
+            maintenance: match &route.maintenance {
+                None => None,
+                Some(m) if m.backend_url.is_empty() => Some(None),
+                Some(m) => Some(Some(BackendUrl::parse(&m.backend_url)?)),
+            },
         })
     }
 }

@@ -55,11 +55,77 @@ impl LineClient {
             .to_string()
     }
 
+    /// REGISTER with a maintenance port and return the session id.
+    pub fn register_with_port(&mut self, service: &str, instance: &str, port: u16) -> String {
+        let reply = self.send(&format!("REGISTER|{service}|{instance}|{port}|{{}}"));
+        reply
+            .strip_prefix("ACK|")
+            .unwrap_or_else(|| panic!("REGISTER answered {reply}"))
+            .to_string()
+    }
+
+    /// Half-closes: no more commands, replies still arrive.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Whether the server closed the connection (EOF within the timeout).
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0))
     }
+}
+
+/// A registered session on its own persistent (home) connection.
+pub struct Session {
+    pub client: LineClient,
+    pub id: String,
+}
+
+impl Session {
+    pub fn register(addr: SocketAddr, service: &str, instance: &str) -> Session {
+        let mut client = LineClient::connect(addr);
+        let id = client.register(service, instance);
+        Session { client, id }
+    }
+
+    /// `NAME|<session>|rest` (or `NAME|<session>` when `rest` is empty).
+    pub fn cmd(&mut self, name: &str, rest: &str) -> String {
+        let line = if rest.is_empty() {
+            format!("{name}|{}", self.id)
+        } else {
+            format!("{name}|{}|{rest}", self.id)
+        };
+        self.client.send(&line)
+    }
+
+    /// Stages a route and returns its id.
+    pub fn add_route(&mut self, host: &str, path: &str, backend: &str) -> String {
+        let reply = self.cmd("ROUTE_ADD", &format!("{host}|{path}|{backend}|0"));
+        reply
+            .strip_prefix("ROUTE_OK|")
+            .unwrap_or_else(|| panic!("ROUTE_ADD answered {reply}"))
+            .to_string()
+    }
+
+    pub fn apply(&mut self) {
+        assert_eq!(self.cmd("CONFIG_APPLY", ""), "OK");
+    }
+
+    /// Sends `NAME|<session>|rest` and parses the JSON after `CODE|`.
+    pub fn json(&mut self, name: &str, rest: &str, code: &str) -> serde_json::Value {
+        let reply = self.cmd(name, rest);
+        json_after(&reply, code)
+    }
+}
+
+/// The JSON payload of a `CODE|{json}` line.
+pub fn json_after(reply: &str, code: &str) -> serde_json::Value {
+    let payload = reply
+        .strip_prefix(code)
+        .and_then(|r| r.strip_prefix('|'))
+        .unwrap_or_else(|| panic!("expected {code}|…, got {reply}"));
+    serde_json::from_str(payload).unwrap_or_else(|e| panic!("bad JSON in {reply}: {e}"))
 }
 
 /// One connection, one command, read the reply, close: the `nc` style.

@@ -101,6 +101,20 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        wait_for(
+            "process exit after SIGTERM",
+            Duration::from_secs(10),
+            || self.child.try_wait().ok().flatten(),
+        )
+        .into()
+    }
 }
 
 impl Drop for Proc {
@@ -210,6 +224,14 @@ impl DataPlane {
         wait_for("data plane /ready", Duration::from_secs(20), || {
             (self.ready_status() == Some(200)).then_some(())
         });
+    }
+
+    /// The admin `/config` view: the routes served now, with their settings.
+    pub fn config(&self) -> serde_json::Value {
+        let body = http_get(self.admin, "localhost", "/config")
+            .expect("GET /config")
+            .body;
+        serde_json::from_str(&body).expect("config json")
     }
 
     pub fn get(&self, host: &str, path: &str) -> crate::HttpResponse {

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::actor::{ready, rfc3339, Answer, SessionActor};
-use super::state::{Drain, Ops};
+use super::state::{Drain, Ops, SessionState};
 use crate::payload::json_reply;
 use crate::probe;
 use crate::protocol::{Command, EventType, MaintTarget, Reply, RouteId, Scopes, Target};
@@ -74,12 +74,14 @@ impl SessionActor {
                 let entry = s.headers.edit().entry(target).or_default();
                 entry.insert(name.to_ascii_lowercase(), (name, value));
             }),
-            Command::HeadersRemove { target, name } => self.stage(ctx, target, "HEADERS_OK", |s| {
-                if let Some(entry) = s.headers.edit().get_mut(&target) {
-                    entry.remove(&name.to_ascii_lowercase());
-                }
-                s.headers.edit().retain(|_, m| !m.is_empty());
-            }),
+            Command::HeadersRemove { target, name } => {
+                self.stage_with(ctx, target, "HEADERS_OK", SessionState::knows, |s| {
+                    if let Some(entry) = s.headers.edit().get_mut(&target) {
+                        entry.remove(&name.to_ascii_lowercase());
+                    }
+                    s.headers.edit().retain(|_, m| !m.is_empty());
+                })
+            }
             Command::OptionsSet { target, key, value } => {
                 self.stage(ctx, target, "OPTIONS_OK", |s| {
                     s.options
@@ -89,12 +91,14 @@ impl SessionActor {
                         .insert(key, value);
                 })
             }
-            Command::OptionsRemove { target, key } => self.stage(ctx, target, "OPTIONS_OK", |s| {
-                if let Some(entry) = s.options.edit().get_mut(&target) {
-                    entry.remove(&key);
-                }
-                s.options.edit().retain(|_, m| !m.is_empty());
-            }),
+            Command::OptionsRemove { target, key } => {
+                self.stage_with(ctx, target, "OPTIONS_OK", SessionState::knows, |s| {
+                    if let Some(entry) = s.options.edit().get_mut(&target) {
+                        entry.remove(&key);
+                    }
+                    s.options.edit().retain(|_, m| !m.is_empty());
+                })
+            }
             Command::HealthSet { route, spec } => {
                 self.stage(ctx, Target::Route(route), "HEALTH_OK", |s| {
                     s.health.edit().insert(route, spec);
@@ -259,8 +263,21 @@ impl SessionActor {
         ok: &'static str,
         edit: impl FnOnce(&mut super::settings::Settings),
     ) -> Reply {
+        self.stage_with(ctx, target, ok, SessionState::owns, edit)
+    }
+
+    /// `stage` with the rule for which routes may be named; removals also
+    /// accept a route pending removal, so its settings can be taken back.
+    fn stage_with(
+        &mut self,
+        ctx: &mut Context<Self>,
+        target: Target,
+        ok: &'static str,
+        visible: fn(&SessionState, RouteId) -> bool,
+        edit: impl FnOnce(&mut super::settings::Settings),
+    ) -> Reply {
         if let Target::Route(id) = target {
-            if !self.state.owns(id) {
+            if !visible(&self.state, id) {
                 return Reply::error("route not found");
             }
         }

@@ -174,6 +174,12 @@ impl SessionState {
         }
     }
 
+    /// Whether the route is the session's at all, also while pending removal,
+    /// so settings on a route being removed can still be taken back.
+    pub fn knows(&self, id: RouteId) -> bool {
+        self.active.contains_key(&id) || self.owns(id)
+    }
+
     pub fn has_staged(&self) -> bool {
         !self.staged.is_empty() || self.settings.has_staged()
     }
