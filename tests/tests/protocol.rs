@@ -1099,3 +1099,41 @@ fn malformed_lines_change_nothing() {
         "the route is still there"
     );
 }
+
+/// Every command that names a session: with an unknown session it answers
+/// `invalid session` (RECONNECT: `REREGISTER`), and with extra fields it
+/// answers the format error naming its fields.
+#[test]
+fn every_session_command_refuses_unknown_sessions_and_extra_fields() {
+    let cp = ControlPlane::start();
+    let mut c = LineClient::connect(cp.registry);
+    let valid = [
+        "RECONNECT|S", "PING|S", "SESSION_INFO|S", "CLIENT_SHUTDOWN|S",
+        "ROUTE_ADD|S|a.test|/|http://127.0.0.1:1|0",
+        "ROUTE_ADD_BULK|S|[{\"domains\":[\"a.test\"],\"path\":\"/\",\"backend_url\":\"http://127.0.0.1:1\"}]",
+        "ROUTE_UPDATE|S|r1|priority|1", "ROUTE_REMOVE|S|r1", "ROUTE_LIST|S|compressed",
+        "HEADERS_SET|S|ALL|X-A|1", "HEADERS_REMOVE|S|ALL|X-A", "OPTIONS_SET|S|ALL|retries|1", "OPTIONS_REMOVE|S|ALL|retries",
+        "HEALTH_SET|S|r1|/h|2s|1s", "RATELIMIT_SET|S|ALL|1|1s", "CIRCUIT_BREAKER_SET|S|ALL|1|1s|1",
+        "CIRCUIT_BREAKER_STATUS|S|r1", "CIRCUIT_BREAKER_RESET|S|r1", "CONFIG_VALIDATE|S", "CONFIG_APPLY|S",
+        "CONFIG_ROLLBACK|S", "CONFIG_DIFF|S", "CONFIG_APPLY_PARTIAL|S|routes", "STATS_GET|S|ALL|compressed",
+        "BACKEND_TEST|S|http://127.0.0.1:1", "DRAIN_START|S|1s", "DRAIN_STATUS|S", "DRAIN_CANCEL|S",
+        "MAINT_ENTER|S|ALL|http://127.0.0.1:1", "MAINT_EXIT|S|ALL", "MAINT_STATUS|S", "SUBSCRIBE|S|all", "UNSUBSCRIBE|S|all",
+    ];
+    assert_eq!(valid.len(), 33);
+    for line in valid {
+        let name = line.split('|').next().unwrap();
+        let unknown = line.replacen("|S", "|nobody-0123", 1);
+        let expected = if name == "RECONNECT" {
+            "REREGISTER"
+        } else {
+            "ERROR|invalid session"
+        };
+        assert_eq!(c.send(&unknown), expected, "{unknown}");
+        let extra = format!("{unknown}|x|y|z");
+        let reply = c.send(&extra);
+        assert!(
+            reply.starts_with(&format!("ERROR|invalid format: expected {name}|session")),
+            "{extra} answered {reply}"
+        );
+    }
+}

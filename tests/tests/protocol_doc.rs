@@ -13,7 +13,12 @@ fn transcripts(doc: &str) -> Vec<Transcript> {
     let mut current: Option<Transcript> = None;
     for (n, line) in doc.lines().enumerate() {
         match (&mut current, line) {
-            (None, "```transcript") => current = Some(Transcript { line: n + 1, steps: Vec::new() }),
+            (None, "```transcript") => {
+                current = Some(Transcript {
+                    line: n + 1,
+                    steps: Vec::new(),
+                })
+            }
             (Some(_), "```") => out.push(current.take().unwrap()),
             (Some(t), l) if l.starts_with("> ") => t.steps.push((true, l[2..].to_string())),
             (Some(t), l) if l.starts_with("< ") => t.steps.push((false, l[2..].to_string())),
@@ -31,7 +36,7 @@ fn glob(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -46,7 +51,8 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 #[test]
 fn documented_examples_hold() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .unwrap();
     let all = transcripts(&doc);
     assert!(all.len() >= 7, "found {} transcripts", all.len());
     let backend = FakeBackend::start("doc");
@@ -58,7 +64,9 @@ fn documented_examples_hold() {
         let mut client = LineClient::connect(cp.registry);
         let mut session = String::new();
         for (send, text) in &t.steps {
-            let text = text.replace("$BACKEND", &backend.url()).replace("$DOWN", &down.url());
+            let text = text
+                .replace("$BACKEND", &backend.url())
+                .replace("$DOWN", &down.url());
             if *send {
                 client.send_raw(format!("{}\n", text.replace("$S", &session)).as_bytes());
             } else {
