@@ -28,7 +28,9 @@ impl Committer {
         }
     }
 
-    fn publish(&self, commit: Option<crate::global::Commit>) -> Applied {
+    /// Publishes a commit; `proposer` hears of it from its own actor, in order
+    /// with its reply, so it is not sent global_config_changed here.
+    fn publish(&self, commit: Option<crate::global::Commit>, proposer: &str) -> Applied {
         let Some(commit) = commit else {
             return Applied {
                 version: None,
@@ -42,7 +44,10 @@ impl Committer {
             removed = commit.delta.removed.len(),
             "committed"
         );
-        for subscriber in self.subscribers.values() {
+        for (session, subscriber) in &self.subscribers {
+            if session == proposer {
+                continue;
+            }
             subscriber.do_send(GlobalChanged {
                 version: commit.version,
             });
@@ -105,7 +110,7 @@ impl Handler<Propose> for Committer {
         let commit = self
             .global
             .commit(&msg.session_id, &msg.service, msg.routes)?;
-        Ok(self.publish(commit))
+        Ok(self.publish(commit, &msg.session_id))
     }
 }
 
@@ -121,7 +126,7 @@ impl Handler<RemoveSession> for Committer {
 
     fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
         let commit = self.global.remove_session(&msg.session_id);
-        MessageResult(self.publish(commit))
+        MessageResult(self.publish(commit, &msg.session_id))
     }
 }
 
@@ -148,7 +153,7 @@ impl Handler<TakeOver> for Committer {
                 tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
                 None
             });
-        MessageResult(self.publish(commit))
+        MessageResult(self.publish(commit, &msg.new_session))
     }
 }
 

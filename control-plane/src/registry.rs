@@ -94,16 +94,14 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 
     'conn: loop {
         tokio::select! {
-            frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
-                Some(Ok(frame)) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    pending.push_back(handle_frame(frame, peer, &home, &shared));
+            // Events and follow-ups already queued go out before replies that
+            // complete at the same moment, so a session hears of its own
+            // commit before the reply to it.
+            biased;
+            Some(event) = events_rx.recv() => {
+                if write_line(&mut out, &event).await.is_err() || out.flush().await.is_err() {
+                    break 'conn;
                 }
-                Some(Err(e)) => {
-                    debug!(conn_id, error = %e, "registry read failed");
-                    reading = false;
-                }
-                None => reading = false,
             },
             Some(first) = pending.next(), if !pending.is_empty() => {
                 // Write every reply that is already done, then flush once.
@@ -137,10 +135,16 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     }
                 }
             },
-            Some(event) = events_rx.recv() => {
-                if write_line(&mut out, &event).await.is_err() || out.flush().await.is_err() {
-                    break 'conn;
+            frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
+                Some(Ok(frame)) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                    pending.push_back(handle_frame(frame, peer, &home, &shared));
                 }
+                Some(Err(e)) => {
+                    debug!(conn_id, error = %e, "registry read failed");
+                    reading = false;
+                }
+                None => reading = false,
             },
             _ = &mut idle => {
                 debug!(conn_id, "registry connection idle; closing");

@@ -150,6 +150,11 @@ impl ControlPlane {
             "127.0.0.1:0",
             "--session-threads",
             "2",
+            // Many processes share two cores during the suite; a starved data
+            // plane may take longer than the 2 s default to acknowledge, and
+            // these tests check what OK means, not the timeout.
+            "--apply-timeout",
+            "10s",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -121,6 +121,9 @@ impl SessionActor {
                 let waiting: ResponseFuture<Answer> = match result {
                     Ok(Ok(applied)) => {
                         let answer = then(act, ctx);
+                        if let (Some(version), true) = (applied.version, act.wants_global()) {
+                            act.emit(EventType::GlobalConfigChanged, json!({ "version": version }));
+                        }
                         let span = info_span!("commit", session = %act.id(), version = ?applied.version);
                         Box::pin(async move {
                             if let Some(report) = applied.acknowledged().await {
