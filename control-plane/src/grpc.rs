@@ -1,23 +1,41 @@
 //! The gRPC face of the control plane: the stream every data plane dials.
 
+use std::sync::Arc;
+
 use actix::Addr;
 use portico_proto::v1::{
     self, data_plane_message::Msg, data_plane_service_server::DataPlaneService,
 };
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::directory::Shared;
 use crate::publisher::{PlaneConnected, PlaneGone, PlaneReply, Publisher};
+use crate::session::HealthChanged;
 
 pub struct DataPlaneApi {
     publisher: Addr<Publisher>,
+    shared: Arc<Shared>,
 }
 
 impl DataPlaneApi {
-    pub fn new(publisher: Addr<Publisher>) -> Self {
-        DataPlaneApi { publisher }
+    pub fn new(publisher: Addr<Publisher>, shared: Arc<Shared>) -> Self {
+        DataPlaneApi { publisher, shared }
+    }
+}
+
+/// Tells the session owning the route, which forwards it if subscribed.
+fn announce(shared: &Shared, change: v1::HealthChange) {
+    if let Some(session) = shared.directory.lookup(&change.session_id) {
+        session.do_send(HealthChanged(json!({
+            "route_id": change.route_id,
+            "backend": change.backend_url,
+            "healthy": change.healthy,
+            "reason": change.reason,
+        })));
     }
 }
 
@@ -54,6 +72,8 @@ impl DataPlaneService for DataPlaneApi {
             .await
             .map_err(|_| Status::unavailable("control plane is shutting down"))?;
         let publisher = self.publisher.clone();
+        let shared = self.shared.clone();
+        let node_id = hello.node_id.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -74,6 +94,18 @@ impl DataPlaneService for DataPlaneApi {
                             reason: nack.reason,
                         });
                     }
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::Telemetry(report)),
+                    })) => {
+                        for change in shared.telemetry.record(&node_id, report) {
+                            announce(&shared, change);
+                        }
+                    }
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::BackendTest(result)),
+                    })) => {
+                        publisher.do_send(PlaneReply::BackendTest(result));
+                    }
                     Ok(Some(other)) => warn!(conn, ?other, "unexpected message from data plane"),
                     Ok(None) => break,
                     Err(status) => {
@@ -82,6 +114,7 @@ impl DataPlaneService for DataPlaneApi {
                     }
                 }
             }
+            shared.telemetry.forget_node(&node_id);
             publisher.do_send(PlaneGone { conn });
         });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))

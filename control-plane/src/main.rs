@@ -7,7 +7,6 @@ mod directory;
 mod global;
 mod grpc;
 mod payload;
-mod probe;
 mod protocol;
 mod publisher;
 mod registry;
@@ -100,7 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         directory: Directory::new(arbiters.iter().map(Arbiter::handle).collect(), 0),
         committer,
-        telemetry: telemetry::Telemetry::default(),
+        telemetry: telemetry::Telemetry::new(publisher.clone()),
         settings: SessionSettings {
             grace: args.session_grace,
             staged_ttl: args.staged_ttl,
@@ -113,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let grpc_server = tonic::transport::Server::builder()
         .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
             publisher,
+            shared.clone(),
         )))
         .serve_with_incoming(TcpListenerStream::new(grpc));
     actix_rt::spawn(async move {

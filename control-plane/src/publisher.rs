@@ -39,6 +39,9 @@ struct Waiter {
 
 pub struct Publisher {
     apply_timeout: Duration,
+    next_test: u64,
+    /// BACKEND_TEST requests waiting for a data plane: id -> (conn, reply).
+    tests: HashMap<u64, (u64, oneshot::Sender<v1::BackendTestResult>)>,
     version: u64,
     routes: HashMap<String, v1::Route>,
     planes: HashMap<u64, Plane>,
@@ -50,6 +53,8 @@ impl Publisher {
     pub fn new(apply_timeout: Duration, version: u64) -> Self {
         Publisher {
             apply_timeout,
+            next_test: 0,
+            tests: HashMap::new(),
             version,
             routes: HashMap::new(),
             planes: HashMap::new(),
@@ -209,7 +214,7 @@ impl Handler<PlaneConnected> for Publisher {
     }
 }
 
-/// An ACK or NACK from a data plane.
+/// An ACK or NACK from a data plane, or the result of a BACKEND_TEST.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum PlaneReply {
@@ -222,6 +227,7 @@ pub enum PlaneReply {
         version: u64,
         reason: String,
     },
+    BackendTest(v1::BackendTestResult),
 }
 
 impl Handler<PlaneReply> for Publisher {
@@ -245,6 +251,11 @@ impl Handler<PlaneReply> for Publisher {
                 }
                 self.settle(conn, version, |r| &mut r.nacked);
             }
+            PlaneReply::BackendTest(result) => {
+                if let Some((_, reply)) = self.tests.remove(&result.id) {
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 }
@@ -261,8 +272,57 @@ impl Handler<PlaneGone> for Publisher {
     fn handle(&mut self, msg: PlaneGone, _: &mut Context<Self>) {
         // A plane that went away no longer holds anyone's apply back.
         self.settle(msg.conn, u64::MAX, |r| &mut r.lagging);
+        self.tests.retain(|_, (conn, _)| *conn != msg.conn);
         if let Some(plane) = self.planes.remove(&msg.conn) {
             info!(node_id = %plane.node_id, conn = msg.conn, "data plane disconnected");
         }
+    }
+}
+
+/// A message for every connected data plane (e.g. a breaker reset).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Broadcast(pub v1::ControlPlaneMessage);
+
+impl Handler<Broadcast> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        for plane in self.planes.values() {
+            let _ = plane.tx.send(Ok(msg.0.clone()));
+        }
+    }
+}
+
+/// Runs BACKEND_TEST on a connected data plane; false when none is connected.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct AskBackendTest {
+    pub url: String,
+    pub reply: oneshot::Sender<v1::BackendTestResult>,
+}
+
+impl Handler<AskBackendTest> for Publisher {
+    type Result = bool;
+
+    fn handle(&mut self, msg: AskBackendTest, _: &mut Context<Self>) -> bool {
+        let Some((conn, plane)) = self.planes.iter().min_by_key(|(conn, _)| **conn) else {
+            return false;
+        };
+        self.next_test += 1;
+        let id = self.next_test;
+        let request = v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::BackendTest(
+                v1::BackendTestRequest {
+                    id,
+                    backend_url: msg.url,
+                },
+            )),
+        };
+        if plane.tx.send(Ok(request)).is_err() {
+            return false;
+        }
+        self.tests.insert(id, (*conn, msg.reply));
+        true
     }
 }

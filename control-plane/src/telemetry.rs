@@ -1,80 +1,221 @@
-//! Telemetry the control plane answers from: per-route statistics and
-//! circuit-breaker states reported by data planes, merged on request, and
-//! BACKEND_TEST. Data planes do not report yet, so figures start at zero.
+//! Telemetry from the data planes, merged for the services: per-route sums
+//! with percentiles from the merged latency histograms (never averaged
+//! percentiles), circuit-breaker states per data plane, health transitions,
+//! and BACKEND_TEST run where traffic flows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use actix::Addr;
 use parking_lot::Mutex;
-use portico_proto::BackendUrl;
+use portico_proto::{histogram, probe, v1, BackendUrl};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
-use crate::probe;
 use crate::protocol::{Reply, RouteId};
+use crate::publisher::{AskBackendTest, Broadcast, Publisher};
+use crate::session::rfc3339;
 
-#[derive(Debug, Clone, Default)]
-struct RouteStats {
+#[derive(Debug, Default)]
+struct Totals {
     requests: u64,
     errors: u64,
     bytes_sent: u64,
     bytes_received: u64,
     latency_sum_ms: f64,
-    status_codes: HashMap<u16, u64>,
+    status: HashMap<u32, u64>,
+    latency: HashMap<u32, u64>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Default)]
+struct Inner {
+    routes: HashMap<String, Totals>,
+    /// node id -> its latest breaker states.
+    breakers: HashMap<String, Vec<v1::BreakerState>>,
+    /// (route, backend) -> last health reported to services.
+    health: HashMap<(String, String), bool>,
+}
+
+#[derive(Clone)]
 pub struct Telemetry {
-    routes: Arc<Mutex<HashMap<RouteId, RouteStats>>>,
+    inner: Arc<Mutex<Inner>>,
+    publisher: Addr<Publisher>,
+}
+
+fn from_ms(ms: i64) -> Option<String> {
+    (ms > 0).then(|| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)))
 }
 
 impl Telemetry {
+    pub fn new(publisher: Addr<Publisher>) -> Self {
+        Telemetry {
+            inner: Arc::default(),
+            publisher,
+        }
+    }
+
+    /// Merges one report; returns the health changes services should hear of
+    /// (a transition several data planes report is told once).
+    pub fn record(&self, node_id: &str, report: v1::Telemetry) -> Vec<v1::HealthChange> {
+        let health_only = is_health_only(&report);
+        let mut inner = self.inner.lock();
+        let breakers = report.breakers;
+        for r in report.routes {
+            let t = inner.routes.entry(r.route_id).or_default();
+            t.requests += r.requests;
+            t.errors += r.errors;
+            t.bytes_sent += r.bytes_sent;
+            t.bytes_received += r.bytes_received;
+            t.latency_sum_ms += r.latency_sum_ms;
+            for (code, n) in r.status_codes {
+                *t.status.entry(code).or_default() += n;
+            }
+            for (bucket, n) in r.latency_buckets {
+                *t.latency.entry(bucket).or_default() += n;
+            }
+        }
+        if !health_only {
+            inner.breakers.insert(node_id.to_string(), breakers);
+        }
+        report
+            .health
+            .into_iter()
+            .filter(|h| {
+                inner
+                    .health
+                    .insert((h.route_id.clone(), h.backend_url.clone()), h.healthy)
+                    != Some(h.healthy)
+            })
+            .collect()
+    }
+
+    /// A data plane went away: its breakers no longer count.
+    pub fn forget_node(&self, node_id: &str) {
+        self.inner.lock().breakers.remove(node_id);
+    }
+
     /// STATS_GET for one route, summed over every data plane.
     pub fn route_stats(&self, id: RouteId) -> Value {
-        let stats = self.routes.lock().get(&id).cloned().unwrap_or_default();
-        let avg = if stats.requests == 0 {
+        let inner = self.inner.lock();
+        let empty = Totals::default();
+        let t = inner.routes.get(&id.to_string()).unwrap_or(&empty);
+        let buckets: Vec<(usize, u64)> = t.latency.iter().map(|(b, n)| (*b as usize, *n)).collect();
+        let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
+        let avg = if t.requests == 0 {
             0.0
         } else {
-            stats.latency_sum_ms / stats.requests as f64
+            t.latency_sum_ms / t.requests as f64
         };
-        let codes: serde_json::Map<String, Value> = stats
-            .status_codes
+        let codes: serde_json::Map<String, Value> = t
+            .status
             .iter()
-            .map(|(code, n)| (code.to_string(), json!(n)))
+            .map(|(c, n)| (c.to_string(), json!(n)))
             .collect();
         json!({
             "route_id": id.to_string(),
-            "requests": stats.requests,
-            "errors": stats.errors,
-            "avg_latency_ms": avg,
-            "p50_latency_ms": 0.0,
-            "p95_latency_ms": 0.0,
-            "p99_latency_ms": 0.0,
-            "bytes_sent": stats.bytes_sent,
-            "bytes_received": stats.bytes_received,
+            "requests": t.requests,
+            "errors": t.errors,
+            "avg_latency_ms": round(avg),
+            "p50_latency_ms": round(histogram::quantile(&buckets, 0.50)),
+            "p95_latency_ms": round(histogram::quantile(&buckets, 0.95)),
+            "p99_latency_ms": round(histogram::quantile(&buckets, 0.99)),
+            "bytes_sent": t.bytes_sent,
+            "bytes_received": t.bytes_received,
             "status_codes": codes,
         })
     }
 
-    /// CIRCUIT_BREAKER_STATUS: the merged state and each data plane's.
+    /// CIRCUIT_BREAKER_STATUS: the worst state over data planes and backends,
+    /// and each data plane's own.
     pub fn breaker_status(&self, id: RouteId) -> Value {
+        let id = id.to_string();
+        let inner = self.inner.lock();
+        let rank = |s: &str| match s {
+            "open" => 2,
+            "half_open" => 1,
+            _ => 0,
+        };
+        let (mut state, mut failures, mut last_failure, mut next_attempt) =
+            ("closed".to_string(), 0, 0i64, 0i64);
+        let mut planes = Vec::new();
+        let mut nodes: Vec<&String> = inner.breakers.keys().collect();
+        nodes.sort();
+        for node in nodes {
+            for b in inner.breakers[node].iter().filter(|b| b.route_id == id) {
+                if rank(&b.state) > rank(&state) {
+                    state = b.state.clone();
+                }
+                failures = failures.max(b.failures);
+                last_failure = last_failure.max(b.last_failure_unix_ms);
+                if b.next_attempt_unix_ms > 0
+                    && (next_attempt == 0 || b.next_attempt_unix_ms < next_attempt)
+                {
+                    next_attempt = b.next_attempt_unix_ms;
+                }
+                planes.push(json!({
+                    "node_id": node,
+                    "backend_url": b.backend_url,
+                    "state": b.state,
+                    "failures": b.failures,
+                    "last_failure": from_ms(b.last_failure_unix_ms),
+                    "next_attempt": from_ms(b.next_attempt_unix_ms),
+                }));
+            }
+        }
         json!({
-            "route_id": id.to_string(),
-            "state": "closed",
-            "failures": 0,
-            "last_failure": null,
-            "next_attempt": null,
-            "data_planes": [],
+            "route_id": id,
+            "state": state,
+            "failures": failures,
+            "last_failure": from_ms(last_failure),
+            "next_attempt": from_ms(next_attempt),
+            "data_planes": planes,
         })
     }
 
-    pub fn reset_breaker(&self, _id: RouteId) {}
+    /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data plane.
+    pub fn reset_breaker(&self, id: RouteId) {
+        let id = id.to_string();
+        for states in self.inner.lock().breakers.values_mut() {
+            states.retain(|b| b.route_id != id);
+        }
+        self.publisher.do_send(Broadcast(v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::ResetBreaker(
+                v1::ResetBreaker { route_id: id },
+            )),
+        }));
+    }
 
-    /// BACKEND_TEST: `GET /` with a 5 s limit.
+    /// BACKEND_TEST from a connected data plane, or from here when none is.
     pub async fn backend_test(&self, url: BackendUrl) -> Reply {
-        let result = probe::probe(&url, "/", Duration::from_secs(5)).await;
-        match (result.status_code, result.error) {
-            (Some(status), _) => Reply::with(
+        let (tx, rx) = oneshot::channel();
+        let asked = self
+            .publisher
+            .send(AskBackendTest {
+                url: url.to_string(),
+                reply: tx,
+            })
+            .await
+            .unwrap_or(false);
+        let remote = if asked {
+            tokio::time::timeout(Duration::from_secs(7), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let result = match remote {
+            Some(r) => probe::ProbeResult {
+                status_code: r.reachable.then_some(r.status_code as u16),
+                response_time_ms: r.response_time_ms,
+                tls_valid: r.tls_valid,
+                error: (!r.error.is_empty()).then_some(r.error),
+            },
+            None => probe::probe(&url, "/", Duration::from_secs(5)).await,
+        };
+        match result.status_code {
+            Some(status) => Reply::with(
                 "BACKEND_OK",
                 json!({
                     "reachable": true,
@@ -84,14 +225,16 @@ impl Telemetry {
                 })
                 .to_string(),
             ),
-            (None, error) => Reply::with(
+            None => Reply::with(
                 "BACKEND_FAIL",
-                json!({
-                    "reachable": false,
-                    "error": error.unwrap_or_else(|| "unreachable".into()),
-                })
-                .to_string(),
+                json!({"reachable": false, "error": result.error.unwrap_or_else(|| "unreachable".into())}).to_string(),
             ),
         }
     }
+}
+
+/// A health-only message, sent at once on a transition, carries no breaker
+/// snapshot and must not clear the node's breaker states.
+fn is_health_only(t: &v1::Telemetry) -> bool {
+    t.routes.is_empty() && t.breakers.is_empty() && !t.health.is_empty()
 }

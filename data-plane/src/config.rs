@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use portico_proto::v1::{self, config_push::Body};
 use portico_proto::{ModelError, RouteSpec};
 
+use crate::runtime::Registry;
 use crate::table::RouteTable;
 
 /// Why a push was refused; sent back to the control plane in the NACK.
@@ -24,6 +25,8 @@ pub enum PushError {
     Empty,
     #[error(transparent)]
     Invalid(#[from] ModelError),
+    #[error("{0}")]
+    Compile(String),
 }
 
 /// What the proxy and the admin listener read, shared across threads.
@@ -32,10 +35,12 @@ pub struct Live {
     pub table: ArcSwap<RouteTable>,
     pub version: AtomicU64,
     pub ready: AtomicBool,
+    pub registry: Registry,
+    /// Stats of routes that were removed, for the next telemetry report.
+    pub leftover_stats: parking_lot::Mutex<Vec<v1::RouteStats>>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.
-#[derive(Default)]
 pub struct ConfigState {
     routes: HashMap<String, Arc<RouteSpec>>,
     applied: Option<u64>,
@@ -55,7 +60,7 @@ impl ConfigState {
         self.applied.unwrap_or(0)
     }
 
-    /// Validates, compiles and swaps in one push.
+    /// Validates, compiles and swaps in one push; on any error nothing changes.
     pub fn apply(&mut self, push: v1::ConfigPush) -> Result<(), PushError> {
         let applied = self.applied_version();
         if self.applied.is_some() && push.version < applied {
@@ -64,15 +69,12 @@ impl ConfigState {
                 applied,
             });
         }
-        match push.body.ok_or(PushError::Empty)? {
-            Body::Snapshot(snapshot) => {
-                let routes = snapshot
-                    .routes
-                    .iter()
-                    .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), Arc::new(s))))
-                    .collect::<Result<HashMap<_, _>, _>>()?;
-                self.routes = routes;
-            }
+        let next = match push.body.ok_or(PushError::Empty)? {
+            Body::Snapshot(snapshot) => snapshot
+                .routes
+                .iter()
+                .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), Arc::new(s))))
+                .collect::<Result<HashMap<_, _>, _>>()?,
             Body::Delta(delta) => {
                 if self.applied != Some(push.base_version) {
                     return Err(PushError::BaseMismatch {
@@ -85,15 +87,26 @@ impl ConfigState {
                     .iter()
                     .map(RouteSpec::try_from)
                     .collect::<Result<Vec<_>, _>>()?;
+                let mut next = self.routes.clone();
                 for id in &delta.removed {
-                    self.routes.remove(id);
+                    next.remove(id);
                 }
                 for spec in upserted {
-                    self.routes.insert(spec.route_id.clone(), Arc::new(spec));
+                    next.insert(spec.route_id.clone(), Arc::new(spec));
                 }
+                next
             }
-        }
-        let table = RouteTable::compile(self.routes.values());
+        };
+        let table =
+            RouteTable::compile(next.values(), &self.live.registry).map_err(PushError::Compile)?;
+        self.routes = next;
+        let live_ids: HashMap<String, String> = self
+            .routes
+            .values()
+            .map(|r| (r.route_id.clone(), r.backend.to_string()))
+            .collect();
+        let gone = self.live.registry.retain(&live_ids);
+        self.live.leftover_stats.lock().extend(gone);
         self.live.table.store(Arc::new(table));
         self.live.version.store(push.version, Ordering::Release);
         self.live.ready.store(true, Ordering::Release);
@@ -177,7 +190,7 @@ mod tests {
         let table = live.table.load();
         assert_eq!(live.version.load(Ordering::Acquire), 4);
         assert_eq!(
-            table.lookup("a.com", "/").unwrap().backends[0].route_id,
+            table.lookup("a.com", "/").unwrap().entries[0].spec.route_id,
             "r2"
         );
     }

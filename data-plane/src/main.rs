@@ -2,10 +2,15 @@
 //! configuration the control plane pushes; keeps serving when it is away.
 
 mod admin;
+mod breaker;
 mod config;
+mod health;
+mod policy;
 mod proxy;
+mod runtime;
 mod sync;
 mod table;
+mod telemetry;
 mod view;
 
 use std::net::{SocketAddr, TcpListener};
@@ -73,7 +78,11 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .expect("building the sync runtime");
-            runtime.block_on(sync::run(control_plane, sync_node, state));
+            let outbound = sync::Outbound::default();
+            let live = state.live.clone();
+            runtime.spawn(telemetry::run(live.clone(), outbound.clone()));
+            runtime.spawn(health::run(live, outbound.clone()));
+            runtime.block_on(sync::run(control_plane, sync_node, state, outbound));
         })
         .context("starting the sync thread")?;
 

@@ -1,25 +1,41 @@
-//! The Pingora proxy: route lookup on the current table, round-robin choice
-//! in the pool, forwarding headers, and plain-text answers when no route or
-//! backend fits.
+//! The Pingora proxy: route lookup on the current table, the choice of a
+//! backend in the pool (health, breaker, drain weight, maintenance), rate
+//! limits, options, response headers and per-request telemetry.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorSource;
 
 use crate::config::Live;
-use crate::table::Backend;
+use crate::table::{Choice, Pool, RouteEntry};
 
 pub struct Proxy {
     pub live: Arc<Live>,
 }
 
-#[derive(Default)]
+/// Where this request is going.
+enum Target {
+    /// The route's own backend; `breaker` says a breaker slot was taken.
+    Backend { breaker: bool },
+    /// The route's maintenance backend.
+    Maintenance,
+}
+
 pub struct RequestCtx {
-    backend: Option<Arc<Backend>>,
+    started: Instant,
+    route: Option<Arc<RouteEntry>>,
+    pool: Option<Arc<Pool>>,
+    target: Option<Target>,
+    tried: Vec<String>,
+    retries_left: u8,
 }
 
 /// The request's host, lower case and without a port.
@@ -38,10 +54,19 @@ fn request_host(req: &RequestHeader) -> Option<String> {
 }
 
 /// Writes a small complete response and ends the request.
-pub async fn respond(session: &mut Session, status: u16, body: String) -> Result<bool> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: String,
+    retry_after: Option<u64>,
+) -> Result<bool> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
+    if let Some(secs) = retry_after {
+        header.insert_header("retry-after", secs.to_string())?;
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -51,24 +76,159 @@ pub async fn respond(session: &mut Session, status: u16, body: String) -> Result
     Ok(true)
 }
 
+const MAINTENANCE_PAGE: &str = "<!doctype html><html><head><title>Down for maintenance</title></head>\
+<body><h1>Down for maintenance</h1><p>This service is being updated. Please try again shortly.</p></body></html>\n";
+
+fn idempotent(req: &RequestHeader) -> bool {
+    matches!(
+        req.method.as_str(),
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
+
+impl Proxy {
+    /// Applies the chosen route's gates; `Ok(true)` when a response was written.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: Arc<RouteEntry>,
+    ) -> Result<bool> {
+        let now = SystemTime::now();
+        ctx.route = Some(route.clone());
+        if let Some((requests, window)) = route.policy.rate_limit {
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Some(ip) = client {
+                if let Err(retry_after) = route.runtime.limiter(requests, window).check(ip) {
+                    let body = format!(
+                        "portico: rate limit of {requests} requests per {window:?} exceeded\n"
+                    );
+                    return respond(
+                        session,
+                        429,
+                        "text/plain; charset=utf-8",
+                        body,
+                        Some(retry_after),
+                    )
+                    .await;
+                }
+            }
+        }
+        if session.is_upgrade_req()
+            && !(route.policy.websocket
+                || matches!(
+                    route.spec.backend.scheme,
+                    portico_proto::Scheme::Ws | portico_proto::Scheme::Wss
+                ))
+        {
+            let body = "portico: websocket is not enabled for this route\n".to_string();
+            return respond(session, 400, "text/plain; charset=utf-8", body, None).await;
+        }
+        let breaker = match &route.policy.breaker {
+            Some(spec) => {
+                if !route.backend.breaker.lock().acquire(spec, now) {
+                    let body = "portico: circuit breaker open\n".to_string();
+                    return respond(
+                        session,
+                        503,
+                        "text/plain; charset=utf-8",
+                        body,
+                        Some(spec.timeout.as_secs().max(1)),
+                    )
+                    .await;
+                }
+                true
+            }
+            None => false,
+        };
+        if route.policy.compression {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(6);
+            }
+        }
+        ctx.retries_left = if idempotent(session.req_header()) {
+            route.policy.retries
+        } else {
+            0
+        };
+        ctx.target = Some(Target::Backend { breaker });
+        Ok(false)
+    }
+
+    /// Records a breaker outcome for the route a request went to.
+    fn breaker_outcome(ctx: &RequestCtx, success: bool) {
+        if let (Some(route), Some(Target::Backend { breaker: true })) = (&ctx.route, &ctx.target) {
+            if let Some(spec) = &route.policy.breaker {
+                route
+                    .backend
+                    .breaker
+                    .lock()
+                    .record(spec, success, SystemTime::now());
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            pool: None,
+            target: None,
+            tried: Vec::new(),
+            retries_left: 0,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
         let table = self.live.table.load();
-        let Some(pool) = table.lookup(&host, req.uri.path()) else {
+        let Some(pool) = table.lookup(&host, req.uri.path()).cloned() else {
             let body = format!("portico: no route for {host}{}\n", req.uri.path());
-            return respond(session, 404, body).await;
+            return respond(session, 404, "text/plain; charset=utf-8", body, None).await;
         };
-        ctx.backend = pool.pick().cloned();
-        Ok(false)
+        ctx.pool = Some(pool.clone());
+        match pool.choose(SystemTime::now(), &[]) {
+            Choice::Route(route) => self.admit(session, ctx, route).await,
+            Choice::Maintenance(route) => {
+                ctx.route = Some(route.clone());
+                match route.maintenance.as_ref().and_then(|m| m.as_ref()) {
+                    Some(_) => {
+                        ctx.target = Some(Target::Maintenance);
+                        Ok(false)
+                    }
+                    None => {
+                        respond(
+                            session,
+                            503,
+                            "text/html; charset=utf-8",
+                            MAINTENANCE_PAGE.to_string(),
+                            Some(30),
+                        )
+                        .await
+                    }
+                }
+            }
+            Choice::Unavailable(why) => {
+                ctx.route = pool.entries.first().cloned();
+                let body = format!(
+                    "portico: {why} for {host}{}\n",
+                    session.req_header().uri.path()
+                );
+                respond(session, 503, "text/plain; charset=utf-8", body, Some(1)).await
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -76,18 +236,38 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let backend = ctx
-            .backend
+        // A retry goes to another backend of the pool.
+        if !ctx.tried.is_empty() {
+            if let Some(Choice::Route(route)) = ctx
+                .pool
+                .as_ref()
+                .map(|p| p.choose(SystemTime::now(), &ctx.tried))
+            {
+                ctx.route = Some(route);
+            }
+        }
+        let route = ctx
+            .route
             .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "pool has no backend"))?;
-        let addr = backend.addr.ok_or_else(|| {
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no backend chosen"))?;
+        let (url, addr) = match (&ctx.target, &route.maintenance) {
+            (Some(Target::Maintenance), Some(Some(m))) => (&m.url, m.addr),
+            _ => (&route.spec.backend, route.addr),
+        };
+        let addr = addr.ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(502),
-                format!("backend host {} could not be resolved", backend.url.host),
+                format!("backend host {} could not be resolved", url.host),
             )
         })?;
-        let tls = backend.url.scheme.is_tls();
-        Ok(Box::new(HttpPeer::new(addr, tls, backend.url.host.clone())))
+        let mut peer = HttpPeer::new(addr, url.scheme.is_tls(), url.host.clone());
+        peer.options.connection_timeout = route.policy.connect_timeout;
+        peer.options.total_connection_timeout = route.policy.connect_timeout;
+        peer.options.read_timeout = route.policy.timeout;
+        if route.policy.http2 {
+            peer.options.set_http_version(2, 1);
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -113,5 +293,85 @@ impl ProxyHttp for Proxy {
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            for (name, value) in &route.policy.headers {
+                response.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        Self::breaker_outcome(ctx, false);
+        if ctx.retries_left > 0 && idempotent(session.req_header()) {
+            ctx.retries_left -= 1;
+            if let Some(route) = &ctx.route {
+                ctx.tried.push(route.spec.route_id.clone());
+            }
+            // The retry takes its own breaker slot only if it reaches a gate again;
+            // keep it simple: no slot accounting for retries.
+            ctx.target = Some(Target::Backend { breaker: false });
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16());
+        Self::breaker_outcome(ctx, e.is_none() && status.is_some_and(|s| s < 500));
+        if let Some(route) = &ctx.route {
+            let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+            route.runtime.record(
+                status,
+                latency_ms,
+                session.body_bytes_sent() as u64,
+                session.body_bytes_read() as u64,
+            );
+        }
     }
 }

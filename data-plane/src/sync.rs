@@ -13,7 +13,29 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
 use crate::config::ConfigState;
+
+/// The sender of the current stream to the control plane, if connected;
+/// telemetry and health changes go out through it.
+#[derive(Clone, Default)]
+pub struct Outbound(Arc<Mutex<Option<mpsc::Sender<v1::DataPlaneMessage>>>>);
+
+impl Outbound {
+    pub fn connected(&self) -> bool {
+        self.0.lock().is_some()
+    }
+
+    /// Sends without waiting; dropped when not connected or the stream is full.
+    pub fn send(&self, msg: data_plane_message::Msg) {
+        if let Some(tx) = &*self.0.lock() {
+            let _ = tx.try_send(v1::DataPlaneMessage { msg: Some(msg) });
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
@@ -25,13 +47,25 @@ enum SyncError {
     Closed,
 }
 
-pub async fn run(control_plane: String, node_id: String, mut state: ConfigState) {
+pub async fn run(
+    control_plane: String,
+    node_id: String,
+    mut state: ConfigState,
+    outbound: Outbound,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let span = info_span!("sync", node_id = %node_id, control_plane = %control_plane);
-        let result = stream_once(&control_plane, &node_id, &mut state, &mut backoff)
-            .instrument(span)
-            .await;
+        let result = stream_once(
+            &control_plane,
+            &node_id,
+            &mut state,
+            &mut backoff,
+            &outbound,
+        )
+        .instrument(span)
+        .await;
+        *outbound.0.lock() = None;
         if let Err(e) = result {
             warn!(error = %e, retry_in = ?backoff, version = state.applied_version(), "control plane link down; serving the last configuration");
         }
@@ -45,6 +79,7 @@ async fn stream_once(
     node_id: &str,
     state: &mut ConfigState,
     backoff: &mut Duration,
+    outbound: &Outbound,
 ) -> Result<(), SyncError> {
     let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(2))
@@ -54,7 +89,7 @@ async fn stream_once(
         .connect()
         .await?;
     let mut client = DataPlaneServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(1024);
     let hello = v1::DataPlaneMessage {
         msg: Some(data_plane_message::Msg::Hello(v1::DataPlaneHello {
             node_id: node_id.to_string(),
@@ -72,9 +107,20 @@ async fn stream_once(
         "connected to the control plane"
     );
     *backoff = Duration::from_millis(100);
+    *outbound.0.lock() = Some(tx.clone());
     while let Some(message) = inbound.message().await? {
-        let Some(Msg::Push(push)) = message.msg else {
-            continue;
+        let push = match message.msg {
+            Some(Msg::Push(push)) => push,
+            Some(Msg::ResetBreaker(reset)) => {
+                state.live.registry.reset_breakers(&reset.route_id);
+                info!(route_id = %reset.route_id, "circuit breakers reset");
+                continue;
+            }
+            Some(Msg::BackendTest(request)) => {
+                tokio::spawn(backend_test(request, outbound.clone()));
+                continue;
+            }
+            None => continue,
         };
         let version = push.version;
         let reply = match state.apply(push) {
@@ -103,4 +149,27 @@ async fn stream_once(
         }
     }
     Err(SyncError::Closed)
+}
+
+/// BACKEND_TEST run here, where traffic flows: `GET /` with a 5 s limit.
+async fn backend_test(request: v1::BackendTestRequest, outbound: Outbound) {
+    let result = match portico_proto::BackendUrl::parse(&request.backend_url) {
+        Ok(url) => portico_proto::probe::probe(&url, "/", Duration::from_secs(5)).await,
+        Err(e) => portico_proto::probe::ProbeResult {
+            status_code: None,
+            response_time_ms: 0,
+            tls_valid: false,
+            error: Some(e.to_string()),
+        },
+    };
+    outbound.send(data_plane_message::Msg::BackendTest(
+        v1::BackendTestResult {
+            id: request.id,
+            reachable: result.status_code.is_some(),
+            status_code: result.status_code.map_or(0, u32::from),
+            response_time_ms: result.response_time_ms,
+            tls_valid: result.tls_valid,
+            error: result.error.unwrap_or_default(),
+        },
+    ));
 }

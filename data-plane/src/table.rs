@@ -1,98 +1,223 @@
 //! The compiled route table: immutable, built from one configuration version,
 //! swapped whole so a request sees one version. Host map (exact, then
-//! wildcard suffixes) to entries ordered by priority, then prefix length.
+//! wildcard suffixes) to pools ordered by priority, then prefix length.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use parking_lot::Mutex;
 use portico_proto::model::{match_prefix, prefix_matches};
 use portico_proto::{BackendUrl, RouteSpec};
 
-/// Pools under construction, keyed by (service, host, prefix).
-type PoolBuilder = HashMap<(String, String, String), (i64, Vec<Arc<Backend>>)>;
+use crate::policy::Policy;
+use crate::runtime::{BackendRuntime, Registry, RouteRuntime};
 
-/// One backend of a pool, with its address resolved when the table was built.
-#[derive(Debug)]
-pub struct Backend {
-    pub route_id: String,
+/// Where maintenance traffic of a route goes; `None` is the built-in page.
+#[derive(Debug, Clone)]
+pub struct MaintenanceTarget {
     pub url: BackendUrl,
     pub addr: Option<SocketAddr>,
 }
 
-/// The backends of one service for one host and path, balanced round-robin.
-#[derive(Debug)]
-pub struct Pool {
-    pub service: String,
-    pub backends: Vec<Arc<Backend>>,
-    next: AtomicUsize,
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub started: SystemTime,
+    pub duration: Duration,
 }
 
-impl Pool {
-    pub fn pick(&self) -> Option<&Arc<Backend>> {
-        if self.backends.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.backends.get(i % self.backends.len())
+/// One route as the proxy serves it: its backend, settings and runtime state.
+pub struct RouteEntry {
+    pub spec: Arc<RouteSpec>,
+    pub addr: Option<SocketAddr>,
+    pub policy: Policy,
+    pub drain: Option<Drain>,
+    pub maintenance: Option<Option<MaintenanceTarget>>,
+    pub runtime: Arc<RouteRuntime>,
+    pub backend: Arc<BackendRuntime>,
+}
+
+impl RouteEntry {
+    /// Weight out of 1000: full, or ramping down to 0 over a drain.
+    pub fn weight(&self, now: SystemTime) -> i64 {
+        let Some(d) = self.drain else { return 1000 };
+        let elapsed = now
+            .duration_since(d.started)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let share = 1.0 - elapsed / d.duration.as_secs_f64().max(1e-9);
+        (1000.0 * share).clamp(0.0, 1000.0) as i64
     }
 }
 
-#[derive(Debug)]
+/// The routes of one service for one host and path, balanced by smooth
+/// weighted round-robin (weights change per request during drains).
+pub struct Pool {
+    pub entries: Vec<Arc<RouteEntry>>,
+    current: Mutex<Vec<i64>>,
+}
+
+/// What a request to a pool gets.
+pub enum Choice {
+    Route(Arc<RouteEntry>),
+    /// Every eligible route is in maintenance.
+    Maintenance(Arc<RouteEntry>),
+    Unavailable(&'static str),
+}
+
+impl Pool {
+    /// Chooses a route among those not excluded, not in maintenance, healthy
+    /// and with their breaker letting requests through, by drain weight. When
+    /// every one of them has drained to zero they share equally: draining
+    /// backends keep serving rather than fail.
+    pub fn choose(&self, now: SystemTime, exclude: &[String]) -> Choice {
+        let mut weights = vec![0i64; self.entries.len()];
+        let (mut maintenance, mut unhealthy, mut open, mut eligible) = (None, false, false, 0);
+        for (i, e) in self.entries.iter().enumerate() {
+            if exclude.contains(&e.spec.route_id) {
+                continue;
+            }
+            if e.maintenance.is_some() {
+                maintenance.get_or_insert_with(|| e.clone());
+                continue;
+            }
+            if !e.backend.healthy() {
+                unhealthy = true;
+                continue;
+            }
+            if !e.backend.breaker_allows(e.policy.breaker.as_ref(), now) {
+                open = true;
+                continue;
+            }
+            eligible += 1;
+            weights[i] = e.weight(now).max(0) + 1;
+        }
+        if eligible == 0 {
+            return match maintenance {
+                Some(e) => Choice::Maintenance(e),
+                None if open => Choice::Unavailable("circuit breaker open"),
+                None if unhealthy => Choice::Unavailable("every backend is unhealthy"),
+                None => Choice::Unavailable("no backend available"),
+            };
+        }
+        // Weight 1 marks an eligible backend drained to zero: it only takes
+        // traffic when nothing with real weight is left.
+        if weights.iter().any(|w| *w > 1) {
+            for w in weights.iter_mut() {
+                if *w == 1 {
+                    *w = 0;
+                }
+            }
+        }
+        let total: i64 = weights.iter().sum();
+        let mut current = self.current.lock();
+        current.resize(weights.len(), 0);
+        let mut best = None;
+        for (i, w) in weights.iter().enumerate() {
+            if *w == 0 {
+                continue;
+            }
+            current[i] += w;
+            if best.is_none_or(|b: usize| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best.expect("an eligible backend has weight");
+        current[best] -= total;
+        Choice::Route(self.entries[best].clone())
+    }
+}
+
+/// (service, host, path prefix): the routes that share a pool.
+type PoolKey = (String, String, String);
+
 struct Entry {
     prefix: String,
     priority: i64,
     pool: Arc<Pool>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RouteTable {
     exact: HashMap<String, Vec<Entry>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<String, Vec<Entry>>,
-    /// The routes this table was built from, for the admin `/config` view.
-    pub routes: Vec<Arc<RouteSpec>>,
+    /// Every route, for the admin view and the health prober.
+    pub routes: Vec<Arc<RouteEntry>>,
+}
+
+fn resolve(
+    url: &BackendUrl,
+    cache: &mut HashMap<String, Option<SocketAddr>>,
+) -> Option<SocketAddr> {
+    let authority = url.authority();
+    *cache
+        .entry(authority.clone())
+        .or_insert_with(|| authority.to_socket_addrs().ok().and_then(|mut a| a.next()))
+}
+
+fn compile_entry(
+    spec: &Arc<RouteSpec>,
+    registry: &Registry,
+    cache: &mut HashMap<String, Option<SocketAddr>>,
+) -> Result<RouteEntry, String> {
+    let policy =
+        Policy::parse(&spec.settings).map_err(|e| format!("route {}: {e}", spec.route_id))?;
+    let backend_key = spec.backend.to_string();
+    Ok(RouteEntry {
+        addr: resolve(&spec.backend, cache),
+        policy,
+        drain: spec.drain.as_ref().map(|d| Drain {
+            started: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(d.started_at_unix_ms.max(0) as u64),
+            duration: Duration::from_millis(d.duration_ms.max(1)),
+        }),
+        maintenance: spec.maintenance.as_ref().map(|m| {
+            m.as_ref().map(|url| MaintenanceTarget {
+                url: url.clone(),
+                addr: resolve(url, cache),
+            })
+        }),
+        runtime: registry.route(&spec.route_id),
+        backend: registry.backend(&spec.route_id, &backend_key),
+        spec: spec.clone(),
+    })
 }
 
 impl RouteTable {
     /// Builds the table; backends are resolved once here, not per request.
-    pub fn compile<'a>(routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>) -> Self {
-        let mut pools: PoolBuilder = HashMap::new();
-        let mut resolved: HashMap<String, Option<SocketAddr>> = HashMap::new();
+    pub fn compile<'a>(
+        routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
+        registry: &Registry,
+    ) -> Result<Self, String> {
+        let mut cache = HashMap::new();
+        let mut pools: HashMap<PoolKey, (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
         let mut all = Vec::new();
-        for route in routes {
-            all.push(route.clone());
-            let authority = route.backend.authority();
-            let addr = *resolved
-                .entry(authority.clone())
-                .or_insert_with(|| authority.to_socket_addrs().ok().and_then(|mut a| a.next()));
-            let backend = Arc::new(Backend {
-                route_id: route.route_id.clone(),
-                url: route.backend.clone(),
-                addr,
-            });
-            let prefix = match_prefix(&route.path).to_string();
-            for host in &route.domains {
-                let key = (route.service.clone(), host.clone(), prefix.clone());
-                let pool = pools.entry(key).or_insert((route.priority, Vec::new()));
-                pool.0 = pool.0.max(route.priority);
-                pool.1.push(backend.clone());
+        for spec in routes {
+            let entry = Arc::new(compile_entry(spec, registry, &mut cache)?);
+            let prefix = match_prefix(&spec.path).to_string();
+            for host in &spec.domains {
+                let key = (spec.service.clone(), host.clone(), prefix.clone());
+                let pool = pools.entry(key).or_insert((spec.priority, Vec::new()));
+                pool.0 = pool.0.max(spec.priority);
+                pool.1.push(entry.clone());
             }
+            all.push(entry);
         }
         let mut table = RouteTable {
             routes: all,
             ..Default::default()
         };
-        for ((service, host, prefix), (priority, mut backends)) in pools {
-            backends.sort_by(|a, b| a.route_id.cmp(&b.route_id));
+        for ((_service, host, prefix), (priority, mut entries)) in pools {
+            entries.sort_by(|a, b| a.spec.route_id.cmp(&b.spec.route_id));
+            let n = entries.len();
             let entry = Entry {
                 prefix,
                 priority,
                 pool: Arc::new(Pool {
-                    service,
-                    backends,
-                    next: AtomicUsize::new(0),
+                    entries,
+                    current: Mutex::new(vec![0; n]),
                 }),
             };
             match host.strip_prefix("*.") {
@@ -109,10 +234,15 @@ impl RouteTable {
                 b.priority
                     .cmp(&a.priority)
                     .then(b.prefix.len().cmp(&a.prefix.len()))
-                    .then(a.pool.service.cmp(&b.pool.service))
+                    .then(
+                        a.pool.entries[0]
+                            .spec
+                            .service
+                            .cmp(&b.pool.entries[0].spec.service),
+                    )
             });
         }
-        table
+        Ok(table)
     }
 
     pub fn len(&self) -> usize {
@@ -147,119 +277,5 @@ fn first_match<'a>(entries: &'a [Entry], path: &str) -> Option<&'a Arc<Pool>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(
-        id: &str,
-        service: &str,
-        hosts: &[&str],
-        path: &str,
-        backend: &str,
-        priority: i64,
-    ) -> Arc<RouteSpec> {
-        Arc::new(RouteSpec {
-            route_id: id.into(),
-            session_id: format!("s-{id}"),
-            service: service.into(),
-            instance: "i".into(),
-            domains: hosts.iter().map(|h| h.to_string()).collect(),
-            path: path.into(),
-            backend: BackendUrl::parse(backend).unwrap(),
-            priority,
-            settings: Default::default(),
-            drain: None,
-            maintenance: None,
-        })
-    }
-
-    fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {
-        table.lookup(host, path).map(|p| {
-            p.backends
-                .iter()
-                .map(|b| b.route_id.clone())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    }
-
-    #[test]
-    fn exact_over_wildcard_then_priority_then_longest_prefix() {
-        let routes = [
-            route(
-                "r1",
-                "a",
-                &["*.example.com"],
-                "/",
-                "http://127.0.0.1:1",
-                100,
-            ),
-            route(
-                "r2",
-                "a",
-                &["api.example.com"],
-                "/",
-                "http://127.0.0.1:2",
-                0,
-            ),
-            route(
-                "r3",
-                "a",
-                &["api.example.com"],
-                "/v1",
-                "http://127.0.0.1:3",
-                0,
-            ),
-            route(
-                "r4",
-                "a",
-                &["api.example.com"],
-                "/v1/admin",
-                "http://127.0.0.1:4",
-                0,
-            ),
-            route(
-                "r5",
-                "a",
-                &["api.example.com"],
-                "/low",
-                "http://127.0.0.1:5",
-                5,
-            ),
-        ];
-        let t = RouteTable::compile(&routes);
-        assert_eq!(
-            served_by(&t, "api.example.com", "/v1/users").as_deref(),
-            Some("r3")
-        );
-        assert_eq!(
-            served_by(&t, "api.example.com", "/v1/admin/x").as_deref(),
-            Some("r4")
-        );
-        assert_eq!(
-            served_by(&t, "api.example.com", "/v1x").as_deref(),
-            Some("r2")
-        );
-        assert_eq!(
-            served_by(&t, "api.example.com", "/low/a").as_deref(),
-            Some("r5")
-        );
-        assert_eq!(served_by(&t, "www.example.com", "/").as_deref(), Some("r1"));
-        assert_eq!(served_by(&t, "a.b.example.com", "/").as_deref(), Some("r1"));
-        assert_eq!(served_by(&t, "example.com", "/"), None);
-        assert_eq!(served_by(&t, "other.org", "/"), None);
-    }
-
-    #[test]
-    fn instances_of_a_service_share_a_pool_round_robin() {
-        let routes = [
-            route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
-            route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0),
-        ];
-        let t = RouteTable::compile(&routes);
-        let pool = t.lookup("a.com", "/x").unwrap();
-        let picks: Vec<u16> = (0..4).map(|_| pool.pick().unwrap().url.port).collect();
-        assert_eq!(picks, vec![1, 2, 1, 2]);
-        assert_eq!(pool.backends[0].addr, Some("127.0.0.1:1".parse().unwrap()));
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;

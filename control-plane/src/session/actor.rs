@@ -401,3 +401,16 @@ impl Handler<NotifyShutdown> for SessionActor {
         }
     }
 }
+
+/// A data plane saw one of this session's backends change health.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HealthChanged(pub Value);
+
+impl Handler<HealthChanged> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthChanged, _: &mut Context<Self>) {
+        self.emit(EventType::BackendHealthChanged, msg.0);
+    }
+}

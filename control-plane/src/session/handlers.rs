@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use super::actor::{ready, rfc3339, Answer, SessionActor};
 use super::state::{Drain, Ops, SessionState};
 use crate::payload::json_reply;
-use crate::probe;
 use crate::protocol::{Command, EventType, MaintTarget, Reply, RouteId, Scopes, Target};
+use portico_proto::probe;
 
 impl SessionActor {
     pub(super) fn execute(

@@ -5,5 +5,8 @@ mod handlers;
 pub mod settings;
 pub mod state;
 
-pub use actor::{Exec, GlobalChanged, Home, HomeClosed, NotifyShutdown, SessionActor, Surrender};
+pub use actor::{
+    rfc3339, Exec, GlobalChanged, HealthChanged, Home, HomeClosed, NotifyShutdown, SessionActor,
+    Surrender,
+};
 pub use state::Identity;

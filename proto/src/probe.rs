@@ -1,10 +1,11 @@
-//! HTTP probes from the control plane: BACKEND_TEST and the maintenance
-//! reachability checks. `GET path`, no redirects followed, bounded in time.
+//! HTTP probes both planes run: health checks and BACKEND_TEST on data
+//! planes, maintenance reachability on the control plane. `GET path`, no
+//! redirects followed, bounded in time.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use portico_proto::{BackendUrl, Scheme};
+use crate::{BackendUrl, Scheme};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -16,6 +17,15 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// Why the probe failed, in the words events use.
+    pub fn reason(&self) -> String {
+        match (&self.error, self.status_code) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => format!("status {s}"),
+            (None, None) => "unreachable".into(),
+        }
+    }
+
     /// Reachable and answering below 500.
     pub fn healthy(&self) -> bool {
         self.status_code.is_some_and(|s| s < 500)

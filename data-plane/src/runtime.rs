@@ -1,0 +1,229 @@
+//! Runtime state kept outside the configuration snapshot, keyed by stable
+//! ids so it survives table swaps: per-route statistics and rate limiter,
+//! per-backend health and circuit breaker.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use pingora_limits::rate::Rate;
+use portico_proto::{histogram, v1};
+
+use crate::breaker::{Breaker, BreakerSpec, State};
+
+/// Counters since the last telemetry report.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: u64,
+    errors: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    latency_sum_ms: f64,
+    status: HashMap<u32, u64>,
+    latency: HashMap<u32, u64>,
+}
+
+/// A fixed-window limit per client IP. The estimator (a count-min sketch)
+/// has bounded memory whatever the number of clients, and never undercounts.
+pub struct Limiter {
+    pub requests: u64,
+    pub window: Duration,
+    rate: Rate,
+    started: Instant,
+}
+
+impl Limiter {
+    fn new(requests: u64, window: Duration) -> Self {
+        Limiter {
+            requests,
+            window,
+            started: Instant::now(),
+            rate: Rate::new(window),
+        }
+    }
+
+    /// Counts a request; `Err(retry_after_secs)` when it is over the limit.
+    pub fn check(&self, client: IpAddr) -> Result<(), u64> {
+        let seen = self.rate.observe(&client, 1);
+        if seen as u64 <= self.requests {
+            return Ok(());
+        }
+        let window_ms = self.window.as_millis().max(1);
+        let into = self.started.elapsed().as_millis() % window_ms;
+        Err(((window_ms - into) as u64).div_ceil(1000).max(1))
+    }
+}
+
+#[derive(Default)]
+pub struct RouteRuntime {
+    counters: Mutex<Counters>,
+    limiter: Mutex<Option<Arc<Limiter>>>,
+}
+
+impl RouteRuntime {
+    pub fn record(&self, status: Option<u16>, latency_ms: f64, sent: u64, received: u64) {
+        let mut c = self.counters.lock();
+        c.requests += 1;
+        if status.is_none_or(|s| s >= 500) {
+            c.errors += 1;
+        }
+        if let Some(s) = status {
+            *c.status.entry(u32::from(s)).or_default() += 1;
+        }
+        c.bytes_sent += sent;
+        c.bytes_received += received;
+        c.latency_sum_ms += latency_ms;
+        *c.latency
+            .entry(histogram::bucket(latency_ms) as u32)
+            .or_default() += 1;
+    }
+
+    /// The limiter for this spec, kept while the spec stays the same.
+    pub fn limiter(&self, requests: u64, window: Duration) -> Arc<Limiter> {
+        let mut slot = self.limiter.lock();
+        match &*slot {
+            Some(l) if l.requests == requests && l.window == window => l.clone(),
+            _ => {
+                let l = Arc::new(Limiter::new(requests, window));
+                *slot = Some(l.clone());
+                l
+            }
+        }
+    }
+
+    /// Takes the counters since the last call, if there was traffic.
+    fn take(&self, route_id: &str) -> Option<v1::RouteStats> {
+        let c = std::mem::take(&mut *self.counters.lock());
+        (c.requests > 0).then(|| v1::RouteStats {
+            route_id: route_id.to_string(),
+            requests: c.requests,
+            errors: c.errors,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            status_codes: c.status,
+            latency_buckets: c.latency,
+            latency_sum_ms: c.latency_sum_ms,
+        })
+    }
+}
+
+/// Health and breaker of one backend of one route.
+pub struct BackendRuntime {
+    healthy: AtomicBool,
+    pub breaker: Mutex<Breaker>,
+}
+
+impl Default for BackendRuntime {
+    fn default() -> Self {
+        BackendRuntime {
+            healthy: AtomicBool::new(true),
+            breaker: Mutex::new(Breaker::default()),
+        }
+    }
+}
+
+impl BackendRuntime {
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Sets health; true when it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    pub fn breaker_allows(&self, spec: Option<&BreakerSpec>, now: SystemTime) -> bool {
+        spec.is_none_or(|s| self.breaker.lock().allows(s, now))
+    }
+}
+
+/// Every runtime object, by id. The table holds `Arc`s to them; `retain`
+/// drops those of routes that are gone.
+#[derive(Default)]
+pub struct Registry {
+    routes: Mutex<HashMap<String, Arc<RouteRuntime>>>,
+    backends: Mutex<HashMap<(String, String), Arc<BackendRuntime>>>,
+}
+
+impl Registry {
+    pub fn route(&self, route_id: &str) -> Arc<RouteRuntime> {
+        self.routes
+            .lock()
+            .entry(route_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn backend(&self, route_id: &str, url: &str) -> Arc<BackendRuntime> {
+        self.backends
+            .lock()
+            .entry((route_id.to_string(), url.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets state of routes and backends no longer configured. Stats of
+    /// a removed route are reported once more before they go.
+    pub fn retain(&self, live: &HashMap<String, String>) -> Vec<v1::RouteStats> {
+        let mut gone = Vec::new();
+        self.routes.lock().retain(|id, rt| {
+            let keep = live.contains_key(id);
+            if !keep {
+                gone.extend(rt.take(id));
+            }
+            keep
+        });
+        self.backends
+            .lock()
+            .retain(|(id, url), _| live.get(id).is_some_and(|u| u == url));
+        gone
+    }
+
+    /// Counters since the last report, for every route with traffic.
+    pub fn take_stats(&self) -> Vec<v1::RouteStats> {
+        let routes: Vec<(String, Arc<RouteRuntime>)> = self
+            .routes
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        routes.iter().filter_map(|(id, rt)| rt.take(id)).collect()
+    }
+
+    /// The state of every breaker that has seen a failure.
+    pub fn breakers(&self) -> Vec<v1::BreakerState> {
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        self.backends
+            .lock()
+            .iter()
+            .filter_map(|((id, url), b)| {
+                let b = b.breaker.lock();
+                (b.last_failure.is_some() || b.state != State::Closed).then(|| v1::BreakerState {
+                    route_id: id.clone(),
+                    backend_url: url.clone(),
+                    state: b.name().to_string(),
+                    failures: b.failures,
+                    last_failure_unix_ms: b.last_failure.map_or(0, ms),
+                    next_attempt_unix_ms: match b.state {
+                        State::Open { until } => ms(until),
+                        _ => 0,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    pub fn reset_breakers(&self, route_id: &str) {
+        for ((id, _), b) in self.backends.lock().iter() {
+            if id == route_id {
+                b.breaker.lock().reset();
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+use super::*;
+use portico_proto::v1;
+
+fn route(
+    id: &str,
+    service: &str,
+    hosts: &[&str],
+    path: &str,
+    backend: &str,
+    priority: i64,
+) -> Arc<RouteSpec> {
+    Arc::new(RouteSpec {
+        route_id: id.into(),
+        session_id: format!("s-{id}"),
+        service: service.into(),
+        instance: "i".into(),
+        domains: hosts.iter().map(|h| h.to_string()).collect(),
+        path: path.into(),
+        backend: BackendUrl::parse(backend).unwrap(),
+        priority,
+        settings: Default::default(),
+        drain: None,
+        maintenance: None,
+    })
+}
+
+fn compile(routes: &[Arc<RouteSpec>]) -> RouteTable {
+    RouteTable::compile(routes, &Registry::default()).unwrap()
+}
+
+fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {
+    table.lookup(host, path).map(|p| {
+        p.entries
+            .iter()
+            .map(|b| b.spec.route_id.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn pick(pool: &Pool, now: SystemTime) -> String {
+    match pool.choose(now, &[]) {
+        Choice::Route(e) => e.spec.route_id.clone(),
+        Choice::Maintenance(e) => format!("maint:{}", e.spec.route_id),
+        Choice::Unavailable(why) => why.to_string(),
+    }
+}
+
+#[test]
+fn exact_over_wildcard_then_priority_then_longest_prefix() {
+    let routes = [
+        route(
+            "r1",
+            "a",
+            &["*.example.com"],
+            "/",
+            "http://127.0.0.1:1",
+            100,
+        ),
+        route(
+            "r2",
+            "a",
+            &["api.example.com"],
+            "/",
+            "http://127.0.0.1:2",
+            0,
+        ),
+        route(
+            "r3",
+            "a",
+            &["api.example.com"],
+            "/v1",
+            "http://127.0.0.1:3",
+            0,
+        ),
+        route(
+            "r4",
+            "a",
+            &["api.example.com"],
+            "/v1/admin",
+            "http://127.0.0.1:4",
+            0,
+        ),
+        route(
+            "r5",
+            "a",
+            &["api.example.com"],
+            "/low",
+            "http://127.0.0.1:5",
+            5,
+        ),
+    ];
+    let t = compile(&routes);
+    assert_eq!(
+        served_by(&t, "api.example.com", "/v1/users").as_deref(),
+        Some("r3")
+    );
+    assert_eq!(
+        served_by(&t, "api.example.com", "/v1/admin/x").as_deref(),
+        Some("r4")
+    );
+    assert_eq!(
+        served_by(&t, "api.example.com", "/v1x").as_deref(),
+        Some("r2")
+    );
+    assert_eq!(
+        served_by(&t, "api.example.com", "/low/a").as_deref(),
+        Some("r5")
+    );
+    assert_eq!(served_by(&t, "www.example.com", "/").as_deref(), Some("r1"));
+    assert_eq!(served_by(&t, "a.b.example.com", "/").as_deref(), Some("r1"));
+    assert_eq!(served_by(&t, "example.com", "/"), None);
+    assert_eq!(served_by(&t, "other.org", "/"), None);
+}
+
+#[test]
+fn instances_of_a_service_share_a_pool_round_robin() {
+    let routes = [
+        route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
+        route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0),
+    ];
+    let t = compile(&routes);
+    let pool = t.lookup("a.com", "/x").unwrap();
+    let now = SystemTime::now();
+    let picks: Vec<String> = (0..4).map(|_| pick(pool, now)).collect();
+    assert_eq!(picks, vec!["r1", "r2", "r1", "r2"]);
+    assert_eq!(pool.entries[0].addr, Some("127.0.0.1:1".parse().unwrap()));
+}
+
+#[test]
+fn drain_shifts_weight_and_a_lone_drained_backend_keeps_serving() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let mut draining = (*route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0)).clone();
+    draining.drain = Some(v1::Drain {
+        started_at_unix_ms: 1_000_000_000,
+        duration_ms: 10_000,
+    });
+    let routes = [
+        Arc::new(draining.clone()),
+        route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0),
+    ];
+    let t = compile(&routes);
+    let pool = t.lookup("a.com", "/").unwrap();
+    let share = |at: SystemTime| (0..1000).filter(|_| pick(pool, at) == "r1").count();
+    assert!((495..=505).contains(&share(start)), "{}", share(start));
+    let quarter = share(start + Duration::from_millis(7500));
+    assert!(
+        (195..=205).contains(&quarter),
+        "25% of weight is a fifth of traffic: {quarter}"
+    );
+    assert_eq!(share(start + Duration::from_secs(11)), 0);
+    let alone = compile(&[Arc::new(draining)]);
+    assert_eq!(
+        pick(
+            alone.lookup("a.com", "/").unwrap(),
+            start + Duration::from_secs(60)
+        ),
+        "r1"
+    );
+}
+
+#[test]
+fn unhealthy_and_maintenance_backends_leave_the_choice() {
+    let mut maint = (*route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0)).clone();
+    maint.maintenance = Some(None);
+    let routes = [
+        route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
+        Arc::new(maint),
+    ];
+    let t = compile(&routes);
+    let pool = t.lookup("a.com", "/").unwrap();
+    let now = SystemTime::now();
+    assert!((0..10).all(|_| pick(pool, now) == "r1"));
+    pool.entries[0].backend.set_healthy(false);
+    assert_eq!(pick(pool, now), "maint:r2");
+    let t = compile(&[route("r3", "web", &["b.com"], "/", "http://127.0.0.1:3", 0)]);
+    let pool = t.lookup("b.com", "/").unwrap();
+    pool.entries[0].backend.set_healthy(false);
+    assert_eq!(pick(pool, now), "every backend is unhealthy");
+}
