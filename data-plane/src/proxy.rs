@@ -67,6 +67,12 @@ pub async fn respond(
     if let Some(secs) = retry_after {
         header.insert_header("retry-after", secs.to_string())?;
     }
+    // A refused upgrade must not leave the client waiting on a half-upgraded
+    // connection.
+    if session.is_upgrade_req() {
+        header.insert_header("connection", "close")?;
+        session.set_keepalive(None);
+    }
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -144,14 +150,6 @@ impl Proxy {
             }
             None => false,
         };
-        if route.policy.compression {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<ResponseCompression>()
-            {
-                c.adjust_level(6);
-            }
-        }
         ctx.retries_left = if idempotent(session.req_header()) {
             route.policy.retries
         } else {
@@ -188,6 +186,30 @@ impl ProxyHttp for Proxy {
             tried: Vec::new(),
             retries_left: 0,
         }
+    }
+
+    /// Compression is decided before the downstream modules read the request,
+    /// so the route is looked up here once for it.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let req = session.req_header();
+        let host = request_host(req).unwrap_or_default();
+        let table = self.live.table.load();
+        let compress = table
+            .lookup(&host, req.uri.path())
+            .is_some_and(|pool| pool.entries.iter().any(|e| e.policy.compression));
+        if compress {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(6);
+            }
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

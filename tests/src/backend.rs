@@ -1,9 +1,12 @@
 //! A fake HTTP/1.1 backend: answers every request with its name, counts
-//! requests, and can be stopped (listener and open connections closed).
+//! requests per path, can answer another status or answer slowly (except on
+//! `/health`, which always answers 200), and can be stopped (listener and
+//! open connections closed).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +18,14 @@ pub struct FakeBackend {
     conns: Arc<Mutex<Vec<TcpStream>>>,
     /// The last request head seen, for header assertions.
     pub last_request: Arc<Mutex<String>>,
+    behaviour: Arc<Behaviour>,
+}
+
+#[derive(Default)]
+struct Behaviour {
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    per_path: Mutex<HashMap<String, u64>>,
 }
 
 impl FakeBackend {
@@ -28,12 +39,17 @@ impl FakeBackend {
             stopped: Arc::default(),
             conns: Arc::default(),
             last_request: Arc::default(),
+            behaviour: Arc::new(Behaviour {
+                status: AtomicU16::new(200),
+                ..Default::default()
+            }),
         };
-        let (hits, stopped, conns, last) = (
+        let (hits, stopped, conns, last, behaviour) = (
             backend.hits.clone(),
             backend.stopped.clone(),
             backend.conns.clone(),
             backend.last_request.clone(),
+            backend.behaviour.clone(),
         );
         let body = name.to_string();
         std::thread::spawn(move || {
@@ -45,8 +61,9 @@ impl FakeBackend {
                 if let Ok(clone) = stream.try_clone() {
                     conns.lock().unwrap().push(clone);
                 }
-                let (hits, last, body) = (hits.clone(), last.clone(), body.clone());
-                std::thread::spawn(move || serve(stream, &hits, &last, &body));
+                let (hits, last, body, behaviour) =
+                    (hits.clone(), last.clone(), body.clone(), behaviour.clone());
+                std::thread::spawn(move || serve(stream, &hits, &last, &body, &behaviour));
             }
         });
         backend
@@ -58,6 +75,29 @@ impl FakeBackend {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Acquire)
+    }
+
+    /// Requests seen for one path (probes use `/` or `/health`).
+    pub fn hits_for(&self, path: &str) -> u64 {
+        self.behaviour
+            .per_path
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The status every path but `/health` answers from now on.
+    pub fn set_status(&self, status: u16) {
+        self.behaviour.status.store(status, Ordering::Release);
+    }
+
+    /// How long every path but `/health` waits before answering.
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Release);
     }
 
     /// Stops accepting and closes every open connection.
@@ -76,7 +116,13 @@ impl Drop for FakeBackend {
     }
 }
 
-fn serve(stream: TcpStream, hits: &AtomicU64, last: &Mutex<String>, body: &str) {
+fn serve(
+    stream: TcpStream,
+    hits: &AtomicU64,
+    last: &Mutex<String>,
+    body: &str,
+    behaviour: &Behaviour,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -96,10 +142,24 @@ fn serve(stream: TcpStream, hits: &AtomicU64, last: &Mutex<String>, body: &str) 
             }
             head.push_str(&line);
         }
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let health = path == "/health";
+        *behaviour.per_path.lock().unwrap().entry(path).or_default() += 1;
         hits.fetch_add(1, Ordering::AcqRel);
         *last.lock().unwrap() = head;
+        let (status, delay) = if health {
+            (200, 0)
+        } else {
+            (
+                behaviour.status.load(Ordering::Acquire),
+                behaviour.delay_ms.load(Ordering::Acquire),
+            )
+        };
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() {

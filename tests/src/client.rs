@@ -141,6 +141,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body bytes as received (for compressed responses).
+    pub raw_body: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -154,18 +156,47 @@ impl HttpResponse {
 
 /// `GET path` with the given Host, `Connection: close`, whole response read.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<HttpResponse> {
+    http_request(addr, host, path, &[])
+}
+
+/// `GET path` with extra request headers.
+pub fn http_request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("malformed response {text:?}")))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "malformed response {:?}",
+                String::from_utf8_lossy(&raw)
+            ))
+        })?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut raw_body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        raw_body = dechunk(&raw_body)?;
+    }
+    let body = String::from_utf8_lossy(&raw_body).to_string();
+    let text = &head;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -179,6 +210,28 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Htt
     Ok(HttpResponse {
         status,
         headers,
-        body: body.to_string(),
+        body,
+        raw_body,
     })
+}
+
+/// Decodes a chunked body: `<hex size>\r\n<data>\r\n` until size 0.
+fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::other("malformed chunked body");
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| bad())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad())?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            return Err(bad());
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }

@@ -7,7 +7,7 @@ pub mod client;
 pub mod process;
 
 pub use backend::FakeBackend;
-pub use client::{http_get, json_after, one_shot, HttpResponse, LineClient, Session};
+pub use client::{http_get, http_request, json_after, one_shot, HttpResponse, LineClient, Session};
 pub use process::{ControlPlane, DataPlane};
 
 use std::time::{Duration, Instant};
