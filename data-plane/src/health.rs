@@ -56,7 +56,10 @@ pub async fn run(live: Arc<Live>, outbound: Outbound) {
 async fn probe_loop(route: Arc<RouteEntry>, outbound: Outbound) {
     let p = route.policy.probe.clone();
     loop {
-        let result = probe::probe(&route.spec.backend, &p.path, p.timeout).await;
+        let mode = probe::Mode {
+            http2: route.policy.http2,
+        };
+        let result = probe::check(&route.spec.backend, &p.path, p.timeout, mode).await;
         let healthy = result.healthy();
         if route.backend.set_healthy(healthy) {
             let reason = if healthy {

@@ -45,6 +45,10 @@ struct Args {
     /// Name of this data plane in the control plane's records; default host name and pid.
     #[arg(long, env = "PORTICO_NODE_ID")]
     node_id: Option<String>,
+    /// PEM file of certificate authorities trusted for https/wss backends,
+    /// besides the system roots (also used by health probes).
+    #[arg(long, env = "PORTICO_UPSTREAM_CA")]
+    upstream_ca: Option<std::path::PathBuf>,
     /// Proxy worker threads; default one per core.
     #[arg(long, env = "PORTICO_THREADS")]
     threads: Option<usize>,
@@ -67,6 +71,10 @@ fn main() -> anyhow::Result<()> {
     let listen = concrete_addr(&args.listen).context("proxy listen address")?;
     let admin_listen = concrete_addr(&args.admin_listen).context("admin listen address")?;
 
+    if let Some(path) = &args.upstream_ca {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
+    }
     let live = Arc::new(Live::default());
     let state = ConfigState::new(live.clone());
     let control_plane = args.control_plane.clone();
@@ -90,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         threads,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
+        ca_file: args.upstream_ca.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

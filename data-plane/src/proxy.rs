@@ -287,7 +287,13 @@ impl ProxyHttp for Proxy {
         peer.options.total_connection_timeout = route.policy.connect_timeout;
         peer.options.read_timeout = route.policy.timeout;
         if route.policy.http2 {
-            peer.options.set_http_version(2, 1);
+            // Over TLS, ALPN negotiates h2 (falling back to HTTP/1.1); over
+            // plain TCP there is no negotiation, so h2 is spoken outright (h2c).
+            if url.scheme.is_tls() {
+                peer.options.set_http_version(2, 1);
+            } else {
+                peer.options.set_http_version(2, 2);
+            }
         }
         Ok(Box::new(peer))
     }

@@ -153,6 +153,7 @@ async fn stream_once(
 
 /// BACKEND_TEST run here, where traffic flows: `GET /` with a 5 s limit.
 async fn backend_test(request: v1::BackendTestRequest, outbound: Outbound) {
+    info!(backend = %request.backend_url, "backend test");
     let result = match portico_proto::BackendUrl::parse(&request.backend_url) {
         Ok(url) => portico_proto::probe::probe(&url, "/", Duration::from_secs(5)).await,
         Err(e) => portico_proto::probe::ProbeResult {

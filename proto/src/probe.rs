@@ -32,18 +32,41 @@ impl ProbeResult {
     }
 }
 
-fn client(verify: bool) -> &'static reqwest::Client {
-    static STRICT: OnceLock<reqwest::Client> = OnceLock::new();
-    static LENIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    let cell = if verify { &STRICT } else { &LENIENT };
+static EXTRA_CA: OnceLock<reqwest::Certificate> = OnceLock::new();
+
+/// Trusts one more certificate authority (PEM) for TLS probes, besides the
+/// system roots. Call before the first probe.
+pub fn trust_ca(pem: &[u8]) -> Result<(), String> {
+    let cert =
+        reqwest::Certificate::from_pem(pem).map_err(|e| format!("invalid CA certificate: {e}"))?;
+    EXTRA_CA
+        .set(cert)
+        .map_err(|_| "a CA is already trusted".to_string())
+}
+
+/// How a probe talks to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    /// HTTP/2: negotiated over TLS, prior knowledge (h2c) over plain TCP.
+    pub http2: bool,
+}
+
+fn client(verify: bool, h2c: bool) -> &'static reqwest::Client {
+    static CLIENTS: [OnceLock<reqwest::Client>; 4] = [const { OnceLock::new() }; 4];
+    let cell = &CLIENTS[usize::from(verify) * 2 + usize::from(h2c)];
     cell.get_or_init(|| {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .pool_max_idle_per_host(0)
-            .tls_danger_accept_invalid_certs(!verify)
-            .build()
-            .expect("building the probe client")
+            .tls_danger_accept_invalid_certs(!verify);
+        if let Some(ca) = EXTRA_CA.get() {
+            builder = builder.add_root_certificate(ca.clone());
+        }
+        if h2c {
+            builder = builder.http2_prior_knowledge();
+        }
+        builder.build().expect("building the probe client")
     })
 }
 
@@ -78,8 +101,8 @@ fn describe(err: &reqwest::Error) -> String {
     last
 }
 
-async fn get(url: &str, verify: bool, timeout: Duration) -> Result<u16, String> {
-    let response = client(verify)
+async fn get(url: &str, verify: bool, h2c: bool, timeout: Duration) -> Result<u16, String> {
+    let response = client(verify, h2c)
         .get(url)
         .timeout(timeout)
         .send()
@@ -88,16 +111,35 @@ async fn get(url: &str, verify: bool, timeout: Duration) -> Result<u16, String> 
     Ok(response.status().as_u16())
 }
 
+/// BACKEND_TEST: `GET path`; a TLS backend whose certificate does not
+/// verify is tried again without verification, to report `tls_valid`.
 pub async fn probe(url: &BackendUrl, path: &str, timeout: Duration) -> ProbeResult {
+    run(url, path, timeout, Mode::default(), true).await
+}
+
+/// A health check: like [`probe`], but a certificate that does not verify
+/// is a failure, as it is for proxied traffic.
+pub async fn check(url: &BackendUrl, path: &str, timeout: Duration, mode: Mode) -> ProbeResult {
+    run(url, path, timeout, mode, false).await
+}
+
+async fn run(
+    url: &BackendUrl,
+    path: &str,
+    timeout: Duration,
+    mode: Mode,
+    lenient_retry: bool,
+) -> ProbeResult {
     let target = probe_url(url, path);
     let started = Instant::now();
     let tls = matches!(url.scheme, Scheme::Https | Scheme::Wss);
-    let mut outcome = get(&target, true, timeout).await;
+    let h2c = mode.http2 && !tls;
+    let mut outcome = get(&target, true, h2c, timeout).await;
     let mut tls_valid = tls && outcome.is_ok();
-    if tls && outcome.is_err() {
-        // Retry without verification: reachable with an invalid certificate.
+    if tls && outcome.is_err() && lenient_retry {
         let remaining = timeout.saturating_sub(started.elapsed());
-        if let Ok(status) = get(&target, false, remaining.max(Duration::from_millis(1))).await {
+        if let Ok(status) = get(&target, false, h2c, remaining.max(Duration::from_millis(1))).await
+        {
             outcome = Ok(status);
             tls_valid = false;
         }
@@ -125,7 +167,10 @@ pub async fn wait_healthy(urls: Vec<BackendUrl>, limit: Duration) -> bool {
     loop {
         let mut all = true;
         for url in &urls {
-            if !probe(url, "/", Duration::from_secs(1)).await.healthy() {
+            if !check(url, "/", Duration::from_secs(1), Mode::default())
+                .await
+                .healthy()
+            {
                 all = false;
                 break;
             }

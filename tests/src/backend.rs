@@ -4,7 +4,7 @@
 //! open connections closed).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ pub struct FakeBackend {
     /// The last request head seen, for header assertions.
     pub last_request: Arc<Mutex<String>>,
     behaviour: Arc<Behaviour>,
+    tls: bool,
 }
 
 #[derive(Default)]
@@ -30,7 +31,21 @@ struct Behaviour {
 
 impl FakeBackend {
     pub fn start(name: &str) -> FakeBackend {
+        Self::start_with(name, None)
+    }
+
+    /// A backend speaking TLS with a self-signed certificate for `localhost`
+    /// and 127.0.0.1; returns it and the certificate (PEM) to trust.
+    pub fn start_tls(name: &str) -> (FakeBackend, String) {
+        let (acceptor, pem) = crate::tls::self_signed_acceptor();
+        let mut backend = Self::start_with(name, Some(acceptor));
+        backend.tls = true;
+        (backend, pem)
+    }
+
+    fn start_with(name: &str, tls: Option<openssl::ssl::SslAcceptor>) -> FakeBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a fake backend");
+        let tls = tls.map(std::sync::Arc::new);
         let addr = listener.local_addr().unwrap();
         let backend = FakeBackend {
             addr,
@@ -43,6 +58,7 @@ impl FakeBackend {
                 status: AtomicU16::new(200),
                 ..Default::default()
             }),
+            tls: false,
         };
         let (hits, stopped, conns, last, behaviour) = (
             backend.hits.clone(),
@@ -61,16 +77,32 @@ impl FakeBackend {
                 if let Ok(clone) = stream.try_clone() {
                     conns.lock().unwrap().push(clone);
                 }
-                let (hits, last, body, behaviour) =
-                    (hits.clone(), last.clone(), body.clone(), behaviour.clone());
-                std::thread::spawn(move || serve(stream, &hits, &last, &body, &behaviour));
+                let (hits, last, body, behaviour, tls) = (
+                    hits.clone(),
+                    last.clone(),
+                    body.clone(),
+                    behaviour.clone(),
+                    tls.clone(),
+                );
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &hits, &last, &body, &behaviour),
+                    Some(acceptor) => {
+                        if let Ok(tls_stream) = acceptor.accept(stream) {
+                            serve(tls_stream, &hits, &last, &body, &behaviour);
+                        }
+                    }
+                });
             }
         });
         backend
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn hits(&self) -> u64 {
@@ -116,19 +148,14 @@ impl Drop for FakeBackend {
     }
 }
 
-fn serve(
-    stream: TcpStream,
+fn serve<S: Read + Write>(
+    stream: S,
     hits: &AtomicU64,
     last: &Mutex<String>,
     body: &str,
     behaviour: &Behaviour,
 ) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut writer = stream;
+    let mut reader = BufReader::new(stream);
     loop {
         let mut head = String::new();
         loop {
@@ -162,7 +189,7 @@ fn serve(
             "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
             body.len()
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if reader.get_mut().write_all(response.as_bytes()).is_err() {
             return;
         }
     }

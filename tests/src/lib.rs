@@ -4,7 +4,9 @@
 
 pub mod backend;
 pub mod client;
+pub mod h2;
 pub mod process;
+pub mod tls;
 
 pub use backend::FakeBackend;
 pub use client::{http_get, http_request, json_after, one_shot, HttpResponse, LineClient, Session};

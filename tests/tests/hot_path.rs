@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use portico_e2e::process;
 use portico_e2e::*;
 use serde_json::Value;
 
@@ -137,6 +138,16 @@ fn a_breaker_opens_after_exactly_threshold_failures() {
         3,
         "no request reaches the backend while open"
     );
+    // A configuration swap (another route applied) keeps the breaker's state.
+    let mut other = Session::register(cp.registry, "other", "other-1");
+    other.add_route("other.test", "/", &backend.url());
+    other.apply();
+    assert_eq!(
+        dp.get("cb.test", "/w").status,
+        503,
+        "still open after the swap"
+    );
+    assert_eq!(backend.hits_for("/w"), 3);
     let status = wait_for("open state reported", Duration::from_secs(5), || {
         let st = s.json("CIRCUIT_BREAKER_STATUS", &r, "CIRCUIT_STATUS_OK");
         (st["state"] == "open").then_some(st)
@@ -391,6 +402,10 @@ fn stats_sum_both_data_planes_with_percentiles_from_merged_histograms() {
     for i in 0..60 {
         assert_eq!(dps[i % 2].get("st.test", "/").status, 200);
     }
+    // Stats survive a configuration swap in the middle of the traffic.
+    let mut other = Session::register(cp.registry, "other", "other-1");
+    other.add_route("other.test", "/", &backend.url());
+    other.apply();
     backend.set_delay(Duration::from_millis(400));
     for i in 0..3 {
         assert_eq!(dps[i % 2].get("st.test", "/").status, 200);
@@ -418,4 +433,74 @@ fn stats_sum_both_data_planes_with_percentiles_from_merged_histograms() {
     assert!((400.0..=400.0 * 1.1 + 40.0).contains(&p99), "p99 {p99}");
     let all = s.json("STATS_GET", "ALL", "STATS_OK");
     assert_eq!(all[0]["requests"], 64);
+}
+
+#[test]
+fn https_and_wss_backends_are_verified_against_trusted_authorities() {
+    let cp = ControlPlane::start();
+    let (secure, pem) = FakeBackend::start_tls("secure");
+    let ca = process::tempdir::TempDir::new("portico-ca");
+    let ca_file = ca.path().join("ca.pem");
+    std::fs::write(&ca_file, &pem).unwrap();
+    let trusting = DataPlane::spawn(
+        &cp.grpc_url(),
+        "dp-trusting",
+        &["--upstream-ca", ca_file.to_str().unwrap()],
+    );
+    trusting.wait_ready();
+    let mut s = Session::register(cp.registry, "tls", "tls-1");
+    let port = secure.addr.port();
+    s.add_route("tls.test", "/", &secure.url());
+    s.add_route("wss.test", "/", &format!("wss://localhost:{port}"));
+    s.apply();
+    let r = trusting.get("tls.test", "/");
+    assert_eq!((r.status, r.body.as_str()), (200, "secure"));
+    assert_eq!(trusting.get("wss.test", "/").body, "secure");
+    let tested = s.json("BACKEND_TEST", &secure.url(), "BACKEND_OK");
+    assert_eq!(
+        (
+            tested["status_code"].as_u64(),
+            tested["tls_valid"].as_bool()
+        ),
+        (Some(200), Some(true))
+    );
+    assert!(
+        trusting.proc.log_contains("backend test"),
+        "BACKEND_TEST ran on the data plane"
+    );
+
+    // A data plane that does not trust the authority refuses the backend.
+    let hits = secure.hits();
+    let strict = DataPlane::start(&cp.grpc_url(), "dp-strict");
+    let r = strict.get("tls.test", "/");
+    assert!(matches!(r.status, 502 | 503), "{} {}", r.status, r.body);
+    assert_eq!(
+        secure.hits(),
+        hits,
+        "no request completed over an unverified connection"
+    );
+}
+
+#[test]
+fn http2_option_speaks_h2_to_the_backend() {
+    let (cp, dp) = cluster();
+    let h2 = portico_e2e::h2::H2Backend::start();
+    let mut s = Session::register(cp.registry, "h2", "h2-1");
+    let r = s.add_route("h2.test", "/", &h2.url());
+    assert_eq!(
+        s.cmd("OPTIONS_SET", &format!("{r}|http2|true")),
+        "OPTIONS_OK"
+    );
+    s.apply();
+    let response = wait_for(
+        "the h2 backend healthy and served",
+        Duration::from_secs(10),
+        || Some(dp.get("h2.test", "/")).filter(|r| r.status == 200),
+    );
+    assert_eq!(response.body, "HTTP/2.0");
+    // Without the option the data plane speaks HTTP/1.1, which an h2-only
+    // backend cannot answer.
+    s.cmd("OPTIONS_REMOVE", &format!("{r}|http2"));
+    s.apply();
+    assert_ne!(dp.get("h2.test", "/").status, 200);
 }
