@@ -117,6 +117,21 @@ impl Breaker {
         }
     }
 
+    /// An acquired request ended without saying anything about the backend
+    /// (the client went away): frees a trial slot, counts nothing.
+    pub fn release(&mut self) {
+        if let State::HalfOpen {
+            in_flight,
+            succeeded,
+        } = self.state
+        {
+            self.state = State::HalfOpen {
+                in_flight: in_flight.saturating_sub(1),
+                succeeded,
+            };
+        }
+    }
+
     pub fn reset(&mut self) {
         self.state = State::Closed;
         self.failures = 0;
@@ -185,5 +200,16 @@ mod tests {
         ok.record(&SPEC, false, t0);
         ok.record(&SPEC, true, t0);
         assert_eq!(ok.failures, 0, "a success resets the consecutive count");
+        let mut trial = Breaker::default();
+        for _ in 0..3 {
+            trial.acquire(&SPEC, t0);
+            trial.record(&SPEC, false, t0);
+        }
+        assert!(trial.acquire(&SPEC, later) && trial.acquire(&SPEC, later));
+        trial.release();
+        assert!(
+            trial.acquire(&SPEC, later),
+            "a released slot can be taken again"
+        );
     }
 }

@@ -159,15 +159,17 @@ impl Proxy {
         Ok(false)
     }
 
-    /// Records a breaker outcome for the route a request went to.
-    fn breaker_outcome(ctx: &RequestCtx, success: bool) {
+    /// Records a breaker outcome for the route a request went to: `Some(ok)`
+    /// for what the backend did, `None` when the request ended for another
+    /// reason (the client went away), which counts neither way.
+    fn breaker_outcome(ctx: &RequestCtx, outcome: Option<bool>) {
         if let (Some(route), Some(Target::Backend { breaker: true })) = (&ctx.route, &ctx.target) {
             if let Some(spec) = &route.policy.breaker {
-                route
-                    .backend
-                    .breaker
-                    .lock()
-                    .record(spec, success, SystemTime::now());
+                let mut breaker = route.backend.breaker.lock();
+                match outcome {
+                    Some(success) => breaker.record(spec, success, SystemTime::now()),
+                    None => breaker.release(),
+                }
             }
         }
     }
@@ -344,7 +346,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        Self::breaker_outcome(ctx, false);
+        Self::breaker_outcome(ctx, Some(false));
         if ctx.retries_left > 0 && idempotent(session.req_header()) {
             ctx.retries_left -= 1;
             if let Some(route) = &ctx.route {
@@ -391,7 +393,12 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16());
-        Self::breaker_outcome(ctx, e.is_none() && status.is_some_and(|s| s < 500));
+        let outcome = match e {
+            None => Some(status.is_some_and(|s| s < 500)),
+            Some(e) if e.esource() == &ErrorSource::Upstream => Some(false),
+            Some(_) => None,
+        };
+        Self::breaker_outcome(ctx, outcome);
         if let Some(route) = &ctx.route {
             let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
             route.runtime.record(

@@ -504,3 +504,35 @@ fn http2_option_speaks_h2_to_the_backend() {
     s.apply();
     assert_ne!(dp.get("h2.test", "/").status, 200);
 }
+
+#[test]
+fn a_client_going_away_is_not_a_backend_failure() {
+    let (cp, dp) = cluster();
+    let backend = FakeBackend::start("steady");
+    let mut s = Session::register(cp.registry, "gone", "gone-1");
+    let r = s.add_route("gone.test", "/", &backend.url());
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    assert_eq!(
+        s.cmd("CIRCUIT_BREAKER_SET", &format!("{r}|1|30s|1")),
+        "CIRCUIT_OK"
+    );
+    s.apply();
+    backend.set_delay(Duration::from_millis(300));
+    for _ in 0..3 {
+        let mut raw = std::net::TcpStream::connect(dp.proxy).unwrap();
+        std::io::Write::write_all(&mut raw, b"GET /slow HTTP/1.1\r\nHost: gone.test\r\n\r\n")
+            .unwrap();
+        let before = backend.hits_for("/slow");
+        wait_for("the request at the backend", Duration::from_secs(5), || {
+            (backend.hits_for("/slow") > before).then_some(())
+        });
+        drop(raw);
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    backend.set_delay(Duration::ZERO);
+    assert_eq!(
+        dp.get("gone.test", "/ok").status,
+        200,
+        "the breaker (threshold 1) stayed closed"
+    );
+}
