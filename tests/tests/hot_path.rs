@@ -536,3 +536,108 @@ fn a_client_going_away_is_not_a_backend_failure() {
         "the breaker (threshold 1) stayed closed"
     );
 }
+
+#[test]
+fn connect_timeout_answers_504_when_the_backend_does_not_accept() {
+    let (cp, dp) = cluster();
+    // A listener with a backlog of one that never accepts: once the backlog
+    // is full, new connections hang in SYN, which is what a dead host does.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    let mut s = Session::register(cp.registry, "ct", "ct-1");
+    let r = s.add_route("ct.test", "/", &format!("http://{addr}"));
+    s.cmd("OPTIONS_SET", &format!("{r}|connect_timeout|300ms"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|10s"));
+    s.apply();
+    let started = Instant::now();
+    let response = dp.get("ct.test", "/");
+    assert_eq!(response.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn websocket_upgrades_are_proxied_both_ways() {
+    let (cp, dp) = cluster();
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0)
+                    && line != "\r\n"
+                {
+                    line.clear();
+                }
+                let mut writer = stream;
+                let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if std::io::Write::write_all(&mut writer, head.as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = Read::read(&mut reader, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut writer, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut s = Session::register(cp.registry, "ws", "ws-1");
+    let r = s.add_route("ws.test", "/", &format!("ws://{addr}"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.apply();
+    let mut client = std::net::TcpStream::connect(dp.proxy).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut client,
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            client.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the response head"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    for message in ["ping", "a longer frame of bytes"] {
+        std::io::Write::write_all(&mut client, message.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        client.read_exact(&mut echoed).unwrap();
+        assert_eq!(
+            echoed,
+            message.as_bytes(),
+            "bytes flow both ways after the upgrade"
+        );
+    }
+}
