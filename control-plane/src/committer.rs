@@ -10,21 +10,37 @@ use std::collections::HashMap;
 
 use crate::global::{CommitError, GlobalConfig};
 use crate::publisher::{AckReport, Publish, Publisher};
+use crate::session::record::SessionRecord;
 use crate::session::GlobalChanged;
+use crate::store::{Batch, Store};
+use std::sync::Arc;
 
 pub struct Committer {
     global: GlobalConfig,
     publisher: Addr<Publisher>,
+    store: Arc<dyn Store>,
     /// Sessions subscribed to global_config_changed.
     subscribers: HashMap<String, Recipient<GlobalChanged>>,
 }
 
 impl Committer {
-    pub fn new(global: GlobalConfig, publisher: Addr<Publisher>) -> Self {
+    pub fn new(global: GlobalConfig, publisher: Addr<Publisher>, store: Arc<dyn Store>) -> Self {
         Committer {
             global,
             publisher,
+            store,
             subscribers: HashMap::new(),
+        }
+    }
+
+    /// Makes a batch durable. A store that cannot be written stops the
+    /// control plane (fail-stop): answering OK without durability would break
+    /// its promise, and data planes keep serving while it restarts.
+    fn persist(&self, mut batch: Batch, commit: Option<&crate::global::Commit>) {
+        batch.version = commit.map(|c| c.version);
+        if let Err(e) = self.store.commit(batch) {
+            tracing::error!(error = %e, "cannot persist a commit; stopping");
+            std::process::exit(70);
         }
     }
 
@@ -93,6 +109,8 @@ pub struct Propose {
     pub session_id: String,
     pub service: String,
     pub routes: Vec<v1::Route>,
+    /// The session as it will be stored once committed.
+    pub record: SessionRecord,
     pub dry_run: bool,
 }
 
@@ -110,6 +128,11 @@ impl Handler<Propose> for Committer {
         let commit = self
             .global
             .commit(&msg.session_id, &msg.service, msg.routes)?;
+        let batch = Batch {
+            put: vec![msg.record],
+            ..Default::default()
+        };
+        self.persist(batch, commit.as_ref());
         Ok(self.publish(commit, &msg.session_id))
     }
 }
@@ -126,6 +149,11 @@ impl Handler<RemoveSession> for Committer {
 
     fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
         let commit = self.global.remove_session(&msg.session_id);
+        let batch = Batch {
+            delete: vec![msg.session_id.clone()],
+            ..Default::default()
+        };
+        self.persist(batch, commit.as_ref());
         MessageResult(self.publish(commit, &msg.session_id))
     }
 }
@@ -138,6 +166,7 @@ pub struct TakeOver {
     pub new_session: String,
     pub service: String,
     pub routes: Vec<v1::Route>,
+    pub record: SessionRecord,
 }
 
 impl Handler<TakeOver> for Committer {
@@ -153,6 +182,12 @@ impl Handler<TakeOver> for Committer {
                 tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
                 None
             });
+        let batch = Batch {
+            put: vec![msg.record],
+            delete: vec![msg.old_session.clone()],
+            ..Default::default()
+        };
+        self.persist(batch, commit.as_ref());
         MessageResult(self.publish(commit, &msg.new_session))
     }
 }
@@ -177,5 +212,23 @@ impl Handler<GlobalSubscription> for Committer {
                 self.subscribers.remove(&msg.session_id);
             }
         }
+    }
+}
+
+/// Stores a session that has no routes yet (REGISTER), so it can RECONNECT
+/// after a restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveSession(pub SessionRecord);
+
+impl Handler<SaveSession> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) {
+        let batch = Batch {
+            put: vec![msg.0],
+            ..Default::default()
+        };
+        self.persist(batch, None);
     }
 }

@@ -10,7 +10,12 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use rand::RngCore;
 
-use crate::committer::Committer;
+use crate::committer::{Committer, SaveSession};
+use crate::session::SessionState;
+use crate::store::{Batch, Store};
+
+/// Route ids reserved in the store at a time.
+const ROUTE_RESERVATION: u64 = 1024;
 use crate::protocol::RouteId;
 use crate::session::{Home, Identity, SessionActor, Surrender};
 use crate::telemetry::Telemetry;
@@ -44,16 +49,22 @@ struct Sessions {
 pub struct Directory {
     sessions: Mutex<Sessions>,
     next_route: AtomicU64,
+    /// Route ids up to this are reserved in the store, so none is ever
+    /// reused after a restart, even one that was only staged.
+    route_reserved: Mutex<u64>,
+    store: Arc<dyn Store>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
 
 impl Directory {
-    pub fn new(arbiters: Vec<ArbiterHandle>, last_route_id: u64) -> Self {
+    pub fn new(arbiters: Vec<ArbiterHandle>, route_reserved: u64, store: Arc<dyn Store>) -> Self {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Directory {
             sessions: Mutex::new(Sessions::default()),
-            next_route: AtomicU64::new(last_route_id),
+            next_route: AtomicU64::new(route_reserved),
+            route_reserved: Mutex::new(route_reserved),
+            store,
             arbiters,
             next_arbiter: AtomicUsize::new(0),
         }
@@ -66,7 +77,21 @@ impl Directory {
     }
 
     pub fn allocate_route(&self) -> RouteId {
-        RouteId(self.next_route.fetch_add(1, Ordering::Relaxed) + 1)
+        let id = self.next_route.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut reserved = self.route_reserved.lock();
+        if id > *reserved {
+            let next = id + ROUTE_RESERVATION;
+            let batch = Batch {
+                route_reserved: Some(next),
+                ..Default::default()
+            };
+            if let Err(e) = self.store.commit(batch) {
+                tracing::error!(error = %e, "cannot reserve route ids; stopping");
+                std::process::exit(70);
+            }
+            *reserved = next;
+        }
+        RouteId(id)
     }
 
     pub fn lookup(&self, id: &str) -> Option<Addr<SessionActor>> {
@@ -116,6 +141,12 @@ impl Directory {
                 .map(|i| (old_id, i)),
             None => None,
         };
+        if inherited.is_none() {
+            // A new session is durable before its ACK, so it can RECONNECT
+            // after a restart (a take-over is stored by its commit).
+            let record = SessionState::new(identity.clone()).record();
+            let _ = shared.committer.send(SaveSession(record)).await;
+        }
         let arbiter = shared.directory.arbiter();
         let for_actor = shared.clone();
         let addr = SessionActor::start_in_arbiter(&arbiter, move |_| {
@@ -128,6 +159,23 @@ impl Directory {
             .by_id
             .insert(id.clone(), addr);
         id
+    }
+
+    /// Starts a session restored from the store, detached with `grace`.
+    pub fn restore(shared: &Arc<Shared>, state: SessionState, grace: Duration) {
+        let id = state.identity.id.clone();
+        let key = (
+            state.identity.service.clone(),
+            state.identity.instance.clone(),
+        );
+        let arbiter = shared.directory.arbiter();
+        let for_actor = shared.clone();
+        let addr = SessionActor::start_in_arbiter(&arbiter, move |_| {
+            SessionActor::restored(state, for_actor, grace)
+        });
+        let mut sessions = shared.directory.sessions.lock();
+        sessions.by_instance.insert(key, id.clone());
+        sessions.by_id.insert(id, addr);
     }
 }
 

@@ -144,6 +144,26 @@ impl GlobalConfig {
         self.commit(new_session, service, routes)
     }
 
+    /// Puts back a session's routes as they were stored, without a new version.
+    pub fn restore(&mut self, session_id: &str, service: &str, routes: Vec<v1::Route>) {
+        let mut entry = SessionRoutes {
+            service: service.to_string(),
+            routes: BTreeMap::new(),
+        };
+        for route in routes {
+            self.claim(service, &route);
+            entry.routes.insert(route.route_id.clone(), Arc::new(route));
+        }
+        self.sessions.insert(session_id.to_string(), entry);
+    }
+
+    /// Every route, as a data plane's first snapshot needs them.
+    pub fn all_routes(&self) -> impl Iterator<Item = &v1::Route> {
+        self.sessions
+            .values()
+            .flat_map(|s| s.routes.values().map(|r| r.as_ref()))
+    }
+
     /// Drops every route of a session (shutdown or expiry).
     pub fn remove_session(&mut self, session_id: &str) -> Option<Commit> {
         let service = self.sessions.get(session_id)?.service.clone();

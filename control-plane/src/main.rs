@@ -11,6 +11,8 @@ mod protocol;
 mod publisher;
 mod registry;
 mod session;
+mod state_file;
+mod store;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ use crate::publisher::Publisher;
 #[derive(Debug, Parser)]
 #[command(name = "portico-cp", version, about = "Portico control plane")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// Address of the registry line protocol listener.
     #[arg(
         long,
@@ -62,9 +66,24 @@ struct Args {
     /// How long MAINT_ENTER/MAINT_EXIT wait for the probed backend, e.g. 60s.
     #[arg(long, env = "PORTICO_MAINTENANCE_PROBE_LIMIT", default_value = "60s", value_parser = parse_duration)]
     maintenance_probe_limit: Duration,
+    /// How long sessions restored after a restart wait for RECONNECT, e.g. 5m.
+    #[arg(long, env = "PORTICO_RESTORE_GRACE", default_value = "5m", value_parser = parse_duration)]
+    restore_grace: Duration,
+    /// Discard the stored state and start empty (removes every route from the fleet).
+    #[arg(long, env = "PORTICO_RESET_STATE")]
+    reset_state: bool,
     /// Arbiters (threads) that run sessions and connections; default: one per core.
     #[arg(long, env = "PORTICO_SESSION_THREADS")]
     session_threads: Option<usize>,
+}
+
+/// Offline tools on the data dir (the control plane must be stopped).
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Print the whole stored state as JSON on standard output.
+    Export,
+    /// Replace the stored state with the JSON read from standard input.
+    Import,
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -81,23 +100,58 @@ fn main() -> anyhow::Result<()> {
         .init();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    actix_rt::System::new().block_on(run(args))
+    if args.reset_state {
+        let file = args.data_dir.join(store::RedbStore::FILE);
+        if file.exists() {
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+            tracing::warn!(file = %file.display(), "stored state discarded (--reset-state)");
+        }
+    }
+    let store = store::RedbStore::open(&args.data_dir)?;
+    match args.command {
+        Some(Tool::Export) => state_file::export(&store, std::io::stdout().lock()),
+        Some(Tool::Import) => state_file::import(&store, std::io::stdin().lock()),
+        None => actix_rt::System::new().block_on(run(args, Arc::new(store))),
+    }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
+    let loaded = store.load()?;
+    let sessions = loaded
+        .sessions
+        .iter()
+        .map(|r| r.restore())
+        .collect::<Result<Vec<_>, _>>()
+        .context("restoring sessions")?;
+    let mut global = GlobalConfig::new(loaded.version);
+    for s in &sessions {
+        global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
+    }
+    let routes: Vec<_> = global.all_routes().cloned().collect();
+    info!(
+        version = loaded.version,
+        sessions = sessions.len(),
+        routes = routes.len(),
+        "state restored"
+    );
+
     let registry = bind(&args.registry_listen, "registry").await?;
     let grpc = bind(&args.grpc_listen, "grpc").await?;
     let admin = bind(&args.admin_listen, "admin").await?;
 
-    let publisher = Publisher::new(args.apply_timeout, 0).start();
-    let committer = Committer::new(GlobalConfig::new(0), publisher.clone()).start();
+    let publisher = Publisher::new(args.apply_timeout, loaded.version, routes).start();
+    let committer = Committer::new(global, publisher.clone(), store.clone()).start();
     let threads = args
         .session_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let shared = Arc::new(Shared {
-        directory: Directory::new(arbiters.iter().map(Arbiter::handle).collect(), 0),
+        directory: Directory::new(
+            arbiters.iter().map(Arbiter::handle).collect(),
+            loaded.route_reserved,
+            store.clone(),
+        ),
         committer,
         telemetry: telemetry::Telemetry::new(publisher.clone()),
         settings: SessionSettings {
@@ -106,6 +160,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             maintenance_probe_limit: args.maintenance_probe_limit,
         },
     });
+
+    for state in sessions {
+        Directory::restore(&shared, state, args.restore_grace);
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
     actix_rt::spawn(admin::serve(admin, ready.clone()));

@@ -50,13 +50,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(apply_timeout: Duration, version: u64) -> Self {
+    /// Starts at the stored `version` with its `routes`.
+    pub fn new(apply_timeout: Duration, version: u64, routes: Vec<v1::Route>) -> Self {
         Publisher {
             apply_timeout,
             next_test: 0,
             tests: HashMap::new(),
             version,
-            routes: HashMap::new(),
+            routes: routes
+                .into_iter()
+                .map(|r| (r.route_id.clone(), r))
+                .collect(),
             planes: HashMap::new(),
             next_conn: 0,
             waiters: Vec::new(),

@@ -75,9 +75,13 @@ fn instances_of_one_service_share_traffic() {
     add_and_apply(&mut one, &s1, "shop.test", "/", &a.url());
     add_and_apply(&mut two, &s2, "shop.test", "/", &b.url());
     for _ in 0..10 {
-        assert_eq!(dp.get("shop.test", "/").status, 200);
+        assert_eq!(dp.get("shop.test", "/w").status, 200);
     }
-    assert_eq!((a.hits(), b.hits()), (5, 5), "round-robin over the pool");
+    assert_eq!(
+        (a.hits_for("/w"), b.hits_for("/w")),
+        (5, 5),
+        "round-robin over the pool"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
+use super::record::SessionRecord;
 use super::state::{Identity, Ops, SessionState};
 use crate::committer::{GlobalSubscription, Propose, RemoveSession, TakeOver};
 use crate::directory::Shared;
@@ -51,6 +52,8 @@ pub struct SessionActor {
     pub(super) drain_timer: Option<SpawnHandle>,
     /// A session taken over from this one (same service and instance).
     adopt_from: Option<String>,
+    /// The grace of a session restored after a restart, until it reconnects.
+    restore_grace: Option<std::time::Duration>,
 }
 
 /// What a new session inherits when it takes over an old one.
@@ -85,6 +88,25 @@ impl SessionActor {
             expiry: None,
             drain_timer: None,
             adopt_from,
+            restore_grace: None,
+        }
+    }
+
+    /// A session restored from the store after a restart: detached, with
+    /// `grace` to RECONNECT.
+    pub fn restored(state: SessionState, shared: Arc<Shared>, grace: std::time::Duration) -> Self {
+        SessionActor {
+            state,
+            shared,
+            home: None,
+            last_activity: Instant::now(),
+            last_activity_wall: SystemTime::now(),
+            home_closed_at: Some(Instant::now()),
+            subscriptions: BTreeSet::new(),
+            expiry: None,
+            drain_timer: None,
+            adopt_from: None,
+            restore_grace: Some(grace),
         }
     }
 
@@ -99,6 +121,7 @@ impl SessionActor {
         &mut self,
         ctx: &mut Context<Self>,
         routes: Vec<v1::Route>,
+        record: SessionRecord,
         dry_run: bool,
         then: F,
     ) -> ResponseFuture<Answer>
@@ -109,6 +132,7 @@ impl SessionActor {
             session_id: self.id().to_string(),
             service: self.state.identity.service.clone(),
             routes,
+            record,
             dry_run,
         };
         let (tx, rx) = oneshot::channel();
@@ -158,7 +182,8 @@ impl SessionActor {
         F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
     {
         let routes = self.state.active_proto(&ops);
-        self.commit(ctx, routes, false, move |act, ctx| {
+        let record = self.state.record_with(&ops);
+        self.commit(ctx, routes, record, false, move |act, ctx| {
             act.state.ops = ops;
             then(act, ctx)
         })
@@ -208,7 +233,8 @@ impl SessionActor {
         if self.home.is_some() {
             return;
         }
-        let deadline = closed_at.max(self.last_activity) + self.shared.settings.grace;
+        let grace = self.restore_grace.unwrap_or(self.shared.settings.grace);
+        let deadline = closed_at.max(self.last_activity) + grace;
         let now = Instant::now();
         if now >= deadline {
             drop(self.end("grace expired", ctx));
@@ -251,6 +277,11 @@ impl SessionActor {
         });
     }
 
+    /// After a RECONNECT the ordinary session grace applies again.
+    pub(super) fn forget_restore_grace(&mut self) {
+        self.restore_grace = None;
+    }
+
     pub(super) fn wants_global(&self) -> bool {
         self.subscriptions.contains(&EventType::GlobalConfigChanged)
             || self.subscriptions.contains(&EventType::All)
@@ -283,6 +314,7 @@ impl Actor for SessionActor {
                 new_session: self.id().to_string(),
                 service: self.state.identity.service.clone(),
                 routes,
+                record: self.state.record(),
             };
             let work =
                 self.shared
@@ -305,6 +337,9 @@ impl Actor for SessionActor {
         }
         if self.state.ops.drain.is_some() {
             self.schedule_drain_completed(ctx);
+        }
+        if self.home.is_none() {
+            self.check_grace(ctx);
         }
     }
 }

@@ -26,6 +26,7 @@ impl SessionActor {
             Command::Reconnect => {
                 self.home = Some(conn);
                 self.home_closed_at = None;
+                self.forget_restore_grace();
                 Reply::ok()
             }
             Command::Ping => Reply::code("PONG"),
@@ -299,7 +300,8 @@ impl SessionActor {
         let routes = self
             .state
             .to_proto(&proposal.routes, &proposal.settings, &self.state.ops);
-        self.commit(ctx, routes, dry_run, move |act, _| {
+        let record = self.state.record_after(&proposal, &self.state.ops);
+        self.commit(ctx, routes, record, dry_run, move |act, _| {
             if !dry_run {
                 act.state.commit(proposal, SystemTime::now());
             }

@@ -2,6 +2,7 @@
 
 mod actor;
 mod handlers;
+pub mod record;
 pub mod settings;
 pub mod state;
 
@@ -9,4 +10,4 @@ pub use actor::{
     rfc3339, Exec, GlobalChanged, HealthChanged, Home, HomeClosed, NotifyShutdown, SessionActor,
     Surrender,
 };
-pub use state::Identity;
+pub use state::{Identity, SessionState};

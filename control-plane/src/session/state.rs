@@ -356,6 +356,36 @@ impl SessionState {
         diff
     }
 
+    /// Installs restored active state (nothing staged).
+    pub fn restore_active(
+        &mut self,
+        routes: BTreeMap<RouteId, RouteInput>,
+        settings: Settings,
+        ops: Ops,
+        last_apply: Option<SystemTime>,
+    ) {
+        self.active = routes;
+        self.staged.clear();
+        self.settings = settings;
+        self.ops = ops;
+        self.last_apply = last_apply;
+    }
+
+    /// The durable record of the active state.
+    pub fn record(&self) -> super::record::SessionRecord {
+        super::record::SessionRecord::of(self, &self.active, &self.settings, &self.ops)
+    }
+
+    /// The record with `ops` in place of the current operational state.
+    pub fn record_with(&self, ops: &Ops) -> super::record::SessionRecord {
+        super::record::SessionRecord::of(self, &self.active, &self.settings, ops)
+    }
+
+    /// The record as it will be once `proposal` commits, with `ops`.
+    pub fn record_after(&self, proposal: &Proposal, ops: &Ops) -> super::record::SessionRecord {
+        super::record::SessionRecord::of(self, &proposal.routes, &proposal.settings, ops)
+    }
+
     /// ROUTE_LIST: active routes with their pending state, then staged new ones.
     pub fn list_json(&self) -> Value {
         let mut items = Vec::with_capacity(self.active.len() + self.staged.len());

@@ -1,0 +1,168 @@
+//! Durable state of the control plane behind a small trait: sessions with
+//! their active configuration, the configuration version and the route-id
+//! reservation. The default is redb, an embedded ACID store: one file, no
+//! server, crash-safe commits (see docs/DURABILITY.md).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::session::record::SessionRecord;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Bumped when the layout of what is stored changes incompatibly.
+const FORMAT: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("the state store {path} has format {found}, this build reads format {FORMAT}; start with --reset-state to discard it")]
+    Format { path: PathBuf, found: u64 },
+    #[error("the state store {path} is unreadable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("writing the state store {path} failed: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Everything the control plane restores at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub version: u64,
+    pub route_reserved: u64,
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// One atomic change: session records to write and to delete, and the
+/// version and route reservation after it.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub version: Option<u64>,
+    pub route_reserved: Option<u64>,
+    pub put: Vec<SessionRecord>,
+    pub delete: Vec<String>,
+}
+
+pub trait Store: Send + Sync {
+    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Returns once the batch is durable.
+    fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+}
+
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl RedbStore {
+    pub const FILE: &'static str = "state.redb";
+
+    /// Opens (or creates) the store in `dir`; refuses a file it cannot read.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        let path = dir.join(Self::FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let store = RedbStore { db, path };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn corrupt(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn write_err(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Write {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Stamps a new store with the format; checks an existing one.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| self.corrupt(e))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT).map_err(|e| self.corrupt(e))?;
+                }
+                Some(FORMAT) => {}
+                Some(found) => {
+                    return Err(StoreError::Format {
+                        path: self.path.clone(),
+                        found,
+                    })
+                }
+            }
+            txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
+        }
+        txn.commit().map_err(|e| self.corrupt(e))
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
+        let get = |key: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(|e| self.corrupt(e))?
+                .map_or(0, |v| v.value()))
+        };
+        let mut loaded = Loaded {
+            version: get("version")?,
+            route_reserved: get("route_reserved")?,
+            sessions: Vec::new(),
+        };
+        let sessions = txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
+        for entry in sessions.iter().map_err(|e| self.corrupt(e))? {
+            let (key, value) = entry.map_err(|e| self.corrupt(e))?;
+            let record: SessionRecord = serde_json::from_slice(value.value())
+                .map_err(|e| self.corrupt(format!("session {}: {e}", key.value())))?;
+            loaded.sessions.push(record);
+        }
+        Ok(loaded)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.write_err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.write_err(e))?;
+            if let Some(v) = batch.version {
+                meta.insert("version", v).map_err(|e| self.write_err(e))?;
+            }
+            if let Some(r) = batch.route_reserved {
+                meta.insert("route_reserved", r)
+                    .map_err(|e| self.write_err(e))?;
+            }
+            let mut sessions = txn.open_table(SESSIONS).map_err(|e| self.write_err(e))?;
+            for id in &batch.delete {
+                sessions
+                    .remove(id.as_str())
+                    .map_err(|e| self.write_err(e))?;
+            }
+            for record in &batch.put {
+                let bytes = serde_json::to_vec(record).map_err(|e| self.write_err(e))?;
+                sessions
+                    .insert(record.id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.write_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.write_err(e))
+    }
+}
