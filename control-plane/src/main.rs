@@ -69,6 +69,10 @@ struct Args {
     /// How long sessions restored after a restart wait for RECONNECT, e.g. 5m.
     #[arg(long, env = "PORTICO_RESTORE_GRACE", default_value = "5m", value_parser = parse_duration)]
     restore_grace: Duration,
+    /// For measurements only: commits are not flushed to disk, so OK no
+    /// longer means durable.
+    #[arg(long, env = "PORTICO_UNSAFE_NO_FSYNC")]
+    unsafe_no_fsync: bool,
     /// Discard the stored state and start empty (removes every route from the fleet).
     #[arg(long, env = "PORTICO_RESET_STATE")]
     reset_state: bool,
@@ -107,7 +111,7 @@ fn main() -> anyhow::Result<()> {
             tracing::warn!(file = %file.display(), "stored state discarded (--reset-state)");
         }
     }
-    let store = store::RedbStore::open(&args.data_dir)?;
+    let store = store::RedbStore::open(&args.data_dir, !args.unsafe_no_fsync)?;
     match args.command {
         Some(Tool::Export) => state_file::export(&store, std::io::stdout().lock()),
         Some(Tool::Import) => state_file::import(&store, std::io::stdin().lock()),

@@ -56,19 +56,21 @@ pub trait Store: Send + Sync {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    /// Commits are flushed to disk before they return (the default).
+    fsync: bool,
 }
 
 impl RedbStore {
     pub const FILE: &'static str = "state.redb";
 
     /// Opens (or creates) the store in `dir`; refuses a file it cannot read.
-    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+    pub fn open(dir: &Path, fsync: bool) -> Result<RedbStore, StoreError> {
         let path = dir.join(Self::FILE);
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
-        let store = RedbStore { db, path };
+        let store = RedbStore { db, path, fsync };
         store.init()?;
         Ok(store)
     }
@@ -140,7 +142,11 @@ impl Store for RedbStore {
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.write_err(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.write_err(e))?;
+        if !self.fsync {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| self.write_err(e))?;
+        }
         {
             let mut meta = txn.open_table(META).map_err(|e| self.write_err(e))?;
             if let Some(v) = batch.version {

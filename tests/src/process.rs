@@ -98,6 +98,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -131,7 +136,8 @@ pub struct ControlPlane {
     pub registry: SocketAddr,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
-    _data_dir: tempdir::TempDir,
+    pub data_dir: tempdir::TempDir,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
@@ -141,13 +147,19 @@ impl ControlPlane {
 
     pub fn start_with(extra: &[&str]) -> ControlPlane {
         let data_dir = tempdir::TempDir::new("portico-cp");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let proc = Self::spawn(&data_dir, ["127.0.0.1:0"; 3].map(String::from), &extra);
+        Self::ready(proc, data_dir, extra)
+    }
+
+    fn spawn(data_dir: &tempdir::TempDir, listen: [String; 3], extra: &[String]) -> Proc {
         let mut args: Vec<String> = [
             "--registry-listen",
-            "127.0.0.1:0",
+            &listen[0],
             "--grpc-listen",
-            "127.0.0.1:0",
+            &listen[1],
             "--admin-listen",
-            "127.0.0.1:0",
+            &listen[2],
             "--session-threads",
             "2",
             // Many processes share two cores during the suite; a starved data
@@ -161,8 +173,11 @@ impl ControlPlane {
         .collect();
         args.push("--data-dir".into());
         args.push(data_dir.path().display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc::spawn("portico-cp", &args);
+        args.extend(extra.iter().cloned());
+        Proc::spawn("portico-cp", &args)
+    }
+
+    fn ready(mut proc: Proc, data_dir: tempdir::TempDir, extra: Vec<String>) -> ControlPlane {
         let registry = proc.listening("registry");
         let grpc = proc.listening("grpc");
         let admin = proc.listening("admin");
@@ -176,8 +191,45 @@ impl ControlPlane {
             registry,
             grpc,
             admin,
-            _data_dir: data_dir,
+            data_dir,
+            extra,
         }
+    }
+
+    /// Starts the control plane again (after `kill` or `terminate`) on the
+    /// same ports and data dir.
+    pub fn start_again(&mut self) {
+        let listen = [self.registry, self.grpc, self.admin].map(|a| a.to_string());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut proc = Self::spawn(&self.data_dir, listen.clone(), &self.extra);
+            // The old process's ports may take a moment to be free again.
+            let started = wait_for(
+                "the restarted control plane",
+                Duration::from_secs(20),
+                || {
+                    if proc.log_contains("portico-cp ready") {
+                        return Some(true);
+                    }
+                    proc.exited().map(|_| false)
+                },
+            );
+            if started {
+                self.proc = proc;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cannot restart:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_for("control plane /ready", Duration::from_secs(20), || {
+            http_get(self.admin, "localhost", "/ready")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
     }
 
     pub fn grpc_url(&self) -> String {

@@ -300,10 +300,11 @@ impl SessionActor {
         let routes = self
             .state
             .to_proto(&proposal.routes, &proposal.settings, &self.state.ops);
-        let record = self.state.record_after(&proposal, &self.state.ops);
+        let at = SystemTime::now();
+        let record = self.state.record_after(&proposal, &self.state.ops, at);
         self.commit(ctx, routes, record, dry_run, move |act, _| {
             if !dry_run {
-                act.state.commit(proposal, SystemTime::now());
+                act.state.commit(proposal, at);
             }
             Reply::ok().into()
         })

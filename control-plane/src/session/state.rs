@@ -381,9 +381,17 @@ impl SessionState {
         super::record::SessionRecord::of(self, &self.active, &self.settings, ops)
     }
 
-    /// The record as it will be once `proposal` commits, with `ops`.
-    pub fn record_after(&self, proposal: &Proposal, ops: &Ops) -> super::record::SessionRecord {
-        super::record::SessionRecord::of(self, &proposal.routes, &proposal.settings, ops)
+    /// The record as it will be once `proposal` commits at `at`, with `ops`.
+    pub fn record_after(
+        &self,
+        proposal: &Proposal,
+        ops: &Ops,
+        at: SystemTime,
+    ) -> super::record::SessionRecord {
+        let mut record =
+            super::record::SessionRecord::of(self, &proposal.routes, &proposal.settings, ops);
+        record.last_apply_ms = Some(unix_ms(at));
+        record
     }
 
     /// ROUTE_LIST: active routes with their pending state, then staged new ones.
