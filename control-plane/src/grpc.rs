@@ -13,8 +13,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::directory::Shared;
-use crate::publisher::{PlaneConnected, PlaneGone, PlaneReply, Publisher};
+use crate::publisher::{
+    CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, Publisher, Watch,
+};
 use crate::session::HealthChanged;
+use portico_proto::v1::operator_service_server::OperatorService;
 
 pub struct DataPlaneApi {
     publisher: Addr<Publisher>,
@@ -47,6 +50,10 @@ impl DataPlaneService for DataPlaneApi {
         &self,
         request: Request<Streaming<v1::DataPlaneMessage>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
+        let address = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::DataPlaneMessage {
@@ -66,6 +73,7 @@ impl DataPlaneService for DataPlaneApi {
             .publisher
             .send(PlaneConnected {
                 node_id: hello.node_id.clone(),
+                address,
                 applied_version: hello.applied_version,
                 tx,
             })
@@ -118,5 +126,55 @@ impl DataPlaneService for DataPlaneApi {
             publisher.do_send(PlaneGone { conn });
         });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// The operator API: what is pushed, to whom, and what they answered.
+pub struct OperatorApi {
+    publisher: Addr<Publisher>,
+}
+
+impl OperatorApi {
+    pub fn new(publisher: Addr<Publisher>) -> Self {
+        OperatorApi { publisher }
+    }
+}
+
+fn unavailable(_: actix::MailboxError) -> Status {
+    Status::unavailable("control plane is shutting down")
+}
+
+#[tonic::async_trait]
+impl OperatorService for OperatorApi {
+    type WatchConfigStream = UnboundedReceiverStream<Result<v1::WatchEvent, Status>>;
+
+    async fn watch_config(
+        &self,
+        _: Request<v1::WatchConfigRequest>,
+    ) -> Result<Response<Self::WatchConfigStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.publisher.send(Watch(tx)).await.map_err(unavailable)?;
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn list_data_planes(
+        &self,
+        _: Request<v1::ListDataPlanesRequest>,
+    ) -> Result<Response<v1::ListDataPlanesResponse>, Status> {
+        Ok(Response::new(
+            self.publisher.send(ListPlanes).await.map_err(unavailable)?,
+        ))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _: Request<v1::GetSnapshotRequest>,
+    ) -> Result<Response<v1::GetSnapshotResponse>, Status> {
+        Ok(Response::new(
+            self.publisher
+                .send(CurrentSnapshot)
+                .await
+                .map_err(unavailable)?,
+        ))
     }
 }

@@ -24,6 +24,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
 use portico_proto::v1::data_plane_service_server::DataPlaneServiceServer;
+use portico_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
@@ -173,8 +174,11 @@ async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
     actix_rt::spawn(admin::serve(admin, ready.clone()));
     let grpc_server = tonic::transport::Server::builder()
         .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
-            publisher,
+            publisher.clone(),
             shared.clone(),
+        )))
+        .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
+            publisher,
         )))
         .serve_with_incoming(TcpListenerStream::new(grpc));
     actix_rt::spawn(async move {

@@ -24,6 +24,9 @@ pub struct AckReport {
 
 struct Plane {
     node_id: String,
+    address: String,
+    connected_since: SystemTime,
+    last_nack: Option<(u64, String)>,
     acked: u64,
     /// The plane holds a newer version than this control plane knows (it lost
     /// its state); it is left alone rather than pushed backwards.
@@ -39,6 +42,8 @@ struct Waiter {
 
 pub struct Publisher {
     apply_timeout: Duration,
+    /// Operators' WatchConfig streams.
+    watchers: Vec<mpsc::UnboundedSender<Result<v1::WatchEvent, tonic::Status>>>,
     next_test: u64,
     /// BACKEND_TEST requests waiting for a data plane: id -> (conn, reply).
     tests: HashMap<u64, (u64, oneshot::Sender<v1::BackendTestResult>)>,
@@ -54,6 +59,7 @@ impl Publisher {
     pub fn new(apply_timeout: Duration, version: u64, routes: Vec<v1::Route>) -> Self {
         Publisher {
             apply_timeout,
+            watchers: Vec::new(),
             next_test: 0,
             tests: HashMap::new(),
             version,
@@ -99,6 +105,31 @@ impl Publisher {
     }
 }
 
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Publisher {
+    fn notify(&mut self, event: v1::watch_event::Event) {
+        let event = v1::WatchEvent { event: Some(event) };
+        self.watchers.retain(|w| w.send(Ok(event.clone())).is_ok());
+    }
+
+    fn answer(&mut self, conn: u64, version: u64, ok: bool, reason: String) {
+        let Some(plane) = self.planes.get(&conn) else {
+            return;
+        };
+        let node_id = plane.node_id.clone();
+        self.notify(v1::watch_event::Event::Answer(v1::PlaneAnswer {
+            version,
+            node_id,
+            ok,
+            reason,
+        }));
+    }
+}
+
 fn push(version: u64, base_version: u64, body: v1::config_push::Body) -> v1::ControlPlaneMessage {
     let committed_at_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -132,12 +163,32 @@ impl Handler<Publish> for Publisher {
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         let base = self.version;
         self.version = msg.version;
+        let mut event = v1::PushEvent {
+            version: msg.version,
+            committed_at_unix_ms: unix_ms(SystemTime::now()),
+            removed: msg.delta.removed.clone(),
+            ..Default::default()
+        };
         for id in &msg.delta.removed {
             self.routes.remove(id);
         }
         for route in &msg.delta.upserted {
-            self.routes.insert(route.route_id.clone(), route.clone());
+            let previous = self.routes.insert(route.route_id.clone(), route.clone());
+            let list = if previous.is_some() {
+                &mut event.changed
+            } else {
+                &mut event.added
+            };
+            list.push(route.route_id.clone());
         }
+        event.sent_to = self
+            .planes
+            .values()
+            .filter(|p| !p.ahead)
+            .map(|p| p.node_id.clone())
+            .collect();
+        event.sent_to.sort();
+        self.notify(v1::watch_event::Event::Push(event));
         let message = push(msg.version, base, v1::config_push::Body::Delta(msg.delta));
         let mut pending = HashSet::new();
         for (conn, plane) in &self.planes {
@@ -183,6 +234,7 @@ impl Handler<Publish> for Publisher {
 #[rtype(result = "u64")]
 pub struct PlaneConnected {
     pub node_id: String,
+    pub address: String,
     pub applied_version: u64,
     pub tx: PushSender,
 }
@@ -209,6 +261,9 @@ impl Handler<PlaneConnected> for Publisher {
             conn,
             Plane {
                 node_id: msg.node_id,
+                address: msg.address,
+                connected_since: SystemTime::now(),
+                last_nack: None,
                 acked: msg.applied_version.min(self.version),
                 ahead,
                 tx: msg.tx,
@@ -243,6 +298,7 @@ impl Handler<PlaneReply> for Publisher {
                 if let Some(plane) = self.planes.get_mut(&conn) {
                     plane.acked = plane.acked.max(version);
                 }
+                self.answer(conn, version, true, String::new());
                 self.settle(conn, version, |r| &mut r.acked);
             }
             PlaneReply::Nack {
@@ -250,9 +306,11 @@ impl Handler<PlaneReply> for Publisher {
                 version,
                 reason,
             } => {
-                if let Some(plane) = self.planes.get(&conn) {
+                if let Some(plane) = self.planes.get_mut(&conn) {
                     warn!(node_id = %plane.node_id, version, %reason, "data plane rejected a version");
+                    plane.last_nack = Some((version, reason.clone()));
                 }
+                self.answer(conn, version, false, reason);
                 self.settle(conn, version, |r| &mut r.nacked);
             }
             PlaneReply::BackendTest(result) => {
@@ -328,5 +386,68 @@ impl Handler<AskBackendTest> for Publisher {
         }
         self.tests.insert(id, (*conn, msg.reply));
         true
+    }
+}
+
+/// An operator's WatchConfig stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Watch(pub mpsc::UnboundedSender<Result<v1::WatchEvent, tonic::Status>>);
+
+impl Handler<Watch> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
+        self.watchers.push(msg.0);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "v1::ListDataPlanesResponse")]
+pub struct ListPlanes;
+
+impl Handler<ListPlanes> for Publisher {
+    type Result = MessageResult<ListPlanes>;
+
+    fn handle(&mut self, _: ListPlanes, _: &mut Context<Self>) -> Self::Result {
+        let mut data_planes: Vec<v1::DataPlaneInfo> = self
+            .planes
+            .values()
+            .map(|p| v1::DataPlaneInfo {
+                node_id: p.node_id.clone(),
+                address: p.address.clone(),
+                connected_since_unix_ms: unix_ms(p.connected_since),
+                acked_version: p.acked,
+                lag: self.version.saturating_sub(p.acked),
+                last_nack_version: p.last_nack.as_ref().map_or(0, |n| n.0),
+                last_nack_reason: p
+                    .last_nack
+                    .as_ref()
+                    .map(|n| n.1.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        data_planes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        MessageResult(v1::ListDataPlanesResponse {
+            version: self.version,
+            data_planes,
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "v1::GetSnapshotResponse")]
+pub struct CurrentSnapshot;
+
+impl Handler<CurrentSnapshot> for Publisher {
+    type Result = MessageResult<CurrentSnapshot>;
+
+    fn handle(&mut self, _: CurrentSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let mut routes: Vec<v1::Route> = self.routes.values().cloned().collect();
+        routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
+        MessageResult(v1::GetSnapshotResponse {
+            version: self.version,
+            snapshot: Some(v1::Snapshot { routes }),
+        })
     }
 }

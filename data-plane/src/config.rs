@@ -27,6 +27,8 @@ pub enum PushError {
     Invalid(#[from] ModelError),
     #[error("{0}")]
     Compile(String),
+    #[error("{count} routes is more than this data plane's limit of {max} (--max-routes)")]
+    TooMany { count: usize, max: usize },
 }
 
 /// What the proxy and the admin listener read, shared across threads.
@@ -44,14 +46,17 @@ pub struct Live {
 pub struct ConfigState {
     routes: HashMap<String, Arc<RouteSpec>>,
     applied: Option<u64>,
+    /// Refuse configurations with more routes (0: no limit).
+    max_routes: usize,
     pub live: Arc<Live>,
 }
 
 impl ConfigState {
-    pub fn new(live: Arc<Live>) -> Self {
+    pub fn new(live: Arc<Live>, max_routes: usize) -> Self {
         ConfigState {
             routes: HashMap::new(),
             applied: None,
+            max_routes,
             live,
         }
     }
@@ -97,6 +102,12 @@ impl ConfigState {
                 next
             }
         };
+        if self.max_routes > 0 && next.len() > self.max_routes {
+            return Err(PushError::TooMany {
+                count: next.len(),
+                max: self.max_routes,
+            });
+        }
         let table =
             RouteTable::compile(next.values(), &self.live.registry).map_err(PushError::Compile)?;
         self.routes = next;
@@ -159,7 +170,7 @@ mod tests {
     #[test]
     fn bad_pushes_change_nothing() {
         let live = Arc::new(Live::default());
-        let mut state = ConfigState::new(live.clone());
+        let mut state = ConfigState::new(live.clone(), 0);
         assert!(!live.ready.load(Ordering::Acquire));
         state
             .apply(snapshot(3, vec![route("r1", "http://127.0.0.1:1")]))

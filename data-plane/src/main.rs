@@ -49,6 +49,9 @@ struct Args {
     /// besides the system roots (also used by health probes).
     #[arg(long, env = "PORTICO_UPSTREAM_CA")]
     upstream_ca: Option<std::path::PathBuf>,
+    /// Refuse (NACK) configurations with more routes than this; 0: no limit.
+    #[arg(long, env = "PORTICO_MAX_ROUTES", default_value_t = 0)]
+    max_routes: usize,
     /// Proxy worker threads; default one per core.
     #[arg(long, env = "PORTICO_THREADS")]
     threads: Option<usize>,
@@ -76,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
     let live = Arc::new(Live::default());
-    let state = ConfigState::new(live.clone());
+    let state = ConfigState::new(live.clone(), args.max_routes);
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
     std::thread::Builder::new()

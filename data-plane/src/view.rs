@@ -13,8 +13,8 @@ pub fn config_json(version: u64, table: &RouteTable) -> Value {
 }
 
 fn route_json(r: &RouteSpec) -> Value {
-    let s = &r.settings;
-    json!({
+    let mut v = portico_proto::json::settings_json(&r.settings);
+    let extra = json!({
         "route_id": r.route_id,
         "session_id": r.session_id,
         "service": r.service,
@@ -23,14 +23,11 @@ fn route_json(r: &RouteSpec) -> Value {
         "path": r.path,
         "backend_url": r.backend.to_string(),
         "priority": r.priority,
-        "response_headers": s.response_headers.iter().map(|h| json!([h.name, h.value])).collect::<Vec<_>>(),
-        "options": s.options.iter().map(|o| (o.key.clone(), Value::String(o.value.clone()))).collect::<serde_json::Map<_, _>>(),
-        "health": s.health.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval_ms, "timeout_ms": h.timeout_ms})),
-        "rate_limit": s.rate_limit.as_ref().map(|l| json!({"requests": l.requests, "window_ms": l.window_ms})),
-        "circuit_breaker": s.circuit_breaker.as_ref().map(|b| json!({
-            "threshold": b.threshold, "timeout_ms": b.timeout_ms, "half_open_requests": b.half_open_requests
-        })),
-        "drain": r.drain.as_ref().map(|d| json!({"started_at_unix_ms": d.started_at_unix_ms, "duration_ms": d.duration_ms})),
+        "drain": r.drain.as_ref().map(portico_proto::json::drain_json),
         "maintenance": r.maintenance.as_ref().map(|m| json!({"backend_url": m.as_ref().map(|b| b.to_string())})),
-    })
+    });
+    if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
+        base.extend(more);
+    }
+    v
 }

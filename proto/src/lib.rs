@@ -2,6 +2,7 @@
 //! build time) and the validated domain types both planes convert it into.
 
 pub mod histogram;
+pub mod json;
 pub mod model;
 pub mod probe;
 

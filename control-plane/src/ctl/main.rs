@@ -1,0 +1,254 @@
+//! porticoctl: the operator's view of a control plane, through its operator
+//! API only: pushes as they happen, data planes and their versions, routes.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portico_proto::v1::{self, operator_service_client::OperatorServiceClient, watch_event::Event};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "porticoctl",
+    version,
+    about = "Operate a Portico control plane"
+)]
+struct Args {
+    /// gRPC address of the control plane.
+    #[arg(
+        long,
+        env = "PORTICO_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:8182",
+        global = true
+    )]
+    control_plane: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Follow every push and each data plane's ACK or NACK.
+    Watch,
+    /// The connected data planes and the versions they acknowledged.
+    Dataplanes,
+    /// The routes of the current configuration.
+    Routes,
+    /// The whole current configuration.
+    Snapshot,
+}
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+/// Prints rows as a left-aligned table under a header.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn route_json(r: &v1::Route) -> Value {
+    json!({
+        "route_id": r.route_id,
+        "service": r.service,
+        "instance": r.instance,
+        "session_id": r.session_id,
+        "domains": r.domains,
+        "path": r.path,
+        "backend_url": r.backend_url,
+        "priority": r.priority,
+        "maintenance": r.maintenance.is_some(),
+        "draining": r.drain.is_some(),
+    })
+}
+
+fn routes_table(routes: &[v1::Route]) {
+    let rows = routes
+        .iter()
+        .map(|r| {
+            let mut state = Vec::new();
+            if r.maintenance.is_some() {
+                state.push("maintenance");
+            }
+            if r.drain.is_some() {
+                state.push("draining");
+            }
+            vec![
+                r.route_id.clone(),
+                r.service.clone(),
+                r.domains.join(","),
+                r.path.clone(),
+                r.backend_url.clone(),
+                r.priority.to_string(),
+                state.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ROUTE", "SERVICE", "DOMAINS", "PATH", "BACKEND", "PRIORITY", "STATE",
+        ],
+        rows,
+    );
+}
+
+async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> anyhow::Result<()> {
+    let mut stream = client
+        .watch_config(v1::WatchConfigRequest {})
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(Event::Push(p)) if as_json => println!(
+                "{}",
+                json!({"event": "push", "version": p.version, "time": time(p.committed_at_unix_ms),
+                       "added": p.added, "changed": p.changed, "removed": p.removed, "sent_to": p.sent_to})
+            ),
+            Some(Event::Push(p)) => println!(
+                "push v{} at {}: +[{}] ~[{}] -[{}] to [{}]",
+                p.version,
+                time(p.committed_at_unix_ms),
+                p.added.join(","),
+                p.changed.join(","),
+                p.removed.join(","),
+                p.sent_to.join(",")
+            ),
+            Some(Event::Answer(a)) if as_json => println!(
+                "{}",
+                json!({"event": if a.ok { "ack" } else { "nack" }, "version": a.version,
+                       "node_id": a.node_id, "reason": if a.ok { Value::Null } else { json!(a.reason) }})
+            ),
+            Some(Event::Answer(a)) if a.ok => println!("ack  v{} {}", a.version, a.node_id),
+            Some(Event::Answer(a)) => println!("nack v{} {}: {}", a.version, a.node_id, a.reason),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = OperatorServiceClient::connect(args.control_plane.clone())
+        .await
+        .with_context(|| format!("connecting to {}", args.control_plane))?;
+    let mut client = client;
+    match args.command {
+        Cmd::Watch => watch(client, args.json).await?,
+        Cmd::Dataplanes => {
+            let list = client
+                .list_data_planes(v1::ListDataPlanesRequest {})
+                .await?
+                .into_inner();
+            if args.json {
+                let planes: Vec<Value> = list
+                    .data_planes
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "node_id": p.node_id,
+                            "address": p.address,
+                            "connected_since": time(p.connected_since_unix_ms),
+                            "acked_version": p.acked_version,
+                            "lag": p.lag,
+                            "last_nack": if p.last_nack_reason.is_empty() { Value::Null } else {
+                                json!({"version": p.last_nack_version, "reason": p.last_nack_reason})
+                            },
+                        })
+                    })
+                    .collect();
+                println!("{}", Value::Array(planes));
+            } else {
+                let rows = list
+                    .data_planes
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.node_id.clone(),
+                            p.address.clone(),
+                            time(p.connected_since_unix_ms),
+                            p.acked_version.to_string(),
+                            p.lag.to_string(),
+                            if p.last_nack_reason.is_empty() {
+                                "-".into()
+                            } else {
+                                format!("v{}: {}", p.last_nack_version, p.last_nack_reason)
+                            },
+                        ]
+                    })
+                    .collect();
+                println!("version {}", list.version);
+                table(
+                    &[
+                        "NODE ID",
+                        "ADDRESS",
+                        "CONNECTED SINCE",
+                        "ACKED",
+                        "LAG",
+                        "LAST NACK",
+                    ],
+                    rows,
+                );
+            }
+        }
+        Cmd::Routes | Cmd::Snapshot => {
+            let snap = client
+                .get_snapshot(v1::GetSnapshotRequest {})
+                .await?
+                .into_inner();
+            let routes = snap.snapshot.map(|s| s.routes).unwrap_or_default();
+            match (args.command, args.json) {
+                (Cmd::Routes, true) => {
+                    println!("{}", Value::Array(routes.iter().map(route_json).collect()))
+                }
+                (Cmd::Snapshot, true) => {
+                    let full: Vec<Value> = routes
+                        .iter()
+                        .map(|r| {
+                            let mut v = route_json(r);
+                            v["settings"] = portico_proto::json::settings_json(
+                                &r.settings.clone().unwrap_or_default(),
+                            );
+                            v["drain"] =
+                                json!(r.drain.as_ref().map(portico_proto::json::drain_json));
+                            v["maintenance_backend"] =
+                                json!(r.maintenance.as_ref().map(|m| m.backend_url.clone()));
+                            v
+                        })
+                        .collect();
+                    println!("{}", json!({"version": snap.version, "routes": full}));
+                }
+                _ => {
+                    println!("version {}, {} routes", snap.version, routes.len());
+                    routes_table(&routes);
+                }
+            }
+        }
+    }
+    Ok(())
+}
