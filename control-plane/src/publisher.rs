@@ -40,8 +40,16 @@ struct Waiter {
     done: oneshot::Sender<AckReport>,
 }
 
+/// Deltas kept for data planes that reconnect; older ones get a snapshot.
+const HISTORY: usize = 4096;
+/// ... and at most this many route changes in them, to bound memory.
+const HISTORY_ROUTES: usize = 50_000;
+
 pub struct Publisher {
     apply_timeout: Duration,
+    /// Recent pushes, oldest first: (version, delta from version - 1).
+    history: std::collections::VecDeque<(u64, v1::Delta)>,
+    history_routes: usize,
     /// Operators' WatchConfig streams.
     watchers: Vec<mpsc::UnboundedSender<Result<v1::WatchEvent, tonic::Status>>>,
     next_test: u64,
@@ -59,6 +67,8 @@ impl Publisher {
     pub fn new(apply_timeout: Duration, version: u64, routes: Vec<v1::Route>) -> Self {
         Publisher {
             apply_timeout,
+            history: std::collections::VecDeque::new(),
+            history_routes: 0,
             watchers: Vec::new(),
             next_test: 0,
             tests: HashMap::new(),
@@ -71,6 +81,29 @@ impl Publisher {
             next_conn: 0,
             waiters: Vec::new(),
         }
+    }
+
+    /// What a data plane holding `applied` needs: the deltas since then when
+    /// they are all kept, else a full snapshot.
+    fn catch_up(&self, applied: u64) -> Vec<v1::ControlPlaneMessage> {
+        if applied == self.version && applied > 0 {
+            // Up to date (e.g. started from its cache): an empty delta confirms it.
+            return vec![push(
+                self.version,
+                applied,
+                v1::config_push::Body::Delta(v1::Delta::default()),
+            )];
+        }
+        let first = self.history.front().map(|(v, _)| *v);
+        if applied > 0 && first.is_some_and(|first| first <= applied + 1) {
+            return self
+                .history
+                .iter()
+                .filter(|(v, _)| *v > applied)
+                .map(|(v, d)| push(*v, v - 1, v1::config_push::Body::Delta(d.clone())))
+                .collect();
+        }
+        vec![self.snapshot_push()]
     }
 
     fn snapshot_push(&self) -> v1::ControlPlaneMessage {
@@ -188,8 +221,21 @@ impl Handler<Publish> for Publisher {
             .map(|p| p.node_id.clone())
             .collect();
         event.sent_to.sort();
-        self.notify(v1::watch_event::Event::Push(event));
+        // Versions are dense; a gap (never expected) makes history unusable.
+        if base + 1 != msg.version {
+            self.history.clear();
+            self.history_routes = 0;
+        }
+        self.history_routes += msg.delta.upserted.len() + msg.delta.removed.len();
+        self.history.push_back((msg.version, msg.delta.clone()));
+        while self.history.len() > HISTORY || self.history_routes > HISTORY_ROUTES {
+            if let Some((_, old)) = self.history.pop_front() {
+                self.history_routes -= old.upserted.len() + old.removed.len();
+            }
+        }
         let message = push(msg.version, base, v1::config_push::Body::Delta(msg.delta));
+        event.bytes = prost::Message::encoded_len(&message) as u64;
+        self.notify(v1::watch_event::Event::Push(event));
         let mut pending = HashSet::new();
         for (conn, plane) in &self.planes {
             if plane.ahead {
@@ -254,7 +300,9 @@ impl Handler<PlaneConnected> for Publisher {
                 "data plane holds a newer version than this control plane; not pushing to it"
             );
         } else {
-            let _ = msg.tx.send(Ok(self.snapshot_push()));
+            for message in self.catch_up(msg.applied_version) {
+                let _ = msg.tx.send(Ok(message));
+            }
         }
         info!(node_id = %msg.node_id, conn, applied = msg.applied_version, version = self.version, "data plane connected");
         self.planes.insert(

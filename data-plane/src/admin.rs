@@ -28,10 +28,21 @@ impl ServeHttp for AdminApp {
                 200,
                 crate::view::config_json(version, &self.live.table.load()).to_string(),
             ),
-            "/ready" => (
-                if ready { 200 } else { 503 },
-                format!("{{\"ready\":{ready},\"version\":{version}}}\n"),
-            ),
+            "/ready" => {
+                let source = if self.live.from_cache.load(Ordering::Acquire) {
+                    "cache"
+                } else if ready {
+                    "control_plane"
+                } else {
+                    "none"
+                };
+                (
+                    if ready { 200 } else { 503 },
+                    format!(
+                        "{{\"ready\":{ready},\"version\":{version},\"source\":\"{source}\"}}\n"
+                    ),
+                )
+            }
             _ => (404, "not found\n".to_string()),
         };
         Response::builder()

@@ -36,7 +36,11 @@ pub enum PushError {
 pub struct Live {
     pub table: ArcSwap<RouteTable>,
     pub version: AtomicU64,
+    /// A configuration from the control plane is applied (not only a cached one).
     pub ready: AtomicBool,
+    /// Serving a configuration read from the snapshot cache, not yet
+    /// confirmed by the control plane.
+    pub from_cache: AtomicBool,
     pub registry: Registry,
     /// Stats of routes that were removed, for the next telemetry report.
     pub leftover_stats: parking_lot::Mutex<Vec<v1::RouteStats>>,
@@ -65,8 +69,33 @@ impl ConfigState {
         self.applied.unwrap_or(0)
     }
 
-    /// Validates, compiles and swaps in one push; on any error nothing changes.
+    /// Starts from a cached configuration: served, but not ready until the
+    /// control plane confirms or replaces it.
+    pub fn apply_cached(&mut self, push: v1::ConfigPush) -> Result<(), PushError> {
+        self.install(push)?;
+        self.live.from_cache.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Validates, compiles and swaps in one push from the control plane; on
+    /// any error nothing changes.
     pub fn apply(&mut self, push: v1::ConfigPush) -> Result<(), PushError> {
+        let confirm_only = self.applied == Some(push.version)
+            && push.base_version == push.version
+            && matches!(&push.body, Some(Body::Delta(d)) if d.upserted.is_empty() && d.removed.is_empty());
+        if !confirm_only {
+            self.install(push)?;
+        }
+        self.live.from_cache.store(false, Ordering::Release);
+        self.live.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn routes(&self) -> &HashMap<String, Arc<RouteSpec>> {
+        &self.routes
+    }
+
+    fn install(&mut self, push: v1::ConfigPush) -> Result<(), PushError> {
         let applied = self.applied_version();
         if self.applied.is_some() && push.version < applied {
             return Err(PushError::Backwards {
@@ -120,7 +149,6 @@ impl ConfigState {
         self.live.leftover_stats.lock().extend(gone);
         self.live.table.store(Arc::new(table));
         self.live.version.store(push.version, Ordering::Release);
-        self.live.ready.store(true, Ordering::Release);
         self.applied = Some(push.version);
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod breaker;
+mod cache;
 mod config;
 mod health;
 mod policy;
@@ -22,7 +23,7 @@ use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ConfigState, Live};
 
@@ -49,6 +50,10 @@ struct Args {
     /// besides the system roots (also used by health probes).
     #[arg(long, env = "PORTICO_UPSTREAM_CA")]
     upstream_ca: Option<std::path::PathBuf>,
+    /// File where every acknowledged configuration is kept; at start the data
+    /// plane serves from it until the control plane answers.
+    #[arg(long, env = "PORTICO_SNAPSHOT_CACHE")]
+    snapshot_cache: Option<std::path::PathBuf>,
     /// Refuse (NACK) configurations with more routes than this; 0: no limit.
     #[arg(long, env = "PORTICO_MAX_ROUTES", default_value_t = 0)]
     max_routes: usize,
@@ -79,7 +84,25 @@ fn main() -> anyhow::Result<()> {
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
     let live = Arc::new(Live::default());
-    let state = ConfigState::new(live.clone(), args.max_routes);
+    let mut state = ConfigState::new(live.clone(), args.max_routes);
+    if let Some(path) = &args.snapshot_cache {
+        match cache::load(path) {
+            Ok(Some(push)) => {
+                let version = push.version;
+                match state.apply_cached(push) {
+                    Ok(()) => {
+                        info!(version, path = %path.display(), "serving the cached configuration until the control plane answers")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, path = %path.display(), "ignoring an invalid snapshot cache")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "ignoring the snapshot cache"),
+        }
+    }
+    let cache_path = args.snapshot_cache.clone();
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
     std::thread::Builder::new()
@@ -93,7 +116,13 @@ fn main() -> anyhow::Result<()> {
             let live = state.live.clone();
             runtime.spawn(telemetry::run(live.clone(), outbound.clone()));
             runtime.spawn(health::run(live, outbound.clone()));
-            runtime.block_on(sync::run(control_plane, sync_node, state, outbound));
+            runtime.block_on(sync::run(
+                control_plane,
+                sync_node,
+                state,
+                outbound,
+                cache_path,
+            ));
         })
         .context("starting the sync thread")?;
 

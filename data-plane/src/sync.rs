@@ -52,6 +52,7 @@ pub async fn run(
     node_id: String,
     mut state: ConfigState,
     outbound: Outbound,
+    cache: Option<std::path::PathBuf>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -62,6 +63,7 @@ pub async fn run(
             &mut state,
             &mut backoff,
             &outbound,
+            cache.as_deref(),
         )
         .instrument(span)
         .await;
@@ -80,6 +82,7 @@ async fn stream_once(
     state: &mut ConfigState,
     backoff: &mut Duration,
     outbound: &Outbound,
+    cache: Option<&std::path::Path>,
 ) -> Result<(), SyncError> {
     let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(2))
@@ -123,10 +126,16 @@ async fn stream_once(
             None => continue,
         };
         let version = push.version;
-        let reply = match state.apply(push) {
+        let kind = match &push.body {
+            Some(v1::config_push::Body::Snapshot(_)) => "snapshot",
+            _ => "delta",
+        };
+        let applied = state.apply(push);
+        let reply = match applied {
             Ok(()) => {
                 info!(
                     version,
+                    kind,
                     routes = state.live.table.load().len(),
                     "applied configuration"
                 );
@@ -140,12 +149,19 @@ async fn stream_once(
                 })
             }
         };
+        let acked = matches!(reply, data_plane_message::Msg::Ack(_));
         if tx
             .send(v1::DataPlaneMessage { msg: Some(reply) })
             .await
             .is_err()
         {
             break;
+        }
+        // After the ACK, so the cache write does not delay the apply.
+        if let (true, Some(path)) = (acked, cache) {
+            if let Err(e) = crate::cache::save(path, version, state.routes()) {
+                warn!(error = %e, path = %path.display(), "cannot write the snapshot cache");
+            }
         }
     }
     Err(SyncError::Closed)

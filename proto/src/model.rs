@@ -289,6 +289,27 @@ impl TryFrom<&v1::Route> for RouteSpec {
     }
 }
 
+impl From<&RouteSpec> for v1::Route {
+    fn from(spec: &RouteSpec) -> v1::Route {
+        v1::Route {
+            route_id: spec.route_id.clone(),
+            session_id: spec.session_id.clone(),
+            service: spec.service.clone(),
+            instance: spec.instance.clone(),
+            domains: spec.domains.clone(),
+            path: spec.path.clone(),
+            backend_url: spec.backend.to_string(),
+            priority: spec.priority,
+            settings: Some(spec.settings.clone()),
+            drain: spec.drain,
+            maintenance: spec.maintenance.as_ref().map(|m| v1::Maintenance {
+                backend_url: m.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                entered_at_unix_ms: 0,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,3 +171,157 @@ fn porticoctl_watch_prints_each_push_and_its_answers() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+fn ready_json(dp: &DataPlane) -> (u16, Value) {
+    let r = http_get(dp.admin, "localhost", "/ready").unwrap();
+    (r.status, serde_json::from_str(&r.body).unwrap())
+}
+
+#[test]
+fn a_restarted_data_plane_catches_up_with_deltas_before_it_is_ready() {
+    let cp = ControlPlane::start();
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-cache");
+    let cache = dir.path().join("snapshot.pb");
+    let cache_arg = cache.display().to_string();
+    let backend = FakeBackend::start("c");
+    let mut s = Session::register(cp.registry, "c", "c-1");
+    let mut dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "dp-cache",
+        &["--snapshot-cache", &cache_arg],
+    );
+    dp.wait_ready();
+    for i in 0..3 {
+        s.add_route(&format!("c{i}.test"), "/", &backend.url());
+        s.apply();
+    }
+    assert!(cache.exists(), "acknowledged configurations are cached");
+    dp.proc.kill();
+    for i in 3..5 {
+        s.add_route(&format!("c{i}.test"), "/", &backend.url());
+        s.apply();
+    }
+    dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "dp-cache",
+        &["--snapshot-cache", &cache_arg],
+    );
+    let (status, body) = wait_for("ready again", Duration::from_secs(15), || {
+        Some(ready_json(&dp)).filter(|(status, _)| *status == 200)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], 5, "caught up before /ready turned 200");
+    assert_eq!(body["source"], "control_plane");
+    assert!(dp.proc.log_contains("serving the cached configuration"));
+    assert!(
+        dp.proc.log_contains("kind=\"delta\""),
+        "{}",
+        dp.proc.log_text()
+    );
+    assert!(
+        !dp.proc.log_contains("kind=\"snapshot\""),
+        "no full snapshot was needed"
+    );
+    assert_eq!(dp.get("c4.test", "/").status, 200);
+}
+
+#[test]
+fn a_data_plane_serves_its_cache_when_the_control_plane_is_away() {
+    let mut cp = ControlPlane::start();
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-cache");
+    let cache_arg = dir.path().join("snapshot.pb").display().to_string();
+    let backend = FakeBackend::start("cold");
+    let mut dp = DataPlane::spawn(&cp.grpc_url(), "dp-cold", &["--snapshot-cache", &cache_arg]);
+    dp.wait_ready();
+    let mut s = Session::register(cp.registry, "cold", "cold-1");
+    s.add_route("cold.test", "/", &backend.url());
+    s.apply();
+    dp.proc.kill();
+    cp.proc.kill();
+    dp = DataPlane::spawn(&cp.grpc_url(), "dp-cold", &["--snapshot-cache", &cache_arg]);
+    wait_for("serving from the cache", Duration::from_secs(10), || {
+        http_get(dp.proxy, "cold.test", "/")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let (status, body) = ready_json(&dp);
+    assert_eq!(status, 503, "not ready until the control plane confirms");
+    assert_eq!(body["source"], "cache");
+    assert!(dp.proc.log_contains("serving the cached configuration"));
+    cp.start_again();
+    let (_, body) = wait_for(
+        "ready with the control plane",
+        Duration::from_secs(15),
+        || Some(ready_json(&dp)).filter(|(status, _)| *status == 200),
+    );
+    assert_eq!(body["source"], "control_plane");
+    assert_eq!(dp.get("cold.test", "/").status, 200);
+}
+
+#[test]
+fn a_one_route_change_costs_the_same_with_10000_routes_loaded() {
+    let cp = ControlPlane::start();
+    let _dp = DataPlane::start(&cp.grpc_url(), "dp-big");
+    let mut watch = Command::new(bin("porticoctl"))
+        .args(["--control-plane", &cp.grpc_url(), "watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["event"] == "push" && tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let one_route_push = |tag: &str, rx: &mpsc::Receiver<Value>| -> u64 {
+        let mut s = Session::register(cp.registry, "small", tag);
+        s.add_route(&format!("{tag}.small.test"), "/", "http://127.0.0.1:9");
+        s.apply();
+        loop {
+            let push = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a push event");
+            if push["added"].as_array().unwrap().len() == 1 {
+                return push["bytes"].as_u64().unwrap();
+            }
+        }
+    };
+    // Let the watch stream open, then measure a one-route change with few routes.
+    let mut small = 0;
+    for i in 0..20 {
+        let mut s = Session::register(cp.registry, "warm", &format!("warm-{i}"));
+        s.add_route(&format!("warm{i}.test"), "/", "http://127.0.0.1:9");
+        s.apply();
+        if let Ok(push) = rx.recv_timeout(Duration::from_millis(300)) {
+            small = push["bytes"].as_u64().unwrap();
+            break;
+        }
+    }
+    assert!(small > 0, "the watch stream never opened");
+    let mut big = Session::register(cp.registry, "big", "big-1");
+    for batch in 0..200 {
+        let items: Vec<Value> = (0..50)
+            .map(|i| serde_json::json!({"domains": [format!("h{batch}-{i}.big.test")], "path": "/", "backend_url": "http://127.0.0.1:9"}))
+            .collect();
+        let reply = big.cmd("ROUTE_ADD_BULK", &Value::Array(items).to_string());
+        assert!(reply.starts_with("ROUTE_BULK_OK|"));
+    }
+    big.apply();
+    let loaded: Value = serde_json::from_str(&ctl(&cp, &["snapshot", "--json"])).unwrap();
+    assert!(loaded["routes"].as_array().unwrap().len() > 10_000);
+    let with_many = one_route_push("after", &rx);
+    println!("one-route push: {small} bytes with few routes, {with_many} bytes with 10,000 loaded");
+    assert!(with_many < 1024, "a one-route push is {with_many} bytes");
+    assert!(
+        with_many <= small + 16,
+        "{with_many} bytes with 10,000 routes, {small} with few"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

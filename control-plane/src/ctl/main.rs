@@ -127,15 +127,17 @@ async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> any
             Some(Event::Push(p)) if as_json => println!(
                 "{}",
                 json!({"event": "push", "version": p.version, "time": time(p.committed_at_unix_ms),
-                       "added": p.added, "changed": p.changed, "removed": p.removed, "sent_to": p.sent_to})
+                       "added": p.added, "changed": p.changed, "removed": p.removed, "sent_to": p.sent_to,
+                       "bytes": p.bytes})
             ),
             Some(Event::Push(p)) => println!(
-                "push v{} at {}: +[{}] ~[{}] -[{}] to [{}]",
+                "push v{} at {}: +[{}] ~[{}] -[{}] ({} bytes) to [{}]",
                 p.version,
                 time(p.committed_at_unix_ms),
                 p.added.join(","),
                 p.changed.join(","),
                 p.removed.join(","),
+                p.bytes,
                 p.sent_to.join(",")
             ),
             Some(Event::Answer(a)) if as_json => println!(

@@ -1,0 +1,46 @@
+//! The snapshot cache: every acknowledged configuration written atomically
+//! to disk, so a data plane can start serving without the control plane.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use portico_proto::v1::{self, config_push::Body};
+use portico_proto::RouteSpec;
+use prost::Message;
+
+/// Writes the configuration to `path` via a temporary file and a rename,
+/// so a crash leaves the old cache or the new one, never half of one.
+pub fn save(
+    path: &Path,
+    version: u64,
+    routes: &HashMap<String, Arc<RouteSpec>>,
+) -> std::io::Result<()> {
+    let push = v1::ConfigPush {
+        version,
+        body: Some(Body::Snapshot(v1::Snapshot {
+            routes: routes
+                .values()
+                .map(|r| v1::Route::from(r.as_ref()))
+                .collect(),
+        })),
+        ..Default::default()
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&push.encode_to_vec())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The cached configuration, if there is a readable one.
+pub fn load(path: &Path) -> Result<Option<v1::ConfigPush>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => v1::ConfigPush::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| format!("snapshot cache {} is unreadable: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading snapshot cache {}: {e}", path.display())),
+    }
+}
