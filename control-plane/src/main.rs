@@ -172,7 +172,21 @@ async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     actix_rt::spawn(admin::serve(admin, ready.clone()));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()
+        .await;
+    health
+        .set_serving::<OperatorServiceServer<grpc::OperatorApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
     let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
             publisher.clone(),
             shared.clone(),

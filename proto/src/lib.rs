@@ -11,4 +11,8 @@ pub mod v1 {
     tonic::include_proto!("portico.v1");
 }
 
+/// The encoded `FileDescriptorSet` of portico.v1, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/portico_descriptor.bin"));
+
 pub use model::{BackendUrl, ModelError, RouteSpec, Scheme};
