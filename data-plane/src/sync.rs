@@ -53,6 +53,7 @@ pub async fn run(
     mut state: ConfigState,
     outbound: Outbound,
     cache: Option<std::path::PathBuf>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -64,6 +65,7 @@ pub async fn run(
             &mut backoff,
             &outbound,
             cache.as_deref(),
+            tls.as_ref(),
         )
         .instrument(span)
         .await;
@@ -83,8 +85,13 @@ async fn stream_once(
     backoff: &mut Duration,
     outbound: &Outbound,
     cache: Option<&std::path::Path>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<(), SyncError> {
-    let channel = Endpoint::from_shared(url.to_string())?
+    let mut endpoint = Endpoint::from_shared(url.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -394,3 +394,99 @@ fn grpc_health_and_reflection_are_served() {
         }
     });
 }
+
+#[test]
+fn tls_between_the_planes_refuses_a_data_plane_without_a_valid_certificate() {
+    use portico_e2e::tls::Pki;
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-pki");
+    let pki = Pki::generate(dir.path(), false);
+    let p = |path: &std::path::Path| path.display().to_string();
+    let cp = ControlPlane::start_with(&[
+        "--tls-cert",
+        &p(&pki.server_cert),
+        "--tls-key",
+        &p(&pki.server_key),
+        "--tls-ca",
+        &p(&pki.ca),
+    ]);
+    let url = format!("https://localhost:{}", cp.grpc.port());
+    let trusted = DataPlane::spawn(
+        &url,
+        "dp-tls",
+        &[
+            "--tls-cert",
+            &p(&pki.client_cert),
+            "--tls-key",
+            &p(&pki.client_key),
+            "--tls-ca",
+            &p(&pki.ca),
+        ],
+    );
+    trusted.wait_ready();
+    let backend = FakeBackend::start("tls");
+    let mut s = Session::register(cp.registry, "tls", "tls-1");
+    s.add_route("tls-planes.test", "/", &backend.url());
+    s.apply();
+    assert_eq!(trusted.get("tls-planes.test", "/").status, 200);
+
+    // No client certificate, or one from another authority: refused.
+    let anonymous = DataPlane::spawn(&url, "dp-anonymous", &["--tls-ca", &p(&pki.ca)]);
+    let rogue_dir = portico_e2e::process::tempdir::TempDir::new("portico-pki-rogue");
+    let rogue = Pki::generate(rogue_dir.path(), true);
+    let impostor = DataPlane::spawn(
+        &url,
+        "dp-impostor",
+        &[
+            "--tls-cert",
+            &p(&rogue.client_cert),
+            "--tls-key",
+            &p(&rogue.client_key),
+            "--tls-ca",
+            &p(&pki.ca),
+        ],
+    );
+    for dp in [&anonymous, &impostor] {
+        wait_for(
+            "a refused connection attempt",
+            Duration::from_secs(10),
+            || {
+                dp.proc
+                    .log_contains("control plane link down")
+                    .then_some(())
+            },
+        );
+        assert_eq!(dp.ready_status(), Some(503));
+    }
+    let planes = ctl_tls(&cp, &pki);
+    assert_eq!(
+        planes
+            .iter()
+            .map(|p| p["node_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["dp-tls"]
+    );
+}
+
+fn ctl_tls(cp: &ControlPlane, pki: &portico_e2e::tls::Pki) -> Vec<Value> {
+    let out = Command::new(bin("porticoctl"))
+        .args([
+            "--control-plane",
+            &format!("https://localhost:{}", cp.grpc.port()),
+        ])
+        .args(["--tls-cert", &pki.client_cert.display().to_string()])
+        .args(["--tls-key", &pki.client_key.display().to_string()])
+        .args(["--tls-ca", &pki.ca.display().to_string()])
+        .args(["dataplanes", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
