@@ -277,9 +277,14 @@ impl DataPlane {
             .map(|r| r.status)
     }
 
+    /// Waits for `/ready` and for the proxy listener, which Pingora binds
+    /// on its own thread.
     pub fn wait_ready(&self) {
         wait_for("data plane /ready", Duration::from_secs(20), || {
             (self.ready_status() == Some(200)).then_some(())
+        });
+        wait_for("the proxy listener", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(self.proxy).ok()
         });
     }
 

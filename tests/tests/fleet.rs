@@ -172,9 +172,10 @@ fn porticoctl_watch_prints_each_push_and_its_answers() {
     let _ = watch.wait();
 }
 
-fn ready_json(dp: &DataPlane) -> (u16, Value) {
-    let r = http_get(dp.admin, "localhost", "/ready").unwrap();
-    (r.status, serde_json::from_str(&r.body).unwrap())
+/// `/ready` of a data plane; `None` while its admin listener is not up yet.
+fn ready_json(dp: &DataPlane) -> Option<(u16, Value)> {
+    let r = http_get(dp.admin, "localhost", "/ready").ok()?;
+    Some((r.status, serde_json::from_str(&r.body).unwrap()))
 }
 
 #[test]
@@ -207,7 +208,7 @@ fn a_restarted_data_plane_catches_up_with_deltas_before_it_is_ready() {
         &["--snapshot-cache", &cache_arg],
     );
     let (status, body) = wait_for("ready again", Duration::from_secs(15), || {
-        Some(ready_json(&dp)).filter(|(status, _)| *status == 200)
+        ready_json(&dp).filter(|(status, _)| *status == 200)
     });
     assert_eq!(status, 200);
     assert_eq!(body["version"], 5, "caught up before /ready turned 200");
@@ -244,7 +245,7 @@ fn a_data_plane_serves_its_cache_when_the_control_plane_is_away() {
             .ok()
             .filter(|r| r.status == 200)
     });
-    let (status, body) = ready_json(&dp);
+    let (status, body) = ready_json(&dp).expect("the admin listener is up");
     assert_eq!(status, 503, "not ready until the control plane confirms");
     assert_eq!(body["source"], "cache");
     assert!(dp.proc.log_contains("serving the cached configuration"));
@@ -252,7 +253,7 @@ fn a_data_plane_serves_its_cache_when_the_control_plane_is_away() {
     let (_, body) = wait_for(
         "ready with the control plane",
         Duration::from_secs(15),
-        || Some(ready_json(&dp)).filter(|(status, _)| *status == 200),
+        || ready_json(&dp).filter(|(status, _)| *status == 200),
     );
     assert_eq!(body["source"], "control_plane");
     assert_eq!(dp.get("cold.test", "/").status, 200);
