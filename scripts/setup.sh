@@ -10,6 +10,7 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
