@@ -103,12 +103,20 @@ impl ConfigState {
                 applied,
             });
         }
-        let next = match push.body.ok_or(PushError::Empty)? {
-            Body::Snapshot(snapshot) => snapshot
-                .routes
-                .iter()
-                .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), Arc::new(s))))
-                .collect::<Result<HashMap<_, _>, _>>()?,
+        // The routes are changed in place with an undo log, so a refused
+        // push costs the size of the delta, not of the table.
+        let mut undo: Vec<(String, Option<Arc<RouteSpec>>)> = Vec::new();
+        match push.body.ok_or(PushError::Empty)? {
+            Body::Snapshot(snapshot) => {
+                let next = snapshot
+                    .routes
+                    .iter()
+                    .map(|r| RouteSpec::try_from(r).map(|s| (s.route_id.clone(), Arc::new(s))))
+                    .collect::<Result<HashMap<_, _>, _>>()?;
+                let old = std::mem::replace(&mut self.routes, next);
+                undo = old.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                undo.push((String::new(), None)); // marks a snapshot: restore wholesale
+            }
             Body::Delta(delta) => {
                 if self.applied != Some(push.base_version) {
                     return Err(PushError::BaseMismatch {
@@ -121,32 +129,77 @@ impl ConfigState {
                     .iter()
                     .map(RouteSpec::try_from)
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut next = self.routes.clone();
                 for id in &delta.removed {
-                    next.remove(id);
+                    let old = self.routes.remove(id);
+                    undo.push((id.clone(), old));
                 }
                 for spec in upserted {
-                    next.insert(spec.route_id.clone(), Arc::new(spec));
+                    let id = spec.route_id.clone();
+                    let old = self.routes.insert(id.clone(), Arc::new(spec));
+                    undo.push((id, old));
                 }
-                next
+            }
+        }
+        let snapshot = undo
+            .last()
+            .is_some_and(|(k, v)| k.is_empty() && v.is_none());
+        let checked = if self.max_routes > 0 && self.routes.len() > self.max_routes {
+            Err(PushError::TooMany {
+                count: self.routes.len(),
+                max: self.max_routes,
+            })
+        } else {
+            let current = self.live.table.load();
+            RouteTable::compile_reusing(
+                self.routes.values(),
+                &self.live.registry,
+                &current.entries_by_id(),
+            )
+            .map_err(PushError::Compile)
+        };
+        let table = match checked {
+            Ok(table) => table,
+            Err(e) => {
+                if snapshot {
+                    undo.pop();
+                    self.routes = undo
+                        .into_iter()
+                        .filter_map(|(k, v)| v.map(|v| (k, v)))
+                        .collect();
+                } else {
+                    for (id, old) in undo.into_iter().rev() {
+                        match old {
+                            Some(spec) => self.routes.insert(id, spec),
+                            None => self.routes.remove(&id),
+                        };
+                    }
+                }
+                return Err(e);
             }
         };
-        if self.max_routes > 0 && next.len() > self.max_routes {
-            return Err(PushError::TooMany {
-                count: next.len(),
-                max: self.max_routes,
-            });
+        // Runtime state of routes (and backends) that are gone is dropped.
+        if snapshot {
+            let live_ids: HashMap<&str, String> = self
+                .routes
+                .values()
+                .map(|r| (r.route_id.as_str(), r.backend.to_string()))
+                .collect();
+            let gone = self.live.registry.retain(&live_ids);
+            self.live.leftover_stats.lock().extend(gone);
+        } else {
+            for (id, old) in &undo {
+                let now = self.routes.get(id);
+                if let Some(old) = old {
+                    if now.is_none_or(|n| n.backend != old.backend) {
+                        let gone =
+                            self.live
+                                .registry
+                                .forget(id, &old.backend.to_string(), now.is_none());
+                        self.live.leftover_stats.lock().extend(gone);
+                    }
+                }
+            }
         }
-        let table =
-            RouteTable::compile(next.values(), &self.live.registry).map_err(PushError::Compile)?;
-        self.routes = next;
-        let live_ids: HashMap<String, String> = self
-            .routes
-            .values()
-            .map(|r| (r.route_id.clone(), r.backend.to_string()))
-            .collect();
-        let gone = self.live.registry.retain(&live_ids);
-        self.live.leftover_stats.lock().extend(gone);
         self.live.table.store(Arc::new(table));
         self.live.version.store(push.version, Ordering::Release);
         self.applied = Some(push.version);

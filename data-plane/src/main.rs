@@ -130,7 +130,17 @@ fn main() -> anyhow::Result<()> {
             let outbound = sync::Outbound::default();
             let live = state.live.clone();
             runtime.spawn(telemetry::run(live.clone(), outbound.clone()));
-            runtime.spawn(health::run(live, outbound.clone()));
+            let (health_live, health_outbound) = (live.clone(), outbound.clone());
+            std::thread::Builder::new()
+                .name("portico-health".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("building the health runtime");
+                    runtime.block_on(health::run(health_live, health_outbound));
+                })
+                .expect("starting the health thread");
             runtime.block_on(sync::run(
                 control_plane,
                 sync_node,

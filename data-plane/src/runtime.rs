@@ -167,10 +167,10 @@ impl Registry {
 
     /// Forgets state of routes and backends no longer configured. Stats of
     /// a removed route are reported once more before they go.
-    pub fn retain(&self, live: &HashMap<String, String>) -> Vec<v1::RouteStats> {
+    pub fn retain(&self, live: &HashMap<&str, String>) -> Vec<v1::RouteStats> {
         let mut gone = Vec::new();
         self.routes.lock().retain(|id, rt| {
-            let keep = live.contains_key(id);
+            let keep = live.contains_key(id.as_str());
             if !keep {
                 gone.extend(rt.take(id));
             }
@@ -178,8 +178,21 @@ impl Registry {
         });
         self.backends
             .lock()
-            .retain(|(id, url), _| live.get(id).is_some_and(|u| u == url));
+            .retain(|(id, url), _| live.get(id.as_str()).is_some_and(|u| u == url));
         gone
+    }
+
+    /// Forgets one backend of a route (its url changed, or the route went),
+    /// and with `route_gone` the route's own state; returns its last stats.
+    pub fn forget(&self, route_id: &str, url: &str, route_gone: bool) -> Option<v1::RouteStats> {
+        self.backends
+            .lock()
+            .remove(&(route_id.to_string(), url.to_string()));
+        if !route_gone {
+            return None;
+        }
+        let rt = self.routes.lock().remove(route_id)?;
+        rt.take(route_id)
     }
 
     /// Counters since the last report, for every route with traffic.

@@ -129,9 +129,6 @@ impl Pool {
     }
 }
 
-/// (service, host, path prefix): the routes that share a pool.
-type PoolKey = (String, String, String);
-
 struct Entry {
     prefix: String,
     priority: i64,
@@ -186,34 +183,48 @@ fn compile_entry(
 }
 
 impl RouteTable {
-    /// Builds the table; backends are resolved once here, not per request.
+    /// Builds the table from scratch.
+    #[cfg(test)]
     pub fn compile<'a>(
         routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
         registry: &Registry,
     ) -> Result<Self, String> {
+        Self::compile_reusing(routes, registry, &HashMap::new())
+    }
+
+    /// Builds the table (backends are resolved here, not per request),
+    /// reusing the compiled entries of `previous` whose spec
+    /// is the very same (unchanged by the push), so a delta compiles only
+    /// what it touches; pools and host lists are rebuilt from pointers.
+    pub fn compile_reusing<'a>(
+        routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
+        registry: &Registry,
+        previous: &HashMap<&str, &Arc<RouteEntry>>,
+    ) -> Result<Self, String> {
         let mut cache = HashMap::new();
-        let mut pools: HashMap<PoolKey, (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
+        let mut pools: HashMap<(&str, &str, &str), (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
         let mut all = Vec::new();
         for spec in routes {
-            let entry = Arc::new(compile_entry(spec, registry, &mut cache)?);
-            let prefix = match_prefix(&spec.path).to_string();
+            let entry = match previous.get(spec.route_id.as_str()) {
+                Some(old) if Arc::ptr_eq(&old.spec, spec) => Arc::clone(old),
+                _ => Arc::new(compile_entry(spec, registry, &mut cache)?),
+            };
+            let prefix = match_prefix(&spec.path);
             for host in &spec.domains {
-                let key = (spec.service.clone(), host.clone(), prefix.clone());
-                let pool = pools.entry(key).or_insert((spec.priority, Vec::new()));
+                let pool = pools
+                    .entry((spec.service.as_str(), host.as_str(), prefix))
+                    .or_insert((spec.priority, Vec::new()));
                 pool.0 = pool.0.max(spec.priority);
                 pool.1.push(entry.clone());
             }
             all.push(entry);
         }
-        let mut table = RouteTable {
-            routes: all,
-            ..Default::default()
-        };
+        let mut table = RouteTable::default();
         for ((_service, host, prefix), (priority, mut entries)) in pools {
             entries.sort_by(|a, b| a.spec.route_id.cmp(&b.spec.route_id));
             let n = entries.len();
             let entry = Entry {
-                prefix,
+                prefix: prefix.to_string(),
                 priority,
                 pool: Arc::new(Pool {
                     entries,
@@ -226,9 +237,10 @@ impl RouteTable {
                     .entry(suffix.to_string())
                     .or_default()
                     .push(entry),
-                None => table.exact.entry(host).or_default().push(entry),
+                None => table.exact.entry(host.to_string()).or_default().push(entry),
             }
         }
+        table.routes = all;
         for entries in table.exact.values_mut().chain(table.wildcard.values_mut()) {
             entries.sort_by(|a, b| {
                 b.priority
@@ -247,6 +259,14 @@ impl RouteTable {
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// The compiled entries by route id, for `compile_reusing`.
+    pub fn entries_by_id(&self) -> HashMap<&str, &Arc<RouteEntry>> {
+        self.routes
+            .iter()
+            .map(|e| (e.spec.route_id.as_str(), e))
+            .collect()
     }
 
     /// The pool serving `host` (lower case, no port) and `path`: exact hosts
