@@ -129,6 +129,9 @@ impl Pool {
     }
 }
 
+/// (service, host, path prefix): the routes that share a pool.
+type PoolKey<'a> = (&'a str, &'a str, &'a str);
+
 struct Entry {
     prefix: String,
     priority: i64,
@@ -202,7 +205,7 @@ impl RouteTable {
         previous: &HashMap<&str, &Arc<RouteEntry>>,
     ) -> Result<Self, String> {
         let mut cache = HashMap::new();
-        let mut pools: HashMap<(&str, &str, &str), (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
+        let mut pools: HashMap<PoolKey, (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
         let mut all = Vec::new();
         for spec in routes {
             let entry = match previous.get(spec.route_id.as_str()) {
