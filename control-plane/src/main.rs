@@ -55,15 +55,8 @@ struct Args {
     /// Directory for the control plane's state.
     #[arg(long, env = "PORTICO_DATA_DIR", default_value = "./portico-data")]
     data_dir: PathBuf,
-    /// TLS between the planes: this process's certificate (PEM); with --tls-ca, data planes and operators must present one signed by it.
-    #[arg(long, env = "PORTICO_TLS_CERT")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// TLS between the planes: the key of --tls-cert (PEM).
-    #[arg(long, env = "PORTICO_TLS_KEY")]
-    tls_key: Option<std::path::PathBuf>,
-    /// TLS between the planes: the authority that signs the other side's certificate (PEM).
-    #[arg(long, env = "PORTICO_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: portico_proto::tls::TlsFiles,
     /// How long a session without a home connection keeps its routes, e.g. 60s.
     #[arg(long, env = "PORTICO_SESSION_GRACE", default_value = "60s", value_parser = parse_duration)]
     session_grace: Duration,
@@ -193,11 +186,7 @@ async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let tls = portico_proto::tls::TlsFiles {
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        ca: args.tls_ca.clone(),
-    };
+    let tls = &args.tls;
     let mut builder = tonic::transport::Server::builder();
     if let Some(config) = tls.server()? {
         builder = builder.tls_config(config).context("configuring TLS")?;

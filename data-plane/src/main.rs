@@ -43,15 +43,8 @@ struct Args {
     /// Address of the admin HTTP listener (/healthz, /ready).
     #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:8184")]
     admin_listen: String,
-    /// TLS between the planes: this process's certificate (PEM).
-    #[arg(long, env = "PORTICO_TLS_CERT")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// TLS between the planes: the key of --tls-cert (PEM).
-    #[arg(long, env = "PORTICO_TLS_KEY")]
-    tls_key: Option<std::path::PathBuf>,
-    /// TLS between the planes: the authority that signs the other side's certificate (PEM).
-    #[arg(long, env = "PORTICO_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: portico_proto::tls::TlsFiles,
     /// Name of this data plane in the control plane's records; default host name and pid.
     #[arg(long, env = "PORTICO_NODE_ID")]
     node_id: Option<String>,
@@ -112,12 +105,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let cache_path = args.snapshot_cache.clone();
-    let tls = portico_proto::tls::TlsFiles {
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        ca: args.tls_ca.clone(),
-    }
-    .client(&args.control_plane)?;
+    let tls = args.tls.client(&args.control_plane)?;
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
     std::thread::Builder::new()

@@ -5,11 +5,18 @@ use std::path::PathBuf;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-/// `--tls-cert`, `--tls-key` and `--tls-ca`, as given.
-#[derive(Debug, Clone, Default)]
+/// `--tls-cert`, `--tls-key` and `--tls-ca`, the same on every binary.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsFiles {
+    /// TLS between the planes: this process's certificate (PEM).
+    #[arg(long = "tls-cert", env = "PORTICO_TLS_CERT", global = true)]
     pub cert: Option<PathBuf>,
+    /// TLS between the planes: the key of --tls-cert (PEM).
+    #[arg(long = "tls-key", env = "PORTICO_TLS_KEY", global = true)]
     pub key: Option<PathBuf>,
+    /// TLS between the planes: the authority that signs the other side's
+    /// certificate (PEM). On the control plane, clients must present one.
+    #[arg(long = "tls-ca", env = "PORTICO_TLS_CA", global = true)]
     pub ca: Option<PathBuf>,
 }
 

@@ -24,15 +24,8 @@ struct Args {
         global = true
     )]
     control_plane: String,
-    /// TLS: this operator's certificate (PEM), when the control plane asks for one.
-    #[arg(long, env = "PORTICO_TLS_CERT", global = true)]
-    tls_cert: Option<std::path::PathBuf>,
-    /// TLS: the key of --tls-cert (PEM).
-    #[arg(long, env = "PORTICO_TLS_KEY", global = true)]
-    tls_key: Option<std::path::PathBuf>,
-    /// TLS: the authority that signed the control plane's certificate (PEM).
-    #[arg(long, env = "PORTICO_TLS_CA", global = true)]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: portico_proto::tls::TlsFiles,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -165,12 +158,7 @@ async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> any
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let tls = portico_proto::tls::TlsFiles {
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        ca: args.tls_ca.clone(),
-    }
-    .client(&args.control_plane)?;
+    let tls = args.tls.client(&args.control_plane)?;
     let mut endpoint = tonic::transport::Endpoint::from_shared(args.control_plane.clone())?;
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls)?;
