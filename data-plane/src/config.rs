@@ -148,14 +148,23 @@ impl ConfigState {
                 count: self.routes.len(),
                 max: self.max_routes,
             })
+        } else if snapshot {
+            RouteTable::compile(self.routes.values(), &self.live.registry)
+                .map_err(PushError::Compile)
         } else {
             let current = self.live.table.load();
-            RouteTable::compile_reusing(
-                self.routes.values(),
-                &self.live.registry,
-                &current.entries_by_id(),
-            )
-            .map_err(PushError::Compile)
+            let upserted: Vec<&Arc<RouteSpec>> = undo
+                .iter()
+                .filter_map(|(id, _)| self.routes.get(id))
+                .collect();
+            let removed: Vec<&str> = undo
+                .iter()
+                .filter(|(id, _)| !self.routes.contains_key(id))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            current
+                .with_changes(&upserted, &removed, &self.live.registry)
+                .map_err(PushError::Compile)
         };
         let table = match checked {
             Ok(table) => table,

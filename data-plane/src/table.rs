@@ -2,7 +2,7 @@
 //! swapped whole so a request sees one version. Host map (exact, then
 //! wildcard suffixes) to pools ordered by priority, then prefix length.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -129,8 +129,8 @@ impl Pool {
     }
 }
 
-/// (service, host, path prefix): the routes that share a pool.
-type PoolKey<'a> = (&'a str, &'a str, &'a str);
+/// (service, path prefix): the routes of one host that share a pool.
+type PoolKey<'a> = (&'a str, &'a str);
 
 struct Entry {
     prefix: String,
@@ -138,13 +138,20 @@ struct Entry {
     pool: Arc<Pool>,
 }
 
-#[derive(Default)]
+/// Host (or wildcard suffix) -> its entries.
+type HostMap = HashMap<Arc<str>, Arc<[Entry]>>;
+
+/// Immutable once built; a push makes a new table that shares everything a
+/// delta does not touch (maps of `Arc`s are cheap to copy).
+#[derive(Default, Clone)]
 pub struct RouteTable {
-    exact: HashMap<String, Vec<Entry>>,
+    exact: HostMap,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<String, Vec<Entry>>,
-    /// Every route, for the admin view and the health prober.
-    pub routes: Vec<Arc<RouteEntry>>,
+    wildcard: HostMap,
+    /// Each host as routes name it (with its `*.`) -> those routes.
+    by_host: HashMap<Arc<str>, Arc<Vec<Arc<RouteEntry>>>>,
+    /// Every route by id, for the admin view and the health prober.
+    pub routes: HashMap<Arc<str>, Arc<RouteEntry>>,
 }
 
 fn resolve(
@@ -185,91 +192,131 @@ fn compile_entry(
     })
 }
 
+/// The entries of one host: its routes grouped into pools by service and
+/// path prefix, ordered by priority, then prefix length.
+fn host_entries(routes: &[Arc<RouteEntry>]) -> Arc<[Entry]> {
+    let mut pools: HashMap<PoolKey, (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
+    for route in routes {
+        let spec = &route.spec;
+        let pool = pools
+            .entry((spec.service.as_str(), match_prefix(&spec.path)))
+            .or_insert((spec.priority, Vec::new()));
+        pool.0 = pool.0.max(spec.priority);
+        pool.1.push(route.clone());
+    }
+    let mut entries: Vec<Entry> = pools
+        .into_iter()
+        .map(|((_, prefix), (priority, mut members))| {
+            members.sort_by(|a, b| a.spec.route_id.cmp(&b.spec.route_id));
+            let n = members.len();
+            Entry {
+                prefix: prefix.to_string(),
+                priority,
+                pool: Arc::new(Pool {
+                    entries: members,
+                    current: Mutex::new(vec![0; n]),
+                }),
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(b.prefix.len().cmp(&a.prefix.len()))
+            .then(
+                a.pool.entries[0]
+                    .spec
+                    .service
+                    .cmp(&b.pool.entries[0].spec.service),
+            )
+    });
+    entries.into()
+}
+
 impl RouteTable {
-    /// Builds the table from scratch.
-    #[cfg(test)]
+    /// Builds a table from scratch.
     pub fn compile<'a>(
         routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
         registry: &Registry,
     ) -> Result<Self, String> {
-        Self::compile_reusing(routes, registry, &HashMap::new())
+        let upserted: Vec<&Arc<RouteSpec>> = routes.into_iter().collect();
+        RouteTable::default().with_changes(&upserted, &[], registry)
     }
 
-    /// Builds the table (backends are resolved here, not per request),
-    /// reusing the compiled entries of `previous` whose spec
-    /// is the very same (unchanged by the push), so a delta compiles only
-    /// what it touches; pools and host lists are rebuilt from pointers.
-    pub fn compile_reusing<'a>(
-        routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
+    /// A new table with `upserted` routes compiled in and `removed` ones
+    /// gone. Only the hosts they name are rebuilt; everything else is shared
+    /// with this table. Backends are resolved here, not per request.
+    pub fn with_changes(
+        &self,
+        upserted: &[&Arc<RouteSpec>],
+        removed: &[&str],
         registry: &Registry,
-        previous: &HashMap<&str, &Arc<RouteEntry>>,
     ) -> Result<Self, String> {
         let mut cache = HashMap::new();
-        let mut pools: HashMap<PoolKey, (i64, Vec<Arc<RouteEntry>>)> = HashMap::new();
-        let mut all = Vec::new();
-        for spec in routes {
-            let entry = match previous.get(spec.route_id.as_str()) {
-                Some(old) if Arc::ptr_eq(&old.spec, spec) => Arc::clone(old),
-                _ => Arc::new(compile_entry(spec, registry, &mut cache)?),
-            };
-            let prefix = match_prefix(&spec.path);
-            for host in &spec.domains {
-                let pool = pools
-                    .entry((spec.service.as_str(), host.as_str(), prefix))
-                    .or_insert((spec.priority, Vec::new()));
-                pool.0 = pool.0.max(spec.priority);
-                pool.1.push(entry.clone());
-            }
-            all.push(entry);
-        }
-        let mut table = RouteTable::default();
-        for ((_service, host, prefix), (priority, mut entries)) in pools {
-            entries.sort_by(|a, b| a.spec.route_id.cmp(&b.spec.route_id));
-            let n = entries.len();
-            let entry = Entry {
-                prefix: prefix.to_string(),
-                priority,
-                pool: Arc::new(Pool {
-                    entries,
-                    current: Mutex::new(vec![0; n]),
-                }),
-            };
-            match host.strip_prefix("*.") {
-                Some(suffix) => table
-                    .wildcard
-                    .entry(suffix.to_string())
-                    .or_default()
-                    .push(entry),
-                None => table.exact.entry(host.to_string()).or_default().push(entry),
+        let compiled = upserted
+            .iter()
+            .map(|spec| compile_entry(spec, registry, &mut cache).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut next = self.clone();
+        // Hosts whose routes change: those of the old and the new versions.
+        let mut touched: HashSet<Arc<str>> = HashSet::new();
+        let mut gone: HashSet<&str> = removed.iter().copied().collect();
+        gone.extend(upserted.iter().map(|s| s.route_id.as_str()));
+        for id in &gone {
+            if let Some(old) = next.routes.remove(*id) {
+                touched.extend(
+                    old.spec
+                        .domains
+                        .iter()
+                        .map(|d| Arc::<str>::from(d.as_str())),
+                );
             }
         }
-        table.routes = all;
-        for entries in table.exact.values_mut().chain(table.wildcard.values_mut()) {
-            entries.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(b.prefix.len().cmp(&a.prefix.len()))
-                    .then(
-                        a.pool.entries[0]
-                            .spec
-                            .service
-                            .cmp(&b.pool.entries[0].spec.service),
-                    )
-            });
+        for route in &compiled {
+            touched.extend(
+                route
+                    .spec
+                    .domains
+                    .iter()
+                    .map(|d| Arc::<str>::from(d.as_str())),
+            );
+            next.routes
+                .insert(Arc::from(route.spec.route_id.as_str()), route.clone());
         }
-        Ok(table)
+        for host in touched {
+            let mut members: Vec<Arc<RouteEntry>> = next
+                .by_host
+                .get(&host)
+                .map(|list| {
+                    list.iter()
+                        .filter(|r| !gone.contains(r.spec.route_id.as_str()))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            members.extend(
+                compiled
+                    .iter()
+                    .filter(|r| r.spec.domains.iter().any(|d| **d == *host))
+                    .cloned(),
+            );
+            let (map, key): (&mut HostMap, Arc<str>) = match host.strip_prefix("*.") {
+                Some(suffix) => (&mut next.wildcard, Arc::from(suffix)),
+                None => (&mut next.exact, host.clone()),
+            };
+            if members.is_empty() {
+                map.remove(&key);
+                next.by_host.remove(&host);
+            } else {
+                map.insert(key, host_entries(&members));
+                next.by_host.insert(host, Arc::new(members));
+            }
+        }
+        Ok(next)
     }
 
     pub fn len(&self) -> usize {
         self.routes.len()
-    }
-
-    /// The compiled entries by route id, for `compile_reusing`.
-    pub fn entries_by_id(&self) -> HashMap<&str, &Arc<RouteEntry>> {
-        self.routes
-            .iter()
-            .map(|e| (e.spec.route_id.as_str(), e))
-            .collect()
     }
 
     /// The pool serving `host` (lower case, no port) and `path`: exact hosts

@@ -178,3 +178,36 @@ fn unhealthy_and_maintenance_backends_leave_the_choice() {
     pool.entries[0].backend.set_healthy(false);
     assert_eq!(pick(pool, now), "every backend is unhealthy");
 }
+
+#[test]
+fn a_delta_rebuilds_only_the_hosts_it_names() {
+    let registry = Registry::default();
+    let routes = [
+        route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
+        route("r2", "web", &["b.com"], "/", "http://127.0.0.1:2", 0),
+        route("r3", "web", &["*.c.com"], "/", "http://127.0.0.1:3", 0),
+    ];
+    let t1 = RouteTable::compile(&routes, &registry).unwrap();
+    // r1 moves from a.com to d.com; r3 goes; b.com is untouched.
+    let moved = route("r1", "web", &["d.com"], "/", "http://127.0.0.1:1", 0);
+    let t2 = t1.with_changes(&[&moved], &["r3"], &registry).unwrap();
+    assert_eq!(served_by(&t2, "a.com", "/"), None);
+    assert_eq!(served_by(&t2, "d.com", "/").as_deref(), Some("r1"));
+    assert_eq!(served_by(&t2, "x.c.com", "/"), None);
+    assert_eq!(served_by(&t2, "b.com", "/").as_deref(), Some("r2"));
+    assert!(
+        Arc::ptr_eq(
+            t1.lookup("b.com", "/").unwrap(),
+            t2.lookup("b.com", "/").unwrap()
+        ),
+        "untouched pools are shared"
+    );
+    assert_eq!(t2.len(), 2);
+    // The old table is unchanged: requests in flight keep their version.
+    assert_eq!(served_by(&t1, "a.com", "/").as_deref(), Some("r1"));
+    assert_eq!(served_by(&t1, "x.c.com", "/").as_deref(), Some("r3"));
+    // A route joining an existing host's pool.
+    let joining = route("r4", "web", &["b.com"], "/", "http://127.0.0.1:4", 0);
+    let t3 = t2.with_changes(&[&joining], &[], &registry).unwrap();
+    assert_eq!(served_by(&t3, "b.com", "/").as_deref(), Some("r2,r4"));
+}
