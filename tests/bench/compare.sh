@@ -53,14 +53,8 @@ HAPROXY
 taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" &
 taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" &
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -q &
-taskset -c 1 ./target/release/portico-cp --registry-listen 127.0.0.1:18181 --grpc-listen 127.0.0.1:18182 \
-  --admin-listen 127.0.0.1:18183 --data-dir "$work/cp" > "$work/cp.log" 2>&1 &
-sleep 0.5
-taskset -c 0 ./target/release/portico-dp --control-plane http://127.0.0.1:18182 --listen 127.0.0.1:18080 \
-  --admin-listen 127.0.0.1:18184 --threads 1 > "$work/dp.log" 2>&1 &
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18184/ready >/dev/null && break; sleep 0.1; done
-exec 3<>/dev/tcp/127.0.0.1/18181
-say() { echo "$1" >&3; read -r reply <&3; echo "$reply"; }
+. tests/bench/portico.sh
+start_portico
 S=$(say "REGISTER|bench|bench-1|0|{}" | sed 's/^ACK|//')
 say "ROUTE_ADD|$S|bench.test|/|http://127.0.0.1:18090|0" >/dev/null
 say "CONFIG_APPLY|$S" >/dev/null

@@ -25,15 +25,8 @@ http {
 }
 NGINX
 taskset -c 1 nginx -p "$work" -c nginx.conf &
-taskset -c 1 ./target/release/portico-cp --registry-listen 127.0.0.1:18181 --grpc-listen 127.0.0.1:18182 \
-  --admin-listen 127.0.0.1:18183 --data-dir "$work/cp" > "$work/cp.log" 2>&1 &
-sleep 0.5
-taskset -c 0 ./target/release/portico-dp --control-plane http://127.0.0.1:18182 --listen 127.0.0.1:18080 \
-  --admin-listen 127.0.0.1:18184 --threads 1 > "$work/dp.log" 2>&1 &
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18184/ready >/dev/null && break; sleep 0.1; done
-
-exec 3<>/dev/tcp/127.0.0.1/18181
-say() { echo "$1" >&3; read -r reply <&3; echo "$reply"; }
+. tests/bench/portico.sh
+start_portico
 S=$(say "REGISTER|bench|bench-1|0|{}" | sed 's/^ACK|//')
 plain=$(say "ROUTE_ADD|$S|plain.test|/|http://127.0.0.1:18090|0" | sed 's/^ROUTE_OK|//')
 full=$(say "ROUTE_ADD|$S|full.test|/|http://127.0.0.1:18090|0" | sed 's/^ROUTE_OK|//')
