@@ -8,4 +8,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 ./scripts/check-deploy.sh
 cargo build --workspace --bins
-cargo test --workspace
+# The end-to-end tests start real processes; four at a time keeps two cores
+# from starving them into timeouts.
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --workspace

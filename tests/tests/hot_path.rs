@@ -113,7 +113,7 @@ fn a_breaker_opens_after_exactly_threshold_failures() {
     let backend = FakeBackend::start("flaky");
     let mut s = Session::register(cp.registry, "cb", "cb-1");
     let r = s.add_route("cb.test", "/", &backend.url());
-    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|5s"));
     assert_eq!(
         s.cmd("CIRCUIT_BREAKER_SET", &format!("{r}|3|2s|1")),
         "CIRCUIT_OK"
@@ -300,7 +300,7 @@ fn headers_timeouts_retries_compression_and_websocket_options() {
     s.cmd("HEADERS_SET", "ALL|X-Frame-Options|DENY");
     s.cmd("HEADERS_SET", &format!("{r}|Cache-Control|no-store"));
     s.cmd("OPTIONS_SET", &format!("{r}|timeout|500ms"));
-    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|5s"));
     s.apply();
     let ok = dp.get("o.test", "/");
     assert_eq!(ok.header("x-frame-options"), Some("DENY"));
@@ -323,10 +323,10 @@ fn headers_timeouts_retries_compression_and_websocket_options() {
     let mut p2 = Session::register(cp.registry, "pool", "p-2");
     let rd = p1.add_route("retry.test", "/", &dead.url());
     p1.cmd("OPTIONS_SET", &format!("{rd}|retries|1"));
-    p1.cmd("HEALTH_SET", &format!("{rd}|/health|30s|1s"));
+    p1.cmd("HEALTH_SET", &format!("{rd}|/health|30s|5s"));
     p1.apply();
     let ra = p2.add_route("retry.test", "/", &alive.url());
-    p2.cmd("HEALTH_SET", &format!("{ra}|/health|30s|1s"));
+    p2.cmd("HEALTH_SET", &format!("{ra}|/health|30s|5s"));
     p2.apply();
     wait_config(&dp, |c| c["routes"].as_array().unwrap().len() == 3);
     // The dead backend may be probed down first; either way nothing fails.
@@ -396,7 +396,7 @@ fn stats_sum_both_data_planes_with_percentiles_from_merged_histograms() {
     let backend = FakeBackend::start("0123456789");
     let mut s = Session::register(cp.registry, "st", "st-1");
     let r = s.add_route("st.test", "/", &backend.url());
-    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|5s"));
     s.apply();
     backend.set_delay(Duration::from_millis(40));
     for i in 0..60 {
@@ -510,7 +510,7 @@ fn a_client_going_away_is_not_a_backend_failure() {
     let backend = FakeBackend::start("steady");
     let mut s = Session::register(cp.registry, "gone", "gone-1");
     let r = s.add_route("gone.test", "/", &backend.url());
-    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|5s"));
     assert_eq!(
         s.cmd("CIRCUIT_BREAKER_SET", &format!("{r}|1|30s|1")),
         "CIRCUIT_OK"
@@ -522,9 +522,11 @@ fn a_client_going_away_is_not_a_backend_failure() {
         std::io::Write::write_all(&mut raw, b"GET /slow HTTP/1.1\r\nHost: gone.test\r\n\r\n")
             .unwrap();
         let before = backend.hits_for("/slow");
-        wait_for("the request at the backend", Duration::from_secs(5), || {
-            (backend.hits_for("/slow") > before).then_some(())
-        });
+        wait_for(
+            "the request at the backend",
+            Duration::from_secs(20),
+            || (backend.hits_for("/slow") > before).then_some(()),
+        );
         drop(raw);
     }
     std::thread::sleep(Duration::from_millis(400));
@@ -603,7 +605,7 @@ fn websocket_upgrades_are_proxied_both_ways() {
     });
     let mut s = Session::register(cp.registry, "ws", "ws-1");
     let r = s.add_route("ws.test", "/", &format!("ws://{addr}"));
-    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|1s"));
+    s.cmd("HEALTH_SET", &format!("{r}|/health|30s|5s"));
     s.apply();
     let mut client = std::net::TcpStream::connect(dp.proxy).unwrap();
     client
