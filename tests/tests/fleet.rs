@@ -223,6 +223,7 @@ fn a_restarted_data_plane_catches_up_with_deltas_before_it_is_ready() {
         !dp.proc.log_contains("kind=\"snapshot\""),
         "no full snapshot was needed"
     );
+    dp.wait_ready();
     assert_eq!(dp.get("c4.test", "/").status, 200);
 }
 
