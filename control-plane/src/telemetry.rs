@@ -17,20 +17,9 @@ use crate::protocol::{Reply, RouteId};
 use crate::publisher::{AskBackendTest, Broadcast, Publisher};
 use crate::session::rfc3339;
 
-#[derive(Debug, Default)]
-struct Totals {
-    requests: u64,
-    errors: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    latency_sum_ms: f64,
-    status: HashMap<u32, u64>,
-    latency: HashMap<u32, u64>,
-}
-
 #[derive(Default)]
 struct Inner {
-    routes: HashMap<String, Totals>,
+    routes: HashMap<String, v1::RouteStats>,
     /// node id -> its latest breaker states.
     breakers: HashMap<String, Vec<v1::BreakerState>>,
     /// (route, backend) -> last health reported to services.
@@ -62,18 +51,8 @@ impl Telemetry {
         let mut inner = self.inner.lock();
         let breakers = report.breakers;
         for r in report.routes {
-            let t = inner.routes.entry(r.route_id).or_default();
-            t.requests += r.requests;
-            t.errors += r.errors;
-            t.bytes_sent += r.bytes_sent;
-            t.bytes_received += r.bytes_received;
-            t.latency_sum_ms += r.latency_sum_ms;
-            for (code, n) in r.status_codes {
-                *t.status.entry(code).or_default() += n;
-            }
-            for (bucket, n) in r.latency_buckets {
-                *t.latency.entry(bucket).or_default() += n;
-            }
+            let total = inner.routes.entry(r.route_id.clone()).or_default();
+            portico_proto::stats::add(total, &r);
         }
         if !health_only {
             inner.breakers.insert(node_id.to_string(), breakers);
@@ -98,9 +77,13 @@ impl Telemetry {
     /// STATS_GET for one route, summed over every data plane.
     pub fn route_stats(&self, id: RouteId) -> Value {
         let inner = self.inner.lock();
-        let empty = Totals::default();
+        let empty = v1::RouteStats::default();
         let t = inner.routes.get(&id.to_string()).unwrap_or(&empty);
-        let buckets: Vec<(usize, u64)> = t.latency.iter().map(|(b, n)| (*b as usize, *n)).collect();
+        let buckets: Vec<(usize, u64)> = t
+            .latency_buckets
+            .iter()
+            .map(|(b, n)| (*b as usize, *n))
+            .collect();
         let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
         let avg = if t.requests == 0 {
             0.0
@@ -108,7 +91,7 @@ impl Telemetry {
             t.latency_sum_ms / t.requests as f64
         };
         let codes: serde_json::Map<String, Value> = t
-            .status
+            .status_codes
             .iter()
             .map(|(c, n)| (c.to_string(), json!(n)))
             .collect();

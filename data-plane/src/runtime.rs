@@ -14,18 +14,6 @@ use portico_proto::{histogram, v1};
 
 use crate::breaker::{Breaker, BreakerSpec, State};
 
-/// Counters since the last telemetry report.
-#[derive(Debug, Default)]
-struct Counters {
-    requests: u64,
-    errors: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    latency_sum_ms: f64,
-    status: HashMap<u32, u64>,
-    latency: HashMap<u32, u64>,
-}
-
 /// A fixed-window limit per client IP. The estimator (a count-min sketch)
 /// has bounded memory whatever the number of clients, and never undercounts.
 pub struct Limiter {
@@ -59,7 +47,8 @@ impl Limiter {
 
 #[derive(Default)]
 pub struct RouteRuntime {
-    counters: Mutex<Counters>,
+    /// Counters since the last telemetry report, in their wire form.
+    counters: Mutex<v1::RouteStats>,
     limiter: Mutex<Option<Arc<Limiter>>>,
 }
 
@@ -71,12 +60,12 @@ impl RouteRuntime {
             c.errors += 1;
         }
         if let Some(s) = status {
-            *c.status.entry(u32::from(s)).or_default() += 1;
+            *c.status_codes.entry(u32::from(s)).or_default() += 1;
         }
         c.bytes_sent += sent;
         c.bytes_received += received;
         c.latency_sum_ms += latency_ms;
-        *c.latency
+        *c.latency_buckets
             .entry(histogram::bucket(latency_ms) as u32)
             .or_default() += 1;
     }
@@ -99,13 +88,7 @@ impl RouteRuntime {
         let c = std::mem::take(&mut *self.counters.lock());
         (c.requests > 0).then(|| v1::RouteStats {
             route_id: route_id.to_string(),
-            requests: c.requests,
-            errors: c.errors,
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
-            status_codes: c.status,
-            latency_buckets: c.latency,
-            latency_sum_ms: c.latency_sum_ms,
+            ..c
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod histogram;
 pub mod json;
 pub mod model;
 pub mod probe;
+pub mod stats;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `portico.v1`.
