@@ -27,6 +27,9 @@ use tracing::{info, warn};
 
 use crate::config::{ConfigState, Live};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane")]
 struct Args {

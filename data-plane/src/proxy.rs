@@ -2,6 +2,7 @@
 //! backend in the pool (health, breaker, drain weight, maintenance), rate
 //! limits, options, response headers and per-request telemetry.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -38,8 +39,9 @@ pub struct RequestCtx {
     retries_left: u8,
 }
 
-/// The request's host, lower case and without a port.
-fn request_host(req: &RequestHeader) -> Option<String> {
+/// The request's host, lower case and without a port; borrowed unless it
+/// had upper-case letters.
+fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
     let raw = req
         .headers
         .get(http::header::HOST)
@@ -50,7 +52,11 @@ fn request_host(req: &RequestHeader) -> Option<String> {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    Some(host.to_ascii_lowercase())
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 /// Writes a small complete response and ends the request.
@@ -190,18 +196,24 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Compression is decided before the downstream modules read the request,
-    /// so the route is looked up here once for it.
+    /// The route is looked up here, once per request, because compression is
+    /// decided before the downstream modules read the request.
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
-        let table = self.live.table.load();
-        let compress = table
+        ctx.pool = self
+            .live
+            .table
+            .load()
             .lookup(&host, req.uri.path())
+            .cloned();
+        let compress = ctx
+            .pool
+            .as_ref()
             .is_some_and(|pool| pool.entries.iter().any(|e| e.policy.compression));
         if compress {
             if let Some(c) = session
@@ -215,14 +227,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        let host = request_host(req).unwrap_or_default();
-        let table = self.live.table.load();
-        let Some(pool) = table.lookup(&host, req.uri.path()).cloned() else {
+        let Some(pool) = ctx.pool.clone() else {
+            let req = session.req_header();
+            let host = request_host(req).unwrap_or_default();
             let body = format!("portico: no route for {host}{}\n", req.uri.path());
             return respond(session, 404, "text/plain; charset=utf-8", body, None).await;
         };
-        ctx.pool = Some(pool.clone());
         match pool.choose(SystemTime::now(), &[]) {
             Choice::Route(route) => self.admit(session, ctx, route).await,
             Choice::Maintenance(route) => {
@@ -246,10 +256,9 @@ impl ProxyHttp for Proxy {
             }
             Choice::Unavailable(why) => {
                 ctx.route = pool.entries.first().cloned();
-                let body = format!(
-                    "portico: {why} for {host}{}\n",
-                    session.req_header().uri.path()
-                );
+                let req = session.req_header();
+                let host = request_host(req).unwrap_or_default();
+                let body = format!("portico: {why} for {host}{}\n", req.uri.path());
                 respond(session, 503, "text/plain; charset=utf-8", body, Some(1)).await
             }
         }
@@ -284,7 +293,14 @@ impl ProxyHttp for Proxy {
                 format!("backend host {} could not be resolved", url.host),
             )
         })?;
-        let mut peer = HttpPeer::new(addr, url.scheme.is_tls(), url.host.clone());
+        // SNI only means something over TLS; leaving it empty otherwise saves
+        // an allocation per request.
+        let sni = if url.scheme.is_tls() {
+            url.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, url.scheme.is_tls(), sni);
         peer.options.connection_timeout = route.policy.connect_timeout;
         peer.options.total_connection_timeout = route.policy.connect_timeout;
         peer.options.read_timeout = route.policy.timeout;
