@@ -56,8 +56,8 @@ impl Committer {
         let (done, acks) = oneshot::channel();
         info!(
             version = commit.version,
-            upserted = commit.delta.upserted.len(),
-            removed = commit.delta.removed.len(),
+            upserted = commit.upserted.len(),
+            removed = commit.removed.len(),
             "committed"
         );
         for (session, subscriber) in &self.subscribers {
@@ -68,13 +68,10 @@ impl Committer {
                 version: commit.version,
             });
         }
-        self.publisher.do_send(Publish {
-            version: commit.version,
-            delta: commit.delta,
-            done,
-        });
+        let version = commit.version;
+        self.publisher.do_send(Publish { commit, done });
         Applied {
-            version: Some(commit.version),
+            version: Some(version),
             acks: Some(acks),
         }
     }

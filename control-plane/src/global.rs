@@ -20,11 +20,13 @@ pub enum CommitError {
     },
 }
 
-/// What one commit changed, at which version.
+/// What one commit changed, at which version. Upserted routes are shared
+/// with the global configuration rather than copied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     pub version: u64,
-    pub delta: v1::Delta,
+    pub upserted: Vec<Arc<v1::Route>>,
+    pub removed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -95,14 +97,15 @@ impl GlobalConfig {
         };
         let mut upserted = Vec::new();
         for route in routes {
-            let unchanged = old
-                .routes
-                .get(&route.route_id)
-                .is_some_and(|r| **r == route);
-            if !unchanged {
-                upserted.push(route.clone());
-            }
-            next.routes.insert(route.route_id.clone(), Arc::new(route));
+            let route = match old.routes.get(&route.route_id) {
+                Some(r) if **r == route => r.clone(),
+                _ => {
+                    let route = Arc::new(route);
+                    upserted.push(route.clone());
+                    route
+                }
+            };
+            next.routes.insert(route.route_id.clone(), route);
         }
         let removed: Vec<String> = old
             .routes
@@ -125,7 +128,8 @@ impl GlobalConfig {
         self.version += 1;
         Ok(Some(Commit {
             version: self.version,
-            delta: v1::Delta { upserted, removed },
+            upserted,
+            removed,
         }))
     }
 
@@ -158,10 +162,8 @@ impl GlobalConfig {
     }
 
     /// Every route, as a data plane's first snapshot needs them.
-    pub fn all_routes(&self) -> impl Iterator<Item = &v1::Route> {
-        self.sessions
-            .values()
-            .flat_map(|s| s.routes.values().map(|r| r.as_ref()))
+    pub fn all_routes(&self) -> impl Iterator<Item = &Arc<v1::Route>> {
+        self.sessions.values().flat_map(|s| s.routes.values())
     }
 
     /// Drops every route of a session (shutdown or expiry).
@@ -242,11 +244,11 @@ mod tests {
             .transfer("old", "new", "web", vec![moved])
             .unwrap()
             .unwrap();
-        assert_eq!(c.delta.upserted[0].session_id, "new");
-        assert!(c.delta.removed.is_empty());
+        assert_eq!(c.upserted[0].session_id, "new");
+        assert!(c.removed.is_empty());
         assert_eq!(g.remove_session("old"), None);
         assert_eq!(
-            g.remove_session("new").unwrap().delta.removed,
+            g.remove_session("new").unwrap().removed,
             vec!["r1".to_string()]
         );
     }
@@ -262,10 +264,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        assert_eq!(
-            (c.version, c.delta.upserted.len(), c.delta.removed.len()),
-            (11, 2, 0)
-        );
+        assert_eq!((c.version, c.upserted.len(), c.removed.len()), (11, 2, 0));
         assert_eq!(
             g.commit(
                 "s1",
@@ -280,13 +279,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.version, 12);
-        assert_eq!(c.delta.upserted[0].route_id, "r1");
-        assert_eq!(c.delta.removed, vec!["r2".to_string()]);
+        assert_eq!(c.upserted[0].route_id, "r1");
+        assert_eq!(c.removed, vec!["r2".to_string()]);
         let c = g.remove_session("s1").unwrap();
-        assert_eq!(
-            (c.version, c.delta.removed.clone()),
-            (13, vec!["r1".to_string()])
-        );
+        assert_eq!((c.version, c.removed.clone()), (13, vec!["r1".to_string()]));
         assert!(g.sessions.is_empty() && g.owners.is_empty());
         assert_eq!(g.remove_session("s1"), None);
     }

@@ -3,12 +3,15 @@
 //! `CONFIG_APPLY` waiters.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use portico_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
+
+use crate::global::Commit;
 
 pub type PushSender = mpsc::UnboundedSender<Result<v1::ControlPlaneMessage, tonic::Status>>;
 
@@ -40,15 +43,16 @@ struct Waiter {
     done: oneshot::Sender<AckReport>,
 }
 
-/// Deltas kept for data planes that reconnect; older ones get a snapshot.
+/// Versions whose changed route ids are kept, so a data plane that reconnects
+/// gets one delta of what changed since its version; older ones get a snapshot.
 const HISTORY: usize = 4096;
-/// ... and at most this many route changes in them, to bound memory.
-const HISTORY_ROUTES: usize = 50_000;
+/// ... and at most this many route ids in them, to bound memory.
+const HISTORY_ROUTES: usize = 200_000;
 
 pub struct Publisher {
     apply_timeout: Duration,
-    /// Recent pushes, oldest first: (version, delta from version - 1).
-    history: std::collections::VecDeque<(u64, v1::Delta)>,
+    /// Recent pushes, oldest first: (version, ids changed since version - 1).
+    history: std::collections::VecDeque<(u64, Vec<String>)>,
     history_routes: usize,
     /// Operators' WatchConfig streams.
     watchers: Vec<mpsc::UnboundedSender<Result<v1::WatchEvent, tonic::Status>>>,
@@ -56,7 +60,8 @@ pub struct Publisher {
     /// BACKEND_TEST requests waiting for a data plane: id -> (conn, reply).
     tests: HashMap<u64, (u64, oneshot::Sender<v1::BackendTestResult>)>,
     version: u64,
-    routes: HashMap<String, v1::Route>,
+    /// Shared with the global configuration, not copies.
+    routes: HashMap<String, Arc<v1::Route>>,
     planes: HashMap<u64, Plane>,
     next_conn: u64,
     waiters: Vec<Waiter>,
@@ -64,7 +69,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts at the stored `version` with its `routes`.
-    pub fn new(apply_timeout: Duration, version: u64, routes: Vec<v1::Route>) -> Self {
+    pub fn new(apply_timeout: Duration, version: u64, routes: Vec<Arc<v1::Route>>) -> Self {
         Publisher {
             apply_timeout,
             history: std::collections::VecDeque::new(),
@@ -83,8 +88,8 @@ impl Publisher {
         }
     }
 
-    /// What a data plane holding `applied` needs: the deltas since then when
-    /// they are all kept, else a full snapshot.
+    /// What a data plane holding `applied` needs: one delta of every route
+    /// changed since then, when those versions are all kept, else a snapshot.
     fn catch_up(&self, applied: u64) -> Vec<v1::ControlPlaneMessage> {
         if applied == self.version && applied > 0 {
             // Up to date (e.g. started from its cache): an empty delta confirms it.
@@ -95,15 +100,83 @@ impl Publisher {
             )];
         }
         let first = self.history.front().map(|(v, _)| *v);
-        if applied > 0 && first.is_some_and(|first| first <= applied + 1) {
-            return self
+        if applied > 0 && applied < self.version && first.is_some_and(|first| first <= applied + 1)
+        {
+            let changed: HashSet<&String> = self
                 .history
                 .iter()
                 .filter(|(v, _)| *v > applied)
-                .map(|(v, d)| push(*v, v - 1, v1::config_push::Body::Delta(d.clone())))
+                .flat_map(|(_, ids)| ids)
                 .collect();
+            let mut delta = v1::Delta::default();
+            for id in changed {
+                match self.routes.get(id) {
+                    Some(route) => delta.upserted.push(route.as_ref().clone()),
+                    None => delta.removed.push(id.clone()),
+                }
+            }
+            return vec![push(
+                self.version,
+                applied,
+                v1::config_push::Body::Delta(delta),
+            )];
         }
         vec![self.snapshot_push()]
+    }
+
+    /// Takes a commit into the routes and the history; returns the push for
+    /// the data planes and the operators' event (without its recipients).
+    fn record(&mut self, commit: Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
+        let Commit {
+            version,
+            upserted,
+            removed,
+        } = commit;
+        let base = self.version;
+        self.version = version;
+        let mut event = v1::PushEvent {
+            version,
+            committed_at_unix_ms: unix_ms(SystemTime::now()),
+            removed: removed.clone(),
+            ..Default::default()
+        };
+        for id in &removed {
+            self.routes.remove(id);
+        }
+        for route in &upserted {
+            let previous = self.routes.insert(route.route_id.clone(), route.clone());
+            let list = if previous.is_some() {
+                &mut event.changed
+            } else {
+                &mut event.added
+            };
+            list.push(route.route_id.clone());
+        }
+        // Versions are dense; a gap (never expected) makes history unusable.
+        if base + 1 != version {
+            self.history.clear();
+            self.history_routes = 0;
+        }
+        let changed: Vec<String> = upserted
+            .iter()
+            .map(|r| r.route_id.clone())
+            .chain(removed.iter().cloned())
+            .collect();
+        self.history_routes += changed.len();
+        self.history.push_back((version, changed));
+        while self.history.len() > HISTORY || self.history_routes > HISTORY_ROUTES {
+            if let Some((_, old)) = self.history.pop_front() {
+                self.history_routes -= old.len();
+            }
+        }
+        let delta = v1::Delta {
+            upserted: upserted.iter().map(|r| r.as_ref().clone()).collect(),
+            removed,
+        };
+        (
+            push(version, base, v1::config_push::Body::Delta(delta)),
+            event,
+        )
     }
 
     fn snapshot_push(&self) -> v1::ControlPlaneMessage {
@@ -111,7 +184,7 @@ impl Publisher {
             self.version,
             0,
             v1::config_push::Body::Snapshot(v1::Snapshot {
-                routes: self.routes.values().cloned().collect(),
+                routes: self.routes.values().map(|r| r.as_ref().clone()).collect(),
             }),
         )
     }
@@ -185,8 +258,7 @@ impl Actor for Publisher {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
-    pub version: u64,
-    pub delta: v1::Delta,
+    pub commit: Commit,
     pub done: oneshot::Sender<AckReport>,
 }
 
@@ -194,26 +266,8 @@ impl Handler<Publish> for Publisher {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
-        let base = self.version;
-        self.version = msg.version;
-        let mut event = v1::PushEvent {
-            version: msg.version,
-            committed_at_unix_ms: unix_ms(SystemTime::now()),
-            removed: msg.delta.removed.clone(),
-            ..Default::default()
-        };
-        for id in &msg.delta.removed {
-            self.routes.remove(id);
-        }
-        for route in &msg.delta.upserted {
-            let previous = self.routes.insert(route.route_id.clone(), route.clone());
-            let list = if previous.is_some() {
-                &mut event.changed
-            } else {
-                &mut event.added
-            };
-            list.push(route.route_id.clone());
-        }
+        let version = msg.commit.version;
+        let (message, mut event) = self.record(msg.commit);
         event.sent_to = self
             .planes
             .values()
@@ -221,19 +275,6 @@ impl Handler<Publish> for Publisher {
             .map(|p| p.node_id.clone())
             .collect();
         event.sent_to.sort();
-        // Versions are dense; a gap (never expected) makes history unusable.
-        if base + 1 != msg.version {
-            self.history.clear();
-            self.history_routes = 0;
-        }
-        self.history_routes += msg.delta.upserted.len() + msg.delta.removed.len();
-        self.history.push_back((msg.version, msg.delta.clone()));
-        while self.history.len() > HISTORY || self.history_routes > HISTORY_ROUTES {
-            if let Some((_, old)) = self.history.pop_front() {
-                self.history_routes -= old.upserted.len() + old.removed.len();
-            }
-        }
-        let message = push(msg.version, base, v1::config_push::Body::Delta(msg.delta));
         event.bytes = prost::Message::encoded_len(&message) as u64;
         self.notify(v1::watch_event::Event::Push(event));
         let mut pending = HashSet::new();
@@ -246,7 +287,7 @@ impl Handler<Publish> for Publisher {
             }
         }
         let report = AckReport {
-            version: msg.version,
+            version,
             ..Default::default()
         };
         if pending.is_empty() {
@@ -258,7 +299,6 @@ impl Handler<Publish> for Publisher {
             pending,
             done: msg.done,
         });
-        let version = msg.version;
         ctx.run_later(self.apply_timeout, move |act, _| {
             let Some(i) = act.waiters.iter().position(|w| w.report.version == version) else {
                 return;
@@ -491,11 +531,96 @@ impl Handler<CurrentSnapshot> for Publisher {
     type Result = MessageResult<CurrentSnapshot>;
 
     fn handle(&mut self, _: CurrentSnapshot, _: &mut Context<Self>) -> Self::Result {
-        let mut routes: Vec<v1::Route> = self.routes.values().cloned().collect();
+        let mut routes: Vec<v1::Route> = self.routes.values().map(|r| r.as_ref().clone()).collect();
         routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
         MessageResult(v1::GetSnapshotResponse {
             version: self.version,
             snapshot: Some(v1::Snapshot { routes }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, backend: &str) -> Arc<v1::Route> {
+        Arc::new(v1::Route {
+            route_id: id.to_string(),
+            domains: vec![format!("{id}.test")],
+            path: "/".to_string(),
+            backend_url: backend.to_string(),
+            ..Default::default()
+        })
+    }
+
+    fn commit(version: u64, upserted: Vec<Arc<v1::Route>>, removed: &[&str]) -> Commit {
+        Commit {
+            version,
+            upserted,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn parts(message: &v1::ControlPlaneMessage) -> (u64, u64, &v1::config_push::Body) {
+        let Some(v1::control_plane_message::Msg::Push(p)) = &message.msg else {
+            panic!("not a push: {message:?}");
+        };
+        (p.version, p.base_version, p.body.as_ref().expect("a body"))
+    }
+
+    #[test]
+    fn a_data_plane_behind_gets_one_delta_of_what_changed_since_its_version() {
+        let mut p = Publisher::new(Duration::from_secs(1), 0, Vec::new());
+        p.record(commit(
+            1,
+            vec![route("r1", "http://a"), route("r2", "http://a")],
+            &[],
+        ));
+        p.record(commit(2, vec![route("r1", "http://b")], &["r2"]));
+        p.record(commit(3, vec![route("r3", "http://a")], &[]));
+
+        let pushes = p.catch_up(1);
+        assert_eq!(pushes.len(), 1);
+        let (version, base, body) = parts(&pushes[0]);
+        assert_eq!((version, base), (3, 1));
+        let v1::config_push::Body::Delta(delta) = body else {
+            panic!("a delta: {body:?}");
+        };
+        let mut upserted: Vec<_> = delta
+            .upserted
+            .iter()
+            .map(|r| (r.route_id.as_str(), r.backend_url.as_str()))
+            .collect();
+        upserted.sort();
+        assert_eq!(upserted, [("r1", "http://b"), ("r3", "http://a")]);
+        assert_eq!(delta.removed, ["r2"]);
+
+        let current = p.catch_up(3);
+        let (_, _, body) = parts(&current[0]);
+        assert_eq!(body, &v1::config_push::Body::Delta(v1::Delta::default()));
+        let fresh = p.catch_up(0);
+        let (version, base, body) = parts(&fresh[0]);
+        assert_eq!((version, base), (3, 0));
+        let v1::config_push::Body::Snapshot(snapshot) = body else {
+            panic!("a snapshot: {body:?}");
+        };
+        assert_eq!(snapshot.routes.len(), 2);
+    }
+
+    #[test]
+    fn a_data_plane_older_than_the_history_gets_a_snapshot() {
+        let mut p = Publisher::new(Duration::from_secs(1), 0, Vec::new());
+        for v in 1..=(HISTORY as u64 + 2) {
+            p.record(commit(v, vec![route(&format!("r{v}"), "http://a")], &[]));
+        }
+        let old = p.catch_up(1);
+        let (_, base, body) = parts(&old[0]);
+        assert_eq!(base, 0);
+        assert!(matches!(body, v1::config_push::Body::Snapshot(_)));
+        let recent = p.catch_up(3);
+        let (_, base, body) = parts(&recent[0]);
+        assert_eq!(base, 3);
+        assert!(matches!(body, v1::config_push::Body::Delta(d) if d.upserted.len() == HISTORY - 1));
     }
 }
