@@ -47,14 +47,16 @@ impl Limiter {
 
 #[derive(Default)]
 pub struct RouteRuntime {
-    /// Counters since the last telemetry report, in their wire form.
-    counters: Mutex<v1::RouteStats>,
+    /// Counters since the last telemetry report, in their wire form; boxed
+    /// on the first request so idle routes stay small.
+    counters: Mutex<Option<Box<v1::RouteStats>>>,
     limiter: Mutex<Option<Arc<Limiter>>>,
 }
 
 impl RouteRuntime {
     pub fn record(&self, status: Option<u16>, latency_ms: f64, sent: u64, received: u64) {
-        let mut c = self.counters.lock();
+        let mut guard = self.counters.lock();
+        let c = guard.get_or_insert_with(Default::default);
         c.requests += 1;
         if status.is_none_or(|s| s >= 500) {
             c.errors += 1;
@@ -85,10 +87,10 @@ impl RouteRuntime {
 
     /// Takes the counters since the last call, if there was traffic.
     fn take(&self, route_id: &str) -> Option<v1::RouteStats> {
-        let c = std::mem::take(&mut *self.counters.lock());
+        let c = self.counters.lock().take()?;
         (c.requests > 0).then(|| v1::RouteStats {
             route_id: route_id.to_string(),
-            ..c
+            ..*c
         })
     }
 }
@@ -123,59 +125,68 @@ impl BackendRuntime {
     }
 }
 
-/// Every runtime object, by id. The table holds `Arc`s to them; `retain`
-/// drops those of routes that are gone.
+/// Runtime state of one route id: its counters and limiter, and the health
+/// and breaker of each backend url it has had (one, except while a change
+/// of url is being applied).
+#[derive(Default)]
+struct Slot {
+    route: Arc<RouteRuntime>,
+    backends: Vec<(Box<str>, Arc<BackendRuntime>)>,
+}
+
+/// Every runtime object, by route id. The table holds `Arc`s to them;
+/// `retain` and `forget` drop those of routes and backends that are gone.
 #[derive(Default)]
 pub struct Registry {
-    routes: Mutex<HashMap<String, Arc<RouteRuntime>>>,
-    backends: Mutex<HashMap<(String, String), Arc<BackendRuntime>>>,
+    routes: Mutex<HashMap<String, Slot>>,
 }
 
 impl Registry {
-    pub fn route(&self, route_id: &str) -> Arc<RouteRuntime> {
-        self.routes
-            .lock()
-            .entry(route_id.to_string())
-            .or_default()
-            .clone()
-    }
-
-    pub fn backend(&self, route_id: &str, url: &str) -> Arc<BackendRuntime> {
-        self.backends
-            .lock()
-            .entry((route_id.to_string(), url.to_string()))
-            .or_default()
-            .clone()
+    /// The route's runtime and that of its backend at `url`.
+    pub fn route(&self, route_id: &str, url: &str) -> (Arc<RouteRuntime>, Arc<BackendRuntime>) {
+        let mut routes = self.routes.lock();
+        let slot = match routes.get_mut(route_id) {
+            Some(slot) => slot,
+            None => routes.entry(route_id.to_string()).or_default(),
+        };
+        let backend = match slot.backends.iter().find(|(u, _)| &**u == url) {
+            Some((_, b)) => b.clone(),
+            None => {
+                let b = Arc::new(BackendRuntime::default());
+                slot.backends.push((url.into(), b.clone()));
+                b
+            }
+        };
+        (slot.route.clone(), backend)
     }
 
     /// Forgets state of routes and backends no longer configured. Stats of
     /// a removed route are reported once more before they go.
     pub fn retain(&self, live: &HashMap<&str, String>) -> Vec<v1::RouteStats> {
         let mut gone = Vec::new();
-        self.routes.lock().retain(|id, rt| {
-            let keep = live.contains_key(id.as_str());
-            if !keep {
-                gone.extend(rt.take(id));
-            }
-            keep
+        self.routes.lock().retain(|id, slot| {
+            let Some(url) = live.get(id.as_str()) else {
+                gone.extend(slot.route.take(id));
+                return false;
+            };
+            slot.backends.retain(|(u, _)| **u == **url);
+            true
         });
-        self.backends
-            .lock()
-            .retain(|(id, url), _| live.get(id.as_str()).is_some_and(|u| u == url));
         gone
     }
 
     /// Forgets one backend of a route (its url changed, or the route went),
     /// and with `route_gone` the route's own state; returns its last stats.
     pub fn forget(&self, route_id: &str, url: &str, route_gone: bool) -> Option<v1::RouteStats> {
-        self.backends
-            .lock()
-            .remove(&(route_id.to_string(), url.to_string()));
-        if !route_gone {
-            return None;
+        let mut routes = self.routes.lock();
+        if route_gone {
+            let slot = routes.remove(route_id)?;
+            return slot.route.take(route_id);
         }
-        let rt = self.routes.lock().remove(route_id)?;
-        rt.take(route_id)
+        if let Some(slot) = routes.get_mut(route_id) {
+            slot.backends.retain(|(u, _)| &**u != url);
+        }
+        None
     }
 
     /// Counters since the last report, for every route with traffic.
@@ -184,7 +195,7 @@ impl Registry {
             .routes
             .lock()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.route.clone()))
             .collect();
         routes.iter().filter_map(|(id, rt)| rt.take(id)).collect()
     }
@@ -195,14 +206,15 @@ impl Registry {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         };
-        self.backends
-            .lock()
+        let routes = self.routes.lock();
+        routes
             .iter()
-            .filter_map(|((id, url), b)| {
+            .flat_map(|(id, slot)| slot.backends.iter().map(move |(url, b)| (id, url, b)))
+            .filter_map(|(id, url, b)| {
                 let b = b.breaker.lock();
                 (b.last_failure.is_some() || b.state != State::Closed).then(|| v1::BreakerState {
                     route_id: id.clone(),
-                    backend_url: url.clone(),
+                    backend_url: url.to_string(),
                     state: b.name().to_string(),
                     failures: b.failures,
                     last_failure_unix_ms: b.last_failure.map_or(0, ms),
@@ -216,8 +228,8 @@ impl Registry {
     }
 
     pub fn reset_breakers(&self, route_id: &str) {
-        for ((id, _), b) in self.backends.lock().iter() {
-            if id == route_id {
+        if let Some(slot) = self.routes.lock().get(route_id) {
+            for (_, b) in &slot.backends {
                 b.breaker.lock().reset();
             }
         }

@@ -171,7 +171,7 @@ fn compile_entry(
 ) -> Result<RouteEntry, String> {
     let policy =
         Policy::parse(&spec.settings).map_err(|e| format!("route {}: {e}", spec.route_id))?;
-    let backend_key = spec.backend.to_string();
+    let (runtime, backend) = registry.route(&spec.route_id, &spec.backend.to_string());
     Ok(RouteEntry {
         addr: resolve(&spec.backend, cache),
         policy,
@@ -186,8 +186,8 @@ fn compile_entry(
                 addr: resolve(url, cache),
             })
         }),
-        runtime: registry.route(&spec.route_id),
-        backend: registry.backend(&spec.route_id, &backend_key),
+        runtime,
+        backend,
         spec: spec.clone(),
     })
 }
