@@ -157,13 +157,10 @@ impl ConfigState {
                 .iter()
                 .filter_map(|(id, _)| self.routes.get(id))
                 .collect();
-            let removed: Vec<&str> = undo
-                .iter()
-                .filter(|(id, _)| !self.routes.contains_key(id))
-                .map(|(id, _)| id.as_str())
-                .collect();
+            let replaced: Vec<&RouteSpec> =
+                undo.iter().filter_map(|(_, old)| old.as_deref()).collect();
             current
-                .with_changes(&upserted, &removed, &self.live.registry)
+                .with_changes(&upserted, &replaced, &self.live.registry)
                 .map_err(PushError::Compile)
         };
         let table = match checked {

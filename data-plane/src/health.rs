@@ -33,7 +33,7 @@ pub async fn run(live: Arc<Live>, outbound: Outbound) {
             seen_version = Some(version);
             let table = live.table.load_full();
             let mut wanted: HashMap<Key, Vec<Arc<RouteEntry>>> = HashMap::new();
-            for route in table.routes.values() {
+            for route in table.routes() {
                 let key = (
                     route.spec.backend.to_string(),
                     route.policy.probe.clone(),

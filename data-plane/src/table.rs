@@ -133,9 +133,17 @@ impl Pool {
 type PoolKey<'a> = (&'a str, &'a str);
 
 struct Entry {
-    prefix: String,
+    /// The matched prefix is this long a start of the members' path; kept as
+    /// a length so an entry needs no string of its own.
+    prefix_len: usize,
     priority: i64,
     pool: Arc<Pool>,
+}
+
+impl Entry {
+    fn prefix(&self) -> &str {
+        &self.pool.entries[0].spec.path[..self.prefix_len]
+    }
 }
 
 /// Host (or wildcard suffix) -> its entries.
@@ -148,10 +156,7 @@ pub struct RouteTable {
     exact: HostMap,
     /// Keyed by the suffix after `*.`.
     wildcard: HostMap,
-    /// Each host as routes name it (with its `*.`) -> those routes.
-    by_host: HashMap<Arc<str>, Arc<Vec<Arc<RouteEntry>>>>,
-    /// Every route by id, for the admin view and the health prober.
-    pub routes: HashMap<Arc<str>, Arc<RouteEntry>>,
+    len: usize,
 }
 
 fn resolve(
@@ -208,13 +213,12 @@ fn host_entries(routes: &[Arc<RouteEntry>]) -> Arc<[Entry]> {
         .into_iter()
         .map(|((_, prefix), (priority, mut members))| {
             members.sort_by(|a, b| a.spec.route_id.cmp(&b.spec.route_id));
-            let n = members.len();
             Entry {
-                prefix: prefix.to_string(),
+                prefix_len: prefix.len(),
                 priority,
                 pool: Arc::new(Pool {
                     entries: members,
-                    current: Mutex::new(vec![0; n]),
+                    current: Mutex::new(Vec::new()),
                 }),
             }
         })
@@ -222,7 +226,7 @@ fn host_entries(routes: &[Arc<RouteEntry>]) -> Arc<[Entry]> {
     entries.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
-            .then(b.prefix.len().cmp(&a.prefix.len()))
+            .then(b.prefix_len.cmp(&a.prefix_len))
             .then(
                 a.pool.entries[0]
                     .spec
@@ -243,13 +247,14 @@ impl RouteTable {
         RouteTable::default().with_changes(&upserted, &[], registry)
     }
 
-    /// A new table with `upserted` routes compiled in and `removed` ones
+    /// A new table with `upserted` routes compiled in and `replaced` ones
+    /// (as this table has them: removed, or older versions of upserted ones)
     /// gone. Only the hosts they name are rebuilt; everything else is shared
     /// with this table. Backends are resolved here, not per request.
     pub fn with_changes(
         &self,
         upserted: &[&Arc<RouteSpec>],
-        removed: &[&str],
+        replaced: &[&RouteSpec],
         registry: &Registry,
     ) -> Result<Self, String> {
         let mut cache = HashMap::new();
@@ -258,65 +263,69 @@ impl RouteTable {
             .map(|spec| compile_entry(spec, registry, &mut cache).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut next = self.clone();
+        next.len = (self.len + compiled.len()).saturating_sub(replaced.len());
         // Hosts whose routes change: those of the old and the new versions.
-        let mut touched: HashSet<Arc<str>> = HashSet::new();
-        let mut gone: HashSet<&str> = removed.iter().copied().collect();
+        let mut gone: HashSet<&str> = replaced.iter().map(|s| s.route_id.as_str()).collect();
         gone.extend(upserted.iter().map(|s| s.route_id.as_str()));
-        for id in &gone {
-            if let Some(old) = next.routes.remove(*id) {
-                touched.extend(
-                    old.spec
-                        .domains
-                        .iter()
-                        .map(|d| Arc::<str>::from(d.as_str())),
-                );
-            }
-        }
-        for route in &compiled {
-            touched.extend(
-                route
-                    .spec
-                    .domains
-                    .iter()
-                    .map(|d| Arc::<str>::from(d.as_str())),
-            );
-            next.routes
-                .insert(Arc::from(route.spec.route_id.as_str()), route.clone());
-        }
+        let touched: HashSet<Arc<str>> = replaced
+            .iter()
+            .map(|s| &s.domains)
+            .chain(compiled.iter().map(|r| &r.spec.domains))
+            .flatten()
+            .map(|d| Arc::<str>::from(d.as_str()))
+            .collect();
         for host in touched {
-            let mut members: Vec<Arc<RouteEntry>> = next
-                .by_host
-                .get(&host)
-                .map(|list| {
-                    list.iter()
-                        .filter(|r| !gone.contains(r.spec.route_id.as_str()))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
+            let (map, key): (&mut HostMap, Arc<str>) = match host.strip_prefix("*.") {
+                Some(suffix) => (&mut next.wildcard, Arc::from(suffix)),
+                None => (&mut next.exact, host.clone()),
+            };
+            // The host's routes are those in its pools, less the changed ones.
+            let mut members: Vec<Arc<RouteEntry>> = map
+                .get(&key)
+                .into_iter()
+                .flat_map(|entries| entries.iter())
+                .flat_map(|e| e.pool.entries.iter())
+                .filter(|r| !gone.contains(r.spec.route_id.as_str()))
+                .cloned()
+                .collect();
             members.extend(
                 compiled
                     .iter()
                     .filter(|r| r.spec.domains.iter().any(|d| **d == *host))
                     .cloned(),
             );
-            let (map, key): (&mut HostMap, Arc<str>) = match host.strip_prefix("*.") {
-                Some(suffix) => (&mut next.wildcard, Arc::from(suffix)),
-                None => (&mut next.exact, host.clone()),
-            };
             if members.is_empty() {
                 map.remove(&key);
-                next.by_host.remove(&host);
             } else {
                 map.insert(key, host_entries(&members));
-                next.by_host.insert(host, Arc::new(members));
             }
         }
         Ok(next)
     }
 
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.len
+    }
+
+    /// Every route once (a route with several domains sits in several hosts;
+    /// it is listed from its first), for the admin view and the prober.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<RouteEntry>> {
+        let exact = self.exact.iter().map(|(host, e)| (host.as_ref(), "", e));
+        let wildcard = self
+            .wildcard
+            .iter()
+            .map(|(host, e)| (host.as_ref(), "*.", e));
+        exact.chain(wildcard).flat_map(|(host, star, entries)| {
+            entries
+                .iter()
+                .flat_map(|e| e.pool.entries.iter())
+                .filter(move |r| {
+                    r.spec
+                        .domains
+                        .first()
+                        .is_some_and(|d| d.strip_prefix(star).is_some_and(|rest| rest == host))
+                })
+        })
     }
 
     /// The pool serving `host` (lower case, no port) and `path`: exact hosts
@@ -342,7 +351,7 @@ impl RouteTable {
 fn first_match<'a>(entries: &'a [Entry], path: &str) -> Option<&'a Arc<Pool>> {
     entries
         .iter()
-        .find(|e| prefix_matches(&e.prefix, path))
+        .find(|e| prefix_matches(e.prefix(), path))
         .map(|e| &e.pool)
 }
 

@@ -190,7 +190,9 @@ fn a_delta_rebuilds_only_the_hosts_it_names() {
     let t1 = RouteTable::compile(&routes, &registry).unwrap();
     // r1 moves from a.com to d.com; r3 goes; b.com is untouched.
     let moved = route("r1", "web", &["d.com"], "/", "http://127.0.0.1:1", 0);
-    let t2 = t1.with_changes(&[&moved], &["r3"], &registry).unwrap();
+    let t2 = t1
+        .with_changes(&[&moved], &[&*routes[0], &*routes[2]], &registry)
+        .unwrap();
     assert_eq!(served_by(&t2, "a.com", "/"), None);
     assert_eq!(served_by(&t2, "d.com", "/").as_deref(), Some("r1"));
     assert_eq!(served_by(&t2, "x.c.com", "/"), None);
@@ -210,4 +212,31 @@ fn a_delta_rebuilds_only_the_hosts_it_names() {
     let joining = route("r4", "web", &["b.com"], "/", "http://127.0.0.1:4", 0);
     let t3 = t2.with_changes(&[&joining], &[], &registry).unwrap();
     assert_eq!(served_by(&t3, "b.com", "/").as_deref(), Some("r2,r4"));
+}
+
+#[test]
+fn every_route_is_listed_once_whatever_its_domains() {
+    let routes = [
+        route(
+            "r1",
+            "web",
+            &["a.com", "*.b.com", "c.com"],
+            "/",
+            "http://127.0.0.1:1",
+            0,
+        ),
+        route("r2", "web", &["*.d.com"], "/x", "http://127.0.0.1:2", 0),
+        route("r3", "api", &["a.com"], "/api", "http://127.0.0.1:3", 0),
+    ];
+    let t = RouteTable::compile(&routes, &Registry::default()).unwrap();
+    let mut ids: Vec<&str> = t.routes().map(|r| r.spec.route_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["r1", "r2", "r3"]);
+    assert_eq!(t.len(), 3);
+    let t2 = t
+        .with_changes(&[], &[&*routes[0]], &Registry::default())
+        .unwrap();
+    let ids: Vec<&str> = t2.routes().map(|r| r.spec.route_id.as_str()).collect();
+    assert_eq!((ids.len(), t2.len()), (2, 2));
+    assert_eq!(served_by(&t2, "x.b.com", "/"), None);
 }

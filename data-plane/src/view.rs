@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::table::RouteTable;
 
 pub fn config_json(version: u64, table: &RouteTable) -> Value {
-    let mut routes: Vec<Value> = table.routes.values().map(|r| route_json(&r.spec)).collect();
+    let mut routes: Vec<Value> = table.routes().map(|r| route_json(&r.spec)).collect();
     routes.sort_by(|a, b| a["route_id"].as_str().cmp(&b["route_id"].as_str()));
     json!({ "version": version, "routes": routes })
 }
