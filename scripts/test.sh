@@ -11,3 +11,6 @@ cargo build --workspace --bins
 # The end-to-end tests start real processes; four at a time keeps two cores
 # from starving them into timeouts.
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --workspace
+# The benchmark harness as a seconds-long smoke pass: it must run, and its
+# figures are not checked.
+tests/bench/run.sh --smoke

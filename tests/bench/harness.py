@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""The benchmark harness of docs/BENCHMARKS.md: Portico's data plane against
+nginx and HAProxy as one-worker proxies in front of the same upstream, plus
+Portico's own propagation, hitless-change, control-plane and memory figures.
+Everything runs on loopback; comparisons interleave (A B C A B C ...) and the
+tables show medians. Started by tests/bench/run.sh, which installs the tools.
+
+Usage: python3 tests/bench/harness.py [--smoke] [--bin DIR] [--write FILE]
+"""
+import argparse, asyncio, datetime, json, os, platform, resource, shutil, socket, subprocess, sys
+import tempfile, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (ROOT, Conn, Procs, median, percentile, request, rss_mb,  # noqa: E402
+                      start_control_plane, start_data_plane, wait_status)
+
+PROXY_CPU, LOAD_CPU = 0, 1
+HOST = "bench.test"
+START, END = "<!-- harness:start -->", "<!-- harness:end -->"
+
+FULL = dict(secs=10, rounds=3, many=10_000, prop_routes=10_000, applies=200, planes=(1, 2, 4),
+            hitless_secs=60, sessions=1000, pipelined=50_000, memory=(0, 10_000, 100_000))
+SMOKE = dict(secs=1, rounds=1, many=100, prop_routes=100, applies=5, planes=(1, 2),
+             hitless_secs=3, sessions=20, pipelined=500, memory=(0, 200, 1000))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(argv, cpu):
+    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > cpu else []) + argv
+
+
+def sh(argv):
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+class Rig:
+    """The upstream, the three comparison proxies and one Portico stack."""
+
+    def __init__(self, procs, work, bindir):
+        self.procs, self.work, self.bindir = procs, work, bindir
+        self.up = [free_port(), free_port()]
+        self.ports = {"nginx": free_port(), "haproxy": free_port(), "pingora": free_port()}
+        self.conf("upstream.conf", """
+worker_processes 1; daemon off; pid {w}/upstream.pid; error_log {w}/upstream.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  server {{ listen 127.0.0.1:{u0}; listen 127.0.0.1:{u1}; location / {{ return 200 "hello from the upstream\\n"; }} }} }}
+""")
+        self.conf("nginx.conf", """
+worker_processes 1; daemon off; pid {w}/nginx.pid; error_log {w}/nginx.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream up {{ server 127.0.0.1:{u0}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{nginx};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        self.conf("haproxy.cfg", """
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{haproxy}
+  default_backend be
+backend be
+  server up 127.0.0.1:{u0}
+""")
+        self.upstream = "http://127.0.0.1:%d" % self.up[0]
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.start(["nginx", "-p", work, "-c", work + "/upstream.conf"], pin=LOAD_CPU, **quiet)
+        procs.start(["nginx", "-p", work, "-c", work + "/nginx.conf"], pin=PROXY_CPU, **quiet)
+        procs.start(["haproxy", "-f", work + "/haproxy.cfg", "-q"], pin=PROXY_CPU, **quiet)
+        procs.start([os.path.join(bindir, "examples", "bare_proxy"), "127.0.0.1:%d" % self.ports["pingora"],
+                     "127.0.0.1:%d" % self.up[0]], pin=PROXY_CPU, **quiet)
+        self.stack = Stack(procs, work, bindir, "main")
+        self.ports["portico"] = self.stack.proxy[1]
+        self.route = self.stack.add_routes([HOST], self.upstream)[0]
+        for name, port in self.ports.items():
+            wait_status(("127.0.0.1", port), HOST, 200)
+
+    def conf(self, name, template):
+        with open(os.path.join(self.work, name), "w") as f:
+            f.write(template.format(w=self.work, u0=self.up[0], u1=self.up[1], **self.ports))
+
+    def url(self, proxy):
+        return "http://127.0.0.1:%d/" % self.ports[proxy]
+
+
+class Stack:
+    """A control plane (on the load CPU) and data planes (one worker each)."""
+
+    def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU):
+        data = tempfile.mkdtemp(prefix="cp-%s-" % name, dir=work)
+        self.cp, self.cp_addrs = start_control_plane(procs, bindir, data, pin=pin_cp)
+        self.dps = [start_data_plane(procs, bindir, self.cp_addrs, "%s-dp-%d" % (name, i), pin=pin_dp)
+                    for i in range(planes)]
+        self.proxy = self.dps[0][1]["proxy"]
+        self.conn = Conn(self.cp_addrs["registry"])
+        self.sid = self.conn.register("bench-" + name, name + "-1")
+        self.sessions = 0
+
+    def add_routes(self, hosts, backend, per_session=1000):
+        """Adds one route per host, applied in sessions of `per_session` routes; returns the ids."""
+        ids = []
+        for start in range(0, len(hosts), per_session):
+            chunk = hosts[start:start + per_session]
+            if start == 0 and self.sessions == 0:
+                conn, sid = self.conn, self.sid
+            else:
+                conn = Conn(self.cp_addrs["registry"])
+                sid = conn.register("bulk", "bulk-%d" % self.sessions)
+            self.sessions += 1
+            lines = ["ROUTE_ADD_BULK|%s|%s" % (sid, json.dumps(
+                [{"domains": [h], "path": "/", "backend_url": backend} for h in chunk]))]
+            for reply in conn.send_many(lines + ["CONFIG_APPLY|" + sid])[:-1]:
+                assert reply.startswith("ROUTE_BULK_OK|"), reply[:200]
+                ids += [item["route_id"] for item in json.loads(reply.split("|", 1)[1])]
+        return ids
+
+
+# --- load generators ---------------------------------------------------------
+
+def wrk(url, secs, host=HOST, script=None):
+    argv = ["wrk", "-t1", "-c64", "-d%ds" % secs, "--latency"]
+    argv += ["-s", script] if script else ["-H", "Host: " + host]
+    out = sh(pinned(argv + [url], LOAD_CPU)).stdout
+    rps = errors = 0.0
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            errors += int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            errors += sum(int(w.strip(",")) for w in words[3::2])
+    if rps <= 0:
+        raise RuntimeError("wrk measured nothing against %s:\n%s" % (url, out))
+    return {"rps": rps, "errors": errors}
+
+
+def oha(url, secs, rate, host=HOST):
+    argv = ["oha", "-z", "%ds" % secs, "-q", str(int(rate)), "--latency-correction", "--no-tui",
+            "--output-format", "json", "-c", "64", "-H", "Host: " + host, url]
+    out = sh(pinned(argv, LOAD_CPU))
+    try:
+        r = json.loads(out.stdout)
+    except ValueError:
+        raise RuntimeError("oha failed against %s: %s" % (url, out.stderr[-2000:]))
+    codes = {int(k): v for k, v in r.get("statusCodeDistribution", {}).items()}
+    # oha cancels the requests still in flight when the run's time is up;
+    # those are the load generator's cut-off, not answers of the proxy.
+    failed = {k: v for k, v in r.get("errorDistribution", {}).items() if "aborted due to deadline" not in k}
+    errors = sum(failed.values()) + sum(v for k, v in codes.items() if not 200 <= k < 300)
+    if errors:
+        log("  %s: errors %s, status codes %s" % (url, failed, codes))
+    pct = r["latencyPercentiles"]
+    return {"p50": pct["p50"] * 1000, "p99": pct["p99"] * 1000, "p999": pct["p99.9"] * 1000,
+            "rps": r["summary"]["requestsPerSec"], "errors": errors, "requests": sum(codes.values())}
+
+
+# --- scenarios ---------------------------------------------------------------
+
+def interleaved(rounds, names, run):
+    """Runs run(name) for each name, round after round; returns {name: [results]}."""
+    out = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names:
+            out[n].append(run(n))
+            log("  round %d %s: %s" % (r + 1, n, fmt_result(out[n][-1])))
+    return out
+
+
+def fmt_result(r):
+    return ", ".join("%s %.3g" % kv for kv in r.items())
+
+
+def throughput(rig, p):
+    names = ["portico", "nginx", "haproxy", "pingora"]
+    res = interleaved(p["rounds"], names, lambda n: wrk(rig.url(n), p["secs"]))
+    return {n: median([r["rps"] for r in res[n]]) for n in names}, res
+
+
+def tail_latency(rig, p, nginx_max):
+    out = {}
+    for share in (0.5, 0.8):
+        rate = nginx_max * share
+        res = interleaved(p["rounds"], ["portico", "nginx", "haproxy"],
+                          lambda n: oha(rig.url(n), p["secs"], rate))
+        out[share] = {"rate": rate, **{n: {k: median([r[k] for r in rs]) for k in rs[0]}
+                                       for n, rs in res.items()}}
+    return out
+
+
+def many_routes(procs, work, bindir, p, upstream):
+    stacks = {}
+    for label, n in (("10 routes", 10), ("%d routes" % p["many"], p["many"])):
+        hosts = ["h%d.many.test" % i for i in range(n)]
+        stack = Stack(procs, work, bindir, "many%d" % n)
+        stack.add_routes(hosts, upstream)
+        script = os.path.join(work, "many%d.lua" % n)
+        with open(script, "w") as f:
+            f.write("local reqs, i = {}, 0\n"
+                    "init = function(args)\n  for k = 0, %d do reqs[#reqs + 1] = wrk.format('GET', '/', {Host = 'h' .. k .. '.many.test'}) end\nend\n"
+                    "request = function() i = i %% #reqs + 1; return reqs[i] end\n" % (n - 1))
+        wait_status(stack.proxy, hosts[-1], 200)
+        stacks[label] = (stack, script)
+    res = interleaved(p["rounds"], list(stacks), lambda l: wrk(
+        "http://%s:%d/" % stacks[l][0].proxy, p["secs"], script=stacks[l][1]))
+    return {l: median([r["rps"] for r in rs]) for l, rs in res.items()}, res
+
+
+def propagation(work, bindir, p, upstream):
+    out = {}
+    for r in range(p["rounds"]):
+        for planes in p["planes"]:
+            with Procs() as own:
+                stack = Stack(own, work, bindir, "prop%d" % planes, planes=planes, pin_dp=None, pin_cp=None)
+                stack.add_routes(["h%d.prop.test" % i for i in range(p["prop_routes"])], upstream)
+                conn = Conn(stack.cp_addrs["registry"])
+                sid = conn.register("one", "one-1")
+                to_ok, to_served = [], []
+                for n in range(p["applies"]):
+                    host = "p%d.test" % n
+                    assert conn.send("ROUTE_ADD|%s|%s|/|%s|0" % (sid, host, upstream)).startswith("ROUTE_OK")
+                    t0 = time.perf_counter()
+                    assert conn.send("CONFIG_APPLY|" + sid) == "OK"
+                    to_ok.append((time.perf_counter() - t0) * 1000)
+                    for _, addrs in stack.dps:
+                        status = request(addrs["proxy"], host)
+                        assert status == 200, "route %s answered %d right after OK" % (host, status)
+                    to_served.append((time.perf_counter() - t0) * 1000)
+            res = {"ok_p50": median(to_ok), "ok_p99": percentile(to_ok, 0.99),
+                   "p50": median(to_served), "p99": percentile(to_served, 0.99)}
+            out.setdefault(planes, []).append(res)
+            log("  round %d, %d data plane(s): %s" % (r + 1, planes, fmt_result(res)))
+    return {k: {m: median([x[m] for x in v]) for m in v[0]} for k, v in out.items()}
+
+
+def hitless(rig, p, rate):
+    """Open-loop load while the route's backend flips between two upstream
+    ports once a second."""
+    results = []
+    for r in range(p["rounds"]):
+        stop, applies, failures = threading.Event(), [0], []
+
+        def flip():
+            conn, i = rig.stack.conn, 0
+            while not stop.wait(1.0):
+                i += 1
+                backend = "http://127.0.0.1:%d" % rig.up[i % 2]
+                replies = conn.send_many(["ROUTE_UPDATE|%s|%s|backend_url|%s" % (rig.stack.sid, rig.route, backend),
+                                          "CONFIG_APPLY|" + rig.stack.sid])
+                if replies != ["ROUTE_OK", "OK"]:
+                    failures.append(replies)
+                applies[0] += 1
+
+        t = threading.Thread(target=flip)
+        t.start()
+        try:
+            res = oha(rig.url("portico"), p["hitless_secs"], rate)
+        finally:
+            stop.set()
+            t.join()
+        if failures:
+            raise RuntimeError("applies failed during the hitless run: %s" % failures[:3])
+        res["applies"] = applies[0]
+        results.append(res)
+        log("  round %d: %s" % (r + 1, fmt_result(res)))
+    return results
+
+
+async def _session(addr, i, routes, backend):
+    reader, writer = await asyncio.open_connection(*addr)
+
+    async def send(line):
+        writer.write((line + "\n").encode())
+        return (await reader.readline()).decode().rstrip("\n")
+    sid = (await send("REGISTER|cpbench|cp-%d|0|{}" % i)).split("|", 1)[1]
+    for k in range(routes):
+        reply = await send("ROUTE_ADD|%s|s%d-r%d.cp.test|/|%s|0" % (sid, i, k, backend))
+        assert reply.startswith("ROUTE_OK"), reply
+    assert await send("CONFIG_APPLY|" + sid) == "OK"
+    writer.close()
+
+
+async def _sessions(addr, n, backend):
+    await asyncio.gather(*[_session(addr, i, 10, backend) for i in range(n)])
+
+
+def pipelined(conn, sid, n, backend):
+    lines = "".join("ROUTE_ADD|%s|q%d.pipe.test|/|%s|0\n" % (sid, i, backend) for i in range(n))
+    t0 = time.perf_counter()
+    writer = threading.Thread(target=lambda: (conn.f.write(lines), conn.f.flush()))
+    writer.start()
+    for _ in range(n):
+        reply = conn.f.readline()
+        assert reply.startswith("ROUTE_OK"), reply
+    writer.join()
+    return n / (time.perf_counter() - t0)
+
+
+def control_plane(work, bindir, p, upstream):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    out = []
+    for r in range(p["rounds"]):
+        with Procs() as own:
+            stack = Stack(own, work, bindir, "cp%d" % r, pin_dp=None, pin_cp=None)
+            t0 = time.perf_counter()
+            asyncio.run(_sessions(stack.cp_addrs["registry"], p["sessions"], upstream))
+            total = time.perf_counter() - t0
+            rate = pipelined(stack.conn, stack.sid, p["pipelined"], upstream)
+        out.append({"sessions_s": total, "pipelined_per_s": rate})
+        log("  round %d: %s" % (r + 1, fmt_result(out[-1])))
+    return {k: median([x[k] for x in out]) for k in out[0]}
+
+
+def memory(work, bindir, p, upstream):
+    out = []
+    for r in range(p["rounds"]):
+        with Procs() as own:
+            stack = Stack(own, work, bindir, "mem%d" % r, pin_dp=None, pin_cp=None)
+            row, loaded = {}, 0
+            for n in p["memory"]:
+                stack.add_routes(["m%d.mem.test" % i for i in range(loaded, n)], upstream, per_session=100)
+                loaded = n
+                time.sleep(0.5)  # let both planes finish freeing what the load allocated
+                row[n] = (rss_mb(stack.cp.pid), rss_mb(stack.dps[0][0].pid))
+            out.append(row)
+            log("  round %d: %s" % (r + 1, row))
+    return {n: tuple(median([row[n][i] for row in out]) for i in (0, 1)) for n in p["memory"]}
+
+
+# --- report ------------------------------------------------------------------
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) // (1024 * 1024) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    versions = {
+        "nginx": sh(["nginx", "-v"]).stderr.strip().split("/")[-1],
+        "HAProxy": sh(["haproxy", "-v"]).stdout.split()[2],
+        "wrk": sh(["wrk", "-v"]).stdout.split()[1],
+        "oha": sh(["oha", "--version"]).stdout.split()[-1],
+    }
+    return "%d cores (%s), %d GB, Linux %s; %s" % (
+        os.cpu_count(), model, mem, platform.release(), ", ".join("%s %s" % kv for kv in versions.items()))
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def report(p, s1, s2, s3, s4, s5, s6, s7, smoke):
+    L = []
+    L.append("Measured %s by `tests/bench/run.sh`%s; machine: %s." % (
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        " --smoke (a check of the harness, not figures)" if smoke else "", machine()))
+    L.append("")
+    L.append("Set-up: one worker each (`portico-dp --threads 1`, nginx `worker_processes 1`, HAProxy "
+             "`nbthread 1`, a bare Pingora proxy with one thread for reference). Every proxy runs on CPU %d; "
+             "the upstream (nginx answering 200 from memory), the load generator and Portico's control plane "
+             "on CPU %d. HTTP/1.1 keep-alive, 64 connections; nginx keeps 128 idle upstream connections "
+             "and has no access log; HAProxy uses `http-reuse always`. Each figure is the median of %d "
+             "interleaved runs of %d s." % (PROXY_CPU, LOAD_CPU, p["rounds"], p["secs"]))
+    L.append("")
+    thr = s1[0]
+    L.append("### 1. Proxy throughput (wrk `-t1 -c64`)\n")
+    L.append("| proxy | requests/s | Portico / it |\n|---|---|---|")
+    for n, label in (("portico", "Portico data plane"), ("nginx", "nginx"), ("haproxy", "HAProxy"),
+                     ("pingora", "bare Pingora (reference)")):
+        L.append("| %s | %s | %.2f |" % (label, "{:,.0f}".format(thr[n]), ratio(thr["portico"], thr[n])))
+    L.append("\n### 2. Tail latency (oha `-q RATE --latency-correction -c 64`, open loop)\n")
+    L.append("| load | proxy | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors or non-2xx |\n|---|---|---|---|---|---|---|")
+    for share, row in s2.items():
+        for n in ("portico", "nginx", "haproxy"):
+            r = row[n]
+            L.append("| %d %% of nginx's max (%s req/s) | %s | %s | %.2f | %.2f | %.2f | %d |" % (
+                share * 100, "{:,.0f}".format(row["rate"]), n, "{:,.0f}".format(r["rps"]), r["p50"], r["p99"],
+                r["p999"], r["errors"]))
+    L.append("\n### 3. Many routes (wrk, requests spread round-robin over every host)\n")
+    L.append("| Portico with | requests/s | against 10 routes |\n|---|---|---|")
+    base = s3[0]["10 routes"]
+    for label, v in s3[0].items():
+        L.append("| %s | %s | %.2f |" % (label, "{:,.0f}".format(v), ratio(v, base)))
+    L.append("\n### 4. Propagation (%s routes loaded, %d applies of a one-route change)\n" % (
+        "{:,}".format(p["prop_routes"]), p["applies"]))
+    L.append("From sending `CONFIG_APPLY` to the new route answering 200 on every data plane, and, in "
+             "brackets, to the `OK` (which comes after every data plane acknowledged).\n")
+    L.append("| data planes | median ms | p99 ms |\n|---|---|---|")
+    for planes, r in s4.items():
+        L.append("| %d | %.2f (%.2f) | %.2f (%.2f) |" % (planes, r["p50"], r["ok_p50"], r["p99"], r["ok_p99"]))
+    L.append("\n### 5. Hitless change (%d s of open-loop load at 50 %% of Portico's max; the route's backend "
+             "changes with one apply per second)\n" % p["hitless_secs"])
+    L.append("| run | requests | applies | failed or non-2xx | p99 ms |\n|---|---|---|---|---|")
+    for i, r in enumerate(s5):
+        L.append("| %d | %s | %d | %d | %.2f |" % (i + 1, "{:,}".format(r["requests"]), r["applies"], r["errors"], r["p99"]))
+    L.append("\n### 6. Control plane\n")
+    L.append("| | figure |\n|---|---|")
+    L.append("| %s sessions, each REGISTER + 10 × ROUTE_ADD + CONFIG_APPLY, concurrently | %.2f s |" % (
+        "{:,}".format(p["sessions"]), s6["sessions_s"]))
+    L.append("| pipelined `ROUTE_ADD` on one connection (%s commands) | %s commands/s |" % (
+        "{:,}".format(p["pipelined"]), "{:,.0f}".format(s6["pipelined_per_s"])))
+    L.append("\n### 7. Memory (resident set after loading, one data plane)\n")
+    L.append("| routes | control plane MB | data plane MB |\n|---|---|---|")
+    for n, (cp, dp) in s7.items():
+        L.append("| %s | %.1f | %.1f |" % ("{:,}".format(n), cp, dp))
+    top = max(p["memory"])
+    per = tuple((s7[top][i] - s7[0][i]) / (top / 1000) for i in (0, 1))
+    L.append("| MB per 1,000 routes (from 0 to %s) | %.2f | %.2f |" % ("{:,}".format(top), per[0], per[1]))
+
+    if smoke:
+        return "\n".join(L) + "\n"
+    L.append("\n### Targets\n")
+    L.append("| scenario | target | measured | |\n|---|---|---|---|")
+    rows = [
+        ("1 throughput", "≥ 0.9× nginx and HAProxy", "%.2f× nginx, %.2f× HAProxy" % (
+            ratio(thr["portico"], thr["nginx"]), ratio(thr["portico"], thr["haproxy"])),
+         min(ratio(thr["portico"], thr["nginx"]), ratio(thr["portico"], thr["haproxy"])) >= 0.9),
+        ("2 p99 at 50 % load", "≤ 1.2× nginx", "%.2f×" % ratio(s2[0.5]["portico"]["p99"], s2[0.5]["nginx"]["p99"]),
+         ratio(s2[0.5]["portico"]["p99"], s2[0.5]["nginx"]["p99"]) <= 1.2),
+        ("3 many routes", "≥ 0.95× 10 routes", "%.2f×" % ratio(s3[0]["%d routes" % p["many"]], base),
+         ratio(s3[0]["%d routes" % p["many"]], base) >= 0.95),
+        ("4 propagation, %d data planes" % max(p["planes"]), "p99 ≤ 20 ms", "%.2f ms" % s4[max(p["planes"])]["p99"],
+         s4[max(p["planes"])]["p99"] <= 20),
+        ("5 hitless", "0 failed requests", "%d" % sum(r["errors"] for r in s5), sum(r["errors"] for r in s5) == 0),
+        ("6 control plane", "1,000 × 10 in ≤ 5 s; ≥ 50,000 commands/s", "%.2f s; %s/s" % (
+            s6["sessions_s"], "{:,.0f}".format(s6["pipelined_per_s"])),
+         s6["sessions_s"] <= 5 and s6["pipelined_per_s"] >= 50_000),
+        ("7 memory", "≤ 2 MB per 1,000 routes each", "%.2f MB control plane, %.2f MB data plane" % per,
+         max(per) <= 2),
+    ]
+    for name, target, measured, ok in rows:
+        L.append("| %s | %s | %s | %s |" % (name, target, measured, verdict(ok)))
+    return "\n".join(L) + "\n"
+
+
+def write_doc(path, body):
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n%s\n%s\n" % (START, END)
+    if START not in text:
+        text += "\n%s\n%s\n" % (START, END)
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w") as f:
+        f.write(head + START + "\n" + body + END + tail)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="seconds-long pass that checks the harness works")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"), help="directory of the binaries")
+    ap.add_argument("--write", help="markdown file whose harness section gets the results")
+    args = ap.parse_args()
+    p = SMOKE if args.smoke else FULL
+    work = tempfile.mkdtemp(prefix="portico-bench-")
+    try:
+        with Procs() as procs:
+            rig = Rig(procs, work, args.bin)
+            up = rig.upstream
+            log("1. throughput")
+            s1 = throughput(rig, p)
+            log("2. tail latency")
+            s2 = tail_latency(rig, p, s1[0]["nginx"])
+            log("3. many routes")
+            s3 = many_routes(procs, work, args.bin, p, up)
+            log("4. propagation")
+            s4 = propagation(work, args.bin, p, up)
+            log("5. hitless change")
+            s5 = hitless(rig, p, s1[0]["portico"] * 0.5)
+            log("6. control plane")
+            s6 = control_plane(work, args.bin, p, up)
+            log("7. memory")
+            s7 = memory(work, args.bin, p, up)
+        body = report(p, s1, s2, s3, s4, s5, s6, s7, args.smoke)
+        print(body)
+        if args.write:
+            write_doc(args.write, body)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

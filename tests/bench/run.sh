@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one command for the benchmarks of docs/BENCHMARKS.md: installs what is
+# missing (nginx, HAProxy, wrk from Debian; oha from crates.io), builds the
+# release binaries and the bare Pingora reference, runs every scenario and
+# writes the results into docs/BENCHMARKS.md. Takes about 20 minutes.
+#
+# Usage: tests/bench/run.sh           full run, rewrites the results in docs/BENCHMARKS.md
+#        tests/bench/run.sh --smoke   seconds-long check that the harness works (debug build, no doc change)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+./scripts/setup.sh
+
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+if ((${#need[@]})); then
+  echo "bench: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v oha >/dev/null 2>&1; then
+  echo "bench: installing oha from crates.io (a few minutes, once)" >&2
+  cargo install oha --locked --quiet
+fi
+
+if [ "${1:-}" = "--smoke" ]; then
+  cargo build --quiet --workspace --bins --examples
+  exec python3 tests/bench/harness.py --smoke --bin target/debug
+fi
+cargo build --release --quiet --workspace --bins --examples
+python3 tests/bench/harness.py --write docs/BENCHMARKS.md
