@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -84,9 +86,20 @@ pub struct SessionState {
     pub identity: Identity,
     active: BTreeMap<RouteId, RouteInput>,
     staged: BTreeMap<RouteId, Staged>,
+    /// Hash of a route's input -> ids that had it (active or staged); may
+    /// hold stale ids, so candidates are checked. Keeps ROUTE_ADD's
+    /// duplicate check constant-time for sessions with many routes.
+    by_input: HashMap<u64, Vec<RouteId>>,
+    indexed: usize,
     pub settings: Settings,
     pub ops: Ops,
     pub last_apply: Option<SystemTime>,
+}
+
+fn input_hash(input: &RouteInput) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    input.hash(&mut h);
+    h.finish()
 }
 
 impl SessionState {
@@ -95,6 +108,8 @@ impl SessionState {
             identity,
             active: BTreeMap::new(),
             staged: BTreeMap::new(),
+            by_input: HashMap::new(),
+            indexed: 0,
             settings: Settings::default(),
             ops: Ops::default(),
             last_apply: None,
@@ -108,21 +123,57 @@ impl SessionState {
             return id;
         }
         let id = allocate();
+        self.index(id, &input);
         self.staged.insert(id, Staged::Upsert(input));
         id
     }
 
+    fn index(&mut self, id: RouteId, input: &RouteInput) {
+        self.by_input.entry(input_hash(input)).or_default().push(id);
+        self.indexed += 1;
+    }
+
+    /// Rebuilds the index from the routes alone, once stale ids outnumber them.
+    fn compact_index(&mut self, force: bool) {
+        let live = self.active.len() + self.staged.len();
+        if !force && self.indexed <= 2 * live + 64 {
+            return;
+        }
+        self.by_input.clear();
+        self.indexed = 0;
+        let staged: Vec<(RouteId, RouteInput)> = self
+            .staged
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Staged::Upsert(r) => Some((*id, r.clone())),
+                Staged::Remove => None,
+            })
+            .collect();
+        let active: Vec<(RouteId, RouteInput)> =
+            self.active.iter().map(|(id, r)| (*id, r.clone())).collect();
+        for (id, input) in staged.iter().chain(&active) {
+            self.index(*id, input);
+        }
+    }
+
+    /// The lowest-numbered staged route equal to `input`, else the lowest
+    /// active one not being changed.
     fn find_identical(&self, input: &RouteInput) -> Option<RouteId> {
-        let staged = self.staged.iter().find_map(|(id, s)| match s {
-            Staged::Upsert(r) if r == input => Some(*id),
-            _ => None,
-        });
-        staged.or_else(|| {
-            self.active
-                .iter()
-                .find(|(id, r)| *r == input && !self.staged.contains_key(id))
-                .map(|(id, _)| *id)
-        })
+        let candidates = self.by_input.get(&input_hash(input))?;
+        let staged = candidates
+            .iter()
+            .filter(|id| matches!(self.staged.get(id), Some(Staged::Upsert(r)) if r == input))
+            .min();
+        staged
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .filter(|id| {
+                        self.active.get(id) == Some(input) && !self.staged.contains_key(id)
+                    })
+                    .min()
+            })
+            .copied()
     }
 
     pub fn remove_route(&mut self, id: RouteId) -> Result<(), SessionError> {
@@ -160,8 +211,10 @@ impl SessionState {
         if self.active.get(&id) == Some(&route) {
             self.staged.remove(&id);
         } else {
+            self.index(id, &route);
             self.staged.insert(id, Staged::Upsert(route));
         }
+        self.compact_index(false);
         Ok(())
     }
 
@@ -251,6 +304,7 @@ impl SessionState {
             .maintenance
             .retain(|id, _| self.active.contains_key(id));
         self.last_apply = Some(at);
+        self.compact_index(false);
     }
 
     pub fn rollback(&mut self) {
@@ -369,6 +423,7 @@ impl SessionState {
         self.settings = settings;
         self.ops = ops;
         self.last_apply = last_apply;
+        self.compact_index(true);
     }
 
     /// The durable record of the active state.

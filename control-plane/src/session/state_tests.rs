@@ -59,6 +59,46 @@ fn add_is_idempotent_for_identical_routes() {
 }
 
 #[test]
+fn identical_routes_are_found_through_updates_removals_and_many_adds() {
+    let mut s = session();
+    let mut next = 0;
+    let mut alloc = || {
+        next += 1;
+        RouteId(next)
+    };
+    let ids: Vec<RouteId> = (0..500)
+        .map(|i| s.add_route(route(&format!("h{i}.com"), "http://a"), &mut alloc))
+        .collect();
+    assert_eq!(
+        s.add_route(route("h250.com", "http://a"), &mut alloc),
+        ids[250]
+    );
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    // A route being changed is no longer "identical" in its active form...
+    for _ in 0..200 {
+        s.update_route(ids[7], RouteField::Priority(3)).unwrap();
+        s.update_route(ids[7], RouteField::Priority(0)).unwrap();
+    }
+    s.update_route(ids[7], RouteField::Priority(3)).unwrap();
+    let fresh = s.add_route(route("h7.com", "http://a"), &mut alloc);
+    assert_ne!(fresh, ids[7]);
+    // ...but its staged form is.
+    let mut staged = route("h7.com", "http://a");
+    staged.priority = 3;
+    assert_eq!(s.add_route(staged, &mut alloc), ids[7]);
+    // A route pending removal is not reused.
+    s.remove_route(ids[9]).unwrap();
+    assert_ne!(s.add_route(route("h9.com", "http://a"), &mut alloc), ids[9]);
+    assert_eq!(
+        s.add_route(route("h499.com", "http://a"), &mut alloc),
+        ids[499]
+    );
+}
+
+#[test]
 fn list_shows_every_status() {
     let mut s = session();
     let mut n = 0;
