@@ -85,12 +85,21 @@ impl RouteRuntime {
         }
     }
 
-    /// Takes the counters since the last call, if there was traffic.
+    /// Takes the counters since the last call, if there was traffic. The
+    /// counters start again at zero with room for as many distinct codes and
+    /// buckets, so a busy route's requests do not allocate.
     fn take(&self, route_id: &str) -> Option<v1::RouteStats> {
-        let c = self.counters.lock().take()?;
-        (c.requests > 0).then(|| v1::RouteStats {
+        let mut guard = self.counters.lock();
+        let c = guard.as_mut().filter(|c| c.requests > 0)?;
+        let fresh = v1::RouteStats {
+            status_codes: HashMap::with_capacity(c.status_codes.len()),
+            latency_buckets: HashMap::with_capacity(c.latency_buckets.len()),
+            ..Default::default()
+        };
+        let taken = std::mem::replace(&mut **c, fresh);
+        Some(v1::RouteStats {
             route_id: route_id.to_string(),
-            ..*c
+            ..taken
         })
     }
 }
