@@ -120,9 +120,13 @@ class Stack:
                 conn = Conn(self.cp_addrs["registry"])
                 sid = conn.register("bulk", "bulk-%d" % self.sessions)
             self.sessions += 1
+            # Bulk lines of 100 routes stay under the protocol's line limit.
             lines = ["ROUTE_ADD_BULK|%s|%s" % (sid, json.dumps(
-                [{"domains": [h], "path": "/", "backend_url": backend} for h in chunk]))]
-            for reply in conn.send_many(lines + ["CONFIG_APPLY|" + sid])[:-1]:
+                [{"domains": [h], "path": "/", "backend_url": backend} for h in chunk[i:i + 100]]))
+                for i in range(0, len(chunk), 100)]
+            replies = conn.send_many(lines + ["CONFIG_APPLY|" + sid])
+            assert replies[-1] == "OK", replies[-1]
+            for reply in replies[:-1]:
                 assert reply.startswith("ROUTE_BULK_OK|"), reply[:200]
                 ids += [item["route_id"] for item in json.loads(reply.split("|", 1)[1])]
         return ids
