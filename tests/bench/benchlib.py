@@ -106,11 +106,13 @@ class Conn:
         self.s = socket.create_connection(addr)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.s.makefile("rw", newline="\n")
+        self.lock = threading.Lock()
 
     def send_many(self, lines):
-        self.f.write("".join(l + "\n" for l in lines))
-        self.f.flush()
-        return [self.f.readline().rstrip("\n") for _ in lines]
+        with self.lock:
+            self.f.write("".join(l + "\n" for l in lines))
+            self.f.flush()
+            return [self.f.readline().rstrip("\n") for _ in lines]
 
     def send(self, line):
         return self.send_many([line])[0]
@@ -119,6 +121,18 @@ class Conn:
         reply = self.send("REGISTER|%s|%s|0|{}" % (service, instance))
         assert reply.startswith("ACK|"), reply
         return reply.split("|", 1)[1]
+
+    def keep_alive(self, sid, every=60.0):
+        """PINGs in the background: the control plane closes connections idle
+        for 5 minutes, and a session without its connection expires."""
+        def ping():
+            while True:
+                time.sleep(every)
+                try:
+                    self.send("PING|" + sid)
+                except (OSError, ValueError):
+                    return
+        threading.Thread(target=ping, daemon=True).start()
 
     def close(self):
         self.s.close()

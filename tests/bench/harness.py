@@ -107,6 +107,7 @@ class Stack:
         self.proxy = self.dps[0][1]["proxy"]
         self.conn = Conn(self.cp_addrs["registry"])
         self.sid = self.conn.register("bench-" + name, name + "-1")
+        self.conn.keep_alive(self.sid)
         self.sessions = 0
 
     def add_routes(self, hosts, backend, per_session=1000):
@@ -119,6 +120,7 @@ class Stack:
             else:
                 conn = Conn(self.cp_addrs["registry"])
                 sid = conn.register("bulk", "bulk-%d" % self.sessions)
+                conn.keep_alive(sid)
             self.sessions += 1
             # Bulk lines of 100 routes stay under the protocol's line limit.
             lines = ["ROUTE_ADD_BULK|%s|%s" % (sid, json.dumps(
@@ -303,14 +305,15 @@ async def _sessions(addr, n, backend):
 
 def pipelined(conn, sid, n, backend):
     lines = "".join("ROUTE_ADD|%s|q%d.pipe.test|/|%s|0\n" % (sid, i, backend) for i in range(n))
-    t0 = time.perf_counter()
-    writer = threading.Thread(target=lambda: (conn.f.write(lines), conn.f.flush()))
-    writer.start()
-    for _ in range(n):
-        reply = conn.f.readline()
-        assert reply.startswith("ROUTE_OK"), reply
-    writer.join()
-    return n / (time.perf_counter() - t0)
+    with conn.lock:
+        t0 = time.perf_counter()
+        writer = threading.Thread(target=lambda: (conn.f.write(lines), conn.f.flush()))
+        writer.start()
+        for _ in range(n):
+            reply = conn.f.readline()
+            assert reply.startswith("ROUTE_OK"), reply
+        writer.join()
+        return n / (time.perf_counter() - t0)
 
 
 def control_plane(work, bindir, p, upstream):
