@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -89,8 +88,7 @@ pub struct SessionState {
     /// Hash of a route's input -> ids that had it (active or staged); may
     /// hold stale ids, so candidates are checked. Keeps ROUTE_ADD's
     /// duplicate check constant-time for sessions with many routes.
-    by_input: HashMap<u64, Vec<RouteId>>,
-    indexed: usize,
+    by_input: BTreeSet<(u64, RouteId)>,
     pub settings: Settings,
     pub ops: Ops,
     pub last_apply: Option<SystemTime>,
@@ -108,8 +106,7 @@ impl SessionState {
             identity,
             active: BTreeMap::new(),
             staged: BTreeMap::new(),
-            by_input: HashMap::new(),
-            indexed: 0,
+            by_input: BTreeSet::new(),
             settings: Settings::default(),
             ops: Ops::default(),
             last_apply: None,
@@ -129,18 +126,16 @@ impl SessionState {
     }
 
     fn index(&mut self, id: RouteId, input: &RouteInput) {
-        self.by_input.entry(input_hash(input)).or_default().push(id);
-        self.indexed += 1;
+        self.by_input.insert((input_hash(input), id));
     }
 
     /// Rebuilds the index from the routes alone, once stale ids outnumber them.
     fn compact_index(&mut self, force: bool) {
         let live = self.active.len() + self.staged.len();
-        if !force && self.indexed <= 2 * live + 64 {
+        if !force && self.by_input.len() <= 2 * live + 64 {
             return;
         }
         self.by_input.clear();
-        self.indexed = 0;
         let staged: Vec<(RouteId, RouteInput)> = self
             .staged
             .iter()
@@ -159,21 +154,18 @@ impl SessionState {
     /// The lowest-numbered staged route equal to `input`, else the lowest
     /// active one not being changed.
     fn find_identical(&self, input: &RouteInput) -> Option<RouteId> {
-        let candidates = self.by_input.get(&input_hash(input))?;
-        let staged = candidates
-            .iter()
-            .filter(|id| matches!(self.staged.get(id), Some(Staged::Upsert(r)) if r == input))
-            .min();
-        staged
+        let h = input_hash(input);
+        let candidates = || {
+            self.by_input
+                .range((h, RouteId(0))..=(h, RouteId(u64::MAX)))
+                .map(|(_, id)| *id)
+        };
+        candidates()
+            .find(|id| matches!(self.staged.get(id), Some(Staged::Upsert(r)) if r == input))
             .or_else(|| {
-                candidates
-                    .iter()
-                    .filter(|id| {
-                        self.active.get(id) == Some(input) && !self.staged.contains_key(id)
-                    })
-                    .min()
+                candidates()
+                    .find(|id| self.active.get(id) == Some(input) && !self.staged.contains_key(id))
             })
-            .copied()
     }
 
     pub fn remove_route(&mut self, id: RouteId) -> Result<(), SessionError> {
