@@ -72,6 +72,20 @@ impl Pool {
     /// every one of them has drained to zero they share equally: draining
     /// backends keep serving rather than fail.
     pub fn choose(&self, now: SystemTime, exclude: &[String]) -> Choice {
+        // Most pools hold one route: the same rules, without the weights.
+        if let [e] = self.entries.as_slice() {
+            return if exclude.contains(&e.spec.route_id) {
+                Choice::Unavailable("no backend available")
+            } else if e.maintenance.is_some() {
+                Choice::Maintenance(e.clone())
+            } else if !e.backend.healthy() {
+                Choice::Unavailable("every backend is unhealthy")
+            } else if !e.backend.breaker_allows(e.policy.breaker.as_ref(), now) {
+                Choice::Unavailable("circuit breaker open")
+            } else {
+                Choice::Route(e.clone())
+            };
+        }
         let mut weights = vec![0i64; self.entries.len()];
         let (mut maintenance, mut unhealthy, mut open, mut eligible) = (None, false, false, 0);
         for (i, e) in self.entries.iter().enumerate() {

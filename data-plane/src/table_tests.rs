@@ -240,3 +240,21 @@ fn every_route_is_listed_once_whatever_its_domains() {
     assert_eq!((ids.len(), t2.len()), (2, 2));
     assert_eq!(served_by(&t2, "x.b.com", "/"), None);
 }
+
+#[test]
+fn a_lone_route_follows_the_same_rules() {
+    let mut maint = (*route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0)).clone();
+    maint.maintenance = Some(None);
+    let t = compile(&[Arc::new(maint)]);
+    assert_eq!(
+        pick(t.lookup("a.com", "/").unwrap(), SystemTime::now()),
+        "maint:r1"
+    );
+    let t = compile(&[route("r2", "web", &["b.com"], "/", "http://127.0.0.1:2", 0)]);
+    let pool = t.lookup("b.com", "/").unwrap();
+    assert_eq!(pick(pool, SystemTime::now()), "r2");
+    assert!(matches!(
+        pool.choose(SystemTime::now(), &["r2".to_string()]),
+        Choice::Unavailable("no backend available")
+    ));
+}
