@@ -19,10 +19,18 @@ class Procs:
         self.kill_all()
 
     def kill_all(self):
+        # SIGTERM first: nginx's master only takes its workers down with it
+        # when it is asked, not when it is killed.
         for p in self.procs:
             if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 3
+        for p in self.procs:
+            try:
+                p.wait(max(0.01, deadline - time.time()))
+            except subprocess.TimeoutExpired:
                 p.kill()
-            p.wait()
+                p.wait()
         self.procs.clear()
 
     def start(self, argv, pin=None, **kw):
