@@ -156,7 +156,11 @@ struct Entry {
 
 impl Entry {
     fn prefix(&self) -> &str {
-        &self.pool.entries[0].spec.path[..self.prefix_len]
+        // The common empty prefix ("/") needs no look at the route.
+        match self.prefix_len {
+            0 => "",
+            n => &self.pool.entries[0].spec.path[..n],
+        }
     }
 }
 
