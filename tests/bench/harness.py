@@ -404,7 +404,8 @@ def report(p, s1, s2, s3, s4, s5, s6, s7, smoke):
             L.append("| %d %% of nginx's max (%s req/s) | %s | %s | %.2f | %.2f | %.2f | %d |" % (
                 share * 100, "{:,.0f}".format(row["rate"]), n, "{:,.0f}".format(r["rps"]), r["p50"], r["p99"],
                 r["p999"], r["errors"]))
-    L.append("\n### 3. Many routes (wrk, requests spread round-robin over every host)\n")
+    L.append("\n### 3. Many routes (wrk, requests spread round-robin over every host; median of %d runs)\n"
+             % (p["rounds"] + 2 * (p["rounds"] > 1)))
     L.append("| Portico with | requests/s | against 10 routes |\n|---|---|---|")
     base = s3[0]["10 routes"]
     for label, v in s3[0].items():
