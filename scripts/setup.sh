@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building Portico needs on a fresh Debian machine: a C
 # toolchain, cmake and OpenSSL headers for Pingora. Safe to run again.
+# Extra arguments COMMAND:PACKAGE install PACKAGE when COMMAND is missing
+# (the bench harness uses this for its tools).
 set -euo pipefail
 
 need=()
+for extra in "$@"; do
+  command -v "${extra%%:*}" >/dev/null 2>&1 || need+=("${extra#*:}")
+done
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v c++ >/dev/null 2>&1 || need+=(g++)

@@ -8,20 +8,7 @@
 #        tests/bench/run.sh --smoke   seconds-long check that the harness works (debug build, no doc change)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-./scripts/setup.sh
-
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v taskset >/dev/null 2>&1 || need+=(util-linux)
-if ((${#need[@]})); then
-  echo "bench: installing ${need[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+./scripts/setup.sh wrk:wrk nginx:nginx-light haproxy:haproxy taskset:util-linux
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v oha >/dev/null 2>&1; then
   echo "bench: installing oha from crates.io (a few minutes, once)" >&2
