@@ -24,6 +24,15 @@ fn route(host: &str, backend: &str) -> RouteInput {
     }
 }
 
+/// Route ids r1, r2, ... as the directory would allocate them.
+fn ids_from_1() -> impl FnMut() -> RouteId {
+    let mut next = 0;
+    move || {
+        next += 1;
+        RouteId(next)
+    }
+}
+
 fn statuses(s: &SessionState) -> Vec<(String, String)> {
     s.list_json()
         .as_array()
@@ -41,11 +50,7 @@ fn statuses(s: &SessionState) -> Vec<(String, String)> {
 #[test]
 fn add_is_idempotent_for_identical_routes() {
     let mut s = session();
-    let mut next = 0;
-    let mut alloc = || {
-        next += 1;
-        RouteId(next)
-    };
+    let mut alloc = ids_from_1();
     let a = s.add_route(route("a.com", "http://a"), &mut alloc);
     let again = s.add_route(route("a.com", "http://a"), &mut alloc);
     assert_eq!(a, again);
@@ -61,11 +66,7 @@ fn add_is_idempotent_for_identical_routes() {
 #[test]
 fn identical_routes_are_found_through_updates_removals_and_many_adds() {
     let mut s = session();
-    let mut next = 0;
-    let mut alloc = || {
-        next += 1;
-        RouteId(next)
-    };
+    let mut alloc = ids_from_1();
     let ids: Vec<RouteId> = (0..500)
         .map(|i| s.add_route(route(&format!("h{i}.com"), "http://a"), &mut alloc))
         .collect();
