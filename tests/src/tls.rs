@@ -85,7 +85,29 @@ fn cert(
     b.build()
 }
 
+/// `--tls-cert CERT --tls-key KEY --tls-ca CA`, as every binary takes them.
+pub fn tls_args(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> Vec<String> {
+    [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
+}
+
 impl Pki {
+    /// The control plane's TLS arguments.
+    pub fn server_args(&self) -> Vec<String> {
+        tls_args(&self.server_cert, &self.server_key, &self.ca)
+    }
+
+    /// A data plane's or porticoctl's TLS arguments, trusting `ca`.
+    pub fn client_args(&self, ca: &std::path::Path) -> Vec<String> {
+        tls_args(&self.client_cert, &self.client_key, ca)
+    }
+
     /// Generates a CA, a server certificate for localhost and a client
     /// certificate in `dir`. With `rogue`, the client certificate is signed
     /// by another authority.

@@ -402,28 +402,9 @@ fn tls_between_the_planes_refuses_a_data_plane_without_a_valid_certificate() {
     use portico_e2e::tls::Pki;
     let dir = portico_e2e::process::tempdir::TempDir::new("portico-pki");
     let pki = Pki::generate(dir.path(), false);
-    let p = |path: &std::path::Path| path.display().to_string();
-    let cp = ControlPlane::start_with(&[
-        "--tls-cert",
-        &p(&pki.server_cert),
-        "--tls-key",
-        &p(&pki.server_key),
-        "--tls-ca",
-        &p(&pki.ca),
-    ]);
+    let cp = ControlPlane::start_with(&refs(&pki.server_args()));
     let url = format!("https://localhost:{}", cp.grpc.port());
-    let trusted = DataPlane::spawn(
-        &url,
-        "dp-tls",
-        &[
-            "--tls-cert",
-            &p(&pki.client_cert),
-            "--tls-key",
-            &p(&pki.client_key),
-            "--tls-ca",
-            &p(&pki.ca),
-        ],
-    );
+    let trusted = DataPlane::spawn(&url, "dp-tls", &refs(&pki.client_args(&pki.ca)));
     trusted.wait_ready();
     let backend = FakeBackend::start("tls");
     let mut s = Session::register(cp.registry, "tls", "tls-1");
@@ -432,21 +413,14 @@ fn tls_between_the_planes_refuses_a_data_plane_without_a_valid_certificate() {
     assert_eq!(trusted.get("tls-planes.test", "/").status, 200);
 
     // No client certificate, or one from another authority: refused.
-    let anonymous = DataPlane::spawn(&url, "dp-anonymous", &["--tls-ca", &p(&pki.ca)]);
+    let anonymous = DataPlane::spawn(
+        &url,
+        "dp-anonymous",
+        &["--tls-ca", &pki.ca.display().to_string()],
+    );
     let rogue_dir = portico_e2e::process::tempdir::TempDir::new("portico-pki-rogue");
     let rogue = Pki::generate(rogue_dir.path(), true);
-    let impostor = DataPlane::spawn(
-        &url,
-        "dp-impostor",
-        &[
-            "--tls-cert",
-            &p(&rogue.client_cert),
-            "--tls-key",
-            &p(&rogue.client_key),
-            "--tls-ca",
-            &p(&pki.ca),
-        ],
-    );
+    let impostor = DataPlane::spawn(&url, "dp-impostor", &refs(&rogue.client_args(&pki.ca)));
     for dp in [&anonymous, &impostor] {
         wait_for(
             "a refused connection attempt",
@@ -469,15 +443,17 @@ fn tls_between_the_planes_refuses_a_data_plane_without_a_valid_certificate() {
     );
 }
 
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn ctl_tls(cp: &ControlPlane, pki: &portico_e2e::tls::Pki) -> Vec<Value> {
     let out = Command::new(bin("porticoctl"))
         .args([
             "--control-plane",
             &format!("https://localhost:{}", cp.grpc.port()),
         ])
-        .args(["--tls-cert", &pki.client_cert.display().to_string()])
-        .args(["--tls-key", &pki.client_key.display().to_string()])
-        .args(["--tls-ca", &pki.ca.display().to_string()])
+        .args(pki.client_args(&pki.ca))
         .args(["dataplanes", "--json"])
         .output()
         .unwrap();
