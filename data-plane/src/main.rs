@@ -111,37 +111,16 @@ fn main() -> anyhow::Result<()> {
     let tls = args.tls.client(&args.control_plane)?;
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
-    std::thread::Builder::new()
-        .name("portico-sync".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("building the sync runtime");
-            let outbound = sync::Outbound::default();
-            let live = state.live.clone();
-            runtime.spawn(telemetry::run(live.clone(), outbound.clone()));
-            let (health_live, health_outbound) = (live.clone(), outbound.clone());
-            std::thread::Builder::new()
-                .name("portico-health".into())
-                .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("building the health runtime");
-                    runtime.block_on(health::run(health_live, health_outbound));
-                })
-                .expect("starting the health thread");
-            runtime.block_on(sync::run(
-                control_plane,
-                sync_node,
-                state,
-                outbound,
-                cache_path,
-                tls,
-            ));
-        })
-        .context("starting the sync thread")?;
+    let outbound = sync::Outbound::default();
+    let (health_live, health_outbound) = (live.clone(), outbound.clone());
+    let telemetry_live = live.clone();
+    on_own_thread("portico-health", async move {
+        health::run(health_live, health_outbound).await
+    })?;
+    on_own_thread("portico-sync", async move {
+        tokio::spawn(telemetry::run(telemetry_live, outbound.clone()));
+        sync::run(control_plane, sync_node, state, outbound, cache_path, tls).await
+    })?;
 
     let conf = ServerConf {
         threads,
@@ -170,6 +149,25 @@ fn main() -> anyhow::Result<()> {
     info!(listener = "admin", addr = %admin_listen, "listening");
     info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
     server.run_forever()
+}
+
+/// Runs `work` on a thread of its own with a single-threaded runtime, away
+/// from the proxy's workers.
+fn on_own_thread(
+    name: &str,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building a current-thread runtime")
+                .block_on(work)
+        })
+        .with_context(|| format!("starting the {name} thread"))?;
+    Ok(())
 }
 
 /// Resolves an address; port 0 becomes a free port chosen now, because
