@@ -135,20 +135,12 @@ impl SessionState {
         if !force && self.by_input.len() <= 2 * live + 64 {
             return;
         }
-        self.by_input.clear();
-        let staged: Vec<(RouteId, RouteInput)> = self
-            .staged
-            .iter()
-            .filter_map(|(id, s)| match s {
-                Staged::Upsert(r) => Some((*id, r.clone())),
-                Staged::Remove => None,
-            })
-            .collect();
-        let active: Vec<(RouteId, RouteInput)> =
-            self.active.iter().map(|(id, r)| (*id, r.clone())).collect();
-        for (id, input) in staged.iter().chain(&active) {
-            self.index(*id, input);
-        }
+        let staged = self.staged.iter().filter_map(|(id, s)| match s {
+            Staged::Upsert(r) => Some((input_hash(r), *id)),
+            Staged::Remove => None,
+        });
+        let active = self.active.iter().map(|(id, r)| (input_hash(r), *id));
+        self.by_input = staged.chain(active).collect();
     }
 
     /// The lowest-numbered staged route equal to `input`, else the lowest
