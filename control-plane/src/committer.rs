@@ -89,8 +89,9 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// Resolves when every data plane connected at commit time acknowledged,
-    /// rejected, disconnected, or the apply timeout passed.
+    /// Resolves when every member of the fleet (connected, or disconnected
+    /// within the fleet grace) acknowledged or rejected the version, left the
+    /// fleet, or the apply timeout passed.
     pub async fn acknowledged(self) -> Option<AckReport> {
         match self.acks {
             Some(rx) => rx.await.ok(),

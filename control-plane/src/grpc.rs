@@ -13,10 +13,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::directory::Shared;
+use crate::protocol::EventType;
 use crate::publisher::{
     CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, Publisher, Watch,
 };
-use crate::session::HealthChanged;
+use crate::session::RouteEvent;
 use portico_proto::v1::operator_service_server::OperatorService;
 
 pub struct DataPlaneApi {
@@ -30,15 +31,10 @@ impl DataPlaneApi {
     }
 }
 
-/// Tells the session owning the route, which forwards it if subscribed.
-fn announce(shared: &Shared, change: v1::HealthChange) {
-    if let Some(session) = shared.directory.lookup(&change.session_id) {
-        session.do_send(HealthChanged(json!({
-            "route_id": change.route_id,
-            "backend": change.backend_url,
-            "healthy": change.healthy,
-            "reason": change.reason,
-        })));
+/// Tells the session owning a route, which forwards it if subscribed.
+fn announce(shared: &Shared, session_id: &str, event: EventType, payload: serde_json::Value) {
+    if let Some(session) = shared.directory.lookup(session_id) {
+        session.do_send(RouteEvent { event, payload });
     }
 }
 
@@ -106,8 +102,41 @@ impl DataPlaneService for DataPlaneApi {
                         msg: Some(Msg::Telemetry(report)),
                     })) => {
                         for change in shared.telemetry.record(&node_id, report) {
-                            announce(&shared, change);
+                            let payload = json!({
+                                "route_id": change.route_id,
+                                "backend": change.backend_url,
+                                "healthy": change.healthy,
+                                "reason": change.reason,
+                            });
+                            announce(
+                                &shared,
+                                &change.session_id,
+                                EventType::BackendHealthChanged,
+                                payload,
+                            );
                         }
+                    }
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg:
+                            Some(Msg::BreakerChange(v1::BreakerChange {
+                                state: Some(state),
+                                session_id,
+                            })),
+                    })) => {
+                        let payload = json!({
+                            "route_id": state.route_id,
+                            "backend": state.backend_url,
+                            "node_id": node_id,
+                            "state": state.state,
+                            "failures": state.failures,
+                        });
+                        shared.telemetry.breaker_changed(&node_id, state);
+                        announce(
+                            &shared,
+                            &session_id,
+                            EventType::CircuitBreakerChanged,
+                            payload,
+                        );
                     }
                     Ok(Some(v1::DataPlaneMessage {
                         msg: Some(Msg::BackendTest(result)),

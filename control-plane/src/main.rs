@@ -4,8 +4,10 @@
 mod admin;
 mod committer;
 mod directory;
+mod fleet;
 mod global;
 mod grpc;
+mod history;
 mod payload;
 mod protocol;
 mod publisher;
@@ -35,7 +37,12 @@ use crate::global::GlobalConfig;
 use crate::publisher::Publisher;
 
 #[derive(Debug, Parser)]
-#[command(name = "portico-cp", version, about = "Portico control plane")]
+#[command(
+    name = "portico-cp",
+    version,
+    about = "Portico control plane",
+    args_override_self = true
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Tool>,
@@ -63,6 +70,10 @@ struct Args {
     /// How long CONFIG_APPLY waits for data planes to acknowledge, e.g. 2s.
     #[arg(long, env = "PORTICO_APPLY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     apply_timeout: Duration,
+    /// How long a data plane that lost its stream stays in the fleet: applies
+    /// wait for it meanwhile (also after a restart), e.g. 10s.
+    #[arg(long, env = "PORTICO_FLEET_GRACE", default_value = "10s", value_parser = parse_duration)]
+    fleet_grace: Duration,
     /// Staged changes untouched this long are discarded, e.g. 30m.
     #[arg(long, env = "PORTICO_STAGED_TTL", default_value = "30m", value_parser = parse_duration)]
     staged_ttl: Duration,
@@ -139,6 +150,7 @@ async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
         version = loaded.version,
         sessions = sessions.len(),
         routes = routes.len(),
+        data_planes = loaded.fleet.len(),
         "state restored"
     );
 
@@ -146,7 +158,15 @@ async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
     let grpc = bind(&args.grpc_listen, "grpc").await?;
     let admin = bind(&args.admin_listen, "admin").await?;
 
-    let publisher = Publisher::new(args.apply_timeout, loaded.version, routes).start();
+    let publisher = Publisher::new(
+        args.apply_timeout,
+        args.fleet_grace,
+        loaded.version,
+        routes,
+        loaded.fleet,
+        store.clone(),
+    )
+    .start();
     let committer = Committer::new(global, publisher.clone(), store.clone()).start();
     let threads = args
         .session_threads

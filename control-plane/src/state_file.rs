@@ -45,6 +45,8 @@ pub fn import(store: &dyn Store, mut input: impl Read) -> anyhow::Result<()> {
         route_reserved: Some(file.route_reserved.max(current.route_reserved)),
         put: file.sessions,
         delete: current.sessions.into_iter().map(|s| s.id).collect(),
+        // Fleet membership belongs to this machine's data planes, not to the backup.
+        ..Default::default()
     };
     store.commit(batch)?;
     Ok(())

@@ -1,6 +1,6 @@
 //! Durable state of the control plane behind a small trait: sessions with
-//! their active configuration, the configuration version and the route-id
-//! reservation. The default is redb, an embedded ACID store: one file, no
+//! their active configuration, the configuration version, the route-id
+//! reservation and the members of the data-plane fleet. The default is redb, an embedded ACID store: one file, no
 //! server, crash-safe commits (see docs/DURABILITY.md).
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use crate::session::record::SessionRecord;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
 /// Bumped when the layout of what is stored changes incompatibly.
 const FORMAT: u64 = 1;
 
@@ -35,6 +36,17 @@ pub struct Loaded {
     pub version: u64,
     pub route_reserved: u64,
     pub sessions: Vec<SessionRecord>,
+    pub fleet: Vec<MemberRecord>,
+}
+
+/// A data plane of the fleet as stored, so that applies after a restart
+/// wait for the data planes that were there before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    pub node_id: String,
+    pub address: String,
+    pub acked_version: u64,
+    pub last_seen_unix_ms: i64,
 }
 
 /// One atomic change: session records to write and to delete, and the
@@ -45,6 +57,8 @@ pub struct Batch {
     pub route_reserved: Option<u64>,
     pub put: Vec<SessionRecord>,
     pub delete: Vec<String>,
+    pub fleet_put: Vec<MemberRecord>,
+    pub fleet_delete: Vec<String>,
 }
 
 pub trait Store: Send + Sync {
@@ -111,6 +125,7 @@ impl RedbStore {
                 }
             }
             txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
+            txn.open_table(FLEET).map_err(|e| self.corrupt(e))?;
         }
         txn.commit().map_err(|e| self.corrupt(e))
     }
@@ -130,6 +145,7 @@ impl Store for RedbStore {
             version: get("version")?,
             route_reserved: get("route_reserved")?,
             sessions: Vec::new(),
+            fleet: Vec::new(),
         };
         let sessions = txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
         for entry in sessions.iter().map_err(|e| self.corrupt(e))? {
@@ -137,6 +153,13 @@ impl Store for RedbStore {
             let record: SessionRecord = serde_json::from_slice(value.value())
                 .map_err(|e| self.corrupt(format!("session {}: {e}", key.value())))?;
             loaded.sessions.push(record);
+        }
+        let fleet = txn.open_table(FLEET).map_err(|e| self.corrupt(e))?;
+        for entry in fleet.iter().map_err(|e| self.corrupt(e))? {
+            let (key, value) = entry.map_err(|e| self.corrupt(e))?;
+            let record: MemberRecord = serde_json::from_slice(value.value())
+                .map_err(|e| self.corrupt(format!("data plane {}: {e}", key.value())))?;
+            loaded.fleet.push(record);
         }
         Ok(loaded)
     }
@@ -168,7 +191,51 @@ impl Store for RedbStore {
                     .insert(record.id.as_str(), bytes.as_slice())
                     .map_err(|e| self.write_err(e))?;
             }
+            let mut fleet = txn.open_table(FLEET).map_err(|e| self.write_err(e))?;
+            for node in &batch.fleet_delete {
+                fleet.remove(node.as_str()).map_err(|e| self.write_err(e))?;
+            }
+            for member in &batch.fleet_put {
+                let bytes = serde_json::to_vec(member).map_err(|e| self.write_err(e))?;
+                fleet
+                    .insert(member.node_id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.write_err(e))?;
+            }
         }
         txn.commit().map_err(|e| self.write_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_members_survive_a_reopen_and_leave_when_deleted() {
+        let dir = std::env::temp_dir().join(format!("portico-store-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let member = MemberRecord {
+            node_id: "dp-a".into(),
+            address: "127.0.0.1:5000".into(),
+            acked_version: 7,
+            last_seen_unix_ms: 1_700_000_000_000,
+        };
+        let store = RedbStore::open(&dir, false).unwrap();
+        let put = Batch {
+            fleet_put: vec![member.clone()],
+            ..Default::default()
+        };
+        store.commit(put).unwrap();
+        drop(store);
+        let store = RedbStore::open(&dir, false).unwrap();
+        assert_eq!(store.load().unwrap().fleet, vec![member]);
+        let delete = Batch {
+            fleet_delete: vec!["dp-a".into()],
+            ..Default::default()
+        };
+        store.commit(delete).unwrap();
+        assert!(store.load().unwrap().fleet.is_empty());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

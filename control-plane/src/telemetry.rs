@@ -69,6 +69,20 @@ impl Telemetry {
             .collect()
     }
 
+    /// A breaker changed state on `node_id`: its entry is replaced at once,
+    /// without waiting for the next periodic report.
+    pub fn breaker_changed(&self, node_id: &str, state: v1::BreakerState) {
+        let mut inner = self.inner.lock();
+        let states = inner.breakers.entry(node_id.to_string()).or_default();
+        match states
+            .iter_mut()
+            .find(|b| b.route_id == state.route_id && b.backend_url == state.backend_url)
+        {
+            Some(known) => *known = state,
+            None => states.push(state),
+        }
+    }
+
     /// A data plane went away: its breakers no longer count.
     pub fn forget_node(&self, node_id: &str) {
         self.inner.lock().breakers.remove(node_id);

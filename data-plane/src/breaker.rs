@@ -4,6 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use portico_proto::time::unix_ms;
+use portico_proto::v1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSpec {
     pub threshold: u32,
@@ -142,6 +145,21 @@ impl Breaker {
             State::Closed => "closed",
             State::Open { .. } => "open",
             State::HalfOpen { .. } => "half_open",
+        }
+    }
+
+    /// As reported to the control plane.
+    pub fn to_wire(&self, route_id: &str, backend_url: &str) -> v1::BreakerState {
+        v1::BreakerState {
+            route_id: route_id.to_string(),
+            backend_url: backend_url.to_string(),
+            state: self.name().to_string(),
+            failures: self.failures,
+            last_failure_unix_ms: self.last_failure.map_or(0, unix_ms),
+            next_attempt_unix_ms: match self.state {
+                State::Open { until } => unix_ms(until),
+                _ => 0,
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use portico_proto::v1::{self, config_push::Body};
 use portico_proto::{ModelError, RouteSpec};
 
+use crate::outbound::Outbound;
 use crate::runtime::Registry;
 use crate::table::RouteTable;
 
@@ -44,6 +45,8 @@ pub struct Live {
     pub registry: Registry,
     /// Stats of routes that were removed, for the next telemetry report.
     pub leftover_stats: parking_lot::Mutex<Vec<v1::RouteStats>>,
+    /// The stream to the control plane, for what is sent besides ACKs.
+    pub outbound: Outbound,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

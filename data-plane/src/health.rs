@@ -16,15 +16,15 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Live;
+use crate::outbound::Outbound;
 use crate::policy::Probe;
-use crate::sync::Outbound;
 use crate::table::RouteEntry;
 
 /// (backend url, probe, http2): what one probe task checks.
 type Key = (String, Probe, bool);
 type Members = Arc<Mutex<Vec<Arc<RouteEntry>>>>;
 
-pub async fn run(live: Arc<Live>, outbound: Outbound) {
+pub async fn run(live: Arc<Live>) {
     let mut tasks: HashMap<Key, (JoinHandle<()>, Members)> = HashMap::new();
     let mut seen_version = None;
     loop {
@@ -56,7 +56,7 @@ pub async fn run(live: Arc<Live>, outbound: Outbound) {
                         let task = tokio::spawn(probe_loop(
                             key.clone(),
                             members.clone(),
-                            outbound.clone(),
+                            live.outbound.clone(),
                         ));
                         tasks.insert(key, (task, members));
                     }

@@ -6,6 +6,7 @@ mod breaker;
 mod cache;
 mod config;
 mod health;
+mod outbound;
 mod policy;
 mod proxy;
 mod runtime;
@@ -111,15 +112,11 @@ fn main() -> anyhow::Result<()> {
     let tls = args.tls.client(&args.control_plane)?;
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
-    let outbound = sync::Outbound::default();
-    let (health_live, health_outbound) = (live.clone(), outbound.clone());
-    let telemetry_live = live.clone();
-    on_own_thread("portico-health", async move {
-        health::run(health_live, health_outbound).await
-    })?;
+    let (health_live, telemetry_live) = (live.clone(), live.clone());
+    on_own_thread("portico-health", health::run(health_live))?;
     on_own_thread("portico-sync", async move {
-        tokio::spawn(telemetry::run(telemetry_live, outbound.clone()));
-        sync::run(control_plane, sync_node, state, outbound, cache_path, tls).await
+        tokio::spawn(telemetry::run(telemetry_live));
+        sync::run(control_plane, sync_node, state, cache_path, tls).await
     })?;
 
     let conf = ServerConf {

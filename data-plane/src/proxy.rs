@@ -141,7 +141,16 @@ impl Proxy {
         }
         let breaker = match &route.policy.breaker {
             Some(spec) => {
-                if !route.backend.breaker.lock().acquire(spec, now) {
+                let (acquired, changed) = {
+                    let mut breaker = route.backend.breaker.lock();
+                    let before = breaker.name();
+                    let acquired = breaker.acquire(spec, now);
+                    (acquired, breaker.name() != before)
+                };
+                if changed {
+                    self.breaker_changed(&route);
+                }
+                if !acquired {
                     let body = "portico: circuit breaker open\n".to_string();
                     return respond(
                         session,
@@ -168,16 +177,42 @@ impl Proxy {
     /// Records a breaker outcome for the route a request went to: `Some(ok)`
     /// for what the backend did, `None` when the request ended for another
     /// reason (the client went away), which counts neither way.
-    fn breaker_outcome(ctx: &RequestCtx, outcome: Option<bool>) {
+    fn breaker_outcome(&self, ctx: &RequestCtx, outcome: Option<bool>) {
         if let (Some(route), Some(Target::Backend { breaker: true })) = (&ctx.route, &ctx.target) {
             if let Some(spec) = &route.policy.breaker {
                 let mut breaker = route.backend.breaker.lock();
+                let before = breaker.name();
                 match outcome {
                     Some(success) => breaker.record(spec, success, SystemTime::now()),
                     None => breaker.release(),
                 }
+                let changed = breaker.name() != before;
+                drop(breaker);
+                if changed {
+                    self.breaker_changed(route);
+                }
             }
         }
+    }
+
+    /// Tells the control plane at once that a breaker changed state. The
+    /// state is read when sent, so reports arrive in the order of the states.
+    fn breaker_changed(&self, route: &RouteEntry) {
+        let backend = route.spec.backend.to_string();
+        self.live.outbound.send_with(|| {
+            let state = route
+                .backend
+                .breaker
+                .lock()
+                .to_wire(&route.spec.route_id, &backend);
+            tracing::info!(route_id = %route.spec.route_id, %backend, state = %state.state, failures = state.failures, "circuit breaker changed");
+            Some(portico_proto::v1::data_plane_message::Msg::BreakerChange(
+                portico_proto::v1::BreakerChange {
+                    state: Some(state),
+                    session_id: route.spec.session_id.clone(),
+                },
+            ))
+        });
     }
 }
 
@@ -362,7 +397,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        Self::breaker_outcome(ctx, Some(false));
+        self.breaker_outcome(ctx, Some(false));
         if ctx.retries_left > 0 && idempotent(session.req_header()) {
             ctx.retries_left -= 1;
             if let Some(route) = &ctx.route {
@@ -414,7 +449,7 @@ impl ProxyHttp for Proxy {
             Some(e) if e.esource() == &ErrorSource::Upstream => Some(false),
             Some(_) => None,
         };
-        Self::breaker_outcome(ctx, outcome);
+        self.breaker_outcome(ctx, outcome);
         if let Some(route) = &ctx.route {
             let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
             route.runtime.record(

@@ -211,27 +211,13 @@ impl Registry {
 
     /// The state of every breaker that has seen a failure.
     pub fn breakers(&self) -> Vec<v1::BreakerState> {
-        let ms = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        };
         let routes = self.routes.lock();
         routes
             .iter()
             .flat_map(|(id, slot)| slot.backends.iter().map(move |(url, b)| (id, url, b)))
             .filter_map(|(id, url, b)| {
                 let b = b.breaker.lock();
-                (b.last_failure.is_some() || b.state != State::Closed).then(|| v1::BreakerState {
-                    route_id: id.clone(),
-                    backend_url: url.to_string(),
-                    state: b.name().to_string(),
-                    failures: b.failures,
-                    last_failure_unix_ms: b.last_failure.map_or(0, ms),
-                    next_attempt_unix_ms: match b.state {
-                        State::Open { until } => ms(until),
-                        _ => 0,
-                    },
-                })
+                (b.last_failure.is_some() || b.state != State::Closed).then(|| b.to_wire(id, url))
             })
             .collect()
     }

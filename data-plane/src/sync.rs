@@ -13,29 +13,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-
 use crate::config::ConfigState;
+use crate::outbound::Outbound;
 
-/// The sender of the current stream to the control plane, if connected;
-/// telemetry and health changes go out through it.
-#[derive(Clone, Default)]
-pub struct Outbound(Arc<Mutex<Option<mpsc::Sender<v1::DataPlaneMessage>>>>);
-
-impl Outbound {
-    pub fn connected(&self) -> bool {
-        self.0.lock().is_some()
-    }
-
-    /// Sends without waiting; dropped when not connected or the stream is full.
-    pub fn send(&self, msg: data_plane_message::Msg) {
-        if let Some(tx) = &*self.0.lock() {
-            let _ = tx.try_send(v1::DataPlaneMessage { msg: Some(msg) });
-        }
-    }
-}
+/// Waits between failed dials: the first redial after a lost stream goes
+/// out at once, failures then wait from `FIRST_BACKOFF` doubling to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
@@ -51,30 +35,38 @@ pub async fn run(
     control_plane: String,
     node_id: String,
     mut state: ConfigState,
-    outbound: Outbound,
     cache: Option<std::path::PathBuf>,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff: Option<Duration> = None;
     loop {
         let span = info_span!("sync", node_id = %node_id, control_plane = %control_plane);
+        let mut streamed = false;
         let result = stream_once(
             &control_plane,
             &node_id,
             &mut state,
-            &mut backoff,
-            &outbound,
+            &mut streamed,
             cache.as_deref(),
             tls.as_ref(),
         )
         .instrument(span)
         .await;
-        *outbound.0.lock() = None;
+        state.live.outbound.set(None);
+        // A stream that was up and broke is redialled at once: a restarted
+        // control plane costs a dial, not a backoff step.
+        backoff = match (streamed, backoff) {
+            (true, _) => None,
+            (false, None) => Some(FIRST_BACKOFF),
+            (false, Some(b)) => Some((b * 2).min(MAX_BACKOFF)),
+        };
+        let retry_in = backoff.unwrap_or_default();
         if let Err(e) = result {
-            warn!(error = %e, retry_in = ?backoff, version = state.applied_version(), "control plane link down; serving the last configuration");
+            warn!(error = %e, ?retry_in, version = state.applied_version(), "control plane link down; serving the last configuration");
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        if let Some(wait) = backoff {
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -82,8 +74,7 @@ async fn stream_once(
     url: &str,
     node_id: &str,
     state: &mut ConfigState,
-    backoff: &mut Duration,
-    outbound: &Outbound,
+    streamed: &mut bool,
     cache: Option<&std::path::Path>,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<(), SyncError> {
@@ -116,8 +107,9 @@ async fn stream_once(
         applied = state.applied_version(),
         "connected to the control plane"
     );
-    *backoff = Duration::from_millis(100);
-    *outbound.0.lock() = Some(tx.clone());
+    *streamed = true;
+    let outbound = state.live.outbound.clone();
+    outbound.set(Some(tx.clone()));
     while let Some(message) = inbound.message().await? {
         let push = match message.msg {
             Some(Msg::Push(push)) => push,

@@ -6,6 +6,7 @@ pub mod json;
 pub mod model;
 pub mod probe;
 pub mod stats;
+pub mod time;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `portico.v1`.

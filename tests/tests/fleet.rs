@@ -11,28 +11,6 @@ use portico_e2e::process::bin;
 use portico_e2e::*;
 use serde_json::Value;
 
-fn ctl(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = Command::new(bin("porticoctl"))
-        .args(["--control-plane", &cp.grpc_url()])
-        .args(args)
-        .output()
-        .expect("running porticoctl");
-    assert!(
-        out.status.success(),
-        "porticoctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn dataplanes(cp: &ControlPlane) -> Vec<Value> {
-    serde_json::from_str::<Value>(&ctl(cp, &["dataplanes", "--json"]))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[test]
 fn four_data_planes_acknowledge_every_version() {
     let cp = ControlPlane::start();
@@ -264,23 +242,8 @@ fn a_data_plane_serves_its_cache_when_the_control_plane_is_away() {
 fn a_one_route_change_costs_the_same_with_10000_routes_loaded() {
     let cp = ControlPlane::start();
     let _dp = DataPlane::start(&cp.grpc_url(), "dp-big");
-    let mut watch = Command::new(bin("porticoctl"))
-        .args(["--control-plane", &cp.grpc_url(), "watch", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<Value>();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "push" && tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let watch = Watch::start(&cp, "push");
+    let rx = &watch.events;
     let one_route_push = |tag: &str, rx: &mpsc::Receiver<Value>| -> u64 {
         let mut s = Session::register(cp.registry, "small", tag);
         s.add_route(&format!("{tag}.small.test"), "/", "http://127.0.0.1:9");
@@ -317,15 +280,13 @@ fn a_one_route_change_costs_the_same_with_10000_routes_loaded() {
     big.apply();
     let loaded: Value = serde_json::from_str(&ctl(&cp, &["snapshot", "--json"])).unwrap();
     assert!(loaded["routes"].as_array().unwrap().len() > 10_000);
-    let with_many = one_route_push("after", &rx);
+    let with_many = one_route_push("after", rx);
     println!("one-route push: {small} bytes with few routes, {with_many} bytes with 10,000 loaded");
     assert!(with_many < 1024, "a one-route push is {with_many} bytes");
     assert!(
         with_many <= small + 16,
         "{with_many} bytes with 10,000 routes, {small} with few"
     );
-    let _ = watch.kill();
-    let _ = watch.wait();
 }
 
 /// Generic gRPC tools work against the control plane: the standard health

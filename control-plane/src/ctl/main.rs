@@ -1,8 +1,6 @@
 //! porticoctl: the operator's view of a control plane, through its operator
 //! API only: pushes as they happen, data planes and their versions, routes.
 
-use std::time::{Duration, SystemTime};
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portico_proto::v1::{self, operator_service_client::OperatorServiceClient, watch_event::Event};
@@ -37,7 +35,8 @@ struct Args {
 enum Cmd {
     /// Follow every push and each data plane's ACK or NACK.
     Watch,
-    /// The connected data planes and the versions they acknowledged.
+    /// The data planes of the fleet (connected, disconnected within the
+    /// fleet grace, recently gone) and the versions they acknowledged.
     Dataplanes,
     /// The routes of the current configuration.
     Routes,
@@ -46,10 +45,16 @@ enum Cmd {
 }
 
 fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
+    humantime::format_rfc3339_seconds(portico_proto::time::from_unix_ms(ms)).to_string()
+}
+
+/// A time that may be unknown (0 on the wire).
+fn maybe_time(ms: i64) -> Value {
+    if ms > 0 {
+        json!(time(ms))
+    } else {
+        Value::Null
+    }
 }
 
 /// Prints rows as a left-aligned table under a header.
@@ -149,6 +154,16 @@ async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> any
             ),
             Some(Event::Answer(a)) if a.ok => println!("ack  v{} {}", a.version, a.node_id),
             Some(Event::Answer(a)) => println!("nack v{} {}: {}", a.version, a.node_id, a.reason),
+            Some(Event::Member(m)) if as_json => println!(
+                "{}",
+                json!({"event": "member", "node_id": m.node_id, "state": m.state, "time": time(m.at_unix_ms)})
+            ),
+            Some(Event::Member(m)) => println!(
+                "data plane {} {} at {}",
+                m.node_id,
+                m.state,
+                time(m.at_unix_ms)
+            ),
             None => {}
         }
     }
@@ -183,7 +198,9 @@ async fn main() -> anyhow::Result<()> {
                         json!({
                             "node_id": p.node_id,
                             "address": p.address,
-                            "connected_since": time(p.connected_since_unix_ms),
+                            "state": p.state,
+                            "connected_since": maybe_time(p.connected_since_unix_ms),
+                            "last_seen": maybe_time(p.last_seen_unix_ms),
                             "acked_version": p.acked_version,
                             "lag": p.lag,
                             "last_nack": if p.last_nack_reason.is_empty() { Value::Null } else {
@@ -200,8 +217,12 @@ async fn main() -> anyhow::Result<()> {
                     .map(|p| {
                         vec![
                             p.node_id.clone(),
+                            p.state.clone(),
                             p.address.clone(),
-                            time(p.connected_since_unix_ms),
+                            maybe_time(p.connected_since_unix_ms)
+                                .as_str()
+                                .unwrap_or("-")
+                                .to_string(),
                             p.acked_version.to_string(),
                             p.lag.to_string(),
                             if p.last_nack_reason.is_empty() {
@@ -216,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
                 table(
                     &[
                         "NODE ID",
+                        "STATE",
                         "ADDRESS",
                         "CONNECTED SINCE",
                         "ACKED",

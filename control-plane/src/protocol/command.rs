@@ -152,6 +152,7 @@ pub enum EventType {
     GlobalConfigChanged,
     CertRenewed,
     DrainCompleted,
+    CircuitBreakerChanged,
     All,
 }
 
@@ -162,6 +163,7 @@ impl EventType {
             EventType::GlobalConfigChanged => "global_config_changed",
             EventType::CertRenewed => "cert_renewed",
             EventType::DrainCompleted => "drain_completed",
+            EventType::CircuitBreakerChanged => "circuit_breaker_changed",
             EventType::All => "all",
         }
     }

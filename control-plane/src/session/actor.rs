@@ -152,7 +152,7 @@ impl SessionActor {
                         Box::pin(async move {
                             if let Some(report) = applied.acknowledged().await {
                                 let _g = span.enter();
-                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, "data planes answered");
+                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, gone = ?report.gone, "data planes answered");
                             }
                             answer
                         })
@@ -437,15 +437,19 @@ impl Handler<NotifyShutdown> for SessionActor {
     }
 }
 
-/// A data plane saw one of this session's backends change health.
+/// A data plane saw something happen to one of this session's routes (a
+/// backend's health or breaker changed); sent home if subscribed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct HealthChanged(pub Value);
+pub struct RouteEvent {
+    pub event: EventType,
+    pub payload: Value,
+}
 
-impl Handler<HealthChanged> for SessionActor {
+impl Handler<RouteEvent> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: HealthChanged, _: &mut Context<Self>) {
-        self.emit(EventType::BackendHealthChanged, msg.0);
+    fn handle(&mut self, msg: RouteEvent, _: &mut Context<Self>) {
+        self.emit(msg.event, msg.payload);
     }
 }

@@ -7,7 +7,7 @@ pub mod settings;
 pub mod state;
 
 pub use actor::{
-    rfc3339, Exec, GlobalChanged, HealthChanged, Home, HomeClosed, NotifyShutdown, SessionActor,
+    rfc3339, Exec, GlobalChanged, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor,
     Surrender,
 };
 pub use state::{Identity, SessionState};

@@ -1,0 +1,554 @@
+//! The fleet: every data plane that has connected, its streams, the version
+//! it acknowledged, and the CONFIG_APPLY waiters it releases. A member that
+//! lost its stream is still waited for until the fleet grace passes; then it
+//! leaves. Pure: the publisher actor feeds it events and the clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use portico_proto::time::{from_unix_ms, unix_ms};
+use portico_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::MemberRecord;
+
+pub type PushSender = mpsc::UnboundedSender<Result<v1::ControlPlaneMessage, tonic::Status>>;
+
+/// How the fleet answered one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckReport {
+    pub version: u64,
+    pub acked: Vec<String>,
+    pub nacked: Vec<String>,
+    /// Still silent when the apply timeout passed.
+    pub lagging: Vec<String>,
+    /// Left the fleet (gone longer than the grace) while it was waited for.
+    pub gone: Vec<String>,
+}
+
+/// Gone members kept for `porticoctl dataplanes`, newest last.
+const GONE_SHOWN: usize = 64;
+
+/// A member's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Connected,
+    /// Lost its stream less than the grace ago: still waited for.
+    Disconnected,
+    Gone,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Connected => "connected",
+            MemberState::Disconnected => "disconnected",
+            MemberState::Gone => "gone",
+        }
+    }
+}
+
+struct Member {
+    node_id: String,
+    address: String,
+    /// Start of the current stream, or of the last one; `None` when restored
+    /// from the store and not back yet.
+    connected_since: Option<SystemTime>,
+    /// Last time a stream of it was open (wall clock, for operators and the store).
+    last_seen: SystemTime,
+    /// The same moment on the monotonic clock, for the grace.
+    seen: Instant,
+    acked: u64,
+    last_nack: Option<(u64, String)>,
+    /// It holds a newer version than this control plane knows (this control
+    /// plane lost its state); it is left alone rather than pushed backwards.
+    ahead: bool,
+    /// Open streams (more than one only while a reconnect overlaps the old
+    /// stream's end, or when two processes share a node id).
+    streams: Vec<(u64, PushSender)>,
+}
+
+impl Member {
+    fn state(&self) -> MemberState {
+        if self.streams.is_empty() {
+            MemberState::Disconnected
+        } else {
+            MemberState::Connected
+        }
+    }
+
+    fn record(&self) -> MemberRecord {
+        MemberRecord {
+            node_id: self.node_id.clone(),
+            address: self.address.clone(),
+            acked_version: self.acked,
+            last_seen_unix_ms: unix_ms(self.last_seen),
+        }
+    }
+
+    fn info(&self, version: u64, state: MemberState) -> v1::DataPlaneInfo {
+        v1::DataPlaneInfo {
+            node_id: self.node_id.clone(),
+            address: self.address.clone(),
+            connected_since_unix_ms: self.connected_since.map_or(0, unix_ms),
+            acked_version: self.acked,
+            lag: version.saturating_sub(self.acked),
+            last_nack_version: self.last_nack.as_ref().map_or(0, |n| n.0),
+            last_nack_reason: self
+                .last_nack
+                .as_ref()
+                .map(|n| n.1.clone())
+                .unwrap_or_default(),
+            state: state.as_str().to_string(),
+            last_seen_unix_ms: unix_ms(self.last_seen),
+        }
+    }
+}
+
+struct Waiter {
+    report: AckReport,
+    /// Node ids not heard from yet.
+    pending: HashSet<String>,
+    done: oneshot::Sender<AckReport>,
+}
+
+/// What a new stream found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub conn: u64,
+    /// Not a member before (or gone): the store needs it.
+    pub new_member: bool,
+}
+
+pub struct Fleet {
+    grace: Duration,
+    members: HashMap<String, Member>,
+    /// Stream id -> node id.
+    conns: HashMap<u64, String>,
+    next_conn: u64,
+    gone: VecDeque<Member>,
+    waiters: Vec<Waiter>,
+}
+
+impl Fleet {
+    pub fn new(grace: Duration) -> Self {
+        Fleet {
+            grace,
+            members: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            gone: VecDeque::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Members from the store, counted as just seen: after a restart they
+    /// are waited for during the grace, as if their streams had just blipped.
+    pub fn restore(&mut self, records: Vec<MemberRecord>, now: Instant) {
+        for r in records {
+            let member = Member {
+                node_id: r.node_id.clone(),
+                address: r.address,
+                connected_since: None,
+                last_seen: from_unix_ms(r.last_seen_unix_ms),
+                seen: now,
+                acked: r.acked_version,
+                last_nack: None,
+                ahead: false,
+                streams: Vec::new(),
+            };
+            self.members.insert(r.node_id, member);
+        }
+    }
+
+    /// A data plane opened a stream holding `applied`, while this control
+    /// plane is at `version`; it was sent its catch-up unless `ahead`.
+    pub fn connect(
+        &mut self,
+        node_id: &str,
+        address: String,
+        applied: u64,
+        version: u64,
+        tx: PushSender,
+        now: Instant,
+    ) -> Joined {
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        self.conns.insert(conn, node_id.to_string());
+        self.gone.retain(|m| m.node_id != node_id);
+        let new_member = !self.members.contains_key(node_id);
+        let member = self
+            .members
+            .entry(node_id.to_string())
+            .or_insert_with(|| Member {
+                node_id: node_id.to_string(),
+                address: String::new(),
+                connected_since: None,
+                last_seen: SystemTime::now(),
+                seen: now,
+                acked: 0,
+                last_nack: None,
+                ahead: false,
+                streams: Vec::new(),
+            });
+        member.address = address;
+        member.connected_since = Some(SystemTime::now());
+        member.last_seen = SystemTime::now();
+        member.seen = now;
+        member.ahead = applied > version;
+        member.acked = applied.min(version);
+        member.streams.push((conn, tx));
+        if !member.ahead {
+            // It already serves what it says it holds.
+            self.settle(node_id, applied, |r| &mut r.acked);
+        }
+        Joined { conn, new_member }
+    }
+
+    /// A stream ended. Returns the member when it has no stream left: it is
+    /// now disconnected, and waited for until the grace passes.
+    pub fn disconnect(&mut self, conn: u64, now: Instant) -> Option<MemberRecord> {
+        let node_id = self.conns.remove(&conn)?;
+        let member = self.members.get_mut(&node_id)?;
+        member.streams.retain(|(c, _)| *c != conn);
+        if !member.streams.is_empty() {
+            return None;
+        }
+        member.last_seen = SystemTime::now();
+        member.seen = now;
+        Some(member.record())
+    }
+
+    /// A member as stored.
+    pub fn record(&self, node_id: &str) -> Option<MemberRecord> {
+        self.members.get(node_id).map(Member::record)
+    }
+
+    /// The node id of a stream, if it is still open.
+    pub fn node_of(&self, conn: u64) -> Option<&str> {
+        self.conns.get(&conn).map(String::as_str)
+    }
+
+    pub fn ack(&mut self, conn: u64, version: u64) {
+        let Some(node_id) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(member) = self.members.get_mut(&node_id) {
+            member.acked = member.acked.max(version);
+        }
+        self.settle(&node_id, version, |r| &mut r.acked);
+    }
+
+    pub fn nack(&mut self, conn: u64, version: u64, reason: String) {
+        let Some(node_id) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(member) = self.members.get_mut(&node_id) {
+            member.last_nack = Some((version, reason));
+        }
+        self.settle(&node_id, version, |r| &mut r.nacked);
+    }
+
+    /// Sends a pushed version to every stream, and waits for every member
+    /// that is connected or within the grace (none is ahead). Returns the
+    /// node ids it was sent to.
+    pub fn publish(
+        &mut self,
+        version: u64,
+        message: &v1::ControlPlaneMessage,
+        done: oneshot::Sender<AckReport>,
+    ) -> Vec<String> {
+        let mut sent_to = Vec::new();
+        let mut pending = HashSet::new();
+        for member in self.members.values().filter(|m| !m.ahead) {
+            let mut sent = false;
+            for (_, tx) in &member.streams {
+                sent |= tx.send(Ok(message.clone())).is_ok();
+            }
+            if sent {
+                sent_to.push(member.node_id.clone());
+            }
+            pending.insert(member.node_id.clone());
+        }
+        sent_to.sort();
+        let report = AckReport {
+            version,
+            ..Default::default()
+        };
+        if pending.is_empty() {
+            let _ = done.send(report);
+        } else {
+            self.waiters.push(Waiter {
+                report,
+                pending,
+                done,
+            });
+        }
+        sent_to
+    }
+
+    /// The apply timeout of `version` passed: its waiter is answered, with
+    /// the members still silent as lagging.
+    pub fn timeout(&mut self, version: u64) -> Option<AckReport> {
+        let i = self
+            .waiters
+            .iter()
+            .position(|w| w.report.version == version)?;
+        let mut w = self.waiters.swap_remove(i);
+        w.report.lagging = w.pending.drain().collect();
+        w.report.lagging.sort();
+        let _ = w.done.send(w.report.clone());
+        Some(w.report)
+    }
+
+    /// Members disconnected for the grace or longer leave the fleet; returns
+    /// their records, for the store and the operators.
+    pub fn expire(&mut self, now: Instant) -> Vec<MemberRecord> {
+        let grace = self.grace;
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.streams.is_empty() && now.duration_since(m.seen) >= grace)
+            .map(|m| m.node_id.clone())
+            .collect();
+        let mut left = Vec::new();
+        for node_id in expired {
+            self.settle(&node_id, u64::MAX, |r| &mut r.gone);
+            if let Some(member) = self.members.remove(&node_id) {
+                left.push(member.record());
+                self.gone.push_back(member);
+                if self.gone.len() > GONE_SHOWN {
+                    self.gone.pop_front();
+                }
+            }
+        }
+        left
+    }
+
+    /// How long until the next disconnected member's grace ends.
+    pub fn next_expiry(&self, now: Instant) -> Option<Duration> {
+        self.members
+            .values()
+            .filter(|m| m.streams.is_empty())
+            .map(|m| (m.seen + self.grace).saturating_duration_since(now))
+            .min()
+    }
+
+    /// Every open stream, oldest first.
+    pub fn streams(&self) -> impl Iterator<Item = (u64, &PushSender)> {
+        let mut all: Vec<(u64, &PushSender)> = self
+            .members
+            .values()
+            .flat_map(|m| m.streams.iter().map(|(c, tx)| (*c, tx)))
+            .collect();
+        all.sort_by_key(|(c, _)| *c);
+        all.into_iter()
+    }
+
+    /// Members, then the members gone recently, by node id.
+    pub fn list(&self, version: u64) -> Vec<v1::DataPlaneInfo> {
+        let mut all: Vec<v1::DataPlaneInfo> = self
+            .members
+            .values()
+            .map(|m| m.info(version, m.state()))
+            .chain(self.gone.iter().map(|m| m.info(version, MemberState::Gone)))
+            .collect();
+        all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        all
+    }
+
+    /// Records `node`'s answer in every waiter for a version up to `up_to`,
+    /// resolving those left with nobody to wait for.
+    fn settle(&mut self, node: &str, up_to: u64, outcome: fn(&mut AckReport) -> &mut Vec<String>) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &mut self.waiters[i];
+            if w.report.version <= up_to && w.pending.remove(node) {
+                outcome(&mut w.report).push(node.to_string());
+            }
+            if w.pending.is_empty() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.done.send(w.report);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oneshot::error::TryRecvError;
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    fn stream() -> (
+        PushSender,
+        mpsc::UnboundedReceiver<Result<v1::ControlPlaneMessage, tonic::Status>>,
+    ) {
+        mpsc::unbounded_channel()
+    }
+
+    fn message() -> v1::ControlPlaneMessage {
+        v1::ControlPlaneMessage::default()
+    }
+
+    fn publish(fleet: &mut Fleet, version: u64) -> oneshot::Receiver<AckReport> {
+        let (tx, rx) = oneshot::channel();
+        fleet.publish(version, &message(), tx);
+        rx
+    }
+
+    #[test]
+    fn a_member_that_blipped_is_waited_for_and_released_by_its_catch_up_ack() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, _ra) = stream();
+        let (b, _rb) = stream();
+        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
+        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        assert!(fleet.disconnect(cb, t0).is_some());
+        let mut done = publish(&mut fleet, 1);
+        fleet.ack(ca, 1);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "b is waited for");
+        let (b2, _rb2) = stream();
+        let cb2 = fleet.connect("b", "y".into(), 0, 1, b2, t0).conn;
+        fleet.ack(cb2, 1);
+        let report = done.try_recv().unwrap();
+        assert_eq!(report.acked, ["a", "b"]);
+        assert!(report.lagging.is_empty() && report.gone.is_empty());
+    }
+
+    #[test]
+    fn a_member_back_with_the_version_is_released_by_its_hello() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, _ra) = stream();
+        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
+        let mut done = publish(&mut fleet, 1);
+        fleet.disconnect(ca, t0);
+        let (a2, _ra2) = stream();
+        fleet.connect("a", "x".into(), 1, 1, a2, t0);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
+    }
+
+    #[test]
+    fn restored_members_hold_the_first_apply_until_they_are_back() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let record = MemberRecord {
+            node_id: "a".into(),
+            address: "x".into(),
+            acked_version: 4,
+            last_seen_unix_ms: 1,
+        };
+        fleet.restore(vec![record], t0);
+        assert_eq!(fleet.list(4)[0].state, "disconnected");
+        let mut done = publish(&mut fleet, 5);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty));
+        let (a, _ra) = stream();
+        let joined = fleet.connect("a", "x".into(), 4, 5, a, t0);
+        assert!(!joined.new_member);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "4 is not 5");
+        fleet.ack(joined.conn, 5);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
+    }
+
+    #[test]
+    fn a_member_gone_past_the_grace_leaves_and_is_no_longer_waited_for() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, _ra) = stream();
+        let (b, _rb) = stream();
+        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
+        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        fleet.disconnect(cb, t0);
+        let mut done = publish(&mut fleet, 1);
+        fleet.ack(ca, 1);
+        assert_eq!(fleet.next_expiry(t0), Some(GRACE));
+        assert!(fleet.expire(t0 + GRACE / 2).is_empty());
+        let left = fleet.expire(t0 + GRACE);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].node_id, "b");
+        let report = done.try_recv().unwrap();
+        assert_eq!(
+            (report.acked, report.gone),
+            (vec!["a".into()], vec!["b".into()])
+        );
+        let states: Vec<(String, String)> = fleet
+            .list(1)
+            .into_iter()
+            .map(|p| (p.node_id, p.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("a".into(), "connected".into()),
+                ("b".into(), "gone".into())
+            ]
+        );
+        let mut next = publish(&mut fleet, 2);
+        fleet.ack(ca, 2);
+        assert_eq!(next.try_recv().unwrap().acked, ["a"]);
+        let (b2, _rb2) = stream();
+        assert!(fleet.connect("b", "y".into(), 2, 2, b2, t0).new_member);
+        assert_eq!(
+            fleet.list(2).len(),
+            2,
+            "a returning member is no longer shown gone"
+        );
+    }
+
+    #[test]
+    fn the_timeout_names_the_silent_members() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, _ra) = stream();
+        let (b, _rb) = stream();
+        fleet.connect("a", "x".into(), 0, 0, a, t0);
+        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        let mut done = publish(&mut fleet, 1);
+        fleet.nack(cb, 1, "too big".into());
+        let report = fleet.timeout(1).unwrap();
+        assert_eq!(
+            (report.nacked, report.lagging),
+            (vec!["b".into()], vec!["a".into()])
+        );
+        assert_eq!(done.try_recv().unwrap().lagging, ["a"]);
+        assert!(fleet.timeout(1).is_none(), "answered once");
+    }
+
+    #[test]
+    fn an_overlapping_reconnect_keeps_the_member_connected() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, _ra) = stream();
+        let (a2, mut ra2) = stream();
+        let old = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
+        fleet.connect("a", "x".into(), 0, 0, a2, t0);
+        assert!(
+            fleet.disconnect(old, t0).is_none(),
+            "the new stream is open"
+        );
+        assert!(fleet.disconnect(old, t0).is_none(), "told once");
+        let _done = publish(&mut fleet, 1);
+        assert!(ra2.try_recv().is_ok(), "pushed on the new stream");
+        assert_eq!(fleet.list(1)[0].state, "connected");
+    }
+
+    #[test]
+    fn a_member_ahead_is_neither_pushed_nor_waited_for() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, mut ra) = stream();
+        fleet.connect("a", "x".into(), 9, 3, a, t0);
+        let mut done = publish(&mut fleet, 4);
+        assert!(done.try_recv().is_ok());
+        assert!(ra.try_recv().is_err());
+    }
+}

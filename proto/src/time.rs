@@ -1,0 +1,27 @@
+//! Wall-clock times as they cross the wire and the store: Unix milliseconds.
+
+use std::time::{Duration, SystemTime};
+
+/// Milliseconds since the Unix epoch; 0 for a time before it.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The time `ms` milliseconds after the Unix epoch (negative counts as 0).
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_clamps() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(from_unix_ms(unix_ms(t)), t);
+        assert_eq!(unix_ms(SystemTime::UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert_eq!(from_unix_ms(-5), SystemTime::UNIX_EPOCH);
+    }
+}
