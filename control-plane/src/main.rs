@@ -105,7 +105,7 @@ enum Tool {
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
-    protocol::duration::parse_duration(raw)
+    portico_proto::duration::parse_duration(raw)
 }
 
 fn main() -> anyhow::Result<()> {

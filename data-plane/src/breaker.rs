@@ -2,17 +2,11 @@
 //! it; after `timeout` it lets `half_open_requests` trial requests through,
 //! which close it if they all succeed and reopen it on the first failure.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+pub use portico_proto::settings::BreakerSpec;
 use portico_proto::time::unix_ms;
 use portico_proto::v1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSpec {
-    pub threshold: u32,
-    pub timeout: Duration,
-    pub half_open_requests: u32,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -167,6 +161,7 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const SPEC: BreakerSpec = BreakerSpec {
         threshold: 3,

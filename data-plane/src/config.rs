@@ -26,8 +26,8 @@ pub enum PushError {
     Empty,
     #[error(transparent)]
     Invalid(#[from] ModelError),
-    #[error("{0}")]
-    Compile(String),
+    #[error(transparent)]
+    Compile(#[from] crate::table::CompileError),
     #[error("{count} routes is more than this data plane's limit of {max} (--max-routes)")]
     TooMany { count: usize, max: usize },
 }

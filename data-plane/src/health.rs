@@ -17,11 +17,11 @@ use tracing::info;
 
 use crate::config::Live;
 use crate::outbound::Outbound;
-use crate::policy::Probe;
 use crate::table::RouteEntry;
+use portico_proto::settings::HealthCheck;
 
 /// (backend url, probe, http2): what one probe task checks.
-type Key = (String, Probe, bool);
+type Key = (String, HealthCheck, bool);
 type Members = Arc<Mutex<Vec<Arc<RouteEntry>>>>;
 
 pub async fn run(live: Arc<Live>) {

@@ -108,7 +108,9 @@ impl Proxy {
     ) -> Result<bool> {
         let now = SystemTime::now();
         ctx.route = Some(route.clone());
-        if let Some((requests, window)) = route.policy.rate_limit {
+        if let Some(portico_proto::settings::RateLimit { requests, window }) =
+            route.policy.rate_limit
+        {
             let client = session
                 .client_addr()
                 .and_then(|a| a.as_inet())

@@ -5,13 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use portico_proto::model::{match_prefix, prefix_matches};
+use portico_proto::settings::Drain;
 use portico_proto::{BackendUrl, RouteSpec};
 
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 use crate::runtime::{BackendRuntime, Registry, RouteRuntime};
 
 /// Where maintenance traffic of a route goes; `None` is the built-in page.
@@ -21,10 +22,12 @@ pub struct MaintenanceTarget {
     pub addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Drain {
-    pub started: SystemTime,
-    pub duration: Duration,
+/// A route whose settings this data plane cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route {route_id}: {source}")]
+pub struct CompileError {
+    pub route_id: String,
+    pub source: PolicyError,
 }
 
 /// One route as the proxy serves it: its backend, settings and runtime state.
@@ -42,12 +45,7 @@ impl RouteEntry {
     /// Weight out of 1000: full, or ramping down to 0 over a drain.
     pub fn weight(&self, now: SystemTime) -> i64 {
         let Some(d) = self.drain else { return 1000 };
-        let elapsed = now
-            .duration_since(d.started)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let share = 1.0 - elapsed / d.duration.as_secs_f64().max(1e-9);
-        (1000.0 * share).clamp(0.0, 1000.0) as i64
+        (1000.0 * d.weight_at(now)) as i64
     }
 }
 
@@ -191,20 +189,18 @@ fn compile_entry(
     spec: &Arc<RouteSpec>,
     registry: &Registry,
     cache: &mut HashMap<String, Option<SocketAddr>>,
-) -> Result<RouteEntry, String> {
-    let policy =
-        Policy::parse(&spec.settings).map_err(|e| format!("route {}: {e}", spec.route_id))?;
+) -> Result<RouteEntry, CompileError> {
+    let policy = Policy::new(&spec.settings).map_err(|source| CompileError {
+        route_id: spec.route_id.clone(),
+        source,
+    })?;
     let (runtime, backend) = registry.route(&spec.route_id, &spec.backend.to_string());
     Ok(RouteEntry {
         addr: resolve(&spec.backend, cache),
         policy,
-        drain: spec.drain.as_ref().map(|d| Drain {
-            started: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(d.started_at_unix_ms.max(0) as u64),
-            duration: Duration::from_millis(d.duration_ms.max(1)),
-        }),
+        drain: spec.drain,
         maintenance: spec.maintenance.as_ref().map(|m| {
-            m.as_ref().map(|url| MaintenanceTarget {
+            m.backend.as_ref().map(|url| MaintenanceTarget {
                 url: url.clone(),
                 addr: resolve(url, cache),
             })
@@ -260,7 +256,7 @@ impl RouteTable {
     pub fn compile<'a>(
         routes: impl IntoIterator<Item = &'a Arc<RouteSpec>>,
         registry: &Registry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CompileError> {
         let upserted: Vec<&Arc<RouteSpec>> = routes.into_iter().collect();
         RouteTable::default().with_changes(&upserted, &[], registry)
     }
@@ -274,7 +270,7 @@ impl RouteTable {
         upserted: &[&Arc<RouteSpec>],
         replaced: &[&RouteSpec],
         registry: &Registry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CompileError> {
         let mut cache = HashMap::new();
         let compiled = upserted
             .iter()

@@ -1,5 +1,5 @@
 use super::*;
-use portico_proto::v1;
+use std::time::Duration;
 
 fn route(
     id: &str,
@@ -131,9 +131,9 @@ fn instances_of_a_service_share_a_pool_round_robin() {
 fn drain_shifts_weight_and_a_lone_drained_backend_keeps_serving() {
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let mut draining = (*route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0)).clone();
-    draining.drain = Some(v1::Drain {
-        started_at_unix_ms: 1_000_000_000,
-        duration_ms: 10_000,
+    draining.drain = Some(Drain {
+        started_at: start,
+        duration: Duration::from_secs(10),
     });
     let routes = [
         Arc::new(draining.clone()),
@@ -162,7 +162,10 @@ fn drain_shifts_weight_and_a_lone_drained_backend_keeps_serving() {
 #[test]
 fn unhealthy_and_maintenance_backends_leave_the_choice() {
     let mut maint = (*route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0)).clone();
-    maint.maintenance = Some(None);
+    maint.maintenance = Some(portico_proto::settings::Maintenance {
+        backend: None,
+        entered_at: SystemTime::UNIX_EPOCH,
+    });
     let routes = [
         route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0),
         Arc::new(maint),
@@ -244,7 +247,10 @@ fn every_route_is_listed_once_whatever_its_domains() {
 #[test]
 fn a_lone_route_follows_the_same_rules() {
     let mut maint = (*route("r1", "web", &["a.com"], "/", "http://127.0.0.1:1", 0)).clone();
-    maint.maintenance = Some(None);
+    maint.maintenance = Some(portico_proto::settings::Maintenance {
+        backend: None,
+        entered_at: SystemTime::UNIX_EPOCH,
+    });
     let t = compile(&[Arc::new(maint)]);
     assert_eq!(
         pick(t.lookup("a.com", "/").unwrap(), SystemTime::now()),

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::settings::{Drain, Maintenance, RouteSettings, SettingsError};
 use crate::v1;
 
 /// Why a route field was refused. Messages are lower case and name the value,
@@ -24,6 +25,11 @@ pub enum ModelError {
     Missing {
         route_id: String,
         field: &'static str,
+    },
+    #[error("route {route_id}: {source}")]
+    Settings {
+        route_id: String,
+        source: SettingsError,
     },
 }
 
@@ -48,7 +54,7 @@ impl Scheme {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
@@ -240,10 +246,9 @@ pub struct RouteSpec {
     pub path: String,
     pub backend: BackendUrl,
     pub priority: i64,
-    pub settings: v1::RouteSettings,
-    pub drain: Option<v1::Drain>,
-    /// In maintenance: `Some(None)` answers with the built-in page.
-    pub maintenance: Option<Option<BackendUrl>>,
+    pub settings: RouteSettings,
+    pub drain: Option<Drain>,
+    pub maintenance: Option<Maintenance>,
 }
 
 impl TryFrom<&v1::Route> for RouteSpec {
@@ -269,6 +274,13 @@ impl TryFrom<&v1::Route> for RouteSpec {
             .map(|d| validate_domain(d))
             .collect::<Result<Vec<_>, _>>()?;
         validate_path(&route.path)?;
+        let settings = match &route.settings {
+            Some(s) => RouteSettings::try_from(s).map_err(|source| ModelError::Settings {
+                route_id: route.route_id.clone(),
+                source,
+            })?,
+            None => RouteSettings::default(),
+        };
         Ok(RouteSpec {
             route_id: route.route_id.clone(),
             session_id: route.session_id.clone(),
@@ -278,13 +290,13 @@ impl TryFrom<&v1::Route> for RouteSpec {
             path: route.path.clone(),
             backend: BackendUrl::parse(&route.backend_url)?,
             priority: route.priority,
-            settings: route.settings.clone().unwrap_or_default(),
-            drain: route.drain,
-            maintenance: match &route.maintenance {
-                None => None,
-                Some(m) if m.backend_url.is_empty() => Some(None),
-                Some(m) => Some(Some(BackendUrl::parse(&m.backend_url)?)),
-            },
+            settings,
+            drain: route.drain.as_ref().map(Drain::from),
+            maintenance: route
+                .maintenance
+                .as_ref()
+                .map(Maintenance::try_from)
+                .transpose()?,
         })
     }
 }
@@ -300,12 +312,9 @@ impl From<&RouteSpec> for v1::Route {
             path: spec.path.clone(),
             backend_url: spec.backend.to_string(),
             priority: spec.priority,
-            settings: Some(spec.settings.clone()),
-            drain: spec.drain,
-            maintenance: spec.maintenance.as_ref().map(|m| v1::Maintenance {
-                backend_url: m.as_ref().map(|b| b.to_string()).unwrap_or_default(),
-                entered_at_unix_ms: 0,
-            }),
+            settings: Some((&spec.settings).into()),
+            drain: spec.drain.as_ref().map(v1::Drain::from),
+            maintenance: spec.maintenance.as_ref().map(v1::Maintenance::from),
         }
     }
 }
@@ -372,6 +381,43 @@ mod tests {
         assert!(validate_path("api").is_err());
         assert!(validate_path("/a b").is_err());
         assert!(validate_path("/a?b").is_err());
+    }
+
+    #[test]
+    fn a_route_round_trips_without_loss() {
+        let route = v1::Route {
+            route_id: "r3".into(),
+            session_id: "s".into(),
+            service: "web".into(),
+            instance: "web-1".into(),
+            domains: vec!["a.com".into()],
+            path: "/api".into(),
+            backend_url: "http://b:81".into(),
+            priority: 2,
+            settings: Some(v1::RouteSettings {
+                options: vec![v1::Option {
+                    key: "retries".into(),
+                    value: "3".into(),
+                }],
+                ..Default::default()
+            }),
+            drain: Some(v1::Drain {
+                started_at_unix_ms: 1_700_000_000_000,
+                duration_ms: 60_000,
+            }),
+            maintenance: Some(v1::Maintenance {
+                backend_url: String::new(),
+                entered_at_unix_ms: 1_700_000_000_500,
+            }),
+        };
+        let spec = RouteSpec::try_from(&route).unwrap();
+        assert_eq!(v1::Route::from(&spec), route);
+        let mut bad = route.clone();
+        bad.settings.as_mut().unwrap().options[0].value = "9".into();
+        assert!(matches!(
+            RouteSpec::try_from(&bad),
+            Err(ModelError::Settings { .. })
+        ));
     }
 
     #[test]

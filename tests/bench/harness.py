@@ -6,6 +6,7 @@ Everything runs on loopback; comparisons interleave (A B C A B C ...) and the
 tables show medians. Started by tests/bench/run.sh, which installs the tools.
 
 Usage: python3 tests/bench/harness.py [--smoke] [--bin DIR] [--write FILE]
+       python3 tests/bench/harness.py --only 1,4,6,7   some scenarios, printed as JSON
 """
 import argparse, asyncio, datetime, json, os, platform, resource, shutil, socket, subprocess, sys
 import tempfile, threading, time
@@ -472,14 +473,48 @@ def write_doc(path, body):
         f.write(head + START + "\n" + body + END + tail)
 
 
+def only(wanted, work, bindir, p):
+    """The scenarios that stand alone, for before/after comparisons."""
+    out = {}
+    with Procs() as procs:
+        up = None
+        if "1" in wanted:
+            rig = Rig(procs, work, bindir)
+            up = rig.upstream
+            log("1. throughput")
+            out["1 throughput req/s"] = throughput(rig, p)[0]
+        if up is None:
+            up_port = free_port()
+            with open(os.path.join(work, "upstream.conf"), "w") as f:
+                f.write("worker_processes 1; daemon off; pid %s/upstream.pid; error_log %s/upstream.err;\n"
+                        "events { worker_connections 8192; }\nhttp { access_log off; server { listen 127.0.0.1:%d;"
+                        " location / { return 200 \"hello\\n\"; } } }\n" % (work, work, up_port))
+            procs.start(["nginx", "-p", work, "-c", work + "/upstream.conf"], pin=LOAD_CPU,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            up = "http://127.0.0.1:%d" % up_port
+        for n, name, run in (("4", "4 propagation ms", propagation), ("6", "6 control plane", control_plane),
+                             ("7", "7 memory MB (cp, dp)", memory)):
+            if n in wanted:
+                log(name)
+                out[name] = run(work, bindir, p, up)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="seconds-long pass that checks the harness works")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"), help="directory of the binaries")
     ap.add_argument("--write", help="markdown file whose harness section gets the results")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1, 4, 6, 7); prints JSON, writes nothing")
     args = ap.parse_args()
     p = SMOKE if args.smoke else FULL
     work = tempfile.mkdtemp(prefix="portico-bench-")
+    if args.only:
+        try:
+            print(json.dumps(only(args.only.split(","), work, args.bin, p), indent=1, default=str))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         with Procs() as procs:
             rig = Rig(procs, work, args.bin)

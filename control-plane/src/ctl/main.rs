@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use portico_proto::json::{route_json, settings_json};
 use portico_proto::v1::{self, operator_service_client::OperatorServiceClient, watch_event::Event};
+use portico_proto::RouteSpec;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -79,22 +81,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn route_json(r: &v1::Route) -> Value {
-    json!({
-        "route_id": r.route_id,
-        "service": r.service,
-        "instance": r.instance,
-        "session_id": r.session_id,
-        "domains": r.domains,
-        "path": r.path,
-        "backend_url": r.backend_url,
-        "priority": r.priority,
-        "maintenance": r.maintenance.is_some(),
-        "draining": r.drain.is_some(),
-    })
-}
-
-fn routes_table(routes: &[v1::Route]) {
+fn routes_table(routes: &[RouteSpec]) {
     let rows = routes
         .iter()
         .map(|r| {
@@ -110,7 +97,7 @@ fn routes_table(routes: &[v1::Route]) {
                 r.service.clone(),
                 r.domains.join(","),
                 r.path.clone(),
-                r.backend_url.clone(),
+                r.backend.to_string(),
                 r.priority.to_string(),
                 state.join(","),
             ]
@@ -253,28 +240,30 @@ async fn main() -> anyhow::Result<()> {
                 .get_snapshot(v1::GetSnapshotRequest {})
                 .await?
                 .into_inner();
-            let routes = snap.snapshot.map(|s| s.routes).unwrap_or_default();
-            match (args.command, args.json) {
+            let routes = snap
+                .snapshot
+                .map(|s| s.routes)
+                .unwrap_or_default()
+                .iter()
+                .map(RouteSpec::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .context("the control plane sent an invalid route")?;
+            let view = |r: &RouteSpec| {
+                let mut v = route_json(r);
+                if matches!(args.command, Cmd::Snapshot) {
+                    // Also nested, as snapshot consumers have read them so far.
+                    v["settings"] = settings_json(&r.settings);
+                }
+                v
+            };
+            match (&args.command, args.json) {
                 (Cmd::Routes, true) => {
-                    println!("{}", Value::Array(routes.iter().map(route_json).collect()))
+                    println!("{}", Value::Array(routes.iter().map(view).collect()))
                 }
-                (Cmd::Snapshot, true) => {
-                    let full: Vec<Value> = routes
-                        .iter()
-                        .map(|r| {
-                            let mut v = route_json(r);
-                            v["settings"] = portico_proto::json::settings_json(
-                                &r.settings.clone().unwrap_or_default(),
-                            );
-                            v["drain"] =
-                                json!(r.drain.as_ref().map(portico_proto::json::drain_json));
-                            v["maintenance_backend"] =
-                                json!(r.maintenance.as_ref().map(|m| m.backend_url.clone()));
-                            v
-                        })
-                        .collect();
-                    println!("{}", json!({"version": snap.version, "routes": full}));
-                }
+                (Cmd::Snapshot, true) => println!(
+                    "{}",
+                    json!({"version": snap.version, "routes": routes.iter().map(view).collect::<Vec<_>>()})
+                ),
                 _ => {
                     println!("version {}, {} routes", snap.version, routes.len());
                     routes_table(&routes);

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use portico_proto::settings::{BreakerSpec, HealthCheck, OptionKey, OptionValue, RateLimit};
 use portico_proto::BackendUrl;
 use serde_json::{Map, Value};
 
@@ -46,82 +47,6 @@ pub enum RouteField {
     Priority(i64),
     Domains(Vec<String>),
     Path(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OptionKey {
-    Timeout,
-    ConnectTimeout,
-    Websocket,
-    Compression,
-    Http2,
-    Retries,
-    HealthCheckInterval,
-    HealthCheckTimeout,
-}
-
-impl OptionKey {
-    pub const ALL: [OptionKey; 8] = [
-        OptionKey::Timeout,
-        OptionKey::ConnectTimeout,
-        OptionKey::Websocket,
-        OptionKey::Compression,
-        OptionKey::Http2,
-        OptionKey::Retries,
-        OptionKey::HealthCheckInterval,
-        OptionKey::HealthCheckTimeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptionKey::Timeout => "timeout",
-            OptionKey::ConnectTimeout => "connect_timeout",
-            OptionKey::Websocket => "websocket",
-            OptionKey::Compression => "compression",
-            OptionKey::Http2 => "http2",
-            OptionKey::Retries => "retries",
-            OptionKey::HealthCheckInterval => "health_check_interval",
-            OptionKey::HealthCheckTimeout => "health_check_timeout",
-        }
-    }
-}
-
-/// A typed option value; its canonical text is what travels to data planes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OptionValue {
-    Duration(Duration),
-    Bool(bool),
-    Count(u8),
-}
-
-impl fmt::Display for OptionValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OptionValue::Duration(d) => write!(f, "{}ms", d.as_millis()),
-            OptionValue::Bool(b) => write!(f, "{b}"),
-            OptionValue::Count(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HealthSpec {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimitSpec {
-    pub requests: u64,
-    pub window: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BreakerSpec {
-    pub threshold: u32,
-    pub timeout: Duration,
-    pub half_open_requests: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,11 +158,11 @@ pub enum Command {
     },
     HealthSet {
         route: RouteId,
-        spec: HealthSpec,
+        spec: HealthCheck,
     },
     RateLimitSet {
         target: Target,
-        spec: RateLimitSpec,
+        spec: RateLimit,
     },
     CircuitBreakerSet {
         target: Target,

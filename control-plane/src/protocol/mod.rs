@@ -1,7 +1,6 @@
 //! The registry line protocol: framing, the pure parser, typed commands and replies.
 
 pub mod command;
-pub mod duration;
 pub mod framing;
 pub mod parser;
 pub mod reply;

@@ -8,7 +8,7 @@ use portico_proto::BackendUrl;
 use serde_json::{Map, Value};
 
 use super::command::*;
-use super::duration::parse_duration;
+use portico_proto::duration::parse_duration;
 
 /// A line that cannot become a command; `txn` is echoed in the error reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +194,7 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
         },
         "RATELIMIT_SET" => Command::RateLimitSet {
             target: parse_target(arg(0))?,
-            spec: RateLimitSpec {
+            spec: RateLimit {
                 requests: parse_positive("requests", arg(1))?,
                 window: parse_named_duration("window", arg(2))?,
             },
@@ -455,55 +455,21 @@ fn parse_header_value(raw: &str) -> Result<String, String> {
 }
 
 fn parse_option_key(raw: &str) -> Result<OptionKey, String> {
-    OptionKey::ALL
-        .into_iter()
-        .find(|k| k.as_str().eq_ignore_ascii_case(raw))
-        .ok_or_else(|| format!("unknown option \"{}\"", clip(raw)))
+    OptionKey::from_name(raw).map_err(|e| e.to_string())
 }
 
 fn parse_option_value(key: OptionKey, raw: &str) -> Result<OptionValue, String> {
-    let bad = |why: &str| {
-        format!(
-            "invalid value \"{}\" for option {}: {why}",
-            clip(raw),
-            key.as_str()
-        )
-    };
-    match key {
-        OptionKey::Timeout
-        | OptionKey::ConnectTimeout
-        | OptionKey::HealthCheckInterval
-        | OptionKey::HealthCheckTimeout => parse_duration(raw)
-            .map(OptionValue::Duration)
-            .map_err(|e| bad(&e)),
-        OptionKey::Websocket | OptionKey::Compression | OptionKey::Http2 => parse_bool(raw)
-            .map(OptionValue::Bool)
-            .ok_or_else(|| bad("must be true or false")),
-        OptionKey::Retries => raw
-            .parse::<u8>()
-            .ok()
-            .filter(|n| *n <= 5)
-            .map(OptionValue::Count)
-            .ok_or_else(|| bad("must be an integer from 0 to 5")),
-    }
+    key.parse_value(raw).map_err(|e| e.to_string())
 }
 
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_health(path: &str, interval: &str, timeout: &str) -> Result<HealthSpec, String> {
+fn parse_health(path: &str, interval: &str, timeout: &str) -> Result<HealthCheck, String> {
     validate_path(path).map_err(|e| e.to_string())?;
     let interval = parse_named_duration("interval", interval)?;
     let timeout = parse_named_duration("timeout", timeout)?;
     if timeout >= interval {
         return Err("invalid timeout: must be shorter than interval".into());
     }
-    Ok(HealthSpec {
+    Ok(HealthCheck {
         path: path.to_string(),
         interval,
         timeout,

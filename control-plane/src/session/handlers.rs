@@ -193,7 +193,7 @@ impl SessionActor {
                             "duration_seconds": d.duration.as_secs_f64(),
                             "elapsed_seconds": elapsed.as_secs_f64().floor(),
                             "remaining_seconds": (d.duration - elapsed).as_secs_f64().ceil(),
-                            "traffic_percent": d.traffic_percent(now).round(),
+                            "traffic_percent": (100.0 * d.weight_at(now)).round(),
                         }),
                         false,
                     )

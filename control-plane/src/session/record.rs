@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::settings::Settings;
 use super::state::{unix_ms, Drain, Identity, Ops, SessionState};
 use crate::protocol::{
-    BreakerSpec, HealthSpec, OptionKey, OptionValue, RateLimitSpec, RouteId, RouteInput, Target,
+    BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
 };
 
 /// `None` is `ALL`, else a route number.
@@ -200,12 +200,10 @@ impl SessionRecord {
                 .insert(name.to_ascii_lowercase(), (name.clone(), value.clone()));
         }
         for (t, key, value) in &self.options {
-            let key = OptionKey::ALL
-                .into_iter()
-                .find(|k| k.as_str() == key)
-                .ok_or_else(|| fail(format!("unknown option {key}")))?;
-            let value = parse_option(value)
-                .ok_or_else(|| fail(format!("bad value {value} for {}", key.as_str())))?;
+            let key = OptionKey::from_name(key).map_err(|e| fail(e.to_string()))?;
+            let value = key
+                .parse_canonical(value)
+                .map_err(|e| fail(e.to_string()))?;
             settings
                 .options
                 .active
@@ -216,7 +214,7 @@ impl SessionRecord {
         for (rid, path, interval, timeout) in &self.health {
             settings.health.active.insert(
                 RouteId(*rid),
-                HealthSpec {
+                HealthCheck {
                     path: path.clone(),
                     interval: Duration::from_millis(*interval),
                     timeout: Duration::from_millis(*timeout),
@@ -226,7 +224,7 @@ impl SessionRecord {
         for (t, requests, window) in &self.ratelimit {
             settings.ratelimit.active.insert(
                 target_of(*t),
-                RateLimitSpec {
+                RateLimit {
                     requests: *requests,
                     window: Duration::from_millis(*window),
                 },
@@ -263,25 +261,10 @@ impl SessionRecord {
     }
 }
 
-/// Option values in their canonical text: `<n>ms`, `true`/`false`, or a count.
-fn parse_option(raw: &str) -> Option<OptionValue> {
-    if let Some(n) = raw.strip_suffix("ms") {
-        return n
-            .parse()
-            .ok()
-            .map(|n| OptionValue::Duration(Duration::from_millis(n)));
-    }
-    match raw {
-        "true" => Some(OptionValue::Bool(true)),
-        "false" => Some(OptionValue::Bool(false)),
-        n => n.parse().ok().map(OptionValue::Count),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Scopes;
+    use crate::protocol::{OptionValue, Scopes};
 
     #[test]
     fn a_session_survives_a_round_trip() {

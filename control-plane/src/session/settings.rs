@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use portico_proto::v1;
+use portico_proto::settings::RouteSettings;
 
 use crate::protocol::{
-    BreakerSpec, HealthSpec, OptionKey, OptionValue, RateLimitSpec, RouteId, Scopes, Target,
+    BreakerSpec, HealthCheck, OptionKey, OptionValue, RateLimit, RouteId, Scopes, Target,
 };
 
 /// Response headers by target, then by lower-case name: (name as given, value).
@@ -42,8 +42,8 @@ impl<T: Clone + PartialEq> Scoped<T> {
 pub struct Settings {
     pub headers: Scoped<Headers>,
     pub options: Scoped<Options>,
-    pub health: Scoped<BTreeMap<RouteId, HealthSpec>>,
-    pub ratelimit: Scoped<BTreeMap<Target, RateLimitSpec>>,
+    pub health: Scoped<BTreeMap<RouteId, HealthCheck>>,
+    pub ratelimit: Scoped<BTreeMap<Target, RateLimit>>,
     pub breaker: Scoped<BTreeMap<Target, BreakerSpec>>,
 }
 
@@ -162,7 +162,7 @@ impl Settings {
     }
 
     /// The active settings of one route, resolved for the data planes.
-    pub fn resolve(&self, route: RouteId) -> v1::RouteSettings {
+    pub fn resolve(&self, route: RouteId) -> RouteSettings {
         let mut headers: BTreeMap<String, (String, String)> = self
             .headers
             .active
@@ -181,32 +181,12 @@ impl Settings {
         if let Some(own) = self.options.active.get(&Target::Route(route)) {
             options.extend(own.iter().map(|(k, v)| (*k, *v)));
         }
-        v1::RouteSettings {
-            response_headers: headers
-                .into_values()
-                .map(|(name, value)| v1::Header { name, value })
-                .collect(),
-            options: options
-                .into_iter()
-                .map(|(k, v)| v1::Option {
-                    key: k.as_str().to_string(),
-                    value: v.to_string(),
-                })
-                .collect(),
-            health: self.health.active.get(&route).map(|h| v1::HealthCheck {
-                path: h.path.clone(),
-                interval_ms: h.interval.as_millis() as u64,
-                timeout_ms: h.timeout.as_millis() as u64,
-            }),
-            rate_limit: pick(&self.ratelimit.active, route).map(|r| v1::RateLimit {
-                requests: r.requests,
-                window_ms: r.window.as_millis() as u64,
-            }),
-            circuit_breaker: pick(&self.breaker.active, route).map(|b| v1::CircuitBreaker {
-                threshold: b.threshold,
-                timeout_ms: b.timeout.as_millis() as u64,
-                half_open_requests: b.half_open_requests,
-            }),
+        RouteSettings {
+            response_headers: headers.into_values().collect(),
+            options,
+            health: self.health.active.get(&route).cloned(),
+            rate_limit: pick(&self.ratelimit.active, route),
+            circuit_breaker: pick(&self.breaker.active, route),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use portico_proto::{v1, BackendUrl};
 use serde_json::{json, Map, Value};
@@ -36,23 +36,7 @@ pub struct Ops {
     pub drain: Option<Drain>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Drain {
-    pub started_at: SystemTime,
-    pub duration: Duration,
-}
-
-impl Drain {
-    /// Share of full weight now, 100 at the start down to 0 at the end.
-    pub fn traffic_percent(&self, now: SystemTime) -> f64 {
-        let elapsed = now.duration_since(self.started_at).unwrap_or_default();
-        (100.0 * (1.0 - elapsed.as_secs_f64() / self.duration.as_secs_f64())).clamp(0.0, 100.0)
-    }
-
-    pub fn ends_at(&self) -> SystemTime {
-        self.started_at + self.duration
-    }
-}
+pub use portico_proto::settings::Drain;
 
 /// What an apply would make active: routes, settings, and the scopes applied.
 #[derive(Debug, Clone)]
@@ -308,10 +292,7 @@ impl SessionState {
         settings: &Settings,
         ops: &Ops,
     ) -> Vec<v1::Route> {
-        let drain = ops.drain.map(|d| v1::Drain {
-            started_at_unix_ms: unix_ms(d.started_at),
-            duration_ms: d.duration.as_millis() as u64,
-        });
+        let drain = ops.drain.as_ref().map(v1::Drain::from);
         routes
             .iter()
             .map(|(id, r)| v1::Route {
@@ -323,7 +304,7 @@ impl SessionState {
                 path: r.path.clone(),
                 backend_url: r.backend.to_string(),
                 priority: r.priority,
-                settings: Some(settings.resolve(*id)),
+                settings: Some((&settings.resolve(*id)).into()),
                 drain,
                 maintenance: ops.maintenance.get(id).map(|at| v1::Maintenance {
                     backend_url: ops

@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{HealthSpec, OptionKey, OptionValue, Target};
+use crate::protocol::{HealthCheck, OptionKey, OptionValue, Target};
 use portico_proto::BackendUrl;
 use std::time::Duration;
 
@@ -184,7 +184,7 @@ fn settings_stage_apply_partially_and_resolve_per_route() {
         ..Default::default()
     };
     s.commit(s.propose(headers_only).unwrap(), SystemTime::UNIX_EPOCH);
-    let resolved = s.settings.resolve(r1);
+    let resolved = v1::RouteSettings::from(&s.settings.resolve(r1));
     assert_eq!(
         resolved.response_headers,
         vec![v1::Header {
@@ -199,7 +199,7 @@ fn settings_stage_apply_partially_and_resolve_per_route() {
         SystemTime::UNIX_EPOCH,
     );
     assert_eq!(
-        s.settings.resolve(r1).options,
+        v1::RouteSettings::from(&s.settings.resolve(r1)).options,
         vec![v1::Option {
             key: "retries".into(),
             value: "2".into()
@@ -217,7 +217,7 @@ fn settings_for_a_route_being_removed_are_refused() {
     );
     s.settings.health.edit().insert(
         r1,
-        HealthSpec {
+        HealthCheck {
             path: "/h".into(),
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
@@ -233,7 +233,7 @@ fn settings_for_a_route_being_removed_are_refused() {
     let r2 = s.add_route(route("b.com", "http://b"), || RouteId(2));
     s.settings.health.edit().insert(
         r2,
-        HealthSpec {
+        HealthCheck {
             path: "/h".into(),
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
@@ -315,13 +315,13 @@ fn drain_ramps_linearly() {
         started_at: SystemTime::UNIX_EPOCH,
         duration: Duration::from_secs(10),
     };
-    assert_eq!(d.traffic_percent(SystemTime::UNIX_EPOCH), 100.0);
+    assert_eq!(d.weight_at(SystemTime::UNIX_EPOCH), 1.0);
     assert_eq!(
-        d.traffic_percent(SystemTime::UNIX_EPOCH + Duration::from_secs(4)),
-        60.0
+        d.weight_at(SystemTime::UNIX_EPOCH + Duration::from_secs(4)),
+        0.6
     );
     assert_eq!(
-        d.traffic_percent(SystemTime::UNIX_EPOCH + Duration::from_secs(30)),
+        d.weight_at(SystemTime::UNIX_EPOCH + Duration::from_secs(30)),
         0.0
     );
 }

@@ -1,4 +1,5 @@
-//! Protocol durations: `30s`, `1m`, `1h30m`, `500ms`, or a bare integer of seconds.
+//! Durations as services and operators write them: `30s`, `1m`, `1h30m`,
+//! `500ms`, or a bare integer of seconds.
 
 use std::time::Duration;
 

@@ -1,0 +1,498 @@
+//! Route settings, typed once for both planes: the options with their names
+//! and rules, health check, rate limit, circuit breaker, drain and
+//! maintenance; one conversion from the wire and a lossless one back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::duration::parse_duration;
+use crate::model::BackendUrl;
+use crate::time::{from_unix_ms, unix_ms};
+use crate::v1;
+
+/// Why a setting was refused. Messages go to services verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("unknown option \"{0}\"")]
+    UnknownOption(String),
+    #[error("invalid value \"{value}\" for option {key}: {reason}")]
+    OptionValue {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+}
+
+/// Most retries a route may ask for.
+pub const MAX_RETRIES: u8 = 5;
+
+/// Keeps echoed input short in error messages.
+fn clip(raw: &str) -> String {
+    raw.chars().take(80).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OptionKey {
+    Timeout,
+    ConnectTimeout,
+    Websocket,
+    Compression,
+    Http2,
+    Retries,
+    HealthCheckInterval,
+    HealthCheckTimeout,
+}
+
+/// A typed option value; its canonical text (`<n>ms`, `true`, `3`) is what
+/// travels to data planes and is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptionValue {
+    Duration(Duration),
+    Bool(bool),
+    Count(u8),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Duration(d) => write!(f, "{}ms", d.as_millis()),
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl OptionKey {
+    pub const ALL: [OptionKey; 8] = [
+        OptionKey::Timeout,
+        OptionKey::ConnectTimeout,
+        OptionKey::Websocket,
+        OptionKey::Compression,
+        OptionKey::Http2,
+        OptionKey::Retries,
+        OptionKey::HealthCheckInterval,
+        OptionKey::HealthCheckTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionKey::Timeout => "timeout",
+            OptionKey::ConnectTimeout => "connect_timeout",
+            OptionKey::Websocket => "websocket",
+            OptionKey::Compression => "compression",
+            OptionKey::Http2 => "http2",
+            OptionKey::Retries => "retries",
+            OptionKey::HealthCheckInterval => "health_check_interval",
+            OptionKey::HealthCheckTimeout => "health_check_timeout",
+        }
+    }
+
+    /// The key named `raw`, in any case.
+    pub fn from_name(raw: &str) -> Result<OptionKey, SettingsError> {
+        OptionKey::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(raw))
+            .ok_or_else(|| SettingsError::UnknownOption(clip(raw)))
+    }
+
+    fn invalid(self, raw: &str, reason: impl Into<String>) -> SettingsError {
+        SettingsError::OptionValue {
+            key: self.as_str(),
+            value: clip(raw),
+            reason: reason.into(),
+        }
+    }
+
+    /// A value as a service writes it (OPTIONS_SET): a protocol duration
+    /// (`30s`, `500ms`), a boolean (`true`, `off`, …) or retries 0-5.
+    pub fn parse_value(self, raw: &str) -> Result<OptionValue, SettingsError> {
+        match self {
+            OptionKey::Timeout
+            | OptionKey::ConnectTimeout
+            | OptionKey::HealthCheckInterval
+            | OptionKey::HealthCheckTimeout => parse_duration(raw)
+                .map(OptionValue::Duration)
+                .map_err(|e| self.invalid(raw, e)),
+            OptionKey::Websocket | OptionKey::Compression | OptionKey::Http2 => {
+                match raw.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(OptionValue::Bool(true)),
+                    "false" | "0" | "no" | "off" => Ok(OptionValue::Bool(false)),
+                    _ => Err(self.invalid(raw, "must be true or false")),
+                }
+            }
+            OptionKey::Retries => raw
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= MAX_RETRIES)
+                .map(OptionValue::Count)
+                .ok_or_else(|| self.invalid(raw, "must be an integer from 0 to 5")),
+        }
+    }
+
+    /// A value in its canonical text, as it travels and is stored; held to
+    /// the same rules as [`OptionKey::parse_value`].
+    pub fn parse_canonical(self, raw: &str) -> Result<OptionValue, SettingsError> {
+        let value = match self {
+            OptionKey::Timeout
+            | OptionKey::ConnectTimeout
+            | OptionKey::HealthCheckInterval
+            | OptionKey::HealthCheckTimeout => raw
+                .strip_suffix("ms")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .map(|n| OptionValue::Duration(Duration::from_millis(n))),
+            OptionKey::Websocket | OptionKey::Compression | OptionKey::Http2 => {
+                raw.parse().ok().map(OptionValue::Bool)
+            }
+            OptionKey::Retries => raw
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= MAX_RETRIES)
+                .map(OptionValue::Count),
+        };
+        value.ok_or_else(|| self.invalid(raw, "not in canonical form"))
+    }
+}
+
+/// `HEALTH_SET`: `GET path` every `interval`, failing after `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// At most `requests` per client IP in each `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub window: Duration,
+}
+
+/// `threshold` consecutive failures open the breaker; after `timeout`,
+/// `half_open_requests` trials decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BreakerSpec {
+    pub threshold: u32,
+    pub timeout: Duration,
+    pub half_open_requests: u32,
+}
+
+/// A drain: the session's backends ramp from full weight to none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub started_at: SystemTime,
+    pub duration: Duration,
+}
+
+impl Drain {
+    /// Share of full weight at `now`: 1 at the start, 0 from the end on.
+    pub fn weight_at(&self, now: SystemTime) -> f64 {
+        let elapsed = now.duration_since(self.started_at).unwrap_or_default();
+        (1.0 - elapsed.as_secs_f64() / self.duration.as_secs_f64().max(1e-9)).clamp(0.0, 1.0)
+    }
+
+    pub fn ends_at(&self) -> SystemTime {
+        self.started_at + self.duration
+    }
+}
+
+/// A route in maintenance: its traffic goes to `backend`, or to the
+/// built-in page when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub backend: Option<BackendUrl>,
+    pub entered_at: SystemTime,
+}
+
+/// One route's settings, resolved by the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// (name as given, value), in order.
+    pub response_headers: Vec<(String, String)>,
+    pub options: BTreeMap<OptionKey, OptionValue>,
+    pub health: Option<HealthCheck>,
+    pub rate_limit: Option<RateLimit>,
+    pub circuit_breaker: Option<BreakerSpec>,
+}
+
+impl RouteSettings {
+    pub fn duration(&self, key: OptionKey) -> Option<Duration> {
+        match self.options.get(&key) {
+            Some(OptionValue::Duration(d)) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// A boolean option; off unless set.
+    pub fn flag(&self, key: OptionKey) -> bool {
+        matches!(self.options.get(&key), Some(OptionValue::Bool(true)))
+    }
+
+    pub fn retries(&self) -> u8 {
+        match self.options.get(&OptionKey::Retries) {
+            Some(OptionValue::Count(n)) => *n,
+            _ => 0,
+        }
+    }
+}
+
+fn positive(d: u64, what: &'static str) -> Result<Duration, SettingsError> {
+    (d > 0)
+        .then(|| Duration::from_millis(d))
+        .ok_or(SettingsError::NotPositive(what))
+}
+
+impl TryFrom<&v1::RouteSettings> for RouteSettings {
+    type Error = SettingsError;
+
+    fn try_from(s: &v1::RouteSettings) -> Result<Self, SettingsError> {
+        let mut options = BTreeMap::new();
+        for o in &s.options {
+            let key = OptionKey::from_name(&o.key)?;
+            options.insert(key, key.parse_canonical(&o.value)?);
+        }
+        let health = match &s.health {
+            None => None,
+            Some(h) => Some(HealthCheck {
+                path: h.path.clone(),
+                interval: positive(h.interval_ms, "health check interval")?,
+                timeout: positive(h.timeout_ms, "health check timeout")?,
+            }),
+        };
+        let rate_limit = match &s.rate_limit {
+            Some(r) if r.requests == 0 => return Err(SettingsError::NotPositive("rate limit")),
+            Some(r) => Some(RateLimit {
+                requests: r.requests,
+                window: positive(r.window_ms, "rate limit")?,
+            }),
+            None => None,
+        };
+        let circuit_breaker = match &s.circuit_breaker {
+            Some(b) if b.threshold == 0 || b.half_open_requests == 0 => {
+                return Err(SettingsError::NotPositive("circuit breaker settings"))
+            }
+            Some(b) => Some(BreakerSpec {
+                threshold: b.threshold,
+                timeout: positive(b.timeout_ms, "circuit breaker settings")?,
+                half_open_requests: b.half_open_requests,
+            }),
+            None => None,
+        };
+        Ok(RouteSettings {
+            response_headers: s
+                .response_headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            options,
+            health,
+            rate_limit,
+            circuit_breaker,
+        })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl From<&RouteSettings> for v1::RouteSettings {
+    fn from(s: &RouteSettings) -> v1::RouteSettings {
+        v1::RouteSettings {
+            response_headers: s
+                .response_headers
+                .iter()
+                .map(|(name, value)| v1::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            options: s
+                .options
+                .iter()
+                .map(|(k, v)| v1::Option {
+                    key: k.as_str().to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            health: s.health.as_ref().map(|h| v1::HealthCheck {
+                path: h.path.clone(),
+                interval_ms: ms(h.interval),
+                timeout_ms: ms(h.timeout),
+            }),
+            rate_limit: s.rate_limit.map(|r| v1::RateLimit {
+                requests: r.requests,
+                window_ms: ms(r.window),
+            }),
+            circuit_breaker: s.circuit_breaker.map(|b| v1::CircuitBreaker {
+                threshold: b.threshold,
+                timeout_ms: ms(b.timeout),
+                half_open_requests: b.half_open_requests,
+            }),
+        }
+    }
+}
+
+impl From<&v1::Drain> for Drain {
+    fn from(d: &v1::Drain) -> Drain {
+        Drain {
+            started_at: from_unix_ms(d.started_at_unix_ms),
+            duration: Duration::from_millis(d.duration_ms),
+        }
+    }
+}
+
+impl From<&Drain> for v1::Drain {
+    fn from(d: &Drain) -> v1::Drain {
+        v1::Drain {
+            started_at_unix_ms: unix_ms(d.started_at),
+            duration_ms: ms(d.duration),
+        }
+    }
+}
+
+impl TryFrom<&v1::Maintenance> for Maintenance {
+    type Error = crate::model::ModelError;
+
+    fn try_from(m: &v1::Maintenance) -> Result<Maintenance, Self::Error> {
+        Ok(Maintenance {
+            backend: match m.backend_url.as_str() {
+                "" => None,
+                url => Some(BackendUrl::parse(url)?),
+            },
+            entered_at: from_unix_ms(m.entered_at_unix_ms),
+        })
+    }
+}
+
+impl From<&Maintenance> for v1::Maintenance {
+    fn from(m: &Maintenance) -> v1::Maintenance {
+        v1::Maintenance {
+            backend_url: m
+                .backend
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            entered_at_unix_ms: unix_ms(m.entered_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> v1::RouteSettings {
+        v1::RouteSettings {
+            response_headers: vec![v1::Header {
+                name: "X-A".into(),
+                value: "1".into(),
+            }],
+            options: vec![
+                v1::Option {
+                    key: "timeout".into(),
+                    value: "1500ms".into(),
+                },
+                v1::Option {
+                    key: "websocket".into(),
+                    value: "true".into(),
+                },
+                v1::Option {
+                    key: "retries".into(),
+                    value: "2".into(),
+                },
+            ],
+            health: Some(v1::HealthCheck {
+                path: "/h".into(),
+                interval_ms: 5000,
+                timeout_ms: 1000,
+            }),
+            rate_limit: Some(v1::RateLimit {
+                requests: 10,
+                window_ms: 1000,
+            }),
+            circuit_breaker: Some(v1::CircuitBreaker {
+                threshold: 3,
+                timeout_ms: 30_000,
+                half_open_requests: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_wire_form_round_trips_and_reads_typed() {
+        let typed = RouteSettings::try_from(&wire()).unwrap();
+        assert_eq!(
+            typed.duration(OptionKey::Timeout),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(typed.flag(OptionKey::Websocket) && !typed.flag(OptionKey::Http2));
+        assert_eq!(typed.retries(), 2);
+        assert_eq!(v1::RouteSettings::from(&typed), wire());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_rule_they_break() {
+        let mut bad = wire();
+        bad.options[0].value = "soon".into();
+        assert_eq!(
+            RouteSettings::try_from(&bad).unwrap_err().to_string(),
+            "invalid value \"soon\" for option timeout: not in canonical form"
+        );
+        let mut many = wire();
+        many.options[2].value = "6".into();
+        assert!(RouteSettings::try_from(&many).is_err());
+        let mut zero = wire();
+        zero.rate_limit.as_mut().unwrap().requests = 0;
+        assert_eq!(
+            RouteSettings::try_from(&zero).unwrap_err().to_string(),
+            "rate limit must be positive"
+        );
+        assert_eq!(
+            OptionKey::Retries.parse_value("6").unwrap_err().to_string(),
+            "invalid value \"6\" for option retries: must be an integer from 0 to 5"
+        );
+        assert_eq!(
+            OptionKey::from_name("Colour").unwrap_err().to_string(),
+            "unknown option \"Colour\""
+        );
+        assert_eq!(
+            OptionKey::Timeout.parse_value("30s"),
+            Ok(OptionValue::Duration(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            OptionKey::Http2.parse_value("on"),
+            Ok(OptionValue::Bool(true))
+        );
+    }
+
+    #[test]
+    fn a_drain_ramps_from_full_weight_to_none() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let d = Drain {
+            started_at: start,
+            duration: Duration::from_secs(10),
+        };
+        assert_eq!(d.weight_at(start), 1.0);
+        assert_eq!(d.weight_at(start + Duration::from_secs(4)), 0.6);
+        assert_eq!(d.weight_at(start + Duration::from_secs(30)), 0.0);
+        assert_eq!(d.weight_at(start - Duration::from_secs(1)), 1.0);
+        assert_eq!(Drain::from(&v1::Drain::from(&d)), d);
+    }
+
+    #[test]
+    fn maintenance_keeps_its_entry_time() {
+        let m = Maintenance {
+            backend: Some(BackendUrl::parse("http://m:81").unwrap()),
+            entered_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        };
+        assert_eq!(
+            Maintenance::try_from(&v1::Maintenance::from(&m)).unwrap(),
+            m
+        );
+    }
+}
