@@ -10,37 +10,68 @@ use std::collections::HashMap;
 
 use crate::global::{CommitError, GlobalConfig};
 use crate::publisher::{AckReport, Publish, Publisher};
-use crate::session::record::SessionRecord;
-use crate::session::GlobalChanged;
+use crate::store::SessionRecord;
 use crate::store::{Batch, Store};
+use crate::store::{Fatal, StoreFailed};
 use std::sync::Arc;
+
+/// Why a proposal was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error(transparent)]
+    Conflict(#[from] CommitError),
+    #[error(transparent)]
+    Store(#[from] StoreFailed),
+}
 
 pub struct Committer {
     global: GlobalConfig,
     publisher: Addr<Publisher>,
     store: Arc<dyn Store>,
+    fatal: Fatal,
+    /// The store failed: nothing more is committed while the process stops.
+    failed: bool,
     /// Sessions subscribed to global_config_changed.
     subscribers: HashMap<String, Recipient<GlobalChanged>>,
 }
 
 impl Committer {
-    pub fn new(global: GlobalConfig, publisher: Addr<Publisher>, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        global: GlobalConfig,
+        publisher: Addr<Publisher>,
+        store: Arc<dyn Store>,
+        fatal: Fatal,
+    ) -> Self {
         Committer {
             global,
             publisher,
             store,
+            fatal,
+            failed: false,
             subscribers: HashMap::new(),
         }
     }
 
-    /// Makes a batch durable. A store that cannot be written stops the
-    /// control plane (fail-stop): answering OK without durability would break
-    /// its promise, and data planes keep serving while it restarts.
-    fn persist(&self, mut batch: Batch, commit: Option<&crate::global::Commit>) {
+    /// Makes a batch durable; false when the store failed. That stops the
+    /// control plane (fail-stop, see `Fatal`), and nothing more is committed.
+    fn persist(&mut self, mut batch: Batch, commit: Option<&crate::global::Commit>) -> bool {
+        if self.failed {
+            return false;
+        }
         batch.version = commit.map(|c| c.version);
         if let Err(e) = self.store.commit(batch) {
-            tracing::error!(error = %e, "cannot persist a commit; stopping");
-            std::process::exit(70);
+            self.failed = true;
+            self.fatal.raise(e);
+            return false;
+        }
+        true
+    }
+
+    /// What a change that could not be made durable answers: nothing to wait for.
+    fn not_applied() -> Applied {
+        Applied {
+            version: None,
+            acks: None,
         }
     }
 
@@ -100,9 +131,16 @@ impl Applied {
     }
 }
 
+/// The global configuration moved to a new version.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct GlobalChanged {
+    pub version: u64,
+}
+
 /// Replace a session's active routes, or with `dry_run` only check them.
 #[derive(Message)]
-#[rtype(result = "Result<Applied, CommitError>")]
+#[rtype(result = "Result<Applied, ProposeError>")]
 pub struct Propose {
     pub session_id: String,
     pub service: String,
@@ -113,15 +151,15 @@ pub struct Propose {
 }
 
 impl Handler<Propose> for Committer {
-    type Result = Result<Applied, CommitError>;
+    type Result = Result<Applied, ProposeError>;
 
     fn handle(&mut self, msg: Propose, _: &mut Context<Self>) -> Self::Result {
         if msg.dry_run {
             self.global.check(&msg.service, &msg.routes)?;
-            return Ok(Applied {
-                version: None,
-                acks: None,
-            });
+            return Ok(Self::not_applied());
+        }
+        if self.failed {
+            return Err(StoreFailed.into());
         }
         let commit = self
             .global
@@ -130,7 +168,9 @@ impl Handler<Propose> for Committer {
             put: vec![msg.record],
             ..Default::default()
         };
-        self.persist(batch, commit.as_ref());
+        if !self.persist(batch, commit.as_ref()) {
+            return Err(StoreFailed.into());
+        }
         Ok(self.publish(commit, &msg.session_id))
     }
 }
@@ -151,7 +191,9 @@ impl Handler<RemoveSession> for Committer {
             delete: vec![msg.session_id.clone()],
             ..Default::default()
         };
-        self.persist(batch, commit.as_ref());
+        if !self.persist(batch, commit.as_ref()) {
+            return MessageResult(Self::not_applied());
+        }
         MessageResult(self.publish(commit, &msg.session_id))
     }
 }
@@ -185,7 +227,9 @@ impl Handler<TakeOver> for Committer {
             delete: vec![msg.old_session.clone()],
             ..Default::default()
         };
-        self.persist(batch, commit.as_ref());
+        if !self.persist(batch, commit.as_ref()) {
+            return MessageResult(Self::not_applied());
+        }
         MessageResult(self.publish(commit, &msg.new_session))
     }
 }
@@ -214,19 +258,19 @@ impl Handler<GlobalSubscription> for Committer {
 }
 
 /// Stores a session that has no routes yet (REGISTER), so it can RECONNECT
-/// after a restart.
+/// after a restart; false when the store failed.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct SaveSession(pub SessionRecord);
 
 impl Handler<SaveSession> for Committer {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) -> bool {
         let batch = Batch {
             put: vec![msg.0],
             ..Default::default()
         };
-        self.persist(batch, None);
+        self.persist(batch, None)
     }
 }

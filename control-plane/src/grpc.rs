@@ -12,12 +12,11 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::directory::Shared;
 use crate::protocol::EventType;
 use crate::publisher::{
     CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, Publisher, Watch,
 };
-use crate::session::RouteEvent;
+use crate::session::{RouteEvent, Shared};
 use portico_proto::v1::operator_service_server::OperatorService;
 
 pub struct DataPlaneApi {

@@ -1,40 +1,14 @@
 //! portico-cp: the control plane. Services register over the line protocol;
 //! data planes dial the gRPC port and receive every committed version.
 
-mod admin;
-mod committer;
-mod directory;
-mod fleet;
-mod global;
-mod grpc;
-mod history;
-mod payload;
-mod protocol;
-mod publisher;
-mod registry;
-mod session;
-mod state_file;
-mod store;
-mod telemetry;
-
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Parser;
-use portico_proto::v1::data_plane_service_server::DataPlaneServiceServer;
-use portico_proto::v1::operator_service_server::OperatorServiceServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
-
-use crate::committer::Committer;
-use crate::directory::{Directory, SessionSettings, Shared};
-use crate::global::GlobalConfig;
-use crate::publisher::Publisher;
+use portico_control_plane::server::{self, Config};
+use portico_control_plane::{state_file, store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +82,9 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     portico_proto::duration::parse_duration(raw)
 }
 
+/// The exit code when the state store cannot be written (EX_SOFTWARE).
+const EXIT_STORE_FAILED: i32 = 70;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -129,141 +106,35 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Tool::Export) => state_file::export(&store, std::io::stdout().lock()),
         Some(Tool::Import) => state_file::import(&store, std::io::stdin().lock()),
-        None => actix_rt::System::new().block_on(run(args, Arc::new(store))),
-    }
-}
-
-async fn run(args: Args, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
-    let loaded = store.load()?;
-    let sessions = loaded
-        .sessions
-        .iter()
-        .map(|r| r.restore())
-        .collect::<Result<Vec<_>, _>>()
-        .context("restoring sessions")?;
-    let mut global = GlobalConfig::new(loaded.version);
-    for s in &sessions {
-        global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
-    }
-    let routes: Vec<_> = global.all_routes().cloned().collect();
-    info!(
-        version = loaded.version,
-        sessions = sessions.len(),
-        routes = routes.len(),
-        data_planes = loaded.fleet.len(),
-        "state restored"
-    );
-
-    let registry = bind(&args.registry_listen, "registry").await?;
-    let grpc = bind(&args.grpc_listen, "grpc").await?;
-    let admin = bind(&args.admin_listen, "admin").await?;
-
-    let publisher = Publisher::new(
-        args.apply_timeout,
-        args.fleet_grace,
-        loaded.version,
-        routes,
-        loaded.fleet,
-        store.clone(),
-    )
-    .start();
-    let committer = Committer::new(global, publisher.clone(), store.clone()).start();
-    let threads = args
-        .session_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .max(1);
-    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-    let shared = Arc::new(Shared {
-        directory: Directory::new(
-            arbiters.iter().map(Arbiter::handle).collect(),
-            loaded.route_reserved,
-            store.clone(),
-        ),
-        committer,
-        telemetry: telemetry::Telemetry::new(publisher.clone()),
-        settings: SessionSettings {
-            grace: args.session_grace,
-            staged_ttl: args.staged_ttl,
-            maintenance_probe_limit: args.maintenance_probe_limit,
+        None => match actix_rt::System::new().block_on(server::run(args.config(), Arc::new(store)))
+        {
+            // Fail-stop: data planes keep serving while it is restarted.
+            Err(e) if e.is::<store::StoreError>() => {
+                tracing::error!(error = %e, "stopping: the state store cannot be written");
+                std::process::exit(EXIT_STORE_FAILED)
+            }
+            other => other,
         },
-    });
-
-    for state in sessions {
-        Directory::restore(&shared, state, args.restore_grace);
     }
+}
 
-    let ready = Arc::new(AtomicBool::new(false));
-    actix_rt::spawn(admin::serve(admin, ready.clone()));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()
-        .await;
-    health
-        .set_serving::<OperatorServiceServer<grpc::OperatorApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-    let tls = &args.tls;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(config) = tls.server()? {
-        builder = builder.tls_config(config).context("configuring TLS")?;
-    }
-    let grpc_server = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
-            publisher.clone(),
-            shared.clone(),
-        )))
-        .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
-            publisher,
-        )))
-        .serve_with_incoming(TcpListenerStream::new(grpc));
-    actix_rt::spawn(async move {
-        if let Err(e) = grpc_server.await {
-            tracing::error!(error = %e, "grpc server failed");
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            registry_listen: self.registry_listen.clone(),
+            grpc_listen: self.grpc_listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            data_dir: self.data_dir.clone(),
+            tls: self.tls.clone(),
+            session_grace: self.session_grace,
+            apply_timeout: self.apply_timeout,
+            fleet_grace: self.fleet_grace,
+            staged_ttl: self.staged_ttl,
+            maintenance_probe_limit: self.maintenance_probe_limit,
+            restore_grace: self.restore_grace,
+            session_threads: self
+                .session_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
-    });
-    actix_rt::spawn(registry::serve(registry, shared.clone()));
-    ready.store(true, Ordering::Release);
-    info!(
-        registry = %args.registry_listen,
-        grpc = %args.grpc_listen,
-        admin = %args.admin_listen,
-        "portico-cp ready"
-    );
-
-    shutdown_signal().await;
-    info!(sessions = shared.directory.len(), "portico-cp stopping");
-    // Tell every home connection, then give the connections a moment to write it.
-    let notices = shared
-        .directory
-        .all()
-        .into_iter()
-        .map(|s| s.send(session::NotifyShutdown));
-    futures::future::join_all(notices).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    System::current().stop();
-    Ok(())
-}
-
-async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {what} listener on {addr}"))?;
-    // Tests pass port 0 and read the real port from this line.
-    info!(listener = what, addr = %listener.local_addr()?, "listening");
-    Ok(listener)
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
     }
 }

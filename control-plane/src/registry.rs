@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
-use crate::directory::{Directory, Shared};
 use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
 use crate::protocol::{parse, Command, Reply};
-use crate::session::{Exec, Home, HomeClosed, Identity};
+use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
+use crate::store::StoreFailed;
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -210,7 +210,14 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
         };
         let (shared, home) = (shared.clone(), home.clone());
         return Box::pin(async move {
-            let id = Directory::register(&shared, identity, home).await;
+            let Some(id) = Directory::register(&shared, identity, home).await else {
+                return Outcome {
+                    line: Reply::error(StoreFailed.to_string()).render(txn.as_deref()),
+                    close: false,
+                    home_of: None,
+                    follow_up: None,
+                };
+            };
             Outcome {
                 line: Reply::with("ACK", id.clone()).render(txn.as_deref()),
                 close: false,

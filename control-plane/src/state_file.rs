@@ -6,8 +6,7 @@ use std::io::{Read, Write};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::session::record::SessionRecord;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, SessionRecord, Store};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {

@@ -1,21 +1,16 @@
 //! Telemetry from the data planes, merged for the services: per-route sums
 //! with percentiles from the merged latency histograms (never averaged
-//! percentiles), circuit-breaker states per data plane, health transitions,
-//! and BACKEND_TEST run where traffic flows.
+//! percentiles), circuit-breaker states per data plane, health transitions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use actix::Addr;
 use parking_lot::Mutex;
-use portico_proto::{histogram, probe, v1, BackendUrl};
+use portico_proto::time::{from_unix_ms, rfc3339};
+use portico_proto::{histogram, v1};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
-use crate::protocol::{Reply, RouteId};
-use crate::publisher::{AskBackendTest, Broadcast, Publisher};
-use crate::session::rfc3339;
+use crate::protocol::RouteId;
 
 #[derive(Default)]
 struct Inner {
@@ -26,24 +21,16 @@ struct Inner {
     health: HashMap<(String, String), bool>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Telemetry {
     inner: Arc<Mutex<Inner>>,
-    publisher: Addr<Publisher>,
 }
 
 fn from_ms(ms: i64) -> Option<String> {
-    (ms > 0).then(|| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)))
+    (ms > 0).then(|| rfc3339(from_unix_ms(ms)))
 }
 
 impl Telemetry {
-    pub fn new(publisher: Addr<Publisher>) -> Self {
-        Telemetry {
-            inner: Arc::default(),
-            publisher,
-        }
-    }
-
     /// Merges one report; returns the health changes services should hear of
     /// (a transition several data planes report is told once).
     pub fn record(&self, node_id: &str, report: v1::Telemetry) -> Vec<v1::HealthChange> {
@@ -170,62 +157,12 @@ impl Telemetry {
         })
     }
 
-    /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data plane.
-    pub fn reset_breaker(&self, id: RouteId) {
+    /// CIRCUIT_BREAKER_RESET: the route's breakers count as closed until
+    /// the data planes report again.
+    pub fn forget_breakers(&self, id: RouteId) {
         let id = id.to_string();
         for states in self.inner.lock().breakers.values_mut() {
             states.retain(|b| b.route_id != id);
-        }
-        self.publisher.do_send(Broadcast(v1::ControlPlaneMessage {
-            msg: Some(v1::control_plane_message::Msg::ResetBreaker(
-                v1::ResetBreaker { route_id: id },
-            )),
-        }));
-    }
-
-    /// BACKEND_TEST from a connected data plane, or from here when none is.
-    pub async fn backend_test(&self, url: BackendUrl) -> Reply {
-        let (tx, rx) = oneshot::channel();
-        let asked = self
-            .publisher
-            .send(AskBackendTest {
-                url: url.to_string(),
-                reply: tx,
-            })
-            .await
-            .unwrap_or(false);
-        let remote = if asked {
-            tokio::time::timeout(Duration::from_secs(7), rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        let result = match remote {
-            Some(r) => probe::ProbeResult {
-                status_code: r.reachable.then_some(r.status_code as u16),
-                response_time_ms: r.response_time_ms,
-                tls_valid: r.tls_valid,
-                error: (!r.error.is_empty()).then_some(r.error),
-            },
-            None => probe::probe(&url, "/", Duration::from_secs(5)).await,
-        };
-        match result.status_code {
-            Some(status) => Reply::with(
-                "BACKEND_OK",
-                json!({
-                    "reachable": true,
-                    "response_time_ms": result.response_time_ms,
-                    "status_code": status,
-                    "tls_valid": result.tls_valid,
-                })
-                .to_string(),
-            ),
-            None => Reply::with(
-                "BACKEND_FAIL",
-                json!({"reachable": false, "error": result.error.unwrap_or_else(|| "unreachable".into())}).to_string(),
-            ),
         }
     }
 }

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use portico_proto::route::RouteError;
 use portico_proto::v1::{self, config_push::Body};
-use portico_proto::{ModelError, RouteSpec};
+use portico_proto::RouteSpec;
 
 use crate::outbound::Outbound;
 use crate::runtime::Registry;
@@ -25,7 +26,7 @@ pub enum PushError {
     #[error("push without a body")]
     Empty,
     #[error(transparent)]
-    Invalid(#[from] ModelError),
+    Invalid(#[from] RouteError),
     #[error(transparent)]
     Compile(#[from] crate::table::CompileError),
     #[error("{count} routes is more than this data plane's limit of {max} (--max-routes)")]

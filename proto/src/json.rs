@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::RouteSpec;
+use crate::route::RouteSpec;
 use crate::settings::RouteSettings;
 use crate::time::unix_ms;
 

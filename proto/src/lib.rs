@@ -6,6 +6,7 @@ pub mod histogram;
 pub mod json;
 pub mod model;
 pub mod probe;
+pub mod route;
 pub mod settings;
 pub mod stats;
 pub mod time;
@@ -20,4 +21,5 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/portico_descriptor.bin"));
 
-pub use model::{BackendUrl, ModelError, RouteSpec, Scheme};
+pub use model::{BackendUrl, ModelError, Scheme};
+pub use route::RouteSpec;

@@ -1,4 +1,5 @@
-//! Wall-clock times as they cross the wire and the store: Unix milliseconds.
+//! Wall-clock times as they cross the wire and the store (Unix milliseconds)
+//! and as people read them (RFC 3339).
 
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +12,11 @@ pub fn unix_ms(t: SystemTime) -> i64 {
 /// The time `ms` milliseconds after the Unix epoch (negative counts as 0).
 pub fn from_unix_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// RFC 3339 in UTC, to the second: what services and operators read.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

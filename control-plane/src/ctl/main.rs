@@ -47,7 +47,7 @@ enum Cmd {
 }
 
 fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(portico_proto::time::from_unix_ms(ms)).to_string()
+    portico_proto::time::rfc3339(portico_proto::time::from_unix_ms(ms))
 }
 
 /// A time that may be unknown (0 on the wire).

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
-use super::record::SessionRecord;
 use super::state::{Identity, Ops, SessionState};
-use crate::committer::{GlobalSubscription, Propose, RemoveSession, TakeOver};
-use crate::directory::Shared;
+use super::Shared;
+use crate::committer::{GlobalChanged, GlobalSubscription, Propose, RemoveSession, TakeOver};
 use crate::protocol::{Command, EventType, Reply};
+use crate::store::SessionRecord;
 
 /// The connection that receives a session's events.
 #[derive(Debug, Clone)]
@@ -296,10 +296,6 @@ fn answer_from(rx: oneshot::Receiver<Answer>) -> ResponseFuture<Answer> {
     Box::pin(async move { rx.await.unwrap_or_else(|_| Reply::invalid_session().into()) })
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
@@ -402,13 +398,6 @@ impl Handler<Surrender> for SessionActor {
             subscriptions: std::mem::take(&mut self.subscriptions),
         })
     }
-}
-
-/// The global configuration moved to a new version.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct GlobalChanged {
-    pub version: u64,
 }
 
 impl Handler<GlobalChanged> for SessionActor {

@@ -7,11 +7,12 @@ use actix::prelude::*;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::actor::{ready, rfc3339, Answer, SessionActor};
+use super::actor::{ready, Answer, SessionActor};
 use super::state::{Drain, Ops, SessionState};
 use crate::payload::json_reply;
 use crate::protocol::{Command, EventType, MaintTarget, Reply, RouteId, Scopes, Target};
 use portico_proto::probe;
+use portico_proto::time::rfc3339;
 
 impl SessionActor {
     pub(super) fn execute(
@@ -34,20 +35,36 @@ impl SessionActor {
             Command::ClientShutdown => return self.end("client shutdown", ctx),
 
             Command::RouteAdd(input) => {
-                let id = self.state.add_route(input, || directory.allocate_route());
-                self.touch_staged(ctx);
-                Reply::with("ROUTE_OK", id.to_string())
+                match self
+                    .state
+                    .add_route_with(input, || directory.allocate_route())
+                {
+                    Ok(id) => {
+                        self.touch_staged(ctx);
+                        Reply::with("ROUTE_OK", id.to_string())
+                    }
+                    Err(e) => Reply::error(e.to_string()),
+                }
             }
             Command::RouteAddBulk(inputs) => {
-                let items: Vec<_> = inputs
+                let ids: Result<Vec<_>, _> = inputs
                     .into_iter()
                     .map(|input| {
-                        let id = self.state.add_route(input, || directory.allocate_route());
-                        json!({"route_id": id.to_string(), "status": "ok"})
+                        self.state
+                            .add_route_with(input, || directory.allocate_route())
                     })
                     .collect();
                 self.touch_staged(ctx);
-                Reply::with("ROUTE_BULK_OK", serde_json::Value::Array(items).to_string())
+                match ids {
+                    Ok(ids) => {
+                        let items: Vec<_> = ids
+                            .iter()
+                            .map(|id| json!({"route_id": id.to_string(), "status": "ok"}))
+                            .collect();
+                        Reply::with("ROUTE_BULK_OK", serde_json::Value::Array(items).to_string())
+                    }
+                    Err(e) => Reply::error(e.to_string()),
+                }
             }
             Command::RouteUpdate { route, field } => match self.state.update_route(route, field) {
                 Ok(()) => {
@@ -127,7 +144,8 @@ impl SessionActor {
                 if !self.state.owns(route) {
                     Reply::error("route not found")
                 } else {
-                    self.shared.telemetry.reset_breaker(route);
+                    self.shared.telemetry.forget_breakers(route);
+                    self.shared.planes.reset_breaker(route);
                     Reply::code("CIRCUIT_OK")
                 }
             }
@@ -158,8 +176,8 @@ impl SessionActor {
                 }
             },
             Command::BackendTest(url) => {
-                let telemetry = self.shared.telemetry.clone();
-                return Box::pin(async move { telemetry.backend_test(url).await.into() });
+                let planes = self.shared.planes.clone();
+                return Box::pin(async move { planes.backend_test(url).await.into() });
             }
 
             Command::DrainStart(duration) => {

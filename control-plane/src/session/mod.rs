@@ -1,13 +1,14 @@
 //! Sessions: the pure staged/active state and the actor that owns it.
 
 mod actor;
+mod directory;
 mod handlers;
 pub mod record;
 pub mod settings;
+mod shared;
 pub mod state;
 
-pub use actor::{
-    rfc3339, Exec, GlobalChanged, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor,
-    Surrender,
-};
+pub use actor::{Exec, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor, Surrender};
+pub use directory::Directory;
+pub use shared::{SessionSettings, Shared};
 pub use state::{Identity, SessionState};

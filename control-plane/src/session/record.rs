@@ -1,58 +1,19 @@
-//! A session as it is stored and exported: identity, active routes, active
-//! settings and operational state. Staged changes are not kept.
+//! A session to and from its stored record (`store::SessionRecord`):
+//! identity, active routes, active settings and operational state. Staged
+//! changes are not kept.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use portico_proto::time::{from_unix_ms as time_of, unix_ms};
 use portico_proto::BackendUrl;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::settings::Settings;
-use super::state::{unix_ms, Drain, Identity, Ops, SessionState};
+use super::state::{Drain, Identity, Ops, Proposal, SessionState};
 use crate::protocol::{
     BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
 };
-
-/// `None` is `ALL`, else a route number.
-type TargetRecord = Option<u64>;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteRecord {
-    pub id: u64,
-    pub domains: Vec<String>,
-    pub path: String,
-    pub backend_url: String,
-    pub priority: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub id: String,
-    pub service: String,
-    pub instance: String,
-    pub maintenance_port: u16,
-    pub metadata: Map<String, Value>,
-    pub peer_ip: Option<String>,
-    pub connected_at_ms: i64,
-    pub last_apply_ms: Option<i64>,
-    pub routes: Vec<RouteRecord>,
-    /// (target, name as given, value)
-    pub headers: Vec<(TargetRecord, String, String)>,
-    /// (target, key, canonical value)
-    pub options: Vec<(TargetRecord, String, String)>,
-    /// (route, path, interval ms, timeout ms)
-    pub health: Vec<(u64, String, u64, u64)>,
-    /// (target, requests, window ms)
-    pub ratelimit: Vec<(TargetRecord, u64, u64)>,
-    /// (target, threshold, timeout ms, half-open requests)
-    pub breaker: Vec<(TargetRecord, u32, u64, u32)>,
-    /// (route, entered at ms)
-    pub maintenance: Vec<(u64, i64)>,
-    pub maintenance_backend: Option<String>,
-    /// (started at ms, duration ms)
-    pub drain: Option<(i64, u64)>,
-}
+use crate::store::{RouteRecord, SessionRecord, TargetRecord};
 
 fn target_record(t: &Target) -> TargetRecord {
     match t {
@@ -63,10 +24,6 @@ fn target_record(t: &Target) -> TargetRecord {
 
 fn target_of(t: TargetRecord) -> Target {
     t.map_or(Target::All, |n| Target::Route(RouteId(n)))
-}
-
-fn time_of(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -261,10 +218,30 @@ impl SessionRecord {
     }
 }
 
+impl SessionState {
+    /// The durable record of the active state.
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord::of(self, self.active(), &self.settings, &self.ops)
+    }
+
+    /// The record with `ops` in place of the current operational state.
+    pub fn record_with(&self, ops: &Ops) -> SessionRecord {
+        SessionRecord::of(self, self.active(), &self.settings, ops)
+    }
+
+    /// The record as it will be once `proposal` commits at `at`, with `ops`.
+    pub fn record_after(&self, proposal: &Proposal, ops: &Ops, at: SystemTime) -> SessionRecord {
+        let mut record = SessionRecord::of(self, &proposal.routes, &proposal.settings, ops);
+        record.last_apply_ms = Some(unix_ms(at));
+        record
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{OptionValue, Scopes};
+    use serde_json::Map;
 
     #[test]
     fn a_session_survives_a_round_trip() {

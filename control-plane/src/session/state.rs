@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use portico_proto::time::unix_ms;
 use portico_proto::{v1, BackendUrl};
 use serde_json::{json, Map, Value};
 
@@ -99,14 +100,25 @@ impl SessionState {
 
     /// Stages a route, or returns the id of an identical one the session
     /// already has (active and not being removed, or staged), so replays are safe.
-    pub fn add_route(&mut self, input: RouteInput, allocate: impl FnOnce() -> RouteId) -> RouteId {
+    pub fn add_route_with<E>(
+        &mut self,
+        input: RouteInput,
+        allocate: impl FnOnce() -> Result<RouteId, E>,
+    ) -> Result<RouteId, E> {
         if let Some(id) = self.find_identical(&input) {
-            return id;
+            return Ok(id);
         }
-        let id = allocate();
+        let id = allocate()?;
         self.index(id, &input);
         self.staged.insert(id, Staged::Upsert(input));
-        id
+        Ok(id)
+    }
+
+    /// `add_route_with` an allocator that cannot fail.
+    #[cfg(test)]
+    pub fn add_route(&mut self, input: RouteInput, allocate: impl FnOnce() -> RouteId) -> RouteId {
+        self.add_route_with(input, || Ok::<_, std::convert::Infallible>(allocate()))
+            .unwrap_or_else(|never| match never {})
     }
 
     fn index(&mut self, id: RouteId, input: &RouteInput) {
@@ -203,6 +215,11 @@ impl SessionState {
 
     pub fn has_staged(&self) -> bool {
         !self.staged.is_empty() || self.settings.has_staged()
+    }
+
+    /// The active routes.
+    pub fn active(&self) -> &BTreeMap<RouteId, RouteInput> {
+        &self.active
     }
 
     pub fn active_ids(&self) -> impl Iterator<Item = RouteId> + '_ {
@@ -391,29 +408,6 @@ impl SessionState {
         self.compact_index(true);
     }
 
-    /// The durable record of the active state.
-    pub fn record(&self) -> super::record::SessionRecord {
-        super::record::SessionRecord::of(self, &self.active, &self.settings, &self.ops)
-    }
-
-    /// The record with `ops` in place of the current operational state.
-    pub fn record_with(&self, ops: &Ops) -> super::record::SessionRecord {
-        super::record::SessionRecord::of(self, &self.active, &self.settings, ops)
-    }
-
-    /// The record as it will be once `proposal` commits at `at`, with `ops`.
-    pub fn record_after(
-        &self,
-        proposal: &Proposal,
-        ops: &Ops,
-        at: SystemTime,
-    ) -> super::record::SessionRecord {
-        let mut record =
-            super::record::SessionRecord::of(self, &proposal.routes, &proposal.settings, ops);
-        record.last_apply_ms = Some(unix_ms(at));
-        record
-    }
-
     /// ROUTE_LIST: active routes with their pending state, then staged new ones.
     pub fn list_json(&self) -> Value {
         let mut items = Vec::with_capacity(self.active.len() + self.staged.len());
@@ -432,11 +426,6 @@ impl SessionState {
         }
         Value::Array(items)
     }
-}
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn route_json(id: RouteId, r: &RouteInput, status: &str) -> Value {

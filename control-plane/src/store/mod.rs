@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::session::record::SessionRecord;
+mod records;
+
+pub use records::{MemberRecord, RouteRecord, SessionRecord, TargetRecord};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -39,16 +41,6 @@ pub struct Loaded {
     pub fleet: Vec<MemberRecord>,
 }
 
-/// A data plane of the fleet as stored, so that applies after a restart
-/// wait for the data planes that were there before it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemberRecord {
-    pub node_id: String,
-    pub address: String,
-    pub acked_version: u64,
-    pub last_seen_unix_ms: i64,
-}
-
 /// One atomic change: session records to write and to delete, and the
 /// version and route reservation after it.
 #[derive(Debug, Default)]
@@ -59,6 +51,30 @@ pub struct Batch {
     pub delete: Vec<String>,
     pub fleet_put: Vec<MemberRecord>,
     pub fleet_delete: Vec<String>,
+}
+
+/// What a caller hears when its change could not be made durable (the
+/// cause went to `Fatal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("internal error: the state store cannot be written")]
+pub struct StoreFailed;
+
+/// Tells `main` that the store cannot be written: answering `OK` without
+/// durability would break the control plane's promise, so it stops (data
+/// planes keep serving meanwhile). `main` decides how the process ends.
+#[derive(Clone)]
+pub struct Fatal(tokio::sync::mpsc::UnboundedSender<StoreError>);
+
+impl Fatal {
+    pub fn channel() -> (Fatal, tokio::sync::mpsc::UnboundedReceiver<StoreError>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Fatal(tx), rx)
+    }
+
+    pub fn raise(&self, error: StoreError) {
+        tracing::error!(%error, "the state store cannot be written; stopping");
+        let _ = self.0.send(error);
+    }
 }
 
 pub trait Store: Send + Sync {

@@ -1,5 +1,6 @@
-//! The directory: session id to actor address, route-id allocation, and the
-//! arbiters sessions are spread over. Short critical sections, no awaits.
+//! The directory: session id to actor address, route-id allocation, the
+//! arbiters sessions are spread over, and starting session actors. Short
+//! critical sections, no awaits under a lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,34 +11,13 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use rand::RngCore;
 
-use crate::committer::{Committer, SaveSession};
-use crate::session::SessionState;
-use crate::store::{Batch, Store};
+use super::{Home, Identity, SessionActor, SessionState, Shared, Surrender};
+use crate::committer::SaveSession;
+use crate::protocol::RouteId;
+use crate::store::{Batch, Fatal, Store, StoreFailed};
 
 /// Route ids reserved in the store at a time.
 const ROUTE_RESERVATION: u64 = 1024;
-use crate::protocol::RouteId;
-use crate::session::{Home, Identity, SessionActor, Surrender};
-use crate::telemetry::Telemetry;
-
-/// Settings every session shares.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    /// How long a session without a home connection keeps serving.
-    pub grace: Duration,
-    /// Staged changes untouched this long are discarded.
-    pub staged_ttl: Duration,
-    /// How long MAINT_ENTER/EXIT probe before giving up.
-    pub maintenance_probe_limit: Duration,
-}
-
-/// What session actors and connections share.
-pub struct Shared {
-    pub directory: Directory,
-    pub committer: Addr<Committer>,
-    pub telemetry: Telemetry,
-    pub settings: SessionSettings,
-}
 
 #[derive(Default)]
 struct Sessions {
@@ -53,18 +33,25 @@ pub struct Directory {
     /// reused after a restart, even one that was only staged.
     route_reserved: Mutex<u64>,
     store: Arc<dyn Store>,
+    fatal: Fatal,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
 
 impl Directory {
-    pub fn new(arbiters: Vec<ArbiterHandle>, route_reserved: u64, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        route_reserved: u64,
+        store: Arc<dyn Store>,
+        fatal: Fatal,
+    ) -> Self {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Directory {
             sessions: Mutex::new(Sessions::default()),
             next_route: AtomicU64::new(route_reserved),
             route_reserved: Mutex::new(route_reserved),
             store,
+            fatal,
             arbiters,
             next_arbiter: AtomicUsize::new(0),
         }
@@ -76,9 +63,11 @@ impl Directory {
         self.arbiters[i % self.arbiters.len()].clone()
     }
 
-    pub fn allocate_route(&self) -> RouteId {
-        let id = self.next_route.fetch_add(1, Ordering::Relaxed) + 1;
+    /// A route id never handed out before, also across restarts; an error
+    /// (and the control plane stopping) when the store cannot reserve more.
+    pub fn allocate_route(&self) -> Result<RouteId, StoreFailed> {
         let mut reserved = self.route_reserved.lock();
+        let id = self.next_route.load(Ordering::Relaxed) + 1;
         if id > *reserved {
             let next = id + ROUTE_RESERVATION;
             let batch = Batch {
@@ -86,12 +75,13 @@ impl Directory {
                 ..Default::default()
             };
             if let Err(e) = self.store.commit(batch) {
-                tracing::error!(error = %e, "cannot reserve route ids; stopping");
-                std::process::exit(70);
+                self.fatal.raise(e);
+                return Err(StoreFailed);
             }
             *reserved = next;
         }
-        RouteId(id)
+        self.next_route.store(id, Ordering::Relaxed);
+        Ok(RouteId(id))
     }
 
     pub fn lookup(&self, id: &str) -> Option<Addr<SessionActor>> {
@@ -112,6 +102,10 @@ impl Directory {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.sessions.lock().by_id.is_empty()
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.lock().by_id.len()
     }
@@ -123,13 +117,18 @@ impl Directory {
     /// Creates a session with a fresh unguessable id and starts its actor. A
     /// live session of the same service and instance is taken over: it ends,
     /// and the new one inherits its active routes and settings.
-    pub async fn register(shared: &Arc<Shared>, mut identity: Identity, home: Home) -> String {
+    /// `None` when the store cannot keep the new session.
+    pub async fn register(
+        shared: &Arc<Shared>,
+        mut identity: Identity,
+        home: Home,
+    ) -> Option<String> {
         let id = new_session_id(&identity.instance);
         identity.id = id.clone();
         let key = (identity.service.clone(), identity.instance.clone());
         let previous = {
             let mut sessions = shared.directory.sessions.lock();
-            let old = sessions.by_instance.insert(key, id.clone());
+            let old = sessions.by_instance.insert(key.clone(), id.clone());
             old.and_then(|old| sessions.by_id.remove(&old).map(|addr| (old, addr)))
         };
         let inherited = match previous {
@@ -145,7 +144,10 @@ impl Directory {
             // A new session is durable before its ACK, so it can RECONNECT
             // after a restart (a take-over is stored by its commit).
             let record = SessionState::new(identity.clone()).record();
-            let _ = shared.committer.send(SaveSession(record)).await;
+            if shared.committer.send(SaveSession(record)).await != Ok(true) {
+                shared.directory.sessions.lock().by_instance.remove(&key);
+                return None;
+            }
         }
         let arbiter = shared.directory.arbiter();
         let for_actor = shared.clone();
@@ -158,7 +160,7 @@ impl Directory {
             .lock()
             .by_id
             .insert(id.clone(), addr);
-        id
+        Some(id)
     }
 
     /// Starts a session restored from the store, detached with `grace`.

@@ -1,0 +1,79 @@
+//! Commands a service sends through the control plane to its data planes:
+//! CIRCUIT_BREAKER_RESET on every one, and BACKEND_TEST where traffic flows.
+
+use std::time::Duration;
+
+use actix::Addr;
+use portico_proto::{probe, v1, BackendUrl};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::protocol::{Reply, RouteId};
+use crate::publisher::{AskBackendTest, Broadcast, Publisher};
+
+#[derive(Clone)]
+pub struct PlaneCommands {
+    publisher: Addr<Publisher>,
+}
+
+impl PlaneCommands {
+    pub fn new(publisher: Addr<Publisher>) -> Self {
+        PlaneCommands { publisher }
+    }
+
+    /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data plane.
+    pub fn reset_breaker(&self, id: RouteId) {
+        let id = id.to_string();
+        self.publisher.do_send(Broadcast(v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::ResetBreaker(
+                v1::ResetBreaker { route_id: id },
+            )),
+        }));
+    }
+
+    /// BACKEND_TEST from a connected data plane, or from here when none is.
+    pub async fn backend_test(&self, url: BackendUrl) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let asked = self
+            .publisher
+            .send(AskBackendTest {
+                url: url.to_string(),
+                reply: tx,
+            })
+            .await
+            .unwrap_or(false);
+        let remote = if asked {
+            tokio::time::timeout(Duration::from_secs(7), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let result = match remote {
+            Some(r) => probe::ProbeResult {
+                status_code: r.reachable.then_some(r.status_code as u16),
+                response_time_ms: r.response_time_ms,
+                tls_valid: r.tls_valid,
+                error: (!r.error.is_empty()).then_some(r.error),
+            },
+            None => probe::probe(&url, "/", Duration::from_secs(5)).await,
+        };
+        match result.status_code {
+            Some(status) => Reply::with(
+                "BACKEND_OK",
+                json!({
+                    "reachable": true,
+                    "response_time_ms": result.response_time_ms,
+                    "status_code": status,
+                    "tls_valid": result.tls_valid,
+                })
+                .to_string(),
+            ),
+            None => Reply::with(
+                "BACKEND_FAIL",
+                json!({"reachable": false, "error": result.error.unwrap_or_else(|| "unreachable".into())}).to_string(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The control plane put together: restores the store, starts the
+//! committer, the publisher (on its own thread), the session arbiters and
+//! the listeners, and runs until SIGTERM or a store failure.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use portico_proto::v1::data_plane_service_server::DataPlaneServiceServer;
+use portico_proto::v1::operator_service_server::OperatorServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::committer::Committer;
+use crate::global::GlobalConfig;
+use crate::publisher::Publisher;
+use crate::session::{Directory, SessionSettings, Shared};
+use crate::{admin, grpc, plane_commands, registry, session, store, telemetry};
+
+/// Everything `run` needs, as the flags of `portico-cp` give it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub registry_listen: String,
+    pub grpc_listen: String,
+    pub admin_listen: String,
+    pub data_dir: PathBuf,
+    pub tls: portico_proto::tls::TlsFiles,
+    pub session_grace: Duration,
+    pub apply_timeout: Duration,
+    pub fleet_grace: Duration,
+    pub staged_ttl: Duration,
+    pub maintenance_probe_limit: Duration,
+    pub restore_grace: Duration,
+    pub session_threads: usize,
+}
+
+/// Runs the control plane on `store`. A store that cannot be written ends
+/// it with a `store::StoreError`, for `main` to turn into an exit code.
+pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
+    let loaded = store.load()?;
+    let sessions = loaded
+        .sessions
+        .iter()
+        .map(|r| r.restore())
+        .collect::<Result<Vec<_>, _>>()
+        .context("restoring sessions")?;
+    let mut global = GlobalConfig::new(loaded.version);
+    for s in &sessions {
+        global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
+    }
+    let routes: Vec<_> = global.all_routes().cloned().collect();
+    info!(
+        version = loaded.version,
+        sessions = sessions.len(),
+        routes = routes.len(),
+        data_planes = loaded.fleet.len(),
+        "state restored"
+    );
+
+    let registry = bind(&args.registry_listen, "registry").await?;
+    let grpc = bind(&args.grpc_listen, "grpc").await?;
+    let admin = bind(&args.admin_listen, "admin").await?;
+
+    let (fatal, mut fatal_rx) = store::Fatal::channel();
+    // On a thread of its own, so a commit's fsync never delays acknowledgements.
+    let publisher_thread = Arbiter::new();
+    let (apply_timeout, fleet_grace, version, members) = (
+        args.apply_timeout,
+        args.fleet_grace,
+        loaded.version,
+        loaded.fleet,
+    );
+    let publisher_store = store.clone();
+    let publisher = Publisher::start_in_arbiter(&publisher_thread.handle(), move |_| {
+        Publisher::new(
+            apply_timeout,
+            fleet_grace,
+            version,
+            routes,
+            members,
+            publisher_store,
+        )
+    });
+    let committer = Committer::new(global, publisher.clone(), store.clone(), fatal.clone()).start();
+    let threads = args.session_threads.max(1);
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let shared = Arc::new(Shared {
+        directory: Directory::new(
+            arbiters.iter().map(Arbiter::handle).collect(),
+            loaded.route_reserved,
+            store.clone(),
+            fatal,
+        ),
+        committer,
+        telemetry: telemetry::Telemetry::default(),
+        planes: plane_commands::PlaneCommands::new(publisher.clone()),
+        settings: SessionSettings {
+            grace: args.session_grace,
+            staged_ttl: args.staged_ttl,
+            maintenance_probe_limit: args.maintenance_probe_limit,
+        },
+    });
+
+    for state in sessions {
+        Directory::restore(&shared, state, args.restore_grace);
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    actix_rt::spawn(admin::serve(admin, ready.clone()));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()
+        .await;
+    health
+        .set_serving::<OperatorServiceServer<grpc::OperatorApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let tls = &args.tls;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(config) = tls.server()? {
+        builder = builder.tls_config(config).context("configuring TLS")?;
+    }
+    let grpc_server = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
+            publisher.clone(),
+            shared.clone(),
+        )))
+        .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
+            publisher,
+        )))
+        .serve_with_incoming(TcpListenerStream::new(grpc));
+    actix_rt::spawn(async move {
+        if let Err(e) = grpc_server.await {
+            tracing::error!(error = %e, "grpc server failed");
+        }
+    });
+    actix_rt::spawn(registry::serve(registry, shared.clone()));
+    ready.store(true, Ordering::Release);
+    info!(
+        registry = %args.registry_listen,
+        grpc = %args.grpc_listen,
+        admin = %args.admin_listen,
+        "portico-cp ready"
+    );
+
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(e) = fatal_rx.recv() => Some(e),
+    };
+    if let Some(e) = failed {
+        System::current().stop();
+        return Err(e.into());
+    }
+    info!(sessions = shared.directory.len(), "portico-cp stopping");
+    // Tell every home connection, then give the connections a moment to write it.
+    let notices = shared
+        .directory
+        .all()
+        .into_iter()
+        .map(|s| s.send(session::NotifyShutdown));
+    futures::future::join_all(notices).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    System::current().stop();
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))?;
+    // Tests pass port 0 and read the real port from this line.
+    info!(listener = what, addr = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,56 @@
+//! What the store keeps, in the shape it is kept: a session with its active
+//! configuration, and a member of the data-plane fleet. The conversions
+//! from and to the live state belong to their owners (`session/record.rs`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `None` is `ALL`, else a route number.
+pub type TargetRecord = Option<u64>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub id: u64,
+    pub domains: Vec<String>,
+    pub path: String,
+    pub backend_url: String,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub service: String,
+    pub instance: String,
+    pub maintenance_port: u16,
+    pub metadata: Map<String, Value>,
+    pub peer_ip: Option<String>,
+    pub connected_at_ms: i64,
+    pub last_apply_ms: Option<i64>,
+    pub routes: Vec<RouteRecord>,
+    /// (target, name as given, value)
+    pub headers: Vec<(TargetRecord, String, String)>,
+    /// (target, key, canonical value)
+    pub options: Vec<(TargetRecord, String, String)>,
+    /// (route, path, interval ms, timeout ms)
+    pub health: Vec<(u64, String, u64, u64)>,
+    /// (target, requests, window ms)
+    pub ratelimit: Vec<(TargetRecord, u64, u64)>,
+    /// (target, threshold, timeout ms, half-open requests)
+    pub breaker: Vec<(TargetRecord, u32, u64, u32)>,
+    /// (route, entered at ms)
+    pub maintenance: Vec<(u64, i64)>,
+    pub maintenance_backend: Option<String>,
+    /// (started at ms, duration ms)
+    pub drain: Option<(i64, u64)>,
+}
+
+/// A data plane of the fleet as stored, so that applies after a restart
+/// wait for the data planes that were there before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    pub node_id: String,
+    pub address: String,
+    pub acked_version: u64,
+    pub last_seen_unix_ms: i64,
+}
