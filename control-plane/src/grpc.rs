@@ -138,6 +138,18 @@ impl DataPlaneService for DataPlaneApi {
                         );
                     }
                     Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::BreakerReset(reset)),
+                    })) => {
+                        // After every report this plane sent before its reset.
+                        shared
+                            .telemetry
+                            .forget_breakers(&reset.route_id, Some(&node_id));
+                        publisher.do_send(PlaneReply::BreakerReset {
+                            conn,
+                            route_id: reset.route_id,
+                        });
+                    }
+                    Ok(Some(v1::DataPlaneMessage {
                         msg: Some(Msg::BackendTest(result)),
                     })) => {
                         publisher.do_send(PlaneReply::BackendTest(result));

@@ -7,13 +7,13 @@ use base64::Engine;
 use flate2::{write::GzEncoder, Compression};
 use serde_json::Value;
 
-use crate::protocol::Reply;
+use crate::protocol::{Reply, ReplyCode};
 
 pub const MAX_PLAIN: usize = 64 * 1024;
 pub const MAX_COMPRESSED: usize = 1024 * 1024;
 
 /// `CODE|{json}`, or `CODE|<gzip+base64>` when `compressed`.
-pub fn json_reply(code: &'static str, value: &Value, compressed: bool) -> Reply {
+pub fn json_reply(code: ReplyCode, value: &Value, compressed: bool) -> Reply {
     let json = value.to_string();
     if !compressed {
         if json.len() > MAX_PLAIN {
@@ -43,11 +43,11 @@ mod tests {
     fn compressed_round_trip_and_plain_cap() {
         let big = Value::String("x".repeat(MAX_PLAIN + 1));
         assert_eq!(
-            json_reply("X_OK", &big, false),
+            json_reply(ReplyCode::StatsOk, &big, false),
             Reply::error("response too large; use compressed")
         );
-        let reply = json_reply("X_OK", &big, true);
-        assert_eq!(reply.code, "X_OK");
+        let reply = json_reply(ReplyCode::StatsOk, &big, true);
+        assert_eq!(reply.code, ReplyCode::StatsOk);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(reply.payload.unwrap())
             .unwrap();

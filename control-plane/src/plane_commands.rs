@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use actix::Addr;
-use portico_proto::{probe, v1, BackendUrl};
+use portico_proto::{probe, BackendUrl};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::protocol::{Reply, RouteId};
-use crate::publisher::{AskBackendTest, Broadcast, Publisher};
+use crate::protocol::{Reply, ReplyCode, RouteId};
+use crate::publisher::{AskBackendTest, Publisher, ResetBreakers};
+
+/// How long CIRCUIT_BREAKER_RESET waits for data planes to confirm.
+const RESET_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct PlaneCommands {
@@ -21,14 +24,17 @@ impl PlaneCommands {
         PlaneCommands { publisher }
     }
 
-    /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data plane.
-    pub fn reset_breaker(&self, id: RouteId) {
-        let id = id.to_string();
-        self.publisher.do_send(Broadcast(v1::ControlPlaneMessage {
-            msg: Some(v1::control_plane_message::Msg::ResetBreaker(
-                v1::ResetBreaker { route_id: id },
-            )),
-        }));
+    /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data
+    /// plane; returns once each confirmed, gone away, or `RESET_WAIT` passed.
+    pub async fn reset_breaker(&self, id: RouteId) {
+        let (done, confirmed) = oneshot::channel();
+        let reset = ResetBreakers {
+            route_id: id.to_string(),
+            done,
+        };
+        if self.publisher.send(reset).await.is_ok() {
+            let _ = tokio::time::timeout(RESET_WAIT, confirmed).await;
+        }
     }
 
     /// BACKEND_TEST from a connected data plane, or from here when none is.
@@ -61,7 +67,7 @@ impl PlaneCommands {
         };
         match result.status_code {
             Some(status) => Reply::with(
-                "BACKEND_OK",
+                ReplyCode::BackendOk,
                 json!({
                     "reachable": true,
                     "response_time_ms": result.response_time_ms,
@@ -71,7 +77,7 @@ impl PlaneCommands {
                 .to_string(),
             ),
             None => Reply::with(
-                "BACKEND_FAIL",
+                ReplyCode::BackendFail,
                 json!({"reachable": false, "error": result.error.unwrap_or_else(|| "unreachable".into())}).to_string(),
             ),
         }

@@ -2,7 +2,7 @@
 //! the fleet's membership in the store, releases `CONFIG_APPLY` waiters and
 //! tells operators what happened. The logic lives in `history` and `fleet`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +29,9 @@ pub struct Publisher {
     next_test: u64,
     /// BACKEND_TEST requests waiting for a data plane: id -> (conn, reply).
     tests: HashMap<u64, (u64, oneshot::Sender<v1::BackendTestResult>)>,
+    /// Breaker resets waiting for data planes: (route id, streams not yet
+    /// done, reply).
+    resets: Vec<(String, HashSet<u64>, oneshot::Sender<()>)>,
     /// The pending expiry check, replaced when an earlier one is needed.
     expiry: Option<(Instant, SpawnHandle)>,
 }
@@ -53,6 +56,7 @@ impl Publisher {
             watchers: Vec::new(),
             next_test: 0,
             tests: HashMap::new(),
+            resets: Vec::new(),
             expiry: None,
         }
     }
@@ -221,6 +225,10 @@ pub enum PlaneReply {
         reason: String,
     },
     BackendTest(v1::BackendTestResult),
+    BreakerReset {
+        conn: u64,
+        route_id: String,
+    },
 }
 
 impl Handler<PlaneReply> for Publisher {
@@ -248,6 +256,9 @@ impl Handler<PlaneReply> for Publisher {
                     let _ = reply.send(result);
                 }
             }
+            PlaneReply::BreakerReset { conn, route_id } => {
+                self.reset_done(|route, _| route == route_id, conn);
+            }
         }
     }
 }
@@ -263,6 +274,7 @@ impl Handler<PlaneGone> for Publisher {
 
     fn handle(&mut self, msg: PlaneGone, ctx: &mut Context<Self>) {
         self.tests.retain(|_, (conn, _)| *conn != msg.conn);
+        self.reset_done(|_, _| true, msg.conn);
         // Still a member: applies wait for it until the grace passes.
         let Some(record) = self.fleet.disconnect(msg.conn, Instant::now()) else {
             return;
@@ -277,17 +289,55 @@ impl Handler<PlaneGone> for Publisher {
     }
 }
 
-/// A message for every connected data plane (e.g. a breaker reset).
+/// Closes a route's breakers on every connected data plane; `done` once
+/// each has confirmed (or gone away).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Broadcast(pub v1::ControlPlaneMessage);
+pub struct ResetBreakers {
+    pub route_id: String,
+    pub done: oneshot::Sender<()>,
+}
 
-impl Handler<Broadcast> for Publisher {
+impl Handler<ResetBreakers> for Publisher {
     type Result = ();
 
-    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
-        for (_, tx) in self.fleet.streams() {
-            let _ = tx.send(Ok(msg.0.clone()));
+    fn handle(&mut self, msg: ResetBreakers, _: &mut Context<Self>) {
+        let request = v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::ResetBreaker(
+                v1::ResetBreaker {
+                    route_id: msg.route_id.clone(),
+                },
+            )),
+        };
+        let pending: HashSet<u64> = self
+            .fleet
+            .streams()
+            .filter(|(_, tx)| tx.send(Ok(request.clone())).is_ok())
+            .map(|(conn, _)| conn)
+            .collect();
+        if pending.is_empty() {
+            let _ = msg.done.send(());
+        } else {
+            self.resets.push((msg.route_id, pending, msg.done));
+        }
+    }
+}
+
+impl Publisher {
+    /// Stream `conn` is done with the resets `matching` picks.
+    fn reset_done(&mut self, matching: impl Fn(&str, u64) -> bool, conn: u64) {
+        let mut i = 0;
+        while i < self.resets.len() {
+            let (route, pending, _) = &mut self.resets[i];
+            if matching(route, conn) {
+                pending.remove(&conn);
+            }
+            if pending.is_empty() {
+                let (_, _, done) = self.resets.swap_remove(i);
+                let _ = done.send(());
+            } else {
+                i += 1;
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
-use crate::protocol::{parse, Command, Reply};
+use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
 use crate::store::StoreFailed;
 
@@ -219,7 +219,7 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
                 };
             };
             Outcome {
-                line: Reply::with("ACK", id.clone()).render(txn.as_deref()),
+                line: Reply::with(ReplyCode::Ack, id.clone()).render(txn.as_deref()),
                 close: false,
                 home_of: Some(id),
                 follow_up: None,
@@ -230,24 +230,25 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
     let reconnect = matches!(request.command, Command::Reconnect);
     let Some(addr) = shared.directory.lookup(&session) else {
         let reply = if reconnect {
-            Reply::code("REREGISTER")
+            Reply::code(ReplyCode::Reregister)
         } else {
             Reply::invalid_session()
         };
         return immediate(reply.render(txn.as_deref()));
     };
     let sent = addr.send(Exec {
+        name: request.name,
         command: request.command,
         conn: home.clone(),
     });
     Box::pin(async move {
         let answer = match sent.await {
             Ok(answer) => answer,
-            Err(_) if reconnect => Reply::code("REREGISTER").into(),
+            Err(_) if reconnect => Reply::code(ReplyCode::Reregister).into(),
             Err(_) => Reply::invalid_session().into(),
         };
         let reply = answer.reply;
-        let home_of = (reconnect && reply.code == "OK").then_some(session);
+        let home_of = (reconnect && reply.code == ReplyCode::Ok).then_some(session);
         Outcome {
             line: reply.render(txn.as_deref()),
             close: reply.close,

@@ -157,12 +157,14 @@ impl Telemetry {
         })
     }
 
-    /// CIRCUIT_BREAKER_RESET: the route's breakers count as closed until
-    /// the data planes report again.
-    pub fn forget_breakers(&self, id: RouteId) {
+    /// CIRCUIT_BREAKER_RESET: the route's breakers count as closed, on
+    /// `node` (which confirmed its reset) or on every data plane.
+    pub fn forget_breakers(&self, id: impl ToString, node: Option<&str>) {
         let id = id.to_string();
-        for states in self.inner.lock().breakers.values_mut() {
-            states.retain(|b| b.route_id != id);
+        for (n, states) in self.inner.lock().breakers.iter_mut() {
+            if node.is_none_or(|node| node == n) {
+                states.retain(|b| b.route_id != id);
+            }
         }
     }
 }

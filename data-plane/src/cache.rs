@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portico_proto::v1::{self, config_push::Body};
@@ -34,13 +34,34 @@ pub fn save(
     std::fs::rename(&tmp, path)
 }
 
+/// A snapshot cache that is there but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("snapshot cache {path} is unreadable: {source}")]
+    Decode {
+        path: PathBuf,
+        source: prost::DecodeError,
+    },
+    #[error("reading snapshot cache {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The cached configuration, if there is a readable one.
-pub fn load(path: &Path) -> Result<Option<v1::ConfigPush>, String> {
+pub fn load(path: &Path) -> Result<Option<v1::ConfigPush>, CacheError> {
     match std::fs::read(path) {
         Ok(bytes) => v1::ConfigPush::decode(bytes.as_slice())
             .map(Some)
-            .map_err(|e| format!("snapshot cache {} is unreadable: {e}", path.display())),
+            .map_err(|source| CacheError::Decode {
+                path: path.to_path_buf(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("reading snapshot cache {}: {e}", path.display())),
+        Err(source) => Err(CacheError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

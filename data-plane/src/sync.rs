@@ -116,6 +116,9 @@ async fn stream_once(
             Some(Msg::ResetBreaker(reset)) => {
                 state.live.registry.reset_breakers(&reset.route_id);
                 info!(route_id = %reset.route_id, "circuit breakers reset");
+                outbound.send(data_plane_message::Msg::BreakerReset(v1::BreakerReset {
+                    route_id: reset.route_id,
+                }));
                 continue;
             }
             Some(Msg::BackendTest(request)) => {

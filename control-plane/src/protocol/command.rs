@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 pub struct Request {
     pub txn: Option<String>,
     pub session: Option<String>,
+    /// The command's name as the protocol spells it.
+    pub name: &'static str,
     pub command: Command,
 }
 
@@ -191,46 +193,4 @@ pub enum Command {
     MaintStatus,
     Subscribe(EventType),
     Unsubscribe(EventType),
-}
-
-impl Command {
-    /// The protocol name, as responses and logs spell it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Register { .. } => "REGISTER",
-            Command::Reconnect => "RECONNECT",
-            Command::Ping => "PING",
-            Command::SessionInfo => "SESSION_INFO",
-            Command::ClientShutdown => "CLIENT_SHUTDOWN",
-            Command::RouteAdd(_) => "ROUTE_ADD",
-            Command::RouteAddBulk(_) => "ROUTE_ADD_BULK",
-            Command::RouteUpdate { .. } => "ROUTE_UPDATE",
-            Command::RouteRemove(_) => "ROUTE_REMOVE",
-            Command::RouteList { .. } => "ROUTE_LIST",
-            Command::HeadersSet { .. } => "HEADERS_SET",
-            Command::HeadersRemove { .. } => "HEADERS_REMOVE",
-            Command::OptionsSet { .. } => "OPTIONS_SET",
-            Command::OptionsRemove { .. } => "OPTIONS_REMOVE",
-            Command::HealthSet { .. } => "HEALTH_SET",
-            Command::RateLimitSet { .. } => "RATELIMIT_SET",
-            Command::CircuitBreakerSet { .. } => "CIRCUIT_BREAKER_SET",
-            Command::CircuitBreakerStatus(_) => "CIRCUIT_BREAKER_STATUS",
-            Command::CircuitBreakerReset(_) => "CIRCUIT_BREAKER_RESET",
-            Command::ConfigValidate => "CONFIG_VALIDATE",
-            Command::ConfigApply => "CONFIG_APPLY",
-            Command::ConfigRollback => "CONFIG_ROLLBACK",
-            Command::ConfigDiff => "CONFIG_DIFF",
-            Command::ConfigApplyPartial(_) => "CONFIG_APPLY_PARTIAL",
-            Command::StatsGet { .. } => "STATS_GET",
-            Command::BackendTest(_) => "BACKEND_TEST",
-            Command::DrainStart(_) => "DRAIN_START",
-            Command::DrainStatus => "DRAIN_STATUS",
-            Command::DrainCancel => "DRAIN_CANCEL",
-            Command::MaintEnter { .. } => "MAINT_ENTER",
-            Command::MaintExit(_) => "MAINT_EXIT",
-            Command::MaintStatus => "MAINT_STATUS",
-            Command::Subscribe(_) => "SUBSCRIBE",
-            Command::Unsubscribe(_) => "UNSUBSCRIBE",
-        }
-    }
 }

@@ -1,14 +1,8 @@
 //! The pure registry-protocol parser: one line in, a typed [`Request`] out.
 //! No I/O and no state, so every rule here is table-tested.
 
-use std::time::Duration;
-
-use portico_proto::model::{self, parse_domains, validate_path};
-use portico_proto::BackendUrl;
-use serde_json::{Map, Value};
-
 use super::command::*;
-use portico_proto::duration::parse_duration;
+use super::fields::*;
 
 /// A line that cannot become a command; `txn` is echoed in the error reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,89 +11,280 @@ pub struct ParseError {
     pub message: String,
 }
 
-const MAX_NAME: usize = 128;
-const MAX_METADATA: usize = 4096;
-const MAX_BULK: usize = 1000;
+/// One protocol command: its name, the fields after the name, how many
+/// (at least, at most), whether the first names a session, and how the
+/// fields after the session become a typed [`Command`]. Parsing, the
+/// names and the usage messages all come from this one table.
+#[derive(Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    usage: &'static str,
+    fields: (usize, usize),
+    session: bool,
+    parse: fn(&[&str]) -> Result<Command, String>,
+}
 
-/// Fields after the command name: (name, usage, min, max, names a session).
-const SPECS: &[(&str, &str, usize, usize, bool)] = &[
-    (
+/// Field `i` after the session id; empty when an optional field is absent.
+fn arg<'a>(args: &[&'a str], i: usize) -> &'a str {
+    args.get(i).copied().unwrap_or("")
+}
+
+const fn spec(
+    name: &'static str,
+    usage: &'static str,
+    fields: (usize, usize),
+    session: bool,
+    parse: fn(&[&str]) -> Result<Command, String>,
+) -> Spec {
+    Spec {
+        name,
+        usage,
+        fields,
+        session,
+        parse,
+    }
+}
+
+/// Every command, in the order PROTOCOL.md lists them.
+static COMMANDS: &[Spec] = &[
+    spec(
         "REGISTER",
         "service|instance|maintenance_port|metadata_json",
-        3,
-        4,
+        (3, 4),
         false,
+        |a| {
+            Ok(Command::Register {
+                service: parse_name("service", arg(a, 0))?,
+                instance: parse_name("instance", arg(a, 1))?,
+                maintenance_port: parse_port(arg(a, 2))?,
+                metadata: parse_metadata(arg(a, 3))?,
+            })
+        },
     ),
-    ("RECONNECT", "session", 1, 1, true),
-    ("PING", "session", 1, 1, true),
-    ("SESSION_INFO", "session", 1, 1, true),
-    ("CLIENT_SHUTDOWN", "session", 1, 1, true),
-    (
+    spec("RECONNECT", "session", (1, 1), true, |_| {
+        Ok(Command::Reconnect)
+    }),
+    spec("PING", "session", (1, 1), true, |_| Ok(Command::Ping)),
+    spec("SESSION_INFO", "session", (1, 1), true, |_| {
+        Ok(Command::SessionInfo)
+    }),
+    spec("CLIENT_SHUTDOWN", "session", (1, 1), true, |_| {
+        Ok(Command::ClientShutdown)
+    }),
+    spec(
         "ROUTE_ADD",
         "session|domains|path|backend_url|priority",
-        4,
-        5,
+        (4, 5),
         true,
+        |a| {
+            Ok(Command::RouteAdd(parse_route(
+                arg(a, 0),
+                arg(a, 1),
+                arg(a, 2),
+                arg(a, 3),
+            )?))
+        },
     ),
-    ("ROUTE_ADD_BULK", "session|json_array", 2, 2, true),
-    ("ROUTE_UPDATE", "session|route_id|field|value", 4, 4, true),
-    ("ROUTE_REMOVE", "session|route_id", 2, 2, true),
-    ("ROUTE_LIST", "session|compressed", 1, 2, true),
-    ("HEADERS_SET", "session|target|name|value", 4, 4, true),
-    ("HEADERS_REMOVE", "session|target|name", 3, 3, true),
-    ("OPTIONS_SET", "session|target|key|value", 4, 4, true),
-    ("OPTIONS_REMOVE", "session|target|key", 3, 3, true),
-    (
+    spec("ROUTE_ADD_BULK", "session|json_array", (2, 2), true, |a| {
+        Ok(Command::RouteAddBulk(parse_bulk(arg(a, 0))?))
+    }),
+    spec(
+        "ROUTE_UPDATE",
+        "session|route_id|field|value",
+        (4, 4),
+        true,
+        |a| {
+            Ok(Command::RouteUpdate {
+                route: parse_route_id(arg(a, 0))?,
+                field: parse_route_field(arg(a, 1), arg(a, 2))?,
+            })
+        },
+    ),
+    spec("ROUTE_REMOVE", "session|route_id", (2, 2), true, |a| {
+        Ok(Command::RouteRemove(parse_route_id(arg(a, 0))?))
+    }),
+    spec("ROUTE_LIST", "session|compressed", (1, 2), true, |a| {
+        Ok(Command::RouteList {
+            compressed: parse_compressed(arg(a, 0))?,
+        })
+    }),
+    spec(
+        "HEADERS_SET",
+        "session|target|name|value",
+        (4, 4),
+        true,
+        |a| {
+            Ok(Command::HeadersSet {
+                target: parse_target(arg(a, 0))?,
+                name: parse_header_name(arg(a, 1))?,
+                value: parse_header_value(arg(a, 2))?,
+            })
+        },
+    ),
+    spec("HEADERS_REMOVE", "session|target|name", (3, 3), true, |a| {
+        Ok(Command::HeadersRemove {
+            target: parse_target(arg(a, 0))?,
+            name: parse_header_name(arg(a, 1))?,
+        })
+    }),
+    spec(
+        "OPTIONS_SET",
+        "session|target|key|value",
+        (4, 4),
+        true,
+        |a| {
+            let key = parse_option_key(arg(a, 1))?;
+            Ok(Command::OptionsSet {
+                target: parse_target(arg(a, 0))?,
+                key,
+                value: parse_option_value(key, arg(a, 2))?,
+            })
+        },
+    ),
+    spec("OPTIONS_REMOVE", "session|target|key", (3, 3), true, |a| {
+        Ok(Command::OptionsRemove {
+            target: parse_target(arg(a, 0))?,
+            key: parse_option_key(arg(a, 1))?,
+        })
+    }),
+    spec(
         "HEALTH_SET",
         "session|route_id|path|interval|timeout",
-        5,
-        5,
+        (5, 5),
         true,
+        |a| {
+            Ok(Command::HealthSet {
+                route: parse_route_id(arg(a, 0))?,
+                spec: parse_health(arg(a, 1), arg(a, 2), arg(a, 3))?,
+            })
+        },
     ),
-    (
+    spec(
         "RATELIMIT_SET",
         "session|target|requests|window",
-        4,
-        4,
+        (4, 4),
         true,
+        |a| {
+            Ok(Command::RateLimitSet {
+                target: parse_target(arg(a, 0))?,
+                spec: RateLimit {
+                    requests: parse_positive("requests", arg(a, 1))?,
+                    window: parse_named_duration("window", arg(a, 2))?,
+                },
+            })
+        },
     ),
-    (
+    spec(
         "CIRCUIT_BREAKER_SET",
         "session|target|threshold|timeout|half_open_requests",
-        5,
-        5,
+        (5, 5),
         true,
+        |a| {
+            Ok(Command::CircuitBreakerSet {
+                target: parse_target(arg(a, 0))?,
+                spec: BreakerSpec {
+                    threshold: parse_positive_u32("threshold", arg(a, 1))?,
+                    timeout: parse_named_duration("timeout", arg(a, 2))?,
+                    half_open_requests: parse_positive_u32("half_open_requests", arg(a, 3))?,
+                },
+            })
+        },
     ),
-    ("CIRCUIT_BREAKER_STATUS", "session|route_id", 2, 2, true),
-    ("CIRCUIT_BREAKER_RESET", "session|route_id", 2, 2, true),
-    ("CONFIG_VALIDATE", "session", 1, 1, true),
-    ("CONFIG_APPLY", "session", 1, 1, true),
-    ("CONFIG_ROLLBACK", "session", 1, 1, true),
-    ("CONFIG_DIFF", "session", 1, 1, true),
-    ("CONFIG_APPLY_PARTIAL", "session|scopes", 2, 2, true),
-    ("STATS_GET", "session|target|compressed", 1, 3, true),
-    ("BACKEND_TEST", "session|backend_url", 2, 2, true),
-    ("DRAIN_START", "session|duration", 2, 2, true),
-    ("DRAIN_STATUS", "session", 1, 1, true),
-    ("DRAIN_CANCEL", "session", 1, 1, true),
-    ("MAINT_ENTER", "session|target|backend_url", 2, 3, true),
-    ("MAINT_EXIT", "session|target", 2, 2, true),
-    ("MAINT_STATUS", "session", 1, 1, true),
-    ("SUBSCRIBE", "session|event_type", 2, 2, true),
-    ("UNSUBSCRIBE", "session|event_type", 2, 2, true),
+    spec(
+        "CIRCUIT_BREAKER_STATUS",
+        "session|route_id",
+        (2, 2),
+        true,
+        |a| Ok(Command::CircuitBreakerStatus(parse_route_id(arg(a, 0))?)),
+    ),
+    spec(
+        "CIRCUIT_BREAKER_RESET",
+        "session|route_id",
+        (2, 2),
+        true,
+        |a| Ok(Command::CircuitBreakerReset(parse_route_id(arg(a, 0))?)),
+    ),
+    spec("CONFIG_VALIDATE", "session", (1, 1), true, |_| {
+        Ok(Command::ConfigValidate)
+    }),
+    spec("CONFIG_APPLY", "session", (1, 1), true, |_| {
+        Ok(Command::ConfigApply)
+    }),
+    spec("CONFIG_ROLLBACK", "session", (1, 1), true, |_| {
+        Ok(Command::ConfigRollback)
+    }),
+    spec("CONFIG_DIFF", "session", (1, 1), true, |_| {
+        Ok(Command::ConfigDiff)
+    }),
+    spec(
+        "CONFIG_APPLY_PARTIAL",
+        "session|scopes",
+        (2, 2),
+        true,
+        |a| Ok(Command::ConfigApplyPartial(parse_scopes(arg(a, 0))?)),
+    ),
+    spec(
+        "STATS_GET",
+        "session|target|compressed",
+        (1, 3),
+        true,
+        parse_stats,
+    ),
+    spec("BACKEND_TEST", "session|backend_url", (2, 2), true, |a| {
+        Ok(Command::BackendTest(parse_backend(arg(a, 0))?))
+    }),
+    spec("DRAIN_START", "session|duration", (2, 2), true, |a| {
+        Ok(Command::DrainStart(parse_named_duration(
+            "duration",
+            arg(a, 0),
+        )?))
+    }),
+    spec("DRAIN_STATUS", "session", (1, 1), true, |_| {
+        Ok(Command::DrainStatus)
+    }),
+    spec("DRAIN_CANCEL", "session", (1, 1), true, |_| {
+        Ok(Command::DrainCancel)
+    }),
+    spec(
+        "MAINT_ENTER",
+        "session|target|backend_url",
+        (2, 3),
+        true,
+        |a| {
+            Ok(Command::MaintEnter {
+                target: parse_maint_target(arg(a, 0))?,
+                backend: match arg(a, 1) {
+                    "" => None,
+                    url => Some(parse_backend(url)?),
+                },
+            })
+        },
+    ),
+    spec("MAINT_EXIT", "session|target", (2, 2), true, |a| {
+        Ok(Command::MaintExit(parse_maint_target(arg(a, 0))?))
+    }),
+    spec("MAINT_STATUS", "session", (1, 1), true, |_| {
+        Ok(Command::MaintStatus)
+    }),
+    spec("SUBSCRIBE", "session|event_type", (2, 2), true, |a| {
+        Ok(Command::Subscribe(parse_event(arg(a, 0))?))
+    }),
+    spec("UNSUBSCRIBE", "session|event_type", (2, 2), true, |a| {
+        Ok(Command::Unsubscribe(parse_event(arg(a, 0))?))
+    }),
 ];
 
 /// The names of every protocol command, in the order PROTOCOL.md lists them.
 #[cfg(test)]
 pub fn command_names() -> impl Iterator<Item = &'static str> {
-    SPECS.iter().map(|s| s.0)
+    COMMANDS.iter().map(|s| s.name)
 }
 
 pub fn parse(line: &str) -> Result<Request, ParseError> {
     let mut fields: Vec<&str> = line.split('|').collect();
     let raw_name = fields.remove(0);
     let name = raw_name.to_ascii_uppercase();
-    let Some(&(name, usage, min, max, has_session)) = SPECS.iter().find(|s| s.0 == name) else {
+    let Some(spec) = COMMANDS.iter().find(|s| s.name == name) else {
         let txn = fields.iter().take(2).find_map(|f| txn_of(f));
         let shown: String = raw_name.chars().take(64).collect();
         return Err(ParseError {
@@ -107,6 +292,13 @@ pub fn parse(line: &str) -> Result<Request, ParseError> {
             message: format!("unknown command: {}", shown.to_ascii_uppercase()),
         });
     };
+    let Spec {
+        name,
+        usage,
+        fields: (min, max),
+        session: has_session,
+        parse,
+    } = *spec;
     let txn_pos = usize::from(has_session);
     let txn = fields.get(txn_pos).and_then(|f| txn_of(f));
     if txn.is_some() {
@@ -131,464 +323,17 @@ pub fn parse(line: &str) -> Result<Request, ParseError> {
     } else {
         (None, &fields[..])
     };
-    let command = parse_args(name, args).map_err(fail)?;
+    let command = parse(args).map_err(fail)?;
     Ok(Request {
         txn,
         session,
+        name,
         command,
     })
 }
 
 fn txn_of(field: &str) -> Option<String> {
     field.starts_with("txn:").then(|| field.to_string())
-}
-
-/// `args` holds the fields after the session id, already checked for count.
-fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
-    let arg = |i: usize| args.get(i).copied().unwrap_or("");
-    Ok(match name {
-        "REGISTER" => Command::Register {
-            service: parse_name("service", arg(0))?,
-            instance: parse_name("instance", arg(1))?,
-            maintenance_port: parse_port(arg(2))?,
-            metadata: parse_metadata(arg(3))?,
-        },
-        "RECONNECT" => Command::Reconnect,
-        "PING" => Command::Ping,
-        "SESSION_INFO" => Command::SessionInfo,
-        "CLIENT_SHUTDOWN" => Command::ClientShutdown,
-        "ROUTE_ADD" => Command::RouteAdd(parse_route(arg(0), arg(1), arg(2), arg(3))?),
-        "ROUTE_ADD_BULK" => Command::RouteAddBulk(parse_bulk(arg(0))?),
-        "ROUTE_UPDATE" => Command::RouteUpdate {
-            route: parse_route_id(arg(0))?,
-            field: parse_route_field(arg(1), arg(2))?,
-        },
-        "ROUTE_REMOVE" => Command::RouteRemove(parse_route_id(arg(0))?),
-        "ROUTE_LIST" => Command::RouteList {
-            compressed: parse_compressed(arg(0))?,
-        },
-        "HEADERS_SET" => Command::HeadersSet {
-            target: parse_target(arg(0))?,
-            name: parse_header_name(arg(1))?,
-            value: parse_header_value(arg(2))?,
-        },
-        "HEADERS_REMOVE" => Command::HeadersRemove {
-            target: parse_target(arg(0))?,
-            name: parse_header_name(arg(1))?,
-        },
-        "OPTIONS_SET" => {
-            let key = parse_option_key(arg(1))?;
-            Command::OptionsSet {
-                target: parse_target(arg(0))?,
-                key,
-                value: parse_option_value(key, arg(2))?,
-            }
-        }
-        "OPTIONS_REMOVE" => Command::OptionsRemove {
-            target: parse_target(arg(0))?,
-            key: parse_option_key(arg(1))?,
-        },
-        "HEALTH_SET" => Command::HealthSet {
-            route: parse_route_id(arg(0))?,
-            spec: parse_health(arg(1), arg(2), arg(3))?,
-        },
-        "RATELIMIT_SET" => Command::RateLimitSet {
-            target: parse_target(arg(0))?,
-            spec: RateLimit {
-                requests: parse_positive("requests", arg(1))?,
-                window: parse_named_duration("window", arg(2))?,
-            },
-        },
-        "CIRCUIT_BREAKER_SET" => Command::CircuitBreakerSet {
-            target: parse_target(arg(0))?,
-            spec: BreakerSpec {
-                threshold: parse_positive_u32("threshold", arg(1))?,
-                timeout: parse_named_duration("timeout", arg(2))?,
-                half_open_requests: parse_positive_u32("half_open_requests", arg(3))?,
-            },
-        },
-        "CIRCUIT_BREAKER_STATUS" => Command::CircuitBreakerStatus(parse_route_id(arg(0))?),
-        "CIRCUIT_BREAKER_RESET" => Command::CircuitBreakerReset(parse_route_id(arg(0))?),
-        "CONFIG_VALIDATE" => Command::ConfigValidate,
-        "CONFIG_APPLY" => Command::ConfigApply,
-        "CONFIG_ROLLBACK" => Command::ConfigRollback,
-        "CONFIG_DIFF" => Command::ConfigDiff,
-        "CONFIG_APPLY_PARTIAL" => Command::ConfigApplyPartial(parse_scopes(arg(0))?),
-        "STATS_GET" => parse_stats(args)?,
-        "BACKEND_TEST" => Command::BackendTest(parse_backend(arg(0))?),
-        "DRAIN_START" => Command::DrainStart(parse_named_duration("duration", arg(0))?),
-        "DRAIN_STATUS" => Command::DrainStatus,
-        "DRAIN_CANCEL" => Command::DrainCancel,
-        "MAINT_ENTER" => Command::MaintEnter {
-            target: parse_maint_target(arg(0))?,
-            backend: match arg(1) {
-                "" => None,
-                url => Some(parse_backend(url)?),
-            },
-        },
-        "MAINT_EXIT" => Command::MaintExit(parse_maint_target(arg(0))?),
-        "MAINT_STATUS" => Command::MaintStatus,
-        "SUBSCRIBE" => Command::Subscribe(parse_event(arg(0))?),
-        "UNSUBSCRIBE" => Command::Unsubscribe(parse_event(arg(0))?),
-        other => unreachable!("{other} is in SPECS but has no parser"),
-    })
-}
-
-fn parse_name(field: &str, raw: &str) -> Result<String, String> {
-    let ok = (1..=MAX_NAME).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(raw.to_string())
-    } else {
-        Err(format!(
-            "invalid {field} name \"{}\": use 1-128 of A-Z a-z 0-9 . _ -",
-            clip(raw)
-        ))
-    }
-}
-
-fn parse_port(raw: &str) -> Result<u16, String> {
-    raw.parse::<u16>().map_err(|_| {
-        format!(
-            "invalid maintenance_port \"{}\": must be 0-65535",
-            clip(raw)
-        )
-    })
-}
-
-fn parse_metadata(raw: &str) -> Result<Map<String, Value>, String> {
-    if raw.is_empty() {
-        return Ok(Map::new());
-    }
-    if raw.len() > MAX_METADATA {
-        return Err(format!(
-            "invalid metadata: larger than {MAX_METADATA} bytes"
-        ));
-    }
-    match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("invalid metadata: must be a JSON object".into()),
-        Err(e) => Err(format!("invalid metadata: {e}")),
-    }
-}
-
-fn parse_backend(raw: &str) -> Result<BackendUrl, String> {
-    BackendUrl::parse(raw).map_err(|e| e.to_string())
-}
-
-fn parse_priority(raw: &str) -> Result<i64, String> {
-    if raw.is_empty() {
-        return Ok(0);
-    }
-    raw.parse::<i64>()
-        .ok()
-        .filter(|p| p.unsigned_abs() <= 1_000_000_000)
-        .ok_or_else(|| {
-            format!(
-                "invalid priority \"{}\": must be an integer between -1000000000 and 1000000000",
-                clip(raw)
-            )
-        })
-}
-
-fn parse_route(
-    domains: &str,
-    path: &str,
-    backend: &str,
-    priority: &str,
-) -> Result<RouteInput, String> {
-    let domains = parse_domains(domains).map_err(|e| e.to_string())?;
-    validate_path(path).map_err(|e| e.to_string())?;
-    Ok(RouteInput {
-        domains,
-        path: path.to_string(),
-        backend: parse_backend(backend)?,
-        priority: parse_priority(priority)?,
-    })
-}
-
-fn parse_bulk(raw: &str) -> Result<Vec<RouteInput>, String> {
-    let items: Vec<Value> = match serde_json::from_str(raw) {
-        Ok(Value::Array(items)) => items,
-        Ok(_) => return Err("invalid json_array: must be a JSON array".into()),
-        Err(e) => return Err(format!("invalid json_array: {e}")),
-    };
-    if items.is_empty() {
-        return Err("invalid json_array: no routes".into());
-    }
-    if items.len() > MAX_BULK {
-        return Err(format!("invalid json_array: more than {MAX_BULK} routes"));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse_bulk_item(item).map_err(|e| format!("item {i}: {e}")))
-        .collect()
-}
-
-fn parse_bulk_item(item: &Value) -> Result<RouteInput, String> {
-    let obj = item.as_object().ok_or("must be a JSON object")?;
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "domains" | "path" | "backend_url" | "priority"))
-    {
-        return Err(format!("unknown field \"{}\"", clip(unknown)));
-    }
-    let domains = match obj.get("domains") {
-        Some(Value::Array(list)) if !list.is_empty() => list
-            .iter()
-            .map(|d| d.as_str().ok_or("domains must be strings"))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(","),
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err("missing domains".into()),
-    };
-    let path = obj
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or("missing path")?;
-    let backend = obj
-        .get("backend_url")
-        .and_then(Value::as_str)
-        .ok_or("missing backend_url")?;
-    let priority = match obj.get("priority") {
-        None | Some(Value::Null) => 0,
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .filter(|p| p.unsigned_abs() <= 1_000_000_000)
-            .ok_or("priority must be an integer between -1000000000 and 1000000000")?,
-        Some(_) => return Err("priority must be an integer".into()),
-    };
-    parse_route(&domains, path, backend, &priority.to_string())
-}
-
-fn parse_route_id(raw: &str) -> Result<RouteId, String> {
-    model::parse_route_id(raw)
-        .map(RouteId)
-        .map_err(|_| format!("invalid route id \"{}\"", clip(raw)))
-}
-
-fn parse_route_field(field: &str, value: &str) -> Result<RouteField, String> {
-    match field.to_ascii_lowercase().as_str() {
-        "backend_url" | "backend" => Ok(RouteField::BackendUrl(parse_backend(value)?)),
-        "priority" => Ok(RouteField::Priority(parse_priority(value)?)),
-        "domains" => Ok(RouteField::Domains(
-            parse_domains(value).map_err(|e| e.to_string())?,
-        )),
-        "path" => {
-            validate_path(value).map_err(|e| e.to_string())?;
-            Ok(RouteField::Path(value.to_string()))
-        }
-        _ => Err(format!(
-            "invalid field \"{}\": must be backend_url, priority, domains or path",
-            clip(field)
-        )),
-    }
-}
-
-fn parse_target(raw: &str) -> Result<Target, String> {
-    if raw.eq_ignore_ascii_case("all") {
-        return Ok(Target::All);
-    }
-    model::parse_route_id(raw)
-        .map(|n| Target::Route(RouteId(n)))
-        .map_err(|_| {
-            format!(
-                "invalid target \"{}\": must be ALL or a route id",
-                clip(raw)
-            )
-        })
-}
-
-fn parse_compressed(raw: &str) -> Result<bool, String> {
-    match raw {
-        "" => Ok(false),
-        r if r.eq_ignore_ascii_case("compressed") => Ok(true),
-        other => Err(format!(
-            "invalid field \"{}\": expected \"compressed\" or nothing",
-            clip(other)
-        )),
-    }
-}
-
-/// Header names a service may not set: they frame the response or the connection.
-const FORBIDDEN_HEADERS: &[&str] = &[
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn parse_header_name(raw: &str) -> Result<String, String> {
-    let token = !raw.is_empty()
-        && raw.len() <= 256
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        return Err(format!("invalid header name \"{}\"", clip(raw)));
-    }
-    let lower = raw.to_ascii_lowercase();
-    if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
-        return Err(format!(
-            "invalid header name \"{raw}\": hop-by-hop and framing headers cannot be set"
-        ));
-    }
-    Ok(raw.to_string())
-}
-
-fn parse_header_value(raw: &str) -> Result<String, String> {
-    // Visible characters, spaces and tabs only: no CR, LF or other controls can
-    // reach a response.
-    let ok = raw.len() <= 4096 && raw.chars().all(|c| c == '\t' || !c.is_control());
-    if ok {
-        Ok(raw.trim().to_string())
-    } else {
-        Err("invalid header value: control characters are not allowed".into())
-    }
-}
-
-fn parse_option_key(raw: &str) -> Result<OptionKey, String> {
-    OptionKey::from_name(raw).map_err(|e| e.to_string())
-}
-
-fn parse_option_value(key: OptionKey, raw: &str) -> Result<OptionValue, String> {
-    key.parse_value(raw).map_err(|e| e.to_string())
-}
-
-fn parse_health(path: &str, interval: &str, timeout: &str) -> Result<HealthCheck, String> {
-    validate_path(path).map_err(|e| e.to_string())?;
-    let interval = parse_named_duration("interval", interval)?;
-    let timeout = parse_named_duration("timeout", timeout)?;
-    if timeout >= interval {
-        return Err("invalid timeout: must be shorter than interval".into());
-    }
-    Ok(HealthCheck {
-        path: path.to_string(),
-        interval,
-        timeout,
-    })
-}
-
-fn parse_named_duration(field: &str, raw: &str) -> Result<Duration, String> {
-    parse_duration(raw).map_err(|e| format!("invalid {field}: {e}"))
-}
-
-fn parse_positive(field: &str, raw: &str) -> Result<u64, String> {
-    raw.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0 && *n <= 1_000_000_000)
-        .ok_or_else(|| {
-            format!(
-                "invalid {field} \"{}\": must be a positive integer",
-                clip(raw)
-            )
-        })
-}
-
-fn parse_positive_u32(field: &str, raw: &str) -> Result<u32, String> {
-    parse_positive(field, raw).and_then(|n| {
-        u32::try_from(n)
-            .ok()
-            .filter(|n| *n <= 1_000_000)
-            .ok_or_else(|| format!("invalid {field} \"{raw}\": at most 1000000"))
-    })
-}
-
-fn parse_scopes(raw: &str) -> Result<Scopes, String> {
-    let mut scopes = Scopes::default();
-    for scope in raw.split(',').map(str::trim) {
-        match scope.to_ascii_lowercase().as_str() {
-            "routes" => scopes.routes = true,
-            "headers" => scopes.headers = true,
-            "options" => scopes.options = true,
-            "health" => scopes.health = true,
-            "ratelimit" => scopes.ratelimit = true,
-            "circuit_breaker" => scopes.circuit_breaker = true,
-            _ => {
-                return Err(format!(
-                    "invalid scope \"{}\": must be routes, headers, options, health, ratelimit or circuit_breaker",
-                    clip(scope)
-                ))
-            }
-        }
-    }
-    Ok(scopes)
-}
-
-fn parse_stats(args: &[&str]) -> Result<Command, String> {
-    let (target, compressed) = match args {
-        [] => ("", ""),
-        [one] if one.eq_ignore_ascii_case("compressed") => ("", *one),
-        [one] => (*one, ""),
-        [t, c, ..] => (*t, *c),
-    };
-    Ok(Command::StatsGet {
-        target: if target.is_empty() {
-            Target::All
-        } else {
-            parse_target(target)?
-        },
-        compressed: parse_compressed(compressed)?,
-    })
-}
-
-fn parse_maint_target(raw: &str) -> Result<MaintTarget, String> {
-    if raw.is_empty() {
-        return Err("invalid target: empty".into());
-    }
-    if raw.eq_ignore_ascii_case("all") {
-        return Ok(MaintTarget::All);
-    }
-    if raw.starts_with('/') {
-        validate_path(raw).map_err(|e| e.to_string())?;
-        return Ok(MaintTarget::Path(raw.to_string()));
-    }
-    let ids: Result<Vec<RouteId>, _> = raw
-        .split(',')
-        .map(|id| model::parse_route_id(id.trim()).map(RouteId))
-        .collect();
-    if let Ok(ids) = ids {
-        return Ok(MaintTarget::Routes(ids));
-    }
-    model::validate_domain(raw)
-        .map(MaintTarget::Domain)
-        .map_err(|_| {
-            format!(
-                "invalid target \"{}\": must be ALL, route ids, a path or a domain",
-                clip(raw)
-            )
-        })
-}
-
-fn parse_event(raw: &str) -> Result<EventType, String> {
-    [
-        EventType::BackendHealthChanged,
-        EventType::GlobalConfigChanged,
-        EventType::CertRenewed,
-        EventType::DrainCompleted,
-        EventType::CircuitBreakerChanged,
-        EventType::All,
-    ]
-    .into_iter()
-    .find(|e| e.as_str().eq_ignore_ascii_case(raw))
-    .ok_or_else(|| {
-        format!(
-            "invalid event type \"{}\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all",
-            clip(raw)
-        )
-    })
-}
-
-/// Keeps echoed input short in error messages.
-fn clip(raw: &str) -> String {
-    raw.chars().take(80).collect()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tracing::{info, info_span, warn};
 use super::state::{Identity, Ops, SessionState};
 use super::Shared;
 use crate::committer::{GlobalChanged, GlobalSubscription, Propose, RemoveSession, TakeOver};
-use crate::protocol::{Command, EventType, Reply};
+use crate::protocol::{Command, EventType, Reply, ReplyCode};
 use crate::store::SessionRecord;
 
 /// The connection that receives a session's events.
@@ -218,7 +218,7 @@ impl SessionActor {
                 actix::fut::wrap_future::<_, Self>(waiting)
             })
             .map(move |_, _, ctx: &mut Context<Self>| {
-                let _ = tx.send(Reply::code("SHUTDOWN_OK").closing().into());
+                let _ = tx.send(Reply::code(ReplyCode::ShutdownOk).closing().into());
                 ctx.stop();
             });
         ctx.wait(work);
@@ -344,6 +344,7 @@ impl Actor for SessionActor {
 #[derive(Message)]
 #[rtype(result = "Answer")]
 pub struct Exec {
+    pub name: &'static str,
     pub command: Command,
     pub conn: Home,
 }
@@ -354,7 +355,7 @@ impl Handler<Exec> for SessionActor {
     fn handle(&mut self, msg: Exec, ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
         self.last_activity_wall = SystemTime::now();
-        tracing::debug!(session = %self.id(), command = msg.command.name(), "command");
+        tracing::debug!(session = %self.id(), command = msg.name, "command");
         self.execute(msg.command, msg.conn, ctx)
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::actor::{ready, Answer, SessionActor};
 use super::state::{Drain, Ops, SessionState};
 use crate::payload::json_reply;
-use crate::protocol::{Command, EventType, MaintTarget, Reply, RouteId, Scopes, Target};
+use crate::protocol::{Command, EventType, MaintTarget, Reply, ReplyCode, RouteId, Scopes, Target};
 use portico_proto::probe;
 use portico_proto::time::rfc3339;
 
@@ -30,7 +30,7 @@ impl SessionActor {
                 self.forget_restore_grace();
                 Reply::ok()
             }
-            Command::Ping => Reply::code("PONG"),
+            Command::Ping => Reply::code(ReplyCode::Pong),
             Command::SessionInfo => self.session_info(),
             Command::ClientShutdown => return self.end("client shutdown", ctx),
 
@@ -41,7 +41,7 @@ impl SessionActor {
                 {
                     Ok(id) => {
                         self.touch_staged(ctx);
-                        Reply::with("ROUTE_OK", id.to_string())
+                        Reply::with(ReplyCode::RouteOk, id.to_string())
                     }
                     Err(e) => Reply::error(e.to_string()),
                 }
@@ -61,7 +61,10 @@ impl SessionActor {
                             .iter()
                             .map(|id| json!({"route_id": id.to_string(), "status": "ok"}))
                             .collect();
-                        Reply::with("ROUTE_BULK_OK", serde_json::Value::Array(items).to_string())
+                        Reply::with(
+                            ReplyCode::RouteBulkOk,
+                            serde_json::Value::Array(items).to_string(),
+                        )
                     }
                     Err(e) => Reply::error(e.to_string()),
                 }
@@ -69,39 +72,43 @@ impl SessionActor {
             Command::RouteUpdate { route, field } => match self.state.update_route(route, field) {
                 Ok(()) => {
                     self.touch_staged(ctx);
-                    Reply::code("ROUTE_OK")
+                    Reply::code(ReplyCode::RouteOk)
                 }
                 Err(e) => Reply::error(e.to_string()),
             },
             Command::RouteRemove(id) => match self.state.remove_route(id) {
                 Ok(()) => {
                     self.touch_staged(ctx);
-                    Reply::code("ROUTE_OK")
+                    Reply::code(ReplyCode::RouteOk)
                 }
                 Err(e) => Reply::error(e.to_string()),
             },
             Command::RouteList { compressed } => {
-                json_reply("ROUTE_LIST_OK", &self.state.list_json(), compressed)
+                json_reply(ReplyCode::RouteListOk, &self.state.list_json(), compressed)
             }
 
             Command::HeadersSet {
                 target,
                 name,
                 value,
-            } => self.stage(ctx, target, "HEADERS_OK", |s| {
+            } => self.stage(ctx, target, ReplyCode::HeadersOk, |s| {
                 let entry = s.headers.edit().entry(target).or_default();
                 entry.insert(name.to_ascii_lowercase(), (name, value));
             }),
-            Command::HeadersRemove { target, name } => {
-                self.stage_with(ctx, target, "HEADERS_OK", SessionState::knows, |s| {
+            Command::HeadersRemove { target, name } => self.stage_with(
+                ctx,
+                target,
+                ReplyCode::HeadersOk,
+                SessionState::knows,
+                |s| {
                     if let Some(entry) = s.headers.edit().get_mut(&target) {
                         entry.remove(&name.to_ascii_lowercase());
                     }
                     s.headers.edit().retain(|_, m| !m.is_empty());
-                })
-            }
+                },
+            ),
             Command::OptionsSet { target, key, value } => {
-                self.stage(ctx, target, "OPTIONS_OK", |s| {
+                self.stage(ctx, target, ReplyCode::OptionsOk, |s| {
                     s.options
                         .edit()
                         .entry(target)
@@ -109,26 +116,30 @@ impl SessionActor {
                         .insert(key, value);
                 })
             }
-            Command::OptionsRemove { target, key } => {
-                self.stage_with(ctx, target, "OPTIONS_OK", SessionState::knows, |s| {
+            Command::OptionsRemove { target, key } => self.stage_with(
+                ctx,
+                target,
+                ReplyCode::OptionsOk,
+                SessionState::knows,
+                |s| {
                     if let Some(entry) = s.options.edit().get_mut(&target) {
                         entry.remove(&key);
                     }
                     s.options.edit().retain(|_, m| !m.is_empty());
-                })
-            }
+                },
+            ),
             Command::HealthSet { route, spec } => {
-                self.stage(ctx, Target::Route(route), "HEALTH_OK", |s| {
+                self.stage(ctx, Target::Route(route), ReplyCode::HealthOk, |s| {
                     s.health.edit().insert(route, spec);
                 })
             }
             Command::RateLimitSet { target, spec } => {
-                self.stage(ctx, target, "RATELIMIT_OK", |s| {
+                self.stage(ctx, target, ReplyCode::RatelimitOk, |s| {
                     s.ratelimit.edit().insert(target, spec);
                 })
             }
             Command::CircuitBreakerSet { target, spec } => {
-                self.stage(ctx, target, "CIRCUIT_OK", |s| {
+                self.stage(ctx, target, ReplyCode::CircuitOk, |s| {
                     s.breaker.edit().insert(target, spec);
                 })
             }
@@ -137,16 +148,19 @@ impl SessionActor {
                     Reply::error("route not found")
                 } else {
                     let status = self.shared.telemetry.breaker_status(route);
-                    json_reply("CIRCUIT_STATUS_OK", &status, false)
+                    json_reply(ReplyCode::CircuitStatusOk, &status, false)
                 }
             }
             Command::CircuitBreakerReset(route) => {
                 if !self.state.owns(route) {
                     Reply::error("route not found")
                 } else {
-                    self.shared.telemetry.forget_breakers(route);
-                    self.shared.planes.reset_breaker(route);
-                    Reply::code("CIRCUIT_OK")
+                    self.shared.telemetry.forget_breakers(route, None);
+                    let planes = self.shared.planes.clone();
+                    return Box::pin(async move {
+                        planes.reset_breaker(route).await;
+                        Reply::code(ReplyCode::CircuitOk).into()
+                    });
                 }
             }
 
@@ -157,12 +171,12 @@ impl SessionActor {
                 self.state.rollback();
                 Reply::ok()
             }
-            Command::ConfigDiff => json_reply("DIFF_OK", &self.state.diff_json(), false),
+            Command::ConfigDiff => json_reply(ReplyCode::DiffOk, &self.state.diff_json(), false),
 
             Command::StatsGet { target, compressed } => match target {
                 Target::Route(id) if !self.state.owns(id) => Reply::error("route not found"),
                 Target::Route(id) => json_reply(
-                    "STATS_OK",
+                    ReplyCode::StatsOk,
                     &self.shared.telemetry.route_stats(id),
                     compressed,
                 ),
@@ -172,7 +186,11 @@ impl SessionActor {
                         .active_ids()
                         .map(|id| self.shared.telemetry.route_stats(id))
                         .collect();
-                    json_reply("STATS_OK", &serde_json::Value::Array(all), compressed)
+                    json_reply(
+                        ReplyCode::StatsOk,
+                        &serde_json::Value::Array(all),
+                        compressed,
+                    )
                 }
             },
             Command::BackendTest(url) => {
@@ -192,7 +210,7 @@ impl SessionActor {
                 };
                 return self.commit_ops(ctx, ops, move |act, ctx| {
                     act.schedule_drain_completed(ctx);
-                    Reply::with("DRAIN_OK", rfc3339(drain.ends_at())).into()
+                    Reply::with(ReplyCode::DrainOk, rfc3339(drain.ends_at())).into()
                 });
             }
             Command::DrainStatus => match self.state.ops.drain {
@@ -204,7 +222,7 @@ impl SessionActor {
                         .unwrap_or_default()
                         .min(d.duration);
                     json_reply(
-                        "DRAIN_STATUS_OK",
+                        ReplyCode::DrainStatusOk,
                         &json!({
                             "active": true,
                             "started_at": rfc3339(d.started_at),
@@ -229,7 +247,7 @@ impl SessionActor {
                         if let Some(handle) = act.drain_timer.take() {
                             ctx.cancel_future(handle);
                         }
-                        Reply::code("DRAIN_OK").into()
+                        Reply::code(ReplyCode::DrainOk).into()
                     });
                 }
             }
@@ -242,7 +260,7 @@ impl SessionActor {
                 let ops = &self.state.ops;
                 let entered = ops.maintenance.values().min().copied();
                 json_reply(
-                    "MAINT_STATUS_OK",
+                    ReplyCode::MaintStatusOk,
                     &json!({
                         "in_maintenance": ops.maintenance.keys().map(RouteId::to_string).collect::<Vec<_>>(),
                         "maintenance_backend": if ops.maintenance.is_empty() { None } else { ops.maintenance_backend.as_ref().map(|b| b.to_string()) },
@@ -257,7 +275,7 @@ impl SessionActor {
                 if self.wants_global() {
                     self.set_global_subscription(Some(ctx.address().recipient()));
                 }
-                Reply::code("SUBSCRIBE_OK")
+                Reply::code(ReplyCode::SubscribeOk)
             }
             Command::Unsubscribe(event) => {
                 if event == EventType::All {
@@ -268,7 +286,7 @@ impl SessionActor {
                 if !self.wants_global() {
                     self.set_global_subscription(None);
                 }
-                Reply::code("UNSUBSCRIBE_OK")
+                Reply::code(ReplyCode::UnsubscribeOk)
             }
         };
         ready(reply)
@@ -279,7 +297,7 @@ impl SessionActor {
         &mut self,
         ctx: &mut Context<Self>,
         target: Target,
-        ok: &'static str,
+        ok: ReplyCode,
         edit: impl FnOnce(&mut super::settings::Settings),
     ) -> Reply {
         self.stage_with(ctx, target, ok, SessionState::owns, edit)
@@ -291,7 +309,7 @@ impl SessionActor {
         &mut self,
         ctx: &mut Context<Self>,
         target: Target,
-        ok: &'static str,
+        ok: ReplyCode,
         visible: fn(&SessionState, RouteId) -> bool,
         edit: impl FnOnce(&mut super::settings::Settings),
     ) -> Reply {
@@ -409,7 +427,7 @@ impl SessionActor {
             .unwrap_or_default()
             .as_secs();
         json_reply(
-            "SESSION_OK",
+            ReplyCode::SessionOk,
             &json!({
                 "session_id": id.id,
                 "service_name": id.service,
@@ -437,14 +455,14 @@ fn follow_up_probe(
     let (tx, rx) = oneshot::channel();
     actix::spawn(async move {
         let reply = if probe::wait_healthy(urls, limit).await {
-            Reply::with("MAINT_OK", target.to_string())
+            Reply::with(ReplyCode::MaintOk, target.to_string())
         } else {
             Reply::error(format!("timeout waiting for {what} to become reachable"))
         };
         let _ = tx.send(reply);
     });
     Answer {
-        reply: Reply::code("ACK"),
+        reply: Reply::code(ReplyCode::Ack),
         follow_up: Some(rx),
     }
 }
