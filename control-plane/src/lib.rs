@@ -18,3 +18,6 @@ pub mod session;
 pub mod state_file;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod actor_tests;

@@ -6,6 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The runtime's clock, so the fleet grace follows a paused clock in tests.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 use actix::prelude::*;
 use portico_proto::time::unix_ms;
 use portico_proto::v1;
@@ -47,7 +52,7 @@ impl Publisher {
         store: Arc<dyn Store>,
     ) -> Self {
         let mut fleet = Fleet::new(fleet_grace);
-        fleet.restore(members, Instant::now());
+        fleet.restore(members, now());
         Publisher {
             apply_timeout,
             history: History::new(version, routes),
@@ -96,7 +101,7 @@ impl Publisher {
 
     /// Checks for members past the grace when the earliest one is due.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
+        let now = now();
         let Some(wait) = self.fleet.next_expiry(now) else {
             return;
         };
@@ -115,7 +120,7 @@ impl Publisher {
     }
 
     fn expire(&mut self, ctx: &mut Context<Self>) {
-        let left = self.fleet.expire(Instant::now());
+        let left = self.fleet.expire(now());
         if !left.is_empty() {
             for member in &left {
                 warn!(node_id = %member.node_id, grace = ?self.fleet.grace(), "data plane left the fleet: gone longer than the grace; applies no longer wait for it");
@@ -185,7 +190,7 @@ impl Handler<PlaneConnected> for Publisher {
             msg.applied_version,
             version,
             msg.tx.clone(),
-            Instant::now(),
+            now(),
         );
         info!(node_id = %msg.node_id, conn = joined.conn, applied = msg.applied_version, version, new_member = joined.new_member, "data plane connected");
         // Durable before the plane can serve (and say it is ready), so a
@@ -276,7 +281,7 @@ impl Handler<PlaneGone> for Publisher {
         self.tests.retain(|_, (conn, _)| *conn != msg.conn);
         self.reset_done(|_, _| true, msg.conn);
         // Still a member: applies wait for it until the grace passes.
-        let Some(record) = self.fleet.disconnect(msg.conn, Instant::now()) else {
+        let Some(record) = self.fleet.disconnect(msg.conn, now()) else {
             return;
         };
         info!(node_id = %record.node_id, conn = msg.conn, grace = ?self.fleet.grace(), "data plane disconnected; waited for until the grace passes");

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+// The runtime's clock, so the grace follows a paused clock in tests.
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use portico_proto::v1;
