@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, Instant};
 
 use crate::committer::Committer;
-use crate::global::{Commit, GlobalConfig};
+use crate::global::{Commit, SharedConfig};
 use crate::plane_commands::PlaneCommands;
 use crate::protocol::parse;
 use crate::publisher::{
@@ -60,7 +60,15 @@ fn publisher(store: Arc<dyn Store>) -> Addr<Publisher> {
 }
 
 fn publisher_with(store: Arc<dyn Store>, apply_timeout: Duration) -> Addr<Publisher> {
-    Publisher::new(apply_timeout, FLEET_GRACE, 0, Vec::new(), Vec::new(), store).start()
+    publisher_on(store, apply_timeout, Arc::default())
+}
+
+fn publisher_on(
+    store: Arc<dyn Store>,
+    apply_timeout: Duration,
+    config: SharedConfig,
+) -> Addr<Publisher> {
+    Publisher::new(apply_timeout, FLEET_GRACE, config, Vec::new(), store).start()
 }
 
 /// A data plane's stream: connected as `node`, returning its connection id.
@@ -85,6 +93,7 @@ fn commit(version: u64) -> Commit {
     Commit {
         version,
         upserted: Vec::new(),
+        added: Vec::new(),
         removed: Vec::new(),
     }
 }
@@ -93,14 +102,9 @@ fn commit(version: u64) -> Commit {
 fn shared() -> (Arc<Shared>, Addr<Publisher>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let (fatal, _) = Fatal::channel();
-    let publisher = publisher(store.clone());
-    let committer = Committer::new(
-        GlobalConfig::new(0),
-        publisher.clone(),
-        store.clone(),
-        fatal.clone(),
-    )
-    .start();
+    let config = SharedConfig::default();
+    let publisher = publisher_on(store.clone(), APPLY_TIMEOUT, config.clone());
+    let committer = Committer::new(config, publisher.clone(), store.clone(), fatal.clone()).start();
     let shared = Arc::new(Shared {
         directory: Directory::new(vec![Arbiter::current()], 0, store, fatal),
         committer,

@@ -8,7 +8,7 @@ use tracing::info;
 
 use std::collections::HashMap;
 
-use crate::global::{CommitError, GlobalConfig};
+use crate::global::{Commit, CommitError, GlobalConfig, SharedConfig};
 use crate::publisher::{AckReport, Publish, Publisher};
 use crate::store::SessionRecord;
 use crate::store::{Batch, Store};
@@ -25,7 +25,7 @@ pub enum ProposeError {
 }
 
 pub struct Committer {
-    global: GlobalConfig,
+    global: SharedConfig,
     publisher: Addr<Publisher>,
     store: Arc<dyn Store>,
     fatal: Fatal,
@@ -37,7 +37,7 @@ pub struct Committer {
 
 impl Committer {
     pub fn new(
-        global: GlobalConfig,
+        global: SharedConfig,
         publisher: Addr<Publisher>,
         store: Arc<dyn Store>,
         fatal: Fatal,
@@ -54,7 +54,7 @@ impl Committer {
 
     /// Makes a batch durable; false when the store failed. That stops the
     /// control plane (fail-stop, see `Fatal`), and nothing more is committed.
-    fn persist(&mut self, mut batch: Batch, commit: Option<&crate::global::Commit>) -> bool {
+    fn persist(&mut self, mut batch: Batch, commit: Option<&Commit>) -> bool {
         if self.failed {
             return false;
         }
@@ -67,6 +67,29 @@ impl Committer {
         true
     }
 
+    /// Applies `change` to the global configuration and makes `batch` (with
+    /// the new version) durable, holding the configuration locked across
+    /// both: the publisher, which reads it, never sees a version that is not
+    /// durable. After a store failure the lock is never released, since the
+    /// control plane is stopping and what is in memory is not durable.
+    fn change(
+        &mut self,
+        batch: Batch,
+        change: impl FnOnce(&mut GlobalConfig) -> Result<Option<Commit>, CommitError>,
+    ) -> Result<Option<Commit>, ProposeError> {
+        if self.failed {
+            return Err(StoreFailed.into());
+        }
+        let config = self.global.clone();
+        let mut global = config.write();
+        let commit = change(&mut global)?;
+        if !self.persist(batch, commit.as_ref()) {
+            std::mem::forget(global);
+            return Err(StoreFailed.into());
+        }
+        Ok(commit)
+    }
+
     /// What a change that could not be made durable answers: nothing to wait for.
     fn not_applied() -> Applied {
         Applied {
@@ -77,7 +100,7 @@ impl Committer {
 
     /// Publishes a commit; `proposer` hears of it from its own actor, in order
     /// with its reply, so it is not sent global_config_changed here.
-    fn publish(&self, commit: Option<crate::global::Commit>, proposer: &str) -> Applied {
+    fn publish(&self, commit: Option<Commit>, proposer: &str) -> Applied {
         let Some(commit) = commit else {
             return Applied {
                 version: None,
@@ -155,22 +178,15 @@ impl Handler<Propose> for Committer {
 
     fn handle(&mut self, msg: Propose, _: &mut Context<Self>) -> Self::Result {
         if msg.dry_run {
-            self.global.check(&msg.service, &msg.routes)?;
+            self.global.read().check(&msg.service, &msg.routes)?;
             return Ok(Self::not_applied());
         }
-        if self.failed {
-            return Err(StoreFailed.into());
-        }
-        let commit = self
-            .global
-            .commit(&msg.session_id, &msg.service, msg.routes)?;
         let batch = Batch {
             put: vec![msg.record],
             ..Default::default()
         };
-        if !self.persist(batch, commit.as_ref()) {
-            return Err(StoreFailed.into());
-        }
+        let (session, service, routes) = (&msg.session_id, &msg.service, msg.routes);
+        let commit = self.change(batch, |g| g.commit(session, service, routes))?;
         Ok(self.publish(commit, &msg.session_id))
     }
 }
@@ -186,15 +202,14 @@ impl Handler<RemoveSession> for Committer {
     type Result = MessageResult<RemoveSession>;
 
     fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
-        let commit = self.global.remove_session(&msg.session_id);
         let batch = Batch {
             delete: vec![msg.session_id.clone()],
             ..Default::default()
         };
-        if !self.persist(batch, commit.as_ref()) {
-            return MessageResult(Self::not_applied());
+        match self.change(batch, |g| Ok(g.remove_session(&msg.session_id))) {
+            Ok(commit) => MessageResult(self.publish(commit, &msg.session_id)),
+            Err(_) => MessageResult(Self::not_applied()),
         }
-        MessageResult(self.publish(commit, &msg.session_id))
     }
 }
 
@@ -214,23 +229,25 @@ impl Handler<TakeOver> for Committer {
 
     fn handle(&mut self, msg: TakeOver, _: &mut Context<Self>) -> Self::Result {
         self.subscribers.remove(&msg.old_session);
-        // The routes were the old session's, so they cannot conflict.
-        let commit = self
-            .global
-            .transfer(&msg.old_session, &msg.new_session, &msg.service, msg.routes)
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
-                None
-            });
         let batch = Batch {
             put: vec![msg.record],
             delete: vec![msg.old_session.clone()],
             ..Default::default()
         };
-        if !self.persist(batch, commit.as_ref()) {
-            return MessageResult(Self::not_applied());
+        let transfer = |g: &mut GlobalConfig| {
+            // The routes were the old session's, so they cannot conflict.
+            Ok(
+                g.transfer(&msg.old_session, &msg.new_session, &msg.service, msg.routes)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
+                        None
+                    }),
+            )
+        };
+        match self.change(batch, transfer) {
+            Ok(commit) => MessageResult(self.publish(commit, &msg.new_session)),
+            Err(_) => MessageResult(Self::not_applied()),
         }
-        MessageResult(self.publish(commit, &msg.new_session))
     }
 }
 

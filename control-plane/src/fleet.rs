@@ -254,8 +254,8 @@ impl Fleet {
     }
 
     /// Sends a pushed version to every stream, and waits for every member
-    /// that is connected or within the grace (none is ahead). Returns the
-    /// node ids it was sent to.
+    /// that is connected or within the grace (none is ahead), unless it
+    /// already acknowledged the version. Returns the node ids it was sent to.
     pub fn publish(
         &mut self,
         version: u64,
@@ -264,7 +264,16 @@ impl Fleet {
     ) -> Vec<String> {
         let mut sent_to = Vec::new();
         let mut pending = HashSet::new();
+        let mut report = AckReport {
+            version,
+            ..Default::default()
+        };
         for member in self.members.values().filter(|m| !m.ahead) {
+            if member.acked >= version {
+                // Its catch-up on connect already carried this version.
+                report.acked.push(member.node_id.clone());
+                continue;
+            }
             let mut sent = false;
             for (_, tx) in &member.streams {
                 sent |= tx.send(Ok(message.clone())).is_ok();
@@ -275,10 +284,7 @@ impl Fleet {
             pending.insert(member.node_id.clone());
         }
         sent_to.sort();
-        let report = AckReport {
-            version,
-            ..Default::default()
-        };
+        report.acked.sort();
         if pending.is_empty() {
             let _ = done.send(report);
         } else {
@@ -539,6 +545,19 @@ mod tests {
         let _done = publish(&mut fleet, 1);
         assert!(ra2.try_recv().is_ok(), "pushed on the new stream");
         assert_eq!(fleet.list(1)[0].state, "connected");
+    }
+
+    #[test]
+    fn a_member_whose_catch_up_carried_the_version_is_not_pushed_it_again() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (a, mut ra) = stream();
+        // Connected while version 2 was committed but not yet published.
+        let ca = fleet.connect("a", "x".into(), 1, 2, a, t0).conn;
+        fleet.ack(ca, 2);
+        let mut done = publish(&mut fleet, 2);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
+        assert!(ra.try_recv().is_err(), "nothing sent");
     }
 
     #[test]

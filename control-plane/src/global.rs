@@ -1,12 +1,18 @@
 //! The global configuration: every session's active routes, the ownership
-//! index of host+path by service, and the version. Pure; the committer actor
-//! is its only writer.
+//! index of host+path by service, the version and what recent versions
+//! changed. Pure; the committer actor is its only writer, the publisher
+//! reads it (`Shared`) to catch returning data planes up.
+
+/// The global configuration as the committer and the publisher share it.
+pub type SharedConfig = Arc<parking_lot::RwLock<GlobalConfig>>;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use portico_proto::model::match_prefix;
 use portico_proto::v1;
+
+use crate::history::{self, History};
 
 /// A proposal that cannot be committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +32,8 @@ pub enum CommitError {
 pub struct Commit {
     pub version: u64,
     pub upserted: Vec<Arc<v1::Route>>,
+    /// The upserted route ids that are new (the rest changed).
+    pub added: Vec<String>,
     pub removed: Vec<String>,
 }
 
@@ -38,9 +46,11 @@ struct SessionRoutes {
 /// Host and path prefix (as matched), the unit of ownership.
 type OwnerKey = (String, String);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct GlobalConfig {
     version: u64,
+    /// What each recent version changed, for data planes that come back.
+    history: History,
     sessions: HashMap<String, SessionRoutes>,
     /// (host, prefix) -> (service, how many routes claim it).
     owners: HashMap<OwnerKey, (String, usize)>,
@@ -96,11 +106,15 @@ impl GlobalConfig {
             routes: BTreeMap::new(),
         };
         let mut upserted = Vec::new();
+        let mut added = Vec::new();
         for route in routes {
             let route = match old.routes.get(&route.route_id) {
                 Some(r) if **r == route => r.clone(),
-                _ => {
+                known => {
                     let route = Arc::new(route);
+                    if known.is_none() {
+                        added.push(route.route_id.clone());
+                    }
                     upserted.push(route.clone());
                     route
                 }
@@ -126,9 +140,16 @@ impl GlobalConfig {
             return Ok(None);
         }
         self.version += 1;
+        let changed = upserted
+            .iter()
+            .map(|r| r.route_id.clone())
+            .chain(removed.iter().cloned())
+            .collect();
+        self.history.record(self.version, changed);
         Ok(Some(Commit {
             version: self.version,
             upserted,
+            added,
             removed,
         }))
     }
@@ -164,6 +185,25 @@ impl GlobalConfig {
     /// Every route, as a data plane's first snapshot needs them.
     pub fn all_routes(&self) -> impl Iterator<Item = &Arc<v1::Route>> {
         self.sessions.values().flat_map(|s| s.routes.values())
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// What a data plane holding `applied` needs to reach this version.
+    pub fn catch_up(&self, applied: u64) -> v1::ControlPlaneMessage {
+        history::catch_up(&self.history, self.version, applied, self.all_routes())
+    }
+
+    /// Every route at this version, in route-id order.
+    pub fn snapshot(&self) -> v1::GetSnapshotResponse {
+        let mut routes: Vec<v1::Route> = self.all_routes().map(|r| r.as_ref().clone()).collect();
+        routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
+        v1::GetSnapshotResponse {
+            version: self.version,
+            snapshot: Some(v1::Snapshot { routes }),
+        }
     }
 
     /// Drops every route of a session (shutdown or expiry).

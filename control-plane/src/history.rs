@@ -1,8 +1,9 @@
-//! The pushed versions: the routes at the current version (shared with the
-//! global configuration) and the route ids each recent version changed, so a
-//! data plane that comes back gets one delta of what it missed. Pure.
+//! The version history: the route ids each recent version changed, so a
+//! data plane that comes back gets one delta of what it missed, and the
+//! pushes built from commits. Pure; the routes themselves belong to the
+//! global configuration.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,134 +19,126 @@ pub const HISTORY: usize = 4096;
 const HISTORY_ROUTES: usize = 200_000;
 
 pub struct History {
-    version: u64,
-    /// Shared with the global configuration, not copies.
-    routes: HashMap<String, Arc<v1::Route>>,
-    /// Recent pushes, oldest first: (version, ids changed since version - 1).
+    /// Recent versions, oldest first: (version, ids changed since version - 1).
     changed: VecDeque<(u64, Vec<String>)>,
     changed_routes: usize,
 }
 
 impl History {
-    /// Starts at the stored `version` with its `routes`.
-    pub fn new(version: u64, routes: Vec<Arc<v1::Route>>) -> Self {
+    pub fn new() -> Self {
         History {
-            version,
-            routes: routes
-                .into_iter()
-                .map(|r| (r.route_id.clone(), r))
-                .collect(),
             changed: VecDeque::new(),
             changed_routes: 0,
         }
     }
 
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// What a data plane holding `applied` needs: one delta of every route
-    /// changed since then, when those versions are all kept, else a snapshot.
-    pub fn catch_up(&self, applied: u64) -> v1::ControlPlaneMessage {
-        if applied == self.version && applied > 0 {
-            // Up to date (e.g. started from its cache): an empty delta confirms it.
-            return push(
-                self.version,
-                applied,
-                v1::config_push::Body::Delta(v1::Delta::default()),
-            );
-        }
-        let first = self.changed.front().map(|(v, _)| *v);
-        if applied > 0 && applied < self.version && first.is_some_and(|first| first <= applied + 1)
+    /// Keeps what `version` changed; the oldest versions go beyond the bounds.
+    pub fn record(&mut self, version: u64, ids: Vec<String>) {
+        // Versions are dense; a gap (never expected) makes the history unusable.
+        if self
+            .changed
+            .back()
+            .is_some_and(|(last, _)| last + 1 != version)
         {
-            let changed: HashSet<&String> = self
-                .changed
-                .iter()
-                .filter(|(v, _)| *v > applied)
-                .flat_map(|(_, ids)| ids)
-                .collect();
-            let mut delta = v1::Delta::default();
-            for id in changed {
-                match self.routes.get(id) {
-                    Some(route) => delta.upserted.push(route.as_ref().clone()),
-                    None => delta.removed.push(id.clone()),
-                }
-            }
-            return push(self.version, applied, v1::config_push::Body::Delta(delta));
-        }
-        push(
-            self.version,
-            0,
-            v1::config_push::Body::Snapshot(v1::Snapshot {
-                routes: self.routes.values().map(|r| r.as_ref().clone()).collect(),
-            }),
-        )
-    }
-
-    /// Takes a commit into the routes and the history; returns the push for
-    /// the data planes and the operators' event (without its recipients).
-    pub fn record(&mut self, commit: Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
-        let Commit {
-            version,
-            upserted,
-            removed,
-        } = commit;
-        let base = self.version;
-        self.version = version;
-        let mut event = v1::PushEvent {
-            version,
-            committed_at_unix_ms: unix_ms(SystemTime::now()),
-            removed: removed.clone(),
-            ..Default::default()
-        };
-        for id in &removed {
-            self.routes.remove(id);
-        }
-        for route in &upserted {
-            let previous = self.routes.insert(route.route_id.clone(), route.clone());
-            let list = if previous.is_some() {
-                &mut event.changed
-            } else {
-                &mut event.added
-            };
-            list.push(route.route_id.clone());
-        }
-        // Versions are dense; a gap (never expected) makes history unusable.
-        if base + 1 != version {
             self.changed.clear();
             self.changed_routes = 0;
         }
-        let changed: Vec<String> = upserted
-            .iter()
-            .map(|r| r.route_id.clone())
-            .chain(removed.iter().cloned())
-            .collect();
-        self.changed_routes += changed.len();
-        self.changed.push_back((version, changed));
+        self.changed_routes += ids.len();
+        self.changed.push_back((version, ids));
         while self.changed.len() > HISTORY || self.changed_routes > HISTORY_ROUTES {
             if let Some((_, old)) = self.changed.pop_front() {
                 self.changed_routes -= old.len();
             }
         }
-        let delta = v1::Delta {
-            upserted: upserted.iter().map(|r| r.as_ref().clone()).collect(),
-            removed,
-        };
-        (
-            push(version, base, v1::config_push::Body::Delta(delta)),
-            event,
-        )
     }
 
-    /// Every route at the current version, in route-id order.
-    pub fn snapshot(&self) -> v1::GetSnapshotResponse {
-        let mut routes: Vec<v1::Route> = self.routes.values().map(|r| r.as_ref().clone()).collect();
-        routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
-        v1::GetSnapshotResponse {
-            version: self.version,
-            snapshot: Some(v1::Snapshot { routes }),
+    /// The ids changed after `applied`, when every version since is kept.
+    pub fn changed_since(&self, applied: u64) -> Option<HashSet<&str>> {
+        let first = self.changed.front().map(|(v, _)| *v)?;
+        (applied > 0 && first <= applied + 1).then(|| {
+            self.changed
+                .iter()
+                .filter(|(v, _)| *v > applied)
+                .flat_map(|(_, ids)| ids.iter().map(String::as_str))
+                .collect()
+        })
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a data plane holding `applied` needs to reach `version`, whose
+/// routes `routes` yields: an empty delta when it is there, one delta of
+/// what changed when the history covers it, else a snapshot.
+pub fn catch_up<'a>(
+    history: &History,
+    version: u64,
+    applied: u64,
+    routes: impl Iterator<Item = &'a Arc<v1::Route>>,
+) -> v1::ControlPlaneMessage {
+    if applied == version && applied > 0 {
+        // Up to date (e.g. started from its cache): an empty delta confirms it.
+        return push(
+            version,
+            applied,
+            v1::config_push::Body::Delta(v1::Delta::default()),
+        );
+    }
+    if applied < version {
+        if let Some(changed) = history.changed_since(applied) {
+            let mut delta = v1::Delta::default();
+            let mut found = HashSet::new();
+            for route in routes.filter(|r| changed.contains(r.route_id.as_str())) {
+                found.insert(route.route_id.as_str());
+                delta.upserted.push(route.as_ref().clone());
+            }
+            delta.removed = changed
+                .iter()
+                .filter(|id| !found.contains(*id))
+                .map(|id| id.to_string())
+                .collect();
+            return push(version, applied, v1::config_push::Body::Delta(delta));
         }
     }
+    push(
+        version,
+        0,
+        v1::config_push::Body::Snapshot(v1::Snapshot {
+            routes: routes.map(|r| r.as_ref().clone()).collect(),
+        }),
+    )
+}
+
+/// The push of one commit, and the operators' event (without recipients).
+pub fn publish(commit: &Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
+    let mut event = v1::PushEvent {
+        version: commit.version,
+        committed_at_unix_ms: unix_ms(SystemTime::now()),
+        removed: commit.removed.clone(),
+        ..Default::default()
+    };
+    for route in &commit.upserted {
+        let id = route.route_id.clone();
+        if commit.added.contains(&id) {
+            event.added.push(id);
+        } else {
+            event.changed.push(id);
+        }
+    }
+    let delta = v1::Delta {
+        upserted: commit.upserted.iter().map(|r| r.as_ref().clone()).collect(),
+        removed: commit.removed.clone(),
+    };
+    let push = push(
+        commit.version,
+        commit.version - 1,
+        v1::config_push::Body::Delta(delta),
+    );
+    (push, event)
 }
 
 fn push(version: u64, base_version: u64, body: v1::config_push::Body) -> v1::ControlPlaneMessage {
@@ -173,12 +166,8 @@ mod tests {
         })
     }
 
-    fn commit(version: u64, upserted: Vec<Arc<v1::Route>>, removed: &[&str]) -> Commit {
-        Commit {
-            version,
-            upserted,
-            removed: removed.iter().map(|s| s.to_string()).collect(),
-        }
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
     }
 
     fn parts(message: &v1::ControlPlaneMessage) -> (u64, u64, &v1::config_push::Body) {
@@ -190,16 +179,14 @@ mod tests {
 
     #[test]
     fn a_data_plane_behind_gets_one_delta_of_what_changed_since_its_version() {
-        let mut h = History::new(0, Vec::new());
-        h.record(commit(
-            1,
-            vec![route("r1", "http://a"), route("r2", "http://a")],
-            &[],
-        ));
-        h.record(commit(2, vec![route("r1", "http://b")], &["r2"]));
-        h.record(commit(3, vec![route("r3", "http://a")], &[]));
+        let mut h = History::new();
+        h.record(1, ids(&["r1", "r2"]));
+        h.record(2, ids(&["r1", "r2"]));
+        h.record(3, ids(&["r3"]));
+        // At version 3: r1 moved to b, r2 removed, r3 added.
+        let routes = [route("r1", "http://b"), route("r3", "http://a")];
 
-        let push = h.catch_up(1);
+        let push = catch_up(&h, 3, 1, routes.iter());
         let (version, base, body) = parts(&push);
         assert_eq!((version, base), (3, 1));
         let v1::config_push::Body::Delta(delta) = body else {
@@ -214,10 +201,10 @@ mod tests {
         assert_eq!(upserted, [("r1", "http://b"), ("r3", "http://a")]);
         assert_eq!(delta.removed, ["r2"]);
 
-        let current = h.catch_up(3);
+        let current = catch_up(&h, 3, 3, routes.iter());
         let (_, _, body) = parts(&current);
         assert_eq!(body, &v1::config_push::Body::Delta(v1::Delta::default()));
-        let fresh = h.catch_up(0);
+        let fresh = catch_up(&h, 3, 0, routes.iter());
         let (version, base, body) = parts(&fresh);
         assert_eq!((version, base), (3, 0));
         let v1::config_push::Body::Snapshot(snapshot) = body else {
@@ -228,15 +215,19 @@ mod tests {
 
     #[test]
     fn a_data_plane_older_than_the_history_gets_a_snapshot() {
-        let mut h = History::new(0, Vec::new());
-        for v in 1..=(HISTORY as u64 + 2) {
-            h.record(commit(v, vec![route(&format!("r{v}"), "http://a")], &[]));
+        let mut h = History::new();
+        let last = HISTORY as u64 + 2;
+        for v in 1..=last {
+            h.record(v, vec![format!("r{v}")]);
         }
-        let old = h.catch_up(1);
+        let routes: Vec<_> = (1..=last)
+            .map(|v| route(&format!("r{v}"), "http://a"))
+            .collect();
+        let old = catch_up(&h, last, 1, routes.iter());
         let (_, base, body) = parts(&old);
         assert_eq!(base, 0);
         assert!(matches!(body, v1::config_push::Body::Snapshot(_)));
-        let recent = h.catch_up(3);
+        let recent = catch_up(&h, last, 3, routes.iter());
         let (_, base, body) = parts(&recent);
         assert_eq!(base, 3);
         assert!(matches!(body, v1::config_push::Body::Delta(d) if d.upserted.len() == HISTORY - 1));

@@ -18,15 +18,16 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::fleet::{Fleet, MemberState};
-use crate::global::Commit;
-use crate::history::History;
+use crate::global::{Commit, SharedConfig};
+use crate::history;
 use crate::store::{Batch, MemberRecord, Store};
 
 pub use crate::fleet::{AckReport, PushSender};
 
 pub struct Publisher {
     apply_timeout: Duration,
-    history: History,
+    /// The routes and the version: read here, written by the committer.
+    config: SharedConfig,
     fleet: Fleet,
     store: Arc<dyn Store>,
     /// Operators' WatchConfig streams.
@@ -42,12 +43,12 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts at the stored `version` with its `routes` and fleet members.
+    /// Publishes what the committer commits to `config`, to the stored
+    /// fleet `members` and every data plane that connects.
     pub fn new(
         apply_timeout: Duration,
         fleet_grace: Duration,
-        version: u64,
-        routes: Vec<Arc<v1::Route>>,
+        config: SharedConfig,
         members: Vec<MemberRecord>,
         store: Arc<dyn Store>,
     ) -> Self {
@@ -55,7 +56,7 @@ impl Publisher {
         fleet.restore(members, now());
         Publisher {
             apply_timeout,
-            history: History::new(version, routes),
+            config,
             fleet,
             store,
             watchers: Vec::new(),
@@ -157,7 +158,7 @@ impl Handler<Publish> for Publisher {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         let version = msg.commit.version;
-        let (message, mut event) = self.history.record(msg.commit);
+        let (message, mut event) = history::publish(&msg.commit);
         event.bytes = prost::Message::encoded_len(&message) as u64;
         event.sent_to = self.fleet.publish(version, &message, msg.done);
         self.notify(v1::watch_event::Event::Push(event));
@@ -183,7 +184,15 @@ impl Handler<PlaneConnected> for Publisher {
     type Result = u64;
 
     fn handle(&mut self, msg: PlaneConnected, _: &mut Context<Self>) -> u64 {
-        let version = self.history.version();
+        // Under the read lock the committer holds across commit and fsync:
+        // a catch-up never carries a version that is not durable.
+        let (version, catch_up) = {
+            let config = self.config.read();
+            let version = config.version();
+            let catch_up =
+                (msg.applied_version <= version).then(|| config.catch_up(msg.applied_version));
+            (version, catch_up)
+        };
         let joined = self.fleet.connect(
             &msg.node_id,
             msg.address,
@@ -201,15 +210,16 @@ impl Handler<PlaneConnected> for Publisher {
                 ..Default::default()
             });
         }
-        if msg.applied_version > version {
-            warn!(
+        match catch_up {
+            Some(push) => {
+                let _ = msg.tx.send(Ok(push));
+            }
+            None => warn!(
                 node_id = %msg.node_id,
                 plane_version = msg.applied_version,
                 version,
                 "data plane holds a newer version than this control plane; not pushing to it"
-            );
-        } else {
-            let _ = msg.tx.send(Ok(self.history.catch_up(msg.applied_version)));
+            ),
         }
         self.member_changed(msg.node_id, MemberState::Connected);
         joined.conn
@@ -401,7 +411,7 @@ impl Handler<ListPlanes> for Publisher {
     type Result = MessageResult<ListPlanes>;
 
     fn handle(&mut self, _: ListPlanes, _: &mut Context<Self>) -> Self::Result {
-        let version = self.history.version();
+        let version = self.config.read().version();
         MessageResult(v1::ListDataPlanesResponse {
             version,
             data_planes: self.fleet.list(version),
@@ -417,6 +427,6 @@ impl Handler<CurrentSnapshot> for Publisher {
     type Result = MessageResult<CurrentSnapshot>;
 
     fn handle(&mut self, _: CurrentSnapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.history.snapshot())
+        MessageResult(self.config.read().snapshot())
     }
 }

@@ -16,10 +16,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::committer::Committer;
-use crate::global::GlobalConfig;
+use crate::global::{GlobalConfig, SharedConfig};
 use crate::publisher::Publisher;
 use crate::session::{Directory, SessionSettings, Shared};
 use crate::{admin, grpc, plane_commands, registry, session, store, telemetry};
+use parking_lot::RwLock;
 
 /// Everything `run` needs, as the flags of `portico-cp` give it.
 #[derive(Debug, Clone)]
@@ -52,11 +53,10 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     for s in &sessions {
         global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
     }
-    let routes: Vec<_> = global.all_routes().cloned().collect();
     info!(
         version = loaded.version,
         sessions = sessions.len(),
-        routes = routes.len(),
+        routes = global.all_routes().count(),
         data_planes = loaded.fleet.len(),
         "state restored"
     );
@@ -68,19 +68,15 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     let (fatal, mut fatal_rx) = store::Fatal::channel();
     // On a thread of its own, so a commit's fsync never delays acknowledgements.
     let publisher_thread = Arbiter::new();
-    let (apply_timeout, fleet_grace, version, members) = (
-        args.apply_timeout,
-        args.fleet_grace,
-        loaded.version,
-        loaded.fleet,
-    );
-    let publisher_store = store.clone();
+    let global: SharedConfig = Arc::new(RwLock::new(global));
+    let (apply_timeout, fleet_grace, members) =
+        (args.apply_timeout, args.fleet_grace, loaded.fleet);
+    let (publisher_config, publisher_store) = (global.clone(), store.clone());
     let publisher = Publisher::start_in_arbiter(&publisher_thread.handle(), move |_| {
         Publisher::new(
             apply_timeout,
             fleet_grace,
-            version,
-            routes,
+            publisher_config,
             members,
             publisher_store,
         )
