@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use portico_control_plane::server::{self, Config};
-use portico_control_plane::{state_file, store};
+use portico_cp::server::{self, Config};
+use portico_cp::{state_file, store};
 
 #[derive(Debug, Parser)]
 #[command(
