@@ -82,6 +82,9 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     portico_proto::duration::parse_duration(raw)
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The exit code when the state store cannot be written (EX_SOFTWARE).
 const EXIT_STORE_FAILED: i32 = 70;
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use portico_proto::settings::BreakerPhase;
 use portico_proto::time::{from_unix_ms, rfc3339};
 use portico_proto::{histogram, v1};
 use serde_json::{json, Value};
@@ -115,21 +116,14 @@ impl Telemetry {
     pub fn breaker_status(&self, id: RouteId) -> Value {
         let id = id.to_string();
         let inner = self.inner.lock();
-        let rank = |s: &str| match s {
-            "open" => 2,
-            "half_open" => 1,
-            _ => 0,
-        };
         let (mut state, mut failures, mut last_failure, mut next_attempt) =
-            ("closed".to_string(), 0, 0i64, 0i64);
+            (BreakerPhase::Closed, 0, 0i64, 0i64);
         let mut planes = Vec::new();
         let mut nodes: Vec<&String> = inner.breakers.keys().collect();
         nodes.sort();
         for node in nodes {
             for b in inner.breakers[node].iter().filter(|b| b.route_id == id) {
-                if rank(&b.state) > rank(&state) {
-                    state = b.state.clone();
-                }
+                state = state.max(BreakerPhase::from_name(&b.state));
                 failures = failures.max(b.failures);
                 last_failure = last_failure.max(b.last_failure_unix_ms);
                 if b.next_attempt_unix_ms > 0
@@ -149,7 +143,7 @@ impl Telemetry {
         }
         json!({
             "route_id": id,
-            "state": state,
+            "state": state.as_str(),
             "failures": failures,
             "last_failure": from_ms(last_failure),
             "next_attempt": from_ms(next_attempt),

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-pub use portico_proto::settings::BreakerSpec;
+pub use portico_proto::settings::{BreakerPhase, BreakerSpec};
 use portico_proto::time::unix_ms;
 use portico_proto::v1;
 
@@ -134,12 +134,16 @@ impl Breaker {
         self.failures = 0;
     }
 
-    pub fn name(&self) -> &'static str {
+    pub fn phase(&self) -> BreakerPhase {
         match self.state {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
+            State::Closed => BreakerPhase::Closed,
+            State::Open { .. } => BreakerPhase::Open,
+            State::HalfOpen { .. } => BreakerPhase::HalfOpen,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.phase().as_str()
     }
 
     /// As reported to the control plane.

@@ -145,9 +145,9 @@ impl Proxy {
             Some(spec) => {
                 let (acquired, changed) = {
                     let mut breaker = route.backend.breaker.lock();
-                    let before = breaker.name();
+                    let before = breaker.phase();
                     let acquired = breaker.acquire(spec, now);
-                    (acquired, breaker.name() != before)
+                    (acquired, breaker.phase() != before)
                 };
                 if changed {
                     self.breaker_changed(&route);
@@ -183,12 +183,12 @@ impl Proxy {
         if let (Some(route), Some(Target::Backend { breaker: true })) = (&ctx.route, &ctx.target) {
             if let Some(spec) = &route.policy.breaker {
                 let mut breaker = route.backend.breaker.lock();
-                let before = breaker.name();
+                let before = breaker.phase();
                 match outcome {
                     Some(success) => breaker.record(spec, success, SystemTime::now()),
                     None => breaker.release(),
                 }
-                let changed = breaker.name() != before;
+                let changed = breaker.phase() != before;
                 drop(breaker);
                 if changed {
                     self.breaker_changed(route);

@@ -181,6 +181,34 @@ pub struct BreakerSpec {
     pub half_open_requests: u32,
 }
 
+/// Where a circuit breaker is, from the least to the most severe; its name
+/// is what travels (`BreakerState.state`) and what services read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BreakerPhase {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl BreakerPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerPhase::Closed => "closed",
+            BreakerPhase::HalfOpen => "half_open",
+            BreakerPhase::Open => "open",
+        }
+    }
+
+    /// The phase named `raw`; an unknown name counts as closed.
+    pub fn from_name(raw: &str) -> BreakerPhase {
+        match raw {
+            "open" => BreakerPhase::Open,
+            "half_open" => BreakerPhase::HalfOpen,
+            _ => BreakerPhase::Closed,
+        }
+    }
+}
+
 /// A drain: the session's backends ramp from full weight to none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {

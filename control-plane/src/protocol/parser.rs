@@ -5,7 +5,9 @@ use super::command::*;
 use super::fields::*;
 
 /// A line that cannot become a command; `txn` is echoed in the error reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The message names the field and the rule, in the protocol's own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ParseError {
     pub txn: Option<String>,
     pub message: String,
