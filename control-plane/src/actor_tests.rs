@@ -104,11 +104,19 @@ fn shared() -> (Arc<Shared>, Addr<Publisher>) {
     let (fatal, _) = Fatal::channel();
     let config = SharedConfig::default();
     let publisher = publisher_on(store.clone(), APPLY_TIMEOUT, config.clone());
-    let committer = Committer::new(config, publisher.clone(), store.clone(), fatal.clone()).start();
+    let telemetry = Telemetry::new(config.clone());
+    let committer = Committer::new(
+        config,
+        publisher.clone(),
+        store.clone(),
+        fatal.clone(),
+        telemetry.clone(),
+    )
+    .start();
     let shared = Arc::new(Shared {
         directory: Directory::new(vec![Arbiter::current()], 0, store, fatal),
         committer,
-        telemetry: Telemetry::default(),
+        telemetry,
         planes: PlaneCommands::new(publisher.clone()),
         settings: SessionSettings {
             grace: GRACE,

@@ -1,26 +1,74 @@
-//! The control plane's admin listener: `GET /healthz` and `GET /ready`.
+//! The control plane's admin listener: `GET /healthz`, `GET /ready`, and
+//! `GET /debug/counts`, the sizes of everything kept per session, route or
+//! data plane, so operators can see that nothing grows with history.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>) {
+use crate::committer::SubscriberCount;
+use crate::global::SharedConfig;
+use crate::publisher::{Counts, Publisher};
+use crate::session::Shared;
+
+/// What `/debug/counts` reads.
+#[derive(Clone)]
+pub struct Counted {
+    pub shared: Arc<Shared>,
+    pub config: SharedConfig,
+    pub publisher: Addr<Publisher>,
+}
+
+impl Counted {
+    async fn json(&self) -> Value {
+        let (sessions, instances) = self.shared.directory.counts();
+        let mut counts = json!({"sessions": sessions, "instances": instances});
+        let subscriptions = self
+            .shared
+            .committer
+            .send(SubscriberCount)
+            .await
+            .unwrap_or(0);
+        counts["subscriptions"] = json!(subscriptions);
+        let publisher = self.publisher.send(Counts).await.unwrap_or_default();
+        let parts = [
+            self.config.read().counts(),
+            self.shared.telemetry.counts(),
+            publisher,
+        ];
+        for part in parts {
+            if let (Value::Object(all), Value::Object(more)) = (&mut counts, part) {
+                all.extend(more);
+            }
+        }
+        counts
+    }
+}
+
+pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, counted: Counted) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let ready = ready.clone();
+        let (ready, counted) = (ready.clone(), counted.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, ready)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), answer(stream, ready, counted)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, ready: Arc<AtomicBool>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    ready: Arc<AtomicBool>,
+    counted: Counted,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
@@ -34,10 +82,11 @@ async fn answer(mut stream: TcpStream, ready: Arc<AtomicBool>) -> std::io::Resul
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, body) = match (method, path) {
-        ("GET", "/healthz") => ("200 OK", "ok\n"),
-        ("GET", "/ready") if ready.load(Ordering::Acquire) => ("200 OK", "ready\n"),
-        ("GET", "/ready") => ("503 Service Unavailable", "starting\n"),
-        _ => ("404 Not Found", "not found\n"),
+        ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
+        ("GET", "/ready") if ready.load(Ordering::Acquire) => ("200 OK", "ready\n".to_string()),
+        ("GET", "/ready") => ("503 Service Unavailable", "starting\n".to_string()),
+        ("GET", "/debug/counts") => ("200 OK", format!("{}\n", counted.json().await)),
+        _ => ("404 Not Found", "not found\n".to_string()),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -13,6 +13,7 @@ use crate::publisher::{AckReport, Publish, Publisher};
 use crate::store::SessionRecord;
 use crate::store::{Batch, Store};
 use crate::store::{Fatal, StoreFailed};
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 
 /// Why a proposal was not committed.
@@ -29,6 +30,7 @@ pub struct Committer {
     publisher: Addr<Publisher>,
     store: Arc<dyn Store>,
     fatal: Fatal,
+    telemetry: Telemetry,
     /// The store failed: nothing more is committed while the process stops.
     failed: bool,
     /// Sessions subscribed to global_config_changed.
@@ -41,12 +43,14 @@ impl Committer {
         publisher: Addr<Publisher>,
         store: Arc<dyn Store>,
         fatal: Fatal,
+        telemetry: Telemetry,
     ) -> Self {
         Committer {
             global,
             publisher,
             store,
             fatal,
+            telemetry,
             failed: false,
             subscribers: HashMap::new(),
         }
@@ -122,6 +126,8 @@ impl Committer {
                 version: commit.version,
             });
         }
+        // Nothing is kept about routes that are gone.
+        self.telemetry.forget_routes(&commit.removed);
         let version = commit.version;
         self.publisher.do_send(Publish { commit, done });
         Applied {
@@ -289,5 +295,18 @@ impl Handler<SaveSession> for Committer {
             ..Default::default()
         };
         self.persist(batch, None)
+    }
+}
+
+/// How many sessions subscribed to global_config_changed, for `/debug/counts`.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SubscriberCount;
+
+impl Handler<SubscriberCount> for Committer {
+    type Result = usize;
+
+    fn handle(&mut self, _: SubscriberCount, _: &mut Context<Self>) -> usize {
+        self.subscribers.len()
     }
 }

@@ -355,6 +355,11 @@ impl Fleet {
         all.into_iter()
     }
 
+    /// (members, gone members shown, apply waiters), for `/debug/counts`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.members.len(), self.gone.len(), self.waiters.len())
+    }
+
     /// Members, then the members gone recently, by node id.
     pub fn list(&self, version: u64) -> Vec<v1::DataPlaneInfo> {
         let mut all: Vec<v1::DataPlaneInfo> = self

@@ -6,7 +6,7 @@
 /// The global configuration as the committer and the publisher share it.
 pub type SharedConfig = Arc<parking_lot::RwLock<GlobalConfig>>;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use portico_proto::model::match_prefix;
@@ -54,6 +54,8 @@ pub struct GlobalConfig {
     sessions: HashMap<String, SessionRoutes>,
     /// (host, prefix) -> (service, how many routes claim it).
     owners: HashMap<OwnerKey, (String, usize)>,
+    /// Every active route id, so reports about removed routes can be told apart.
+    ids: HashSet<String>,
 }
 
 fn owner_keys(route: &v1::Route) -> impl Iterator<Item = OwnerKey> + '_ {
@@ -133,6 +135,10 @@ impl GlobalConfig {
         for route in next.routes.values() {
             self.claim(service, route);
         }
+        for id in &removed {
+            self.ids.remove(id);
+        }
+        self.ids.extend(added.iter().cloned());
         if !next.routes.is_empty() {
             self.sessions.insert(session_id.to_string(), next);
         }
@@ -177,6 +183,7 @@ impl GlobalConfig {
         };
         for route in routes {
             self.claim(service, &route);
+            self.ids.insert(route.route_id.clone());
             entry.routes.insert(route.route_id.clone(), Arc::new(route));
         }
         self.sessions.insert(session_id.to_string(), entry);
@@ -189,6 +196,23 @@ impl GlobalConfig {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Whether `route_id` is active now.
+    pub fn has_route(&self, route_id: &str) -> bool {
+        self.ids.contains(route_id)
+    }
+
+    /// Sizes of what it keeps, for `/debug/counts`.
+    pub fn counts(&self) -> serde_json::Value {
+        let (versions, ids) = self.history.counts();
+        serde_json::json!({
+            "global_sessions": self.sessions.len(),
+            "global_routes": self.ids.len(),
+            "owners": self.owners.len(),
+            "history_versions": versions,
+            "history_ids": ids,
+        })
     }
 
     /// What a data plane holding `applied` needs to reach this version.

@@ -52,6 +52,11 @@ impl History {
         }
     }
 
+    /// (versions, route ids) kept.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.changed.len(), self.changed_routes)
+    }
+
     /// The ids changed after `applied`, when every version since is kept.
     pub fn changed_since(&self, applied: u64) -> Option<HashSet<&str>> {
         let first = self.changed.front().map(|(v, _)| *v)?;

@@ -430,3 +430,24 @@ impl Handler<CurrentSnapshot> for Publisher {
         MessageResult(self.config.read().snapshot())
     }
 }
+
+/// Sizes of what the publisher keeps, for `/debug/counts`.
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct Counts;
+
+impl Handler<Counts> for Publisher {
+    type Result = MessageResult<Counts>;
+
+    fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Self::Result {
+        let (members, gone, waiters) = self.fleet.counts();
+        MessageResult(serde_json::json!({
+            "fleet_members": members,
+            "fleet_gone": gone,
+            "apply_waiters": waiters,
+            "backend_tests": self.tests.len(),
+            "breaker_resets": self.resets.len(),
+            "watchers": self.watchers.len(),
+        }))
+    }
+}

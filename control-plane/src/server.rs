@@ -81,7 +81,15 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             publisher_store,
         )
     });
-    let committer = Committer::new(global, publisher.clone(), store.clone(), fatal.clone()).start();
+    let telemetry = telemetry::Telemetry::new(global.clone());
+    let committer = Committer::new(
+        global.clone(),
+        publisher.clone(),
+        store.clone(),
+        fatal.clone(),
+        telemetry.clone(),
+    )
+    .start();
     let threads = args.session_threads.max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let shared = Arc::new(Shared {
@@ -92,7 +100,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             fatal,
         ),
         committer,
-        telemetry: telemetry::Telemetry::default(),
+        telemetry,
         planes: plane_commands::PlaneCommands::new(publisher.clone()),
         settings: SessionSettings {
             grace: args.session_grace,
@@ -106,7 +114,12 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     }
 
     let ready = Arc::new(AtomicBool::new(false));
-    actix_rt::spawn(admin::serve(admin, ready.clone()));
+    let counted = admin::Counted {
+        shared: shared.clone(),
+        config: global.clone(),
+        publisher: publisher.clone(),
+    };
+    actix_rt::spawn(admin::serve(admin, ready.clone(), counted));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()

@@ -2,7 +2,7 @@
 //! with percentiles from the merged latency histograms (never averaged
 //! percentiles), circuit-breaker states per data plane, health transitions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,6 +11,7 @@ use portico_proto::time::{from_unix_ms, rfc3339};
 use portico_proto::{histogram, v1};
 use serde_json::{json, Value};
 
+use crate::global::SharedConfig;
 use crate::protocol::RouteId;
 
 #[derive(Default)]
@@ -22,9 +23,13 @@ struct Inner {
     health: HashMap<(String, String), bool>,
 }
 
-#[derive(Clone, Default)]
+/// Merged reports, kept only for routes that are active: the committer says
+/// which routes went, and a report about a route already gone (a data
+/// plane's last one arrives after the removal) is dropped.
+#[derive(Clone)]
 pub struct Telemetry {
     inner: Arc<Mutex<Inner>>,
+    config: SharedConfig,
 }
 
 fn from_ms(ms: i64) -> Option<String> {
@@ -32,13 +37,21 @@ fn from_ms(ms: i64) -> Option<String> {
 }
 
 impl Telemetry {
+    pub fn new(config: SharedConfig) -> Self {
+        Telemetry {
+            inner: Arc::default(),
+            config,
+        }
+    }
+
     /// Merges one report; returns the health changes services should hear of
     /// (a transition several data planes report is told once).
     pub fn record(&self, node_id: &str, report: v1::Telemetry) -> Vec<v1::HealthChange> {
         let health_only = is_health_only(&report);
+        let active = |id: &str| self.config.read().has_route(id);
         let mut inner = self.inner.lock();
         let breakers = report.breakers;
-        for r in report.routes {
+        for r in report.routes.into_iter().filter(|r| active(&r.route_id)) {
             let total = inner.routes.entry(r.route_id.clone()).or_default();
             portico_proto::stats::add(total, &r);
         }
@@ -48,6 +61,7 @@ impl Telemetry {
         report
             .health
             .into_iter()
+            .filter(|h| active(&h.route_id))
             .filter(|h| {
                 inner
                     .health
@@ -60,6 +74,9 @@ impl Telemetry {
     /// A breaker changed state on `node_id`: its entry is replaced at once,
     /// without waiting for the next periodic report.
     pub fn breaker_changed(&self, node_id: &str, state: v1::BreakerState) {
+        if !self.config.read().has_route(&state.route_id) {
+            return;
+        }
         let mut inner = self.inner.lock();
         let states = inner.breakers.entry(node_id.to_string()).or_default();
         match states
@@ -69,6 +86,29 @@ impl Telemetry {
             Some(known) => *known = state,
             None => states.push(state),
         }
+    }
+
+    /// Routes that are no longer active: their sums and health go.
+    pub fn forget_routes(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut inner = self.inner.lock();
+        inner.routes.retain(|id, _| !gone.contains(id.as_str()));
+        inner
+            .health
+            .retain(|(id, _), _| !gone.contains(id.as_str()));
+    }
+
+    /// Sizes of what it keeps, for `/debug/counts`.
+    pub fn counts(&self) -> serde_json::Value {
+        let inner = self.inner.lock();
+        json!({
+            "telemetry_routes": inner.routes.len(),
+            "telemetry_health": inner.health.len(),
+            "telemetry_breakers": inner.breakers.values().map(Vec::len).sum::<usize>(),
+        })
     }
 
     /// A data plane went away: its breakers no longer count.

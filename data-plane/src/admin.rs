@@ -1,6 +1,7 @@
 //! The data plane's admin listener: `/healthz` while the process runs, and
-//! `/ready` once a configuration from the control plane is applied, and
-//! `/config`, the routes served now.
+//! `/ready` once a configuration from the control plane is applied,
+//! `/config`, the routes served now, and `/debug/counts`, the sizes of the
+//! runtime state kept per route.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +43,20 @@ impl ServeHttp for AdminApp {
                         "{{\"ready\":{ready},\"version\":{version},\"source\":\"{source}\"}}\n"
                     ),
                 )
+            }
+            "/debug/counts" => {
+                let (runtime_routes, runtime_backends, counters, limiters) =
+                    self.live.registry.counts();
+                let counts = serde_json::json!({
+                    "routes": self.live.table.load().len(),
+                    "runtime_routes": runtime_routes,
+                    "runtime_backends": runtime_backends,
+                    "counters": counters,
+                    "limiters": limiters,
+                    "probes": self.live.probes.load(Ordering::Acquire),
+                    "leftover_stats": self.live.leftover_stats.lock().len(),
+                });
+                (200, format!("{counts}\n"))
             }
             _ => (404, "not found\n".to_string()),
         };

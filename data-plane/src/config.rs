@@ -48,6 +48,8 @@ pub struct Live {
     pub leftover_stats: parking_lot::Mutex<Vec<v1::RouteStats>>,
     /// The stream to the control plane, for what is sent besides ACKs.
     pub outbound: Outbound,
+    /// Health probe tasks running now.
+    pub probes: std::sync::atomic::AtomicUsize,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

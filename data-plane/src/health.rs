@@ -48,6 +48,7 @@ pub async fn run(live: Arc<Live>) {
                 }
                 keep
             });
+            let probes = wanted.len();
             for (key, routes) in wanted {
                 match tasks.get(&key) {
                     Some((_, members)) => *members.lock() = routes,
@@ -62,6 +63,7 @@ pub async fn run(live: Arc<Live>) {
                     }
                 }
             }
+            live.probes.store(probes, Ordering::Release);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

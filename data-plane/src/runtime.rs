@@ -222,6 +222,22 @@ impl Registry {
             .collect()
     }
 
+    /// (route ids, route backends, routes with counters, routes with a
+    /// limiter), for `/debug/counts`.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let routes = self.routes.lock();
+        let backends = routes.values().map(|s| s.backends.len()).sum();
+        let counters = routes
+            .values()
+            .filter(|s| s.route.counters.lock().is_some())
+            .count();
+        let limiters = routes
+            .values()
+            .filter(|s| s.route.limiter.lock().is_some())
+            .count();
+        (routes.len(), backends, counters, limiters)
+    }
+
     pub fn reset_breakers(&self, route_id: &str) {
         if let Some(slot) = self.routes.lock().get(route_id) {
             for (_, b) in &slot.backends {

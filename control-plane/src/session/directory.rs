@@ -102,6 +102,12 @@ impl Directory {
         }
     }
 
+    /// (sessions, service-and-instance slots), for `/debug/counts`.
+    pub fn counts(&self) -> (usize, usize) {
+        let sessions = self.sessions.lock();
+        (sessions.by_id.len(), sessions.by_instance.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sessions.lock().by_id.is_empty()
     }
