@@ -25,9 +25,33 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// Tokio tasks alive on this runtime and on every session arbiter's.
+    async fn tasks(&self) -> usize {
+        let mut tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        for arbiter in self.shared.directory.arbiters() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let asked = arbiter.spawn(async move {
+                let alive = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                let _ = tx.send(alive);
+            });
+            if asked {
+                tasks += rx.await.unwrap_or(0);
+            }
+        }
+        tasks
+    }
+
     async fn json(&self) -> Value {
         let (sessions, instances) = self.shared.directory.counts();
-        let mut counts = json!({"sessions": sessions, "instances": instances});
+        let mut counts = json!({
+            "sessions": sessions,
+            "instances": instances,
+            "tasks": self.tasks().await,
+        });
         let subscriptions = self
             .shared
             .committer

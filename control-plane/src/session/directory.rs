@@ -102,6 +102,11 @@ impl Directory {
         }
     }
 
+    /// The arbiters sessions and connections run on.
+    pub fn arbiters(&self) -> &[ArbiterHandle] {
+        &self.arbiters
+    }
+
     /// (sessions, service-and-instance slots), for `/debug/counts`.
     pub fn counts(&self) -> (usize, usize) {
         let sessions = self.sessions.lock();
