@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, Instant};
 
 use crate::committer::Committer;
-use crate::global::{Commit, SharedConfig};
+use crate::global::SharedConfig;
+use crate::history::Commit;
 use crate::plane_commands::PlaneCommands;
 use crate::protocol::parse;
 use crate::publisher::{

@@ -8,7 +8,8 @@ use tracing::info;
 
 use std::collections::HashMap;
 
-use crate::global::{Commit, CommitError, GlobalConfig, SharedConfig};
+use crate::global::{CommitError, GlobalConfig, SharedConfig};
+use crate::history::Commit;
 use crate::publisher::{AckReport, Publish, Publisher};
 use crate::store::SessionRecord;
 use crate::store::{Batch, Store};

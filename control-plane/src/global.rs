@@ -12,7 +12,7 @@ use std::sync::Arc;
 use portico_proto::model::match_prefix;
 use portico_proto::v1;
 
-use crate::history::{self, History};
+use crate::history::{self, Commit, History};
 
 /// A proposal that cannot be committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,17 +24,6 @@ pub enum CommitError {
         path: String,
         owner: String,
     },
-}
-
-/// What one commit changed, at which version. Upserted routes are shared
-/// with the global configuration rather than copied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Commit {
-    pub version: u64,
-    pub upserted: Vec<Arc<v1::Route>>,
-    /// The upserted route ids that are new (the rest changed).
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
 }
 
 #[derive(Debug, Default)]

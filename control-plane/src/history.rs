@@ -10,7 +10,16 @@ use std::time::SystemTime;
 use portico_proto::time::unix_ms;
 use portico_proto::v1;
 
-use crate::global::Commit;
+/// What one commit changed, at which version. Upserted routes are shared
+/// with the global configuration rather than copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub version: u64,
+    pub upserted: Vec<Arc<v1::Route>>,
+    /// The upserted route ids that are new (the rest changed).
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
 
 /// Versions whose changed route ids are kept, so a data plane that reconnects
 /// gets one delta of what changed since its version; older ones get a snapshot.

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::fleet::{Fleet, MemberState};
-use crate::global::{Commit, SharedConfig};
+use crate::global::SharedConfig;
 use crate::history;
+use crate::history::Commit;
 use crate::store::{Batch, MemberRecord, Store};
 
 pub use crate::fleet::{AckReport, PushSender};
