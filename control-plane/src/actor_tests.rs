@@ -29,9 +29,13 @@ const GRACE: Duration = Duration::from_secs(60);
 const STAGED_TTL: Duration = Duration::from_secs(30 * 60);
 const FLEET_GRACE: Duration = Duration::from_secs(10);
 
-/// A store that keeps nothing but counts what it was asked to keep.
+/// A store that keeps nothing but counts what it was asked to keep, and
+/// fails every write once `broken`.
 #[derive(Default)]
-struct MemStore(Mutex<usize>);
+struct MemStore {
+    commits: Mutex<usize>,
+    broken: std::sync::atomic::AtomicBool,
+}
 
 impl Store for MemStore {
     fn load(&self) -> Result<Loaded, StoreError> {
@@ -39,7 +43,13 @@ impl Store for MemStore {
     }
 
     fn commit(&self, _: Batch) -> Result<(), StoreError> {
-        *self.0.lock() += 1;
+        if self.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Write {
+                path: "memory".into(),
+                reason: "broken for the test".into(),
+            });
+        }
+        *self.commits.lock() += 1;
         Ok(())
     }
 }
@@ -101,13 +111,26 @@ fn commit(version: u64) -> Commit {
 
 /// Everything a session needs, with no data plane connected.
 fn shared() -> (Arc<Shared>, Addr<Publisher>) {
-    let store: Arc<dyn Store> = Arc::new(MemStore::default());
-    let (fatal, _) = Fatal::channel();
+    let (shared, publisher, _, _) = shared_on(Arc::new(MemStore::default()));
+    (shared, publisher)
+}
+
+/// `shared` on `store`, with the configuration and what `Fatal` reports.
+fn shared_on(
+    store: Arc<MemStore>,
+) -> (
+    Arc<Shared>,
+    Addr<Publisher>,
+    SharedConfig,
+    mpsc::UnboundedReceiver<StoreError>,
+) {
+    let store: Arc<dyn Store> = store;
+    let (fatal, failures) = Fatal::channel();
     let config = SharedConfig::default();
     let publisher = publisher_on(store.clone(), APPLY_TIMEOUT, config.clone());
     let telemetry = Telemetry::new(config.clone());
     let committer = Committer::new(
-        config,
+        config.clone(),
         publisher.clone(),
         store.clone(),
         fatal.clone(),
@@ -125,7 +148,7 @@ fn shared() -> (Arc<Shared>, Addr<Publisher>) {
             maintenance_probe_limit: Duration::from_secs(60),
         },
     });
-    (shared, publisher)
+    (shared, publisher, config, failures)
 }
 
 /// A registered session, its home connection and the events sent there.
@@ -258,5 +281,40 @@ fn a_drain_completes_at_its_end_and_tells_subscribers() {
             "exactly at the end"
         );
         assert!(event.starts_with("EVENT|drain_completed|"), "{event}");
+    });
+}
+
+#[test]
+fn a_store_that_cannot_be_written_fails_the_command_and_stops_everything_else() {
+    paused().block_on(async {
+        let store = Arc::new(MemStore::default());
+        let (shared, publisher, config, mut failures) = shared_on(store.clone());
+        let (addr, home, _events) = session(&shared).await;
+        exec(&addr, &home, "ROUTE_ADD|S|a.test|/|http://127.0.0.1:9|0").await;
+        store
+            .broken
+            .store(true, std::sync::atomic::Ordering::Release);
+        assert_eq!(
+            exec(&addr, &home, "CONFIG_APPLY|S").await,
+            "ERROR|internal error: the state store cannot be written"
+        );
+        assert!(
+            failures.try_recv().is_ok(),
+            "main is told, to stop with its exit code"
+        );
+        assert!(
+            config.read().failed(),
+            "nothing in memory is pushed any more"
+        );
+        let (_conn, mut pushes) = connect(&publisher, "dp-late").await;
+        assert!(
+            pushes.try_recv().is_err(),
+            "no catch-up from a failed configuration"
+        );
+        assert_eq!(
+            exec(&addr, &home, "CONFIG_APPLY|S").await,
+            "ERROR|internal error: the state store cannot be written",
+            "and nothing more is committed"
+        );
     });
 }

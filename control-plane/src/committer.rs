@@ -75,8 +75,8 @@ impl Committer {
     /// Applies `change` to the global configuration and makes `batch` (with
     /// the new version) durable, holding the configuration locked across
     /// both: the publisher, which reads it, never sees a version that is not
-    /// durable. After a store failure the lock is never released, since the
-    /// control plane is stopping and what is in memory is not durable.
+    /// durable. After a store failure the configuration is marked failed, so
+    /// nothing in memory that is not durable is pushed while the process stops.
     fn change(
         &mut self,
         batch: Batch,
@@ -89,7 +89,7 @@ impl Committer {
         let mut global = config.write();
         let commit = change(&mut global)?;
         if !self.persist(batch, commit.as_ref()) {
-            std::mem::forget(global);
+            global.fail();
             return Err(StoreFailed.into());
         }
         Ok(commit)

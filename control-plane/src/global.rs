@@ -45,6 +45,9 @@ pub struct GlobalConfig {
     owners: HashMap<OwnerKey, (String, usize)>,
     /// Every active route id, so reports about removed routes can be told apart.
     ids: HashSet<String>,
+    /// A change could not be made durable: what is in memory is ahead of
+    /// the store, so nothing may be pushed from it (the process is stopping).
+    failed: bool,
 }
 
 fn owner_keys(route: &v1::Route) -> impl Iterator<Item = OwnerKey> + '_ {
@@ -185,6 +188,15 @@ impl GlobalConfig {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Marks the configuration as ahead of the store after a failed write.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Whether `route_id` is active now.

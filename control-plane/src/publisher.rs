@@ -190,8 +190,8 @@ impl Handler<PlaneConnected> for Publisher {
         let (version, catch_up) = {
             let config = self.config.read();
             let version = config.version();
-            let catch_up =
-                (msg.applied_version <= version).then(|| config.catch_up(msg.applied_version));
+            let catch_up = (msg.applied_version <= version && !config.failed())
+                .then(|| config.catch_up(msg.applied_version));
             (version, catch_up)
         };
         let joined = self.fleet.connect(
@@ -215,12 +215,14 @@ impl Handler<PlaneConnected> for Publisher {
             Some(push) => {
                 let _ = msg.tx.send(Ok(push));
             }
-            None => warn!(
+            None if msg.applied_version > version => warn!(
                 node_id = %msg.node_id,
                 plane_version = msg.applied_version,
                 version,
                 "data plane holds a newer version than this control plane; not pushing to it"
             ),
+            // The store failed: nothing that is not durable goes out while stopping.
+            None => {}
         }
         self.member_changed(msg.node_id, MemberState::Connected);
         joined.conn
