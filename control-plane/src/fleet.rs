@@ -409,6 +409,26 @@ mod tests {
         v1::ControlPlaneMessage::default()
     }
 
+    type Pushes = mpsc::UnboundedReceiver<Result<v1::ControlPlaneMessage, tonic::Status>>;
+
+    /// Connects `node` holding `applied` while the fleet is at `version`;
+    /// the receiver stands for the data plane's end of the stream.
+    fn join(
+        fleet: &mut Fleet,
+        node: &str,
+        applied: u64,
+        version: u64,
+        now: Instant,
+    ) -> (u64, Pushes) {
+        let (tx, pushes) = stream();
+        (
+            fleet
+                .connect(node, "x".into(), applied, version, tx, now)
+                .conn,
+            pushes,
+        )
+    }
+
     fn publish(fleet: &mut Fleet, version: u64) -> oneshot::Receiver<AckReport> {
         let (tx, rx) = oneshot::channel();
         fleet.publish(version, &message(), tx);
@@ -419,16 +439,13 @@ mod tests {
     fn a_member_that_blipped_is_waited_for_and_released_by_its_catch_up_ack() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, _ra) = stream();
-        let (b, _rb) = stream();
-        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
-        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
+        let (cb, _rb) = join(&mut fleet, "b", 0, 0, t0);
         assert!(fleet.disconnect(cb, t0).is_some());
         let mut done = publish(&mut fleet, 1);
         fleet.ack(ca, 1);
         assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "b is waited for");
-        let (b2, _rb2) = stream();
-        let cb2 = fleet.connect("b", "y".into(), 0, 1, b2, t0).conn;
+        let (cb2, _rb2) = join(&mut fleet, "b", 0, 1, t0);
         fleet.ack(cb2, 1);
         let report = done.try_recv().unwrap();
         assert_eq!(report.acked, ["a", "b"]);
@@ -439,12 +456,10 @@ mod tests {
     fn a_member_back_with_the_version_is_released_by_its_hello() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, _ra) = stream();
-        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
+        let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
         let mut done = publish(&mut fleet, 1);
         fleet.disconnect(ca, t0);
-        let (a2, _ra2) = stream();
-        fleet.connect("a", "x".into(), 1, 1, a2, t0);
+        let _a2 = join(&mut fleet, "a", 1, 1, t0);
         assert_eq!(done.try_recv().unwrap().acked, ["a"]);
     }
 
@@ -474,10 +489,8 @@ mod tests {
     fn a_member_gone_past_the_grace_leaves_and_is_no_longer_waited_for() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, _ra) = stream();
-        let (b, _rb) = stream();
-        let ca = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
-        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
+        let (cb, _rb) = join(&mut fleet, "b", 0, 0, t0);
         fleet.disconnect(cb, t0);
         let mut done = publish(&mut fleet, 1);
         fleet.ack(ca, 1);
@@ -519,10 +532,8 @@ mod tests {
     fn the_timeout_names_the_silent_members() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, _ra) = stream();
-        let (b, _rb) = stream();
-        fleet.connect("a", "x".into(), 0, 0, a, t0);
-        let cb = fleet.connect("b", "y".into(), 0, 0, b, t0).conn;
+        let _a = join(&mut fleet, "a", 0, 0, t0);
+        let (cb, _rb) = join(&mut fleet, "b", 0, 0, t0);
         let mut done = publish(&mut fleet, 1);
         fleet.nack(cb, 1, "too big".into());
         let report = fleet.timeout(1).unwrap();
@@ -538,10 +549,8 @@ mod tests {
     fn an_overlapping_reconnect_keeps_the_member_connected() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, _ra) = stream();
-        let (a2, mut ra2) = stream();
-        let old = fleet.connect("a", "x".into(), 0, 0, a, t0).conn;
-        fleet.connect("a", "x".into(), 0, 0, a2, t0);
+        let (old, _ra) = join(&mut fleet, "a", 0, 0, t0);
+        let (_, mut ra2) = join(&mut fleet, "a", 0, 0, t0);
         assert!(
             fleet.disconnect(old, t0).is_none(),
             "the new stream is open"
@@ -556,9 +565,8 @@ mod tests {
     fn a_member_whose_catch_up_carried_the_version_is_not_pushed_it_again() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, mut ra) = stream();
         // Connected while version 2 was committed but not yet published.
-        let ca = fleet.connect("a", "x".into(), 1, 2, a, t0).conn;
+        let (ca, mut ra) = join(&mut fleet, "a", 1, 2, t0);
         fleet.ack(ca, 2);
         let mut done = publish(&mut fleet, 2);
         assert_eq!(done.try_recv().unwrap().acked, ["a"]);
@@ -569,8 +577,7 @@ mod tests {
     fn a_member_ahead_is_neither_pushed_nor_waited_for() {
         let t0 = Instant::now();
         let mut fleet = Fleet::new(GRACE);
-        let (a, mut ra) = stream();
-        fleet.connect("a", "x".into(), 9, 3, a, t0);
+        let (_, mut ra) = join(&mut fleet, "a", 9, 3, t0);
         let mut done = publish(&mut fleet, 4);
         assert!(done.try_recv().is_ok());
         assert!(ra.try_recv().is_err());
