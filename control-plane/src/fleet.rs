@@ -1,7 +1,8 @@
 //! The fleet: every data plane that has connected, its streams, the version
 //! it acknowledged, and the CONFIG_APPLY waiters it releases. A member that
-//! lost its stream is still waited for until the fleet grace passes; then it
-//! leaves. Pure: the publisher actor feeds it events and the clock.
+//! lost its stream is waited for until the fleet grace passes; one that said
+//! it stops is not, and leaves when its stream ends. Pure: the publisher actor
+//! feeds it events and the clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +25,8 @@ pub struct AckReport {
     pub lagging: Vec<String>,
     /// Left the fleet (gone longer than the grace) while it was waited for.
     pub gone: Vec<String>,
+    /// Said it stops while it was waited for.
+    pub stopping: Vec<String>,
 }
 
 /// Gone members kept for `porticoctl dataplanes`, newest last.
@@ -33,17 +36,23 @@ const GONE_SHOWN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
     Connected,
+    /// Every stream it has open said it stops: no longer waited for.
+    Stopping,
     /// Lost its stream less than the grace ago: still waited for.
     Disconnected,
     Gone,
+    /// Left when the stream of a stopping plane ended.
+    Stopped,
 }
 
 impl MemberState {
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Connected => "connected",
+            MemberState::Stopping => "stopping",
             MemberState::Disconnected => "disconnected",
             MemberState::Gone => "gone",
+            MemberState::Stopped => "stopped",
         }
     }
 }
@@ -64,14 +73,26 @@ struct Member {
     /// plane lost its state); it is left alone rather than pushed backwards.
     ahead: bool,
     /// Open streams (more than one only while a reconnect overlaps the old
-    /// stream's end, or when two processes share a node id).
-    streams: Vec<(u64, PushSender)>,
+    /// stream's end, or when two processes share a node id, as during an
+    /// upgrade on one host).
+    streams: Vec<Stream>,
+    /// It left because it stopped (shown as "stopped" rather than "gone").
+    stopped: bool,
+}
+
+struct Stream {
+    conn: u64,
+    tx: PushSender,
+    /// The process behind it said it stops.
+    stopping: bool,
 }
 
 impl Member {
     fn state(&self) -> MemberState {
         if self.streams.is_empty() {
             MemberState::Disconnected
+        } else if self.streams.iter().all(|s| s.stopping) {
+            MemberState::Stopping
         } else {
             MemberState::Connected
         }
@@ -110,6 +131,17 @@ struct Waiter {
     /// Node ids not heard from yet.
     pending: HashSet<String>,
     done: oneshot::Sender<AckReport>,
+}
+
+/// What the end of a stream did to its member.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The member has another stream open.
+    Open,
+    /// No stream left: waited for until the grace passes.
+    Disconnected(MemberRecord),
+    /// Its last stream was a stopping one: it left the fleet.
+    Stopped(MemberRecord),
 }
 
 /// What a new stream found.
@@ -160,6 +192,7 @@ impl Fleet {
                 last_nack: None,
                 ahead: false,
                 streams: Vec::new(),
+                stopped: false,
             };
             self.members.insert(r.node_id, member);
         }
@@ -194,6 +227,7 @@ impl Fleet {
                 last_nack: None,
                 ahead: false,
                 streams: Vec::new(),
+                stopped: false,
             });
         member.address = address;
         member.connected_since = Some(SystemTime::now());
@@ -201,7 +235,11 @@ impl Fleet {
         member.seen = now;
         member.ahead = applied > version;
         member.acked = applied.min(version);
-        member.streams.push((conn, tx));
+        member.streams.push(Stream {
+            conn,
+            tx,
+            stopping: false,
+        });
         if !member.ahead {
             // It already serves what it says it holds.
             self.settle(node_id, applied, |r| &mut r.acked);
@@ -209,18 +247,55 @@ impl Fleet {
         Joined { conn, new_member }
     }
 
-    /// A stream ended. Returns the member when it has no stream left: it is
-    /// now disconnected, and waited for until the grace passes.
-    pub fn disconnect(&mut self, conn: u64, now: Instant) -> Option<MemberRecord> {
-        let node_id = self.conns.remove(&conn)?;
+    /// The process behind stream `conn` stops. Returns its node id when the
+    /// member now only has stopping streams: it is no longer waited for.
+    pub fn stopping(&mut self, conn: u64) -> Option<String> {
+        let node_id = self.conns.get(&conn)?.clone();
         let member = self.members.get_mut(&node_id)?;
-        member.streams.retain(|(c, _)| *c != conn);
-        if !member.streams.is_empty() {
+        let stream = member.streams.iter_mut().find(|s| s.conn == conn)?;
+        stream.stopping = true;
+        if member.state() != MemberState::Stopping {
             return None;
+        }
+        self.settle(&node_id, u64::MAX, |r| &mut r.stopping);
+        Some(node_id)
+    }
+
+    /// A stream ended. A member left with no stream is waited for until the
+    /// grace passes, unless that stream was a stopping one: then it leaves.
+    pub fn disconnect(&mut self, conn: u64, now: Instant) -> StreamEnd {
+        let Some(node_id) = self.conns.remove(&conn) else {
+            return StreamEnd::Open;
+        };
+        let Some(member) = self.members.get_mut(&node_id) else {
+            return StreamEnd::Open;
+        };
+        let Some(i) = member.streams.iter().position(|s| s.conn == conn) else {
+            return StreamEnd::Open;
+        };
+        let ended = member.streams.remove(i);
+        if !member.streams.is_empty() {
+            return StreamEnd::Open;
         }
         member.last_seen = SystemTime::now();
         member.seen = now;
-        Some(member.record())
+        if !ended.stopping {
+            return StreamEnd::Disconnected(member.record());
+        }
+        let Some(mut member) = self.members.remove(&node_id) else {
+            return StreamEnd::Open;
+        };
+        member.stopped = true;
+        let record = member.record();
+        self.remember_gone(member);
+        StreamEnd::Stopped(record)
+    }
+
+    fn remember_gone(&mut self, member: Member) {
+        self.gone.push_back(member);
+        if self.gone.len() > GONE_SHOWN {
+            self.gone.pop_front();
+        }
     }
 
     /// A member as stored.
@@ -275,13 +350,17 @@ impl Fleet {
                 continue;
             }
             let mut sent = false;
-            for (_, tx) in &member.streams {
-                sent |= tx.send(Ok(message.clone())).is_ok();
+            for stream in &member.streams {
+                sent |= stream.tx.send(Ok(message.clone())).is_ok();
             }
             if sent {
                 sent_to.push(member.node_id.clone());
             }
-            pending.insert(member.node_id.clone());
+            // A stopping plane still applies what it is sent while it
+            // drains, but nobody waits for a plane that takes no new traffic.
+            if member.state() != MemberState::Stopping {
+                pending.insert(member.node_id.clone());
+            }
         }
         sent_to.sort();
         report.acked.sort();
@@ -326,10 +405,7 @@ impl Fleet {
             self.settle(&node_id, u64::MAX, |r| &mut r.gone);
             if let Some(member) = self.members.remove(&node_id) {
                 left.push(member.record());
-                self.gone.push_back(member);
-                if self.gone.len() > GONE_SHOWN {
-                    self.gone.pop_front();
-                }
+                self.remember_gone(member);
             }
         }
         left
@@ -344,15 +420,11 @@ impl Fleet {
             .min()
     }
 
-    /// Every open stream, oldest first.
+    /// Every open stream, oldest first, those of stopping planes last.
     pub fn streams(&self) -> impl Iterator<Item = (u64, &PushSender)> {
-        let mut all: Vec<(u64, &PushSender)> = self
-            .members
-            .values()
-            .flat_map(|m| m.streams.iter().map(|(c, tx)| (*c, tx)))
-            .collect();
-        all.sort_by_key(|(c, _)| *c);
-        all.into_iter()
+        let mut all: Vec<&Stream> = self.members.values().flat_map(|m| &m.streams).collect();
+        all.sort_by_key(|s| (s.stopping, s.conn));
+        all.into_iter().map(|s| (s.conn, &s.tx))
     }
 
     /// (members, gone members shown, apply waiters), for `/debug/counts`.
@@ -366,7 +438,14 @@ impl Fleet {
             .members
             .values()
             .map(|m| m.info(version, m.state()))
-            .chain(self.gone.iter().map(|m| m.info(version, MemberState::Gone)))
+            .chain(self.gone.iter().map(|m| {
+                let state = if m.stopped {
+                    MemberState::Stopped
+                } else {
+                    MemberState::Gone
+                };
+                m.info(version, state)
+            }))
             .collect();
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         all
@@ -441,7 +520,10 @@ mod tests {
         let mut fleet = Fleet::new(GRACE);
         let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
         let (cb, _rb) = join(&mut fleet, "b", 0, 0, t0);
-        assert!(fleet.disconnect(cb, t0).is_some());
+        assert!(matches!(
+            fleet.disconnect(cb, t0),
+            StreamEnd::Disconnected(_)
+        ));
         let mut done = publish(&mut fleet, 1);
         fleet.ack(ca, 1);
         assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "b is waited for");
@@ -551,11 +633,12 @@ mod tests {
         let mut fleet = Fleet::new(GRACE);
         let (old, _ra) = join(&mut fleet, "a", 0, 0, t0);
         let (_, mut ra2) = join(&mut fleet, "a", 0, 0, t0);
-        assert!(
-            fleet.disconnect(old, t0).is_none(),
+        assert_eq!(
+            fleet.disconnect(old, t0),
+            StreamEnd::Open,
             "the new stream is open"
         );
-        assert!(fleet.disconnect(old, t0).is_none(), "told once");
+        assert_eq!(fleet.disconnect(old, t0), StreamEnd::Open, "told once");
         let _done = publish(&mut fleet, 1);
         assert!(ra2.try_recv().is_ok(), "pushed on the new stream");
         assert_eq!(fleet.list(1)[0].state, "connected");
@@ -581,5 +664,52 @@ mod tests {
         let mut done = publish(&mut fleet, 4);
         assert!(done.try_recv().is_ok());
         assert!(ra.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_stopping_member_is_released_from_waits_and_leaves_when_its_stream_ends() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
+        let (cb, mut rb) = join(&mut fleet, "b", 0, 0, t0);
+        let mut done = publish(&mut fleet, 1);
+        fleet.ack(ca, 1);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "b is waited for");
+        assert_eq!(fleet.stopping(cb).as_deref(), Some("b"));
+        let report = done.try_recv().unwrap();
+        assert_eq!(
+            (report.acked, report.stopping),
+            (vec!["a".into()], vec!["b".into()])
+        );
+        assert_eq!(fleet.list(1)[1].state, "stopping");
+
+        // Still sent what follows while it drains, but not waited for.
+        let mut done = publish(&mut fleet, 2);
+        assert!(rb.try_recv().is_ok(), "b still gets pushes");
+        fleet.ack(ca, 2);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
+
+        let StreamEnd::Stopped(record) = fleet.disconnect(cb, t0) else {
+            panic!("a stopping plane's end is a stop");
+        };
+        assert_eq!(record.node_id, "b");
+        assert_eq!(fleet.next_expiry(t0), None, "no grace to wait out");
+        let states: Vec<String> = fleet.list(2).into_iter().map(|m| m.state).collect();
+        assert_eq!(states, ["connected", "stopped"]);
+    }
+
+    #[test]
+    fn an_old_process_stopping_beside_a_new_one_with_the_same_node_id_keeps_it_waited_for() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(GRACE);
+        let (old, _ro) = join(&mut fleet, "a", 0, 0, t0);
+        let (new, _rn) = join(&mut fleet, "a", 0, 0, t0);
+        assert_eq!(fleet.stopping(old), None, "the new process still serves");
+        assert_eq!(fleet.list(0)[0].state, "connected");
+        let mut done = publish(&mut fleet, 1);
+        assert_eq!(fleet.disconnect(old, t0), StreamEnd::Open);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "a is waited for");
+        fleet.ack(new, 1);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
     }
 }

@@ -14,7 +14,8 @@ use tracing::{debug, warn};
 
 use crate::protocol::EventType;
 use crate::publisher::{
-    CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, Publisher, Watch,
+    CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, PlaneStopping, Publisher,
+    Watch,
 };
 use crate::session::{RouteEvent, Shared};
 use portico_proto::v1::operator_service_server::OperatorService;
@@ -153,6 +154,14 @@ impl DataPlaneService for DataPlaneApi {
                         msg: Some(Msg::BackendTest(result)),
                     })) => {
                         publisher.do_send(PlaneReply::BackendTest(result));
+                    }
+                    Ok(Some(v1::DataPlaneMessage {
+                        msg: Some(Msg::Stopping(stopping)),
+                    })) => {
+                        publisher.do_send(PlaneStopping {
+                            conn,
+                            reason: stopping.reason,
+                        });
                     }
                     Ok(Some(other)) => warn!(conn, ?other, "unexpected message from data plane"),
                     Ok(None) => break,

@@ -17,7 +17,7 @@ use portico_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::fleet::{Fleet, MemberState};
+use crate::fleet::{Fleet, MemberState, StreamEnd};
 use crate::global::SharedConfig;
 use crate::history;
 use crate::history::Commit;
@@ -293,17 +293,46 @@ impl Handler<PlaneGone> for Publisher {
     fn handle(&mut self, msg: PlaneGone, ctx: &mut Context<Self>) {
         self.tests.retain(|_, (conn, _)| *conn != msg.conn);
         self.reset_done(|_, _| true, msg.conn);
-        // Still a member: applies wait for it until the grace passes.
-        let Some(record) = self.fleet.disconnect(msg.conn, now()) else {
-            return;
-        };
-        info!(node_id = %record.node_id, conn = msg.conn, grace = ?self.fleet.grace(), "data plane disconnected; waited for until the grace passes");
-        self.member_changed(record.node_id.clone(), MemberState::Disconnected);
-        self.persist(Batch {
-            fleet_put: vec![record],
-            ..Default::default()
-        });
-        self.schedule_expiry(ctx);
+        match self.fleet.disconnect(msg.conn, now()) {
+            StreamEnd::Open => {}
+            // Still a member: applies wait for it until the grace passes.
+            StreamEnd::Disconnected(record) => {
+                info!(node_id = %record.node_id, conn = msg.conn, grace = ?self.fleet.grace(), "data plane disconnected; waited for until the grace passes");
+                self.member_changed(record.node_id.clone(), MemberState::Disconnected);
+                self.persist(Batch {
+                    fleet_put: vec![record],
+                    ..Default::default()
+                });
+                self.schedule_expiry(ctx);
+            }
+            StreamEnd::Stopped(record) => {
+                info!(node_id = %record.node_id, conn = msg.conn, "data plane stopped; it left the fleet");
+                self.member_changed(record.node_id.clone(), MemberState::Stopped);
+                self.persist(Batch {
+                    fleet_delete: vec![record.node_id],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+/// A data plane said it stops: applies stop waiting for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PlaneStopping {
+    pub conn: u64,
+    pub reason: String,
+}
+
+impl Handler<PlaneStopping> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlaneStopping, _: &mut Context<Self>) {
+        if let Some(node_id) = self.fleet.stopping(msg.conn) {
+            info!(%node_id, conn = msg.conn, reason = %msg.reason, "data plane stopping; applies no longer wait for it");
+            self.member_changed(node_id, MemberState::Stopping);
+        }
     }
 }
 

@@ -37,8 +37,9 @@ struct Args {
 enum Cmd {
     /// Follow every push and each data plane's ACK or NACK.
     Watch,
-    /// The data planes of the fleet (connected, disconnected within the
-    /// fleet grace, recently gone) and the versions they acknowledged.
+    /// The data planes of the fleet (connected, stopping, disconnected within
+    /// the fleet grace, recently gone or stopped) and the versions they
+    /// acknowledged.
     Dataplanes,
     /// The routes of the current configuration.
     Routes,

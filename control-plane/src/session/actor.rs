@@ -155,7 +155,7 @@ impl SessionActor {
                         Box::pin(async move {
                             if let Some(report) = applied.acknowledged().await {
                                 let _g = span.enter();
-                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, gone = ?report.gone, "data planes answered");
+                                info!(acked = ?report.acked, nacked = ?report.nacked, lagging = ?report.lagging, gone = ?report.gone, stopping = ?report.stopping, "data planes answered");
                             }
                             answer
                         })
