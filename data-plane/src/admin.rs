@@ -1,5 +1,6 @@
 //! The data plane's admin listener: `/healthz` while the process runs, and
-//! `/ready` once a configuration from the control plane is applied,
+//! `/ready` once a configuration from the control plane is applied (503 again
+//! once stopping),
 //! `/config`, the routes served now, and `/debug/counts`, the sizes of the
 //! runtime state kept per route.
 
@@ -37,10 +38,13 @@ impl ServeHttp for AdminApp {
                 } else {
                     "none"
                 };
+                // A stopping plane is not ready: load balancers stop sending.
+                let stopping = self.live.lifecycle.stopping().is_some();
+                let ready = ready && !stopping;
                 (
                     if ready { 200 } else { 503 },
                     format!(
-                        "{{\"ready\":{ready},\"version\":{version},\"source\":\"{source}\"}}\n"
+                        "{{\"ready\":{ready},\"stopping\":{stopping},\"version\":{version},\"source\":\"{source}\"}}\n"
                     ),
                 )
             }
@@ -54,6 +58,7 @@ impl ServeHttp for AdminApp {
                     "counters": counters,
                     "limiters": limiters,
                     "probes": self.live.probes.load(Ordering::Acquire),
+                    "in_flight": self.live.lifecycle.in_flight(),
                     "leftover_stats": self.live.leftover_stats.lock().len(),
                 });
                 (200, format!("{counts}\n"))

@@ -11,7 +11,9 @@ use portico_proto::RouteSpec;
 use prost::Message;
 
 /// Writes the configuration to `path` via a temporary file and a rename,
-/// so a crash leaves the old cache or the new one, never half of one.
+/// so a crash leaves the old cache or the new one, never half of one. The
+/// temporary file is the process's own: during an upgrade the old and the
+/// new process both write the cache.
 pub fn save(
     path: &Path,
     version: u64,
@@ -27,7 +29,7 @@ pub fn save(
         })),
         ..Default::default()
     };
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&push.encode_to_vec())?;
     file.sync_all()?;

@@ -50,6 +50,8 @@ pub struct Live {
     pub outbound: Outbound,
     /// Health probe tasks running now.
     pub probes: std::sync::atomic::AtomicUsize,
+    /// Stopping or not, and the requests in flight.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

@@ -6,27 +6,33 @@ mod breaker;
 mod cache;
 mod config;
 mod health;
+mod lifecycle;
 mod outbound;
 mod policy;
 mod proxy;
 mod runtime;
+mod shutdown;
 mod sync;
+mod systemd;
 mod table;
 mod telemetry;
 mod view;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use pingora::apps::http_app::HttpServer;
-use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
+use portico_proto::duration::parse_duration_or_zero;
 use tracing::{info, warn};
 
 use crate::config::{ConfigState, Live};
+use crate::shutdown::{StopPolicy, Stopper};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -66,6 +72,24 @@ struct Args {
     /// Proxy worker threads; default one per core.
     #[arg(long, env = "PORTICO_THREADS")]
     threads: Option<usize>,
+    /// After SIGTERM, keep accepting new connections this long (while load
+    /// balancers see `/ready` answer 503), then close the proxy listener.
+    #[arg(long, env = "PORTICO_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    shutdown_delay: Duration,
+    /// Requests in flight when stopping may finish within this; then they are cut.
+    #[arg(long, env = "PORTICO_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration_or_zero)]
+    shutdown_grace: Duration,
+    /// Take the listening sockets over from the running portico-dp (send it
+    /// SIGQUIT within 5 s) instead of binding them; the addresses must match.
+    #[arg(long)]
+    upgrade: bool,
+    /// Unix socket on which the listening sockets are handed to a new process.
+    #[arg(
+        long,
+        env = "PORTICO_UPGRADE_SOCK",
+        default_value = "/tmp/portico-dp-upgrade.sock"
+    )]
+    upgrade_sock: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,8 +106,9 @@ fn main() -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let listen = concrete_addr(&args.listen).context("proxy listen address")?;
-    let admin_listen = concrete_addr(&args.admin_listen).context("admin listen address")?;
+    let listen = concrete_addr(&args.listen, args.upgrade).context("proxy listen address")?;
+    let admin_listen =
+        concrete_addr(&args.admin_listen, args.upgrade).context("admin listen address")?;
 
     if let Some(path) = &args.upstream_ca {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -119,15 +144,34 @@ fn main() -> anyhow::Result<()> {
         sync::run(control_plane, sync_node, state, cache_path, tls).await
     })?;
 
+    // The stop is run by `Stopper` (it waits for the requests, not a fixed
+    // time); Pingora then only winds down what is left.
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(1),
         ca_file: args.upstream_ca.as_ref().map(|p| p.display().to_string()),
+        upgrade_sock: args.upgrade_sock.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: args.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if args.upgrade {
+        info!(upgrade_sock = %args.upgrade_sock, "waiting for the running portico-dp's listening sockets");
+    }
+    // With --upgrade: takes the sockets over (exits if none come within 5 s).
     server.bootstrap();
+    let stopper = Stopper::new(
+        live.clone(),
+        StopPolicy {
+            delay: args.shutdown_delay,
+            grace: args.shutdown_grace,
+            upgrade_sock: args.upgrade_sock.clone(),
+        },
+    );
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
         proxy::Proxy { live: live.clone() },
@@ -139,13 +183,16 @@ fn main() -> anyhow::Result<()> {
     );
     admin.add_tcp(&admin_listen.to_string());
     admin.threads = Some(1);
-    server.add_service(proxy);
-    server.add_service(admin);
+    server.add_service(stopper.proxy(proxy));
+    server.add_service(stopper.admin(admin));
     // Tests start with port 0 and read the real ports from these lines.
     info!(listener = "proxy", addr = %listen, threads, "listening");
     info!(listener = "admin", addr = %admin_listen, "listening");
     info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(stopper),
+    });
+    std::process::exit(0)
 }
 
 /// Runs `work` on a thread of its own with a single-threaded runtime, away
@@ -168,13 +215,17 @@ fn on_own_thread(
 }
 
 /// Resolves an address; port 0 becomes a free port chosen now, because
-/// Pingora binds later and does not report the port it got.
-fn concrete_addr(raw: &str) -> anyhow::Result<SocketAddr> {
+/// Pingora binds later and does not report the port it got. An upgrade takes
+/// sockets over by address, so it needs the real ones.
+fn concrete_addr(raw: &str, upgrade: bool) -> anyhow::Result<SocketAddr> {
     let addr: SocketAddr = raw
         .parse()
         .with_context(|| format!("invalid address {raw}"))?;
     if addr.port() != 0 {
         return Ok(addr);
+    }
+    if upgrade {
+        anyhow::bail!("--upgrade needs the running process's addresses, not port 0 ({raw})");
     }
     let probe = TcpListener::bind(addr).with_context(|| format!("binding {raw}"))?;
     Ok(probe.local_addr()?)

@@ -32,4 +32,13 @@ impl Outbound {
             }
         }
     }
+
+    /// Tells the control plane this data plane stops, so applies stop
+    /// waiting for it; sent when stopping starts and again on any stream
+    /// opened after.
+    pub fn send_stopping(&self, reason: &str) {
+        self.send(data_plane_message::Msg::Stopping(v1::Stopping {
+            reason: reason.to_string(),
+        }));
+    }
 }

@@ -37,6 +37,8 @@ pub struct RequestCtx {
     target: Option<Target>,
     tried: Vec<String>,
     retries_left: u8,
+    /// Counts the request until it is done, so a stopping data plane waits for it.
+    _in_flight: crate::lifecycle::InFlight,
 }
 
 /// The request's host, lower case and without a port; borrowed unless it
@@ -230,6 +232,7 @@ impl ProxyHttp for Proxy {
             target: None,
             tried: Vec::new(),
             retries_left: 0,
+            _in_flight: self.live.lifecycle.enter(),
         }
     }
 
@@ -240,6 +243,10 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.live.lifecycle.stopping().is_some() {
+            // Stopping: answer with `Connection: close`, so clients move on.
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
         ctx.pool = self

@@ -110,6 +110,11 @@ async fn stream_once(
     *streamed = true;
     let outbound = state.live.outbound.clone();
     outbound.set(Some(tx.clone()));
+    // After the sender is set: a stop that began before is told here, one
+    // that begins after finds the sender.
+    if let Some(reason) = state.live.lifecycle.stopping() {
+        outbound.send_stopping(reason);
+    }
     while let Some(message) = inbound.message().await? {
         let push = match message.msg {
             Some(Msg::Push(push)) => push,

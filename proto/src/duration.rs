@@ -5,6 +5,16 @@ use std::time::Duration;
 
 /// Parses a duration; the message names what was wrong, the caller names the field.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(raw)?;
+    if d.is_zero() {
+        return Err(format!("duration \"{raw}\" must be positive"));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but zero (`0`, `0s`) is allowed: for waits that
+/// may be skipped, such as a shutdown delay.
+pub fn parse_duration_or_zero(raw: &str) -> Result<Duration, String> {
     if raw.is_empty() {
         return Err("empty duration".into());
     }
@@ -15,7 +25,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         let secs: u64 = raw
             .parse()
             .map_err(|_| format!("duration \"{raw}\" is too large"))?;
-        return checked_positive(raw, Duration::from_secs(secs));
+        return at_most_a_year(raw, Duration::from_secs(secs));
     }
     let mut total = Duration::ZERO;
     let mut rest = raw;
@@ -44,13 +54,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
             .checked_add(Duration::from_millis(part))
             .ok_or_else(|| format!("duration \"{raw}\" is too large"))?;
     }
-    checked_positive(raw, total)
+    at_most_a_year(raw, total)
 }
 
-fn checked_positive(raw: &str, d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err(format!("duration \"{raw}\" must be positive"))
-    } else if d > Duration::from_secs(365 * 24 * 3600) {
+fn at_most_a_year(raw: &str, d: Duration) -> Result<Duration, String> {
+    if d > Duration::from_secs(365 * 24 * 3600) {
         Err(format!("duration \"{raw}\" is longer than a year"))
     } else {
         Ok(d)
@@ -73,6 +81,17 @@ mod tests {
         ];
         for (raw, ms) in cases {
             assert_eq!(parse_duration(raw), Ok(Duration::from_millis(ms)), "{raw}");
+        }
+    }
+
+    #[test]
+    fn zero_where_allowed() {
+        for raw in ["0", "0s", "0ms", "00s"] {
+            assert_eq!(parse_duration_or_zero(raw), Ok(Duration::ZERO), "{raw}");
+        }
+        assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        for raw in ["", "0x", "-1s", "s", "0s5"] {
+            assert!(parse_duration_or_zero(raw).is_err(), "{raw}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! A fake HTTP/1.1 backend: answers every request with its name, counts
 //! requests per path, can answer another status or answer slowly (except on
-//! `/health`, which always answers 200), and can be stopped (listener and
-//! open connections closed).
+//! `/health`, which always answers 200), serves `/download/<secs>` as a slow
+//! download, and can be stopped (listener and open connections closed).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -171,7 +171,12 @@ fn serve<S: Read + Write>(
         }
         let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let health = path == "/health";
-        *behaviour.per_path.lock().unwrap().entry(path).or_default() += 1;
+        *behaviour
+            .per_path
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default() += 1;
         hits.fetch_add(1, Ordering::AcqRel);
         *last.lock().unwrap() = head;
         let (status, delay) = if health {
@@ -185,6 +190,13 @@ fn serve<S: Read + Write>(
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+        let download = path
+            .strip_prefix("/download/")
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(secs) = download {
+            trickle(reader.get_mut(), secs);
+            return;
+        }
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
             body.len()
@@ -192,5 +204,28 @@ fn serve<S: Read + Write>(
         if reader.get_mut().write_all(response.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// A download that takes `secs` seconds: 1 KiB every 100 ms, then the
+/// connection closes.
+fn trickle<S: Write>(stream: &mut S, secs: u64) {
+    let chunks = secs * 10;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        chunks * 1024
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    for _ in 0..chunks {
+        if stream
+            .write_all(&[b'x'; 1024])
+            .and_then(|_| stream.flush())
+            .is_err()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -37,9 +37,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[String]) -> Proc {
+        Self::spawn_with_env(name, args, &[])
+    }
+
+    pub fn spawn_with_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin(name))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -107,18 +112,28 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends a signal by name (`TERM`, `QUIT`, `STOP`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), timeout, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        wait_for(
-            "process exit after SIGTERM",
-            Duration::from_secs(10),
-            || self.child.try_wait().ok().flatten(),
-        )
-        .into()
+        self.signal("TERM");
+        Some(self.wait_exit(Duration::from_secs(10)))
     }
 }
 

@@ -1,0 +1,98 @@
+//! Whether this data plane is stopping, and the requests it still serves:
+//! `/ready`, the proxy and the link to the control plane read it; the stop
+//! sequence in `shutdown` sets it and waits for the requests to finish.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Lifecycle {
+    /// Why it stops, once it does.
+    stopping: OnceLock<&'static str>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Lifecycle {
+    /// Starts stopping; returns false if it already was.
+    pub fn stop(&self, reason: &'static str) -> bool {
+        self.stopping.set(reason).is_ok()
+    }
+
+    /// Why it stops, if it does.
+    pub fn stopping(&self) -> Option<&'static str> {
+        self.stopping.get().copied()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Counts one request until the returned guard drops.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            // Registered before the check, so a last request ending in
+            // between still wakes it.
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request being served; dropped when the proxy is done with it
+/// (response sent, or connection gone).
+pub struct InFlight(Arc<Lifecycle>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn idle_waits_for_the_last_request() {
+        let life = Arc::new(Lifecycle::default());
+        let (a, b) = (life.enter(), life.enter());
+        assert_eq!(life.in_flight(), 2);
+        let waiter = tokio::spawn({
+            let life = life.clone();
+            async move { life.idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one request is still in flight");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("idle after the last request")
+            .unwrap();
+        life.idle().await;
+    }
+
+    #[test]
+    fn the_first_reason_stays() {
+        let life = Lifecycle::default();
+        assert_eq!(life.stopping(), None);
+        assert!(life.stop("terminate"));
+        assert!(!life.stop("upgrade"));
+        assert_eq!(life.stopping(), Some("terminate"));
+    }
+}
