@@ -37,5 +37,25 @@ for doc in yaml.safe_load_all(open("deploy/k8s/data-plane.yaml")):
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
         assert doc["spec"]["replicas"] == 3
-print("deploy: manifests, compose file and Dockerfile check out")
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        seconds = lambda v: int(v.rstrip("s"))
+        drain = seconds(env["PORTICO_SHUTDOWN_DELAY"]) + seconds(env["PORTICO_SHUTDOWN_GRACE"])
+        assert doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain, \
+            "the termination grace must cover the shutdown delay and grace"
+unit = open("deploy/systemd/portico-dp.service").read()
+assert "Type=notify" in unit and "NotifyAccess=all" in unit
+assert "portico-dp --upgrade" in unit and "kill -QUIT" in unit, "reload is the upgrade path"
+print("deploy: manifests, compose file, Dockerfile and systemd unit check out")
 PY
+# The unit file as systemd parses it (binaries and the env file are not
+# installed here, so they are stood in for); any complaint fails.
+./scripts/setup.sh systemd-analyze:systemd
+unit_dir=$(mktemp -d)
+trap 'rm -rf "$unit_dir"' EXIT
+sed 's#/usr/local/bin/portico-dp#/bin/true#; s#^EnvironmentFile=.*#EnvironmentFile=-/dev/null#' \
+  deploy/systemd/portico-dp.service > "$unit_dir/portico-dp.service"
+complaints=$(systemd-analyze verify "$unit_dir/portico-dp.service" 2>&1)
+if [ -n "$complaints" ]; then
+  echo "deploy/systemd/portico-dp.service: $complaints" >&2
+  exit 1
+fi
