@@ -283,6 +283,10 @@ impl DataPlane {
         let mut proc = Proc::spawn("portico-dp", &args);
         let proxy = proc.listening("proxy");
         let admin = proc.listening("admin");
+        // Pingora binds after the log line, on its own threads.
+        wait_for("the admin listener", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(admin).ok()
+        });
         DataPlane { proc, proxy, admin }
     }
 
