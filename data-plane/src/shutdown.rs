@@ -16,6 +16,12 @@ use tracing::{error, info, warn};
 
 use crate::config::Live;
 
+/// After a hand-off, the old process keeps accepting beside the new one this
+/// long (or the shutdown delay, if longer), answering with `Connection:
+/// close`: busy keep-alive clients move to the new process between two
+/// requests instead of having their connection closed under a request.
+const HAND_OFF_OVERLAP: Duration = Duration::from_secs(2);
+
 /// How a stop unfolds.
 #[derive(Debug, Clone)]
 pub struct StopPolicy {
@@ -84,9 +90,8 @@ impl Stopper {
         lifecycle.stop(reason);
         self.live.outbound.send_stopping(reason);
         let upgrade = reason == "upgrade";
-        // After a hand-off the new process accepts from the same sockets.
         let delay = if upgrade {
-            Duration::ZERO
+            self.policy.delay.max(HAND_OFF_OVERLAP)
         } else {
             self.policy.delay
         };
