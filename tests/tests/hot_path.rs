@@ -518,10 +518,11 @@ fn a_client_going_away_is_not_a_backend_failure() {
     s.apply();
     backend.set_delay(Duration::from_millis(300));
     for _ in 0..3 {
+        // Counted before the request is sent: it may reach the backend at once.
+        let before = backend.hits_for("/slow");
         let mut raw = std::net::TcpStream::connect(dp.proxy).unwrap();
         std::io::Write::write_all(&mut raw, b"GET /slow HTTP/1.1\r\nHost: gone.test\r\n\r\n")
             .unwrap();
-        let before = backend.hits_for("/slow");
         wait_for(
             "the request at the backend",
             Duration::from_secs(20),
