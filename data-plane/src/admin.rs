@@ -59,6 +59,8 @@ impl ServeHttp for AdminApp {
                     "limiters": limiters,
                     "probes": self.live.probes.load(Ordering::Acquire),
                     "in_flight": self.live.lifecycle.in_flight(),
+                    "client_connections": self.live.connections.open(),
+                    "client_connections_refused": self.live.connections.refused(),
                     "leftover_stats": self.live.leftover_stats.lock().len(),
                 });
                 (200, format!("{counts}\n"))

@@ -52,6 +52,8 @@ pub struct Live {
     pub probes: std::sync::atomic::AtomicUsize,
     /// Stopping or not, and the requests in flight.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Client connections open and refused.
+    pub connections: Arc<crate::connections::ConnCounts>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

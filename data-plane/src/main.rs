@@ -2,9 +2,11 @@
 //! configuration the control plane pushes; keeps serving when it is away.
 
 mod admin;
+mod allocator;
 mod breaker;
 mod cache;
 mod config;
+mod connections;
 mod health;
 mod lifecycle;
 mod outbound;
@@ -25,17 +27,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use portico_proto::duration::parse_duration_or_zero;
+use portico_proto::duration::{parse_duration, parse_duration_or_zero};
 use tracing::{info, warn};
 
 use crate::config::{ConfigState, Live};
+use crate::connections::{ClientConnections, ConnLimits};
 use crate::shutdown::{StopPolicy, Stopper};
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane")]
@@ -83,6 +84,17 @@ struct Args {
     /// SIGQUIT within 5 s) instead of binding them; the addresses must match.
     #[arg(long)]
     upgrade: bool,
+    /// An idle keep-alive client connection is closed after this.
+    #[arg(long, env = "PORTICO_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    keepalive_timeout: Duration,
+    /// A client must send a whole request head within this (from connecting,
+    /// or from the first byte of a later request), else it is closed.
+    #[arg(long, env = "PORTICO_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Client connections beyond this are closed at accept; default half
+    /// the open-file limit, leaving the rest for backend connections.
+    #[arg(long, env = "PORTICO_MAX_CLIENT_CONNECTIONS")]
+    max_client_connections: Option<usize>,
     /// Unix socket on which the listening sockets are handed to a new process.
     #[arg(
         long,
@@ -172,11 +184,27 @@ fn main() -> anyhow::Result<()> {
             upgrade_sock: args.upgrade_sock.clone(),
         },
     );
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        proxy::Proxy { live: live.clone() },
+    let open_files = raise_open_files_limit();
+    allocator::start_collector().context("starting the memory collector")?;
+    let limits = ConnLimits {
+        keepalive: args.keepalive_timeout,
+        header: args.header_timeout,
+        max: args
+            .max_client_connections
+            .unwrap_or((open_files / 2) as usize)
+            .max(1),
+    };
+    let connections = ClientConnections::new(
+        pingora::proxy::http_proxy(&server.configuration, proxy::Proxy { live: live.clone() }),
+        limits,
+        live.connections.clone(),
     );
-    proxy.add_tcp(&listen.to_string());
+    let mut proxy = Service::new("proxy".to_string(), connections);
+    // No read buffer per connection: requests are read straight into the
+    // parser's buffer, so an idle connection holds no 64 KiB buffer.
+    proxy.add_listener(
+        ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+    );
     let mut admin = Service::new(
         "admin".to_string(),
         HttpServer::new_app(admin::AdminApp { live }),
@@ -186,13 +214,43 @@ fn main() -> anyhow::Result<()> {
     server.add_service(stopper.proxy(proxy));
     server.add_service(stopper.admin(admin));
     // Tests start with port 0 and read the real ports from these lines.
-    info!(listener = "proxy", addr = %listen, threads, "listening");
+    info!(listener = "proxy", addr = %listen, threads, max_connections = limits.max, open_files, keepalive = ?limits.keepalive, header_timeout = ?limits.header, "listening");
     info!(listener = "admin", addr = %admin_listen, "listening");
     info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(stopper),
     });
     std::process::exit(0)
+}
+
+/// Raises the open-file limit to its hard limit (each client and backend
+/// connection is a file); returns the limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+            return 1024;
+        }
+        // An unlimited hard limit still stops at the kernel's nr_open.
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur < target {
+            let raised = libc::rlimit {
+                rlim_cur: target,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            } else {
+                warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Runs `work` on a thread of its own with a single-threaded runtime, away

@@ -225,6 +225,7 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        crate::connections::head_read();
         RequestCtx {
             started: Instant::now(),
             route: None,

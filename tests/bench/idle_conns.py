@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Memory per idle keep-alive client connection, and whether it comes back:
+each connection sends one request, reads the answer and stays open. Resident
+memory of the proxy before, with N connections held, and 30 s after they all
+closed; Portico's data plane, the bare Pingora proxy and nginx (one worker
+each, release builds, nginx answering as the upstream).
+
+Usage: cargo build --release --bins --examples && python3 tests/bench/idle_conns.py [N ...]
+"""
+import os, resource, shutil, socket, subprocess, sys, tempfile, time
+
+from benchlib import ROOT, Conn, Procs, rss_mb, start_control_plane, start_data_plane, wait_status
+
+BIN = os.path.join(ROOT, "target", "release")
+HOST = "idle.bench.test"
+REQUEST = ("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST).encode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx(procs, work, name, body):
+    path = os.path.join(work, name + ".conf")
+    with open(path, "w") as f:
+        f.write("worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err;\n"
+                "worker_rlimit_nofile 200000;\n"
+                "events { worker_connections 100000; }\nhttp { access_log off; keepalive_timeout 300s; "
+                "keepalive_requests 100000; %s }\n" % (work, name, work, name, body))
+    return procs.start(["nginx", "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def worker_pid(master):
+    """nginx's worker (the one process that holds the connections)."""
+    out = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else master.pid
+
+
+def open_idle(port, n, batch=200):
+    """n connections, each with one answered request, opened `batch` at a
+    time (clients arrive over time), from as many loopback source addresses
+    as the port range needs."""
+    conns = []
+    for start in range(0, n, batch):
+        fresh = []
+        for i in range(start, min(n, start + batch)):
+            s = socket.socket()
+            s.bind(("127.0.%d.%d" % (1 + i // 20000 // 250, 2 + (i // 20000) % 250), 0))
+            s.connect(("127.0.0.1", port))
+            s.sendall(REQUEST)
+            fresh.append(s)
+        for s in fresh:
+            s.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("closed after %d bytes: %r" % (len(got), got[:200]))
+                got += chunk
+            if not got.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("answer: %r" % got[:200])
+        conns += fresh
+    return conns
+
+
+def measure(pid, port, n):
+    time.sleep(1)
+    before = rss_mb(pid)
+    conns = open_idle(port, n)
+    time.sleep(5)
+    held = rss_mb(pid)
+    for s in conns:
+        s.close()
+    samples = []
+    for _ in range(30):
+        time.sleep(1)
+        samples.append(rss_mb(pid))
+    return before, held, samples[-1], (held - before) * 1024 / n
+
+
+def upstream_pool(work):
+    """Memory of the data plane's idle backend connections: a burst of 128
+    concurrent requests fills the pool, then the upstream is stopped, which
+    closes every pooled connection; the difference per connection."""
+    with Procs() as procs:
+        up = free_port()
+        upstream = nginx(procs, work, "pool-upstream",
+                         'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
+        cp, addrs = start_control_plane(procs, BIN, os.path.join(work, "cp-pool"))
+        dp, dp_addrs = start_data_plane(procs, BIN, addrs, "pool")
+        c = Conn(addrs["registry"])
+        sid = c.register("pool", "pool-1")
+        assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
+        assert c.send("CONFIG_APPLY|" + sid) == "OK"
+        subprocess.run(["oha", "-z", "2s", "-c", "128", "--no-tui", "--disable-keepalive", "-H", "Host: " + HOST,
+                        "http://127.0.0.1:%d/" % dp_addrs["proxy"][1]], capture_output=True)
+        time.sleep(2)
+        pooled = subprocess.run(["ss", "-Htn", "state", "established", "dst", "127.0.0.1:%d" % up],
+                                capture_output=True, text=True).stdout.count("\n")
+        held = rss_mb(dp.pid)
+        upstream.terminate()
+        upstream.wait()
+        time.sleep(3)
+        after = rss_mb(dp.pid)
+        c.close()
+        return pooled, held, after, (held - after) * 1024 / max(pooled, 1)
+
+
+def main(counts):
+    # Root may raise the hard limit too; the proxies inherit it.
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    work = tempfile.mkdtemp(prefix="portico-idle-")
+    rows = []
+    try:
+        for n in counts:
+            with Procs() as procs:
+                up = free_port()
+                nginx(procs, work, "upstream", 'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
+                cp, addrs = start_control_plane(procs, BIN, os.path.join(work, "cp%d" % n))
+                dp, dp_addrs = start_data_plane(procs, BIN, addrs, "idle")
+                c = Conn(addrs["registry"])
+                sid = c.register("idle", "idle-1")
+                assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
+                assert c.send("CONFIG_APPLY|" + sid) == "OK"
+                ng = free_port()
+                master = nginx(procs, work, "proxy", "server { listen 127.0.0.1:%d; location / { proxy_pass "
+                               "http://127.0.0.1:%d; } }" % (ng, up))
+                bare = free_port()
+                bp = procs.start([os.path.join(BIN, "examples", "bare_proxy"), "127.0.0.1:%d" % bare,
+                                  "127.0.0.1:%d" % up], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wait_status(("127.0.0.1", ng), HOST, 200)
+                wait_status(("127.0.0.1", bare), HOST, 200)
+                for name, pid, port in (("Portico data plane", dp.pid, dp_addrs["proxy"][1]),
+                                        ("bare Pingora", bp.pid, bare),
+                                        ("nginx (worker)", worker_pid(master), ng)):
+                    before, held, after, per = measure(pid, port, n)
+                    rows.append((n, name, before, held, after, per))
+                    print("%6d idle connections, %-18s %6.1f -> %6.1f MB, %5.2f KB each, %6.1f MB 30 s after they closed"
+                          % (n, name, before, held, per, after), flush=True)
+                c.close()
+        pooled, held, after, per = upstream_pool(work)
+        print("%6d idle backend connections in the data plane's pool: %6.1f MB, %6.1f MB once closed, %5.2f KB each"
+              % (pooled, held, after, per), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [5000])
