@@ -185,7 +185,8 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let open_files = raise_open_files_limit();
-    allocator::start_collector().context("starting the memory collector")?;
+    allocator::start_collector(live.connections.clone())
+        .context("starting the memory collector")?;
     let limits = ConnLimits {
         keepalive: args.keepalive_timeout,
         header: args.header_timeout,

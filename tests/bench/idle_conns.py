@@ -65,47 +65,27 @@ def open_idle(port, n, batch=200):
     return conns
 
 
-def measure(pid, port, n):
+def upstream_conns(pid, port):
+    """The proxy's connections open to the upstream: its idle backend pool."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", "127.0.0.1:%d" % port],
+                         capture_output=True, text=True).stdout
+    return sum("pid=%d," % pid in line for line in out.splitlines())
+
+
+def measure(pid, port, n, up):
     time.sleep(1)
     before = rss_mb(pid)
     conns = open_idle(port, n)
     time.sleep(5)
     held = rss_mb(pid)
+    pooled = upstream_conns(pid, up)
     for s in conns:
         s.close()
     samples = []
     for _ in range(30):
         time.sleep(1)
         samples.append(rss_mb(pid))
-    return before, held, samples[-1], (held - before) * 1024 / n
-
-
-def upstream_pool(work):
-    """Memory of the data plane's idle backend connections: a burst of 128
-    concurrent requests fills the pool, then the upstream is stopped, which
-    closes every pooled connection; the difference per connection."""
-    with Procs() as procs:
-        up = free_port()
-        upstream = nginx(procs, work, "pool-upstream",
-                         'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
-        cp, addrs = start_control_plane(procs, BIN, os.path.join(work, "cp-pool"))
-        dp, dp_addrs = start_data_plane(procs, BIN, addrs, "pool")
-        c = Conn(addrs["registry"])
-        sid = c.register("pool", "pool-1")
-        assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
-        assert c.send("CONFIG_APPLY|" + sid) == "OK"
-        subprocess.run(["oha", "-z", "2s", "-c", "128", "--no-tui", "--disable-keepalive", "-H", "Host: " + HOST,
-                        "http://127.0.0.1:%d/" % dp_addrs["proxy"][1]], capture_output=True)
-        time.sleep(2)
-        pooled = subprocess.run(["ss", "-Htn", "state", "established", "dst", "127.0.0.1:%d" % up],
-                                capture_output=True, text=True).stdout.count("\n")
-        held = rss_mb(dp.pid)
-        upstream.terminate()
-        upstream.wait()
-        time.sleep(3)
-        after = rss_mb(dp.pid)
-        c.close()
-        return pooled, held, after, (held - after) * 1024 / max(pooled, 1)
+    return before, held, samples[-1], (held - before) * 1024 / n, pooled
 
 
 def main(counts):
@@ -139,14 +119,12 @@ def main(counts):
                 for name, pid, port in (("Portico data plane", dp.pid, dp_addrs["proxy"][1]),
                                         ("bare Pingora", bp.pid, bare),
                                         ("nginx (worker)", worker_pid(master), ng)):
-                    before, held, after, per = measure(pid, port, n)
+                    before, held, after, per, pooled = measure(pid, port, n, up)
                     rows.append((n, name, before, held, after, per))
-                    print("%6d idle connections, %-18s %6.1f -> %6.1f MB, %5.2f KB each, %6.1f MB 30 s after they closed"
-                          % (n, name, before, held, per, after), flush=True)
+                    print("%6d idle connections, %-18s %6.1f -> %6.1f MB, %5.2f KB each (with %d idle backend "
+                          "connections pooled), %6.1f MB 30 s after they closed"
+                          % (n, name, before, held, per, pooled, after), flush=True)
                 c.close()
-        pooled, held, after, per = upstream_pool(work)
-        print("%6d idle backend connections in the data plane's pool: %6.1f MB, %6.1f MB once closed, %5.2f KB each"
-              % (pooled, held, after, per), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
