@@ -153,8 +153,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             } else {
                 self.limits.keepalive
             };
-            stream = next_request(stream, idle_limit, shutdown).await?;
-            let mut session = ServerSession::new_http1(stream);
+            let (next, head_whole) = next_request(stream, idle_limit, shutdown).await?;
+            let mut session = ServerSession::new_http1(next);
             match settings.take() {
                 Some(settings) => {
                     pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session)
@@ -169,9 +169,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
                 self.limits.header
             };
             first = false;
-            let reused =
-                within_head_deadline(head_limit, self.proxy.process_new_http(session, shutdown))
-                    .await??;
+            let request = self.proxy.process_new_http(session, shutdown);
+            // A head that came whole in the first read needs no deadline
+            // (the usual case, which then costs no timer).
+            let reused = if head_whole {
+                request.await?
+            } else {
+                within_head_deadline(head_limit, request).await??
+            };
             (stream, settings) = reused.consume();
         }
     }
@@ -182,8 +187,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
 }
 
 /// Waits until the client sends its next request, in a future that holds
-/// no buffer; `None` on timeout, close, error or shutdown.
-async fn next_request(stream: Stream, limit: Duration, shutdown: &ShutdownWatch) -> Option<Stream> {
+/// no buffer; with whether its whole head came in the first read. `None` on
+/// timeout, close, error or shutdown.
+async fn next_request(
+    stream: Stream,
+    limit: Duration,
+    shutdown: &ShutdownWatch,
+) -> Option<(Stream, bool)> {
     if *shutdown.borrow() {
         return None;
     }
@@ -200,38 +210,40 @@ async fn next_request(stream: Stream, limit: Duration, shutdown: &ShutdownWatch)
             peeked = fast_timeout(limit, stream.try_peek(&mut byte)) => matches!(peeked, Ok(Ok(true))),
             _ = stopping => false,
         };
-        return arrived.then_some(stream);
+        return arrived.then_some((stream, false));
     }
     let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-    let arrived = tokio::select! {
+    let head_whole = tokio::select! {
         biased;
-        read = fast_timeout(limit, FirstBytes(&mut tcp)) => matches!(read, Ok(true)),
-        _ = stopping => false,
+        read = fast_timeout(limit, FirstBytes(&mut tcp)) => read.ok()??,
+        _ = stopping => return None,
     };
-    arrived.then_some(tcp as Stream)
+    Some((tcp as Stream, head_whole))
 }
 
 /// Resolves once the client sent bytes: they are read into a buffer on the
 /// stack of one poll (so the idle future holds none) and put back into the
 /// stream, where Pingora's parser reads them as if it had read them itself:
-/// no extra read per request. False on close or error.
+/// no extra read per request. Resolves to whether they hold a whole request
+/// head; `None` on close or error.
 struct FirstBytes<'a>(&'a mut L4Stream);
 
 impl Future for FirstBytes<'_> {
-    type Output = bool;
+    type Output = Option<bool>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<bool>> {
         // Uninitialised: zeroing 4 KiB per request is measurable.
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
         let mut read = ReadBuf::uninit(&mut buf);
         match Pin::new(&mut *self.0).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) if !read.filled().is_empty() => {
-                let filled = read.filled().to_vec();
-                self.0.rewind(&filled);
-                Poll::Ready(true)
+                let filled = read.filled();
+                let whole = filled.windows(4).any(|w| w == b"\r\n\r\n");
+                self.0.rewind(filled);
+                Poll::Ready(Some(whole))
             }
-            Poll::Ready(_) => Poll::Ready(false),
+            Poll::Ready(_) => Poll::Ready(None),
         }
     }
 }
