@@ -38,16 +38,22 @@ def worker_pid(master):
     return int(out[0]) if out else master.pid
 
 
+RUNS = [0]
+
+
 def open_idle(port, n, batch=200):
     """n connections, each with one answered request, opened `batch` at a
     time (clients arrive over time), from as many loopback source addresses
     as the port range needs."""
     conns = []
+    # Each run from other source addresses: the last run's ports may still
+    # be in TIME_WAIT.
+    RUNS[0] += 1
     for start in range(0, n, batch):
         fresh = []
         for i in range(start, min(n, start + batch)):
             s = socket.socket()
-            s.bind(("127.0.%d.%d" % (1 + i // 20000 // 250, 2 + (i // 20000) % 250), 0))
+            s.bind(("127.0.%d.%d" % (1 + RUNS[0], 2 + i // 20000), 0))
             s.connect(("127.0.0.1", port))
             s.sendall(REQUEST)
             fresh.append(s)
