@@ -30,25 +30,32 @@ fn kept_alive(addr: SocketAddr) -> TcpStream {
 
 /// One keep-alive request on `conn`; panics unless it is answered 200.
 fn ask(conn: &mut TcpStream) {
+    if let Err(e) = try_ask(conn) {
+        panic!("{e}");
+    }
+}
+
+/// One keep-alive request on `conn`, answered 200, or why not.
+fn try_ask(conn: &mut TcpStream) -> Result<(), String> {
     conn.write_all(b"GET / HTTP/1.1\r\nHost: app.conns.test\r\n\r\n")
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     // The fake backend answers with a 5-byte body, "conns".
     while !got.ends_with(b"conns") {
-        let n = conn.read(&mut buf).expect("an answer");
-        assert!(
-            n > 0,
-            "closed before the answer: {:?}",
-            String::from_utf8_lossy(&got)
-        );
+        let n = conn.read(&mut buf).map_err(|e| format!("no answer: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&got)
+            ));
+        }
         got.extend_from_slice(&buf[..n]);
     }
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
+    if !got.starts_with(b"HTTP/1.1 200") {
+        return Err(String::from_utf8_lossy(&got).to_string());
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until the peer closes `conn`; returns how long it took.
@@ -129,12 +136,12 @@ fn connections_beyond_the_limit_are_closed_at_accept_and_the_others_keep_working
     assert_eq!(counts["client_connections"], 5);
     assert!(counts["client_connections_refused"].as_u64() >= Some(1));
     assert!(dp.proc.log_contains("too many client connections"));
+    // The slots free as the data plane sees the connections close.
     drop(held);
-    wait_for("the slots to free", BOUND, || {
-        TcpStream::connect(dp.proxy).ok().map(|mut c| {
-            c.set_read_timeout(Some(BOUND)).unwrap();
-            ask(&mut c);
-        })
+    wait_for("a slot to free", BOUND, || {
+        let mut c = TcpStream::connect(dp.proxy).ok()?;
+        c.set_read_timeout(Some(BOUND)).ok()?;
+        try_ask(&mut c).ok()
     });
 }
 
