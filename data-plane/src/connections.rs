@@ -155,11 +155,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             };
             let (next, head_whole) = next_request(stream, idle_limit, shutdown).await?;
             let mut session = ServerSession::new_http1(next);
+            // (Pingora turns keep-alive off itself once the listener closes.)
             match settings.take() {
                 Some(settings) => {
                     pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session)
                 }
-                None if *shutdown.borrow() => session.set_keepalive(None),
                 None => session.set_keepalive(Some(keepalive_secs)),
             }
             // On a new connection the head deadline counts from accept.

@@ -58,19 +58,19 @@ impl Stopper {
 
     /// Wraps the proxy service: its listener closes when the stop says so.
     pub fn proxy<S: ServiceWithDependents>(&self, service: S) -> Closable<S> {
-        Closable {
-            inner: service,
-            close: self.proxy.subscribe(),
-            fds: self.fds.clone(),
-        }
+        self.closable(service, &self.proxy)
     }
 
     /// Wraps the admin service: it keeps answering (503 on `/ready`) until
     /// the process ends, except after a hand-off, when the new one answers.
     pub fn admin<S: ServiceWithDependents>(&self, service: S) -> Closable<S> {
+        self.closable(service, &self.admin)
+    }
+
+    fn closable<S>(&self, inner: S, close: &watch::Sender<bool>) -> Closable<S> {
         Closable {
-            inner: service,
-            close: self.admin.subscribe(),
+            inner,
+            close: close.subscribe(),
             fds: self.fds.clone(),
         }
     }

@@ -46,6 +46,39 @@ def _drain(proc):
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx(procs, work, name, http, connections=8192):
+    """An nginx of one worker with `http` as its http block's body; returns its master."""
+    path = os.path.join(work, name + ".conf")
+    with open(path, "w") as f:
+        f.write("worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err;\n"
+                "worker_rlimit_nofile %d;\nevents { worker_connections %d; }\n"
+                "http { access_log off; %s }\n"
+                % (work, name, work, name, 2 * connections, connections, http))
+    return procs.start(["nginx", "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def upstream(procs, work, name="upstream"):
+    """An nginx answering 200 "ok" on every path; returns its port."""
+    port = free_port()
+    nginx(procs, work, name, 'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % port)
+    return port
+
+
+def route_to(cp_addrs, host, port):
+    """Registers a session with one route of `host` to 127.0.0.1:`port`, applied; returns its connection."""
+    c = Conn(cp_addrs["registry"])
+    sid = c.register("bench", "bench-1")
+    assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, host, port)).startswith("ROUTE_OK")
+    assert c.send("CONFIG_APPLY|" + sid) == "OK"
+    return c
+
+
 def spawn_portico(procs, bindir, name, args, pin=None, timeout=30):
     """Starts portico-cp or portico-dp and returns (process, {listener: addr})
     read from its 'listening' log lines."""

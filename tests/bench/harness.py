@@ -8,11 +8,11 @@ tables show medians. Started by tests/bench/run.sh, which installs the tools.
 Usage: python3 tests/bench/harness.py [--smoke] [--bin DIR] [--write FILE]
        python3 tests/bench/harness.py --only 1,4,6,7   some scenarios, printed as JSON
 """
-import argparse, asyncio, datetime, json, os, platform, resource, shutil, socket, subprocess, sys
+import argparse, asyncio, datetime, json, os, platform, resource, shutil, subprocess, sys
 import tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (ROOT, Conn, Procs, median, percentile, request, rss_mb,  # noqa: E402
+from benchlib import (ROOT, Conn, Procs, free_port, median, percentile, request, rss_mb,  # noqa: E402
                       start_control_plane, start_data_plane, wait_status)
 
 PROXY_CPU, LOAD_CPU = 0, 1
@@ -23,12 +23,6 @@ FULL = dict(secs=10, rounds=3, many=10_000, prop_routes=10_000, applies=200, pla
             hitless_secs=60, sessions=1000, pipelined=50_000, memory=(0, 10_000, 100_000))
 SMOKE = dict(secs=1, rounds=1, many=100, prop_routes=100, applies=5, planes=(1, 2),
              hitless_secs=3, sessions=20, pipelined=500, memory=(0, 200, 1000))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pinned(argv, cpu):

@@ -9,27 +9,12 @@ Usage: cargo build --release --bins --examples && python3 tests/bench/idle_conns
 """
 import os, resource, shutil, socket, subprocess, sys, tempfile, time
 
-from benchlib import ROOT, Conn, Procs, rss_mb, start_control_plane, start_data_plane, wait_status
+from benchlib import (ROOT, Procs, free_port, nginx, route_to, rss_mb, start_control_plane, start_data_plane,
+                      upstream, wait_status)
 
 BIN = os.path.join(ROOT, "target", "release")
 HOST = "idle.bench.test"
 REQUEST = ("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST).encode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nginx(procs, work, name, body):
-    path = os.path.join(work, name + ".conf")
-    with open(path, "w") as f:
-        f.write("worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err;\n"
-                "worker_rlimit_nofile 200000;\n"
-                "events { worker_connections 100000; }\nhttp { access_log off; keepalive_timeout 300s; "
-                "keepalive_requests 100000; %s }\n" % (work, name, work, name, body))
-    return procs.start(["nginx", "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def worker_pid(master):
@@ -109,17 +94,14 @@ def main(counts):
     try:
         for n in counts:
             with Procs() as procs:
-                up = free_port()
-                nginx(procs, work, "upstream", 'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
+                up = upstream(procs, work)
                 cp, addrs = start_control_plane(procs, BIN, os.path.join(work, "cp%d" % n))
                 dp, dp_addrs = start_data_plane(procs, BIN, addrs, "idle")
-                c = Conn(addrs["registry"])
-                sid = c.register("idle", "idle-1")
-                assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
-                assert c.send("CONFIG_APPLY|" + sid) == "OK"
+                c = route_to(addrs, HOST, up)
                 ng = free_port()
-                master = nginx(procs, work, "proxy", "server { listen 127.0.0.1:%d; location / { proxy_pass "
-                               "http://127.0.0.1:%d; } }" % (ng, up))
+                master = nginx(procs, work, "proxy", "keepalive_timeout 300s; keepalive_requests 100000; "
+                               "server { listen 127.0.0.1:%d; location / { proxy_pass http://127.0.0.1:%d; } }"
+                               % (ng, up), connections=max(counts) + 1000)
                 bare = free_port()
                 bp = procs.start([os.path.join(BIN, "examples", "bare_proxy"), "127.0.0.1:%d" % bare,
                                   "127.0.0.1:%d" % up], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,28 +10,14 @@
 
 Usage: cargo build --release --bins && python3 tests/bench/stop_upgrade.py [seconds]
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import json, os, shutil, signal, subprocess, sys, tempfile, time
 
-from benchlib import ROOT, Conn, Procs, spawn_portico, start_control_plane, wait_status
+from benchlib import (ROOT, Procs, free_port, nginx, route_to, spawn_portico, start_control_plane, upstream,
+                      wait_status)
 
 BIN = os.path.join(ROOT, "target", "release")
 HOST = "bench.stop.test"
 RATE = 2000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nginx(procs, work, name, body):
-    path = os.path.join(work, name + ".conf")
-    with open(path, "w") as f:
-        f.write("worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err;\n"
-                "events { worker_connections 8192; }\nhttp { access_log off; %s }\n"
-                % (work, name, work, name, body))
-    procs.start(["nginx", "-p", work, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def dp_args(cp, name, proxy, admin, work):
@@ -67,15 +53,11 @@ def outcome(run):
 
 def upgrade(work, secs, keepalive):
     with Procs() as procs:
-        up = free_port()
-        nginx(procs, work, "upstream", 'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
-        cp_proc, cp = start_control_plane(procs, BIN, os.path.join(work, "cp-up-%s" % keepalive))
+        up = upstream(procs, work)
+        _, cp = start_control_plane(procs, BIN, os.path.join(work, "cp-up-%s" % keepalive))
         proxy, admin = free_port(), free_port()
         old = data_plane(procs, cp, "dp-old", proxy, admin, work)
-        c = Conn(cp["registry"])
-        sid = c.register("bench", "bench-1")
-        assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
-        assert c.send("CONFIG_APPLY|" + sid) == "OK"
+        c = route_to(cp, HOST, up)
         run = oha("http://127.0.0.1:%d/" % proxy, secs, keepalive)
         time.sleep(secs / 3)
         new = procs.start([os.path.join(BIN, "portico-dp"), "--upgrade"]
@@ -91,15 +73,11 @@ def upgrade(work, secs, keepalive):
 
 def rolling(work, secs):
     with Procs() as procs:
-        up = free_port()
-        nginx(procs, work, "upstream2", 'server { listen 127.0.0.1:%d; location / { return 200 "ok\\n"; } }' % up)
-        cp_proc, cp = start_control_plane(procs, BIN, os.path.join(work, "cp-rolling"))
+        up = upstream(procs, work)
+        _, cp = start_control_plane(procs, BIN, os.path.join(work, "cp-rolling"))
         ports = [(free_port(), free_port()) for _ in range(2)]
         planes = [data_plane(procs, cp, "dp-%d" % i, p, a, work) for i, (p, a) in enumerate(ports)]
-        c = Conn(cp["registry"])
-        sid = c.register("bench", "bench-1")
-        assert c.send("ROUTE_ADD|%s|%s|/|http://127.0.0.1:%d|0" % (sid, HOST, up)).startswith("ROUTE_OK")
-        assert c.send("CONFIG_APPLY|" + sid) == "OK"
+        c = route_to(cp, HOST, up)
         lb = free_port()
         servers = "".join("server 127.0.0.1:%d max_fails=1 fail_timeout=1s; " % p for p, _ in ports)
         nginx(procs, work, "lb", "upstream planes { %s keepalive 64; } server { listen 127.0.0.1:%d; "
