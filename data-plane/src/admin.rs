@@ -58,6 +58,7 @@ impl ServeHttp for AdminApp {
                     "counters": counters,
                     "limiters": limiters,
                     "probes": self.live.probes.load(Ordering::Acquire),
+                    "backend_names": self.live.registry.names.len(),
                     "in_flight": self.live.lifecycle.in_flight(),
                     "client_connections": self.live.connections.open(),
                     "client_connections_refused": self.live.connections.refused(),

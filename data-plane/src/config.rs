@@ -54,6 +54,8 @@ pub struct Live {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Client connections open and refused.
     pub connections: Arc<crate::connections::ConnCounts>,
+    /// Looks backend names up.
+    pub dns: crate::dns::Dns,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

@@ -1,17 +1,16 @@
-//! Active health probes: one task per distinct backend and probe (routes that
-//! share a backend share its probe), `GET path` every interval; a failure (no
-//! answer, TLS that does not verify, or 500 and above) takes the backend out
-//! of the pools of every route using it, a success brings it back. Each
-//! route's transition goes to the control plane. Tasks are reconciled with
-//! each new table; they run on their own thread, away from config applies.
+//! Active health probes, on their own thread: one task per backend and probe,
+//! `GET path` on each of the backend's addresses every interval. A failure
+//! takes the address out; a backend is up while any address is up.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use portico_proto::{probe, v1};
+use portico_proto::probe::{self, ProbeResult};
+use portico_proto::v1;
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -70,37 +69,71 @@ pub async fn run(live: Arc<Live>) {
 }
 
 async fn probe_loop((_, p, http2): Key, members: Members, outbound: Outbound) {
+    let mode = probe::Mode { http2 };
     loop {
         let Some(first) = members.lock().first().cloned() else {
             return;
         };
-        let mode = probe::Mode { http2 };
-        let result = probe::check(&first.spec.backend, &p.path, p.timeout, mode).await;
-        let healthy = result.healthy();
-        let reason = if healthy {
-            "probe succeeded".to_string()
-        } else {
-            result.reason()
-        };
-        let changes: Vec<v1::HealthChange> = members
-            .lock()
-            .iter()
-            .filter(|route| route.backend.set_healthy(healthy))
-            .map(|route| v1::HealthChange {
-                route_id: route.spec.route_id.clone(),
-                session_id: route.spec.session_id.clone(),
-                backend_url: route.spec.backend.to_string(),
-                healthy,
-                reason: reason.clone(),
-            })
-            .collect();
+        let url = &first.spec.backend;
+        let name = first.backend.name.current();
+        let results = futures::future::join_all(
+            name.addrs
+                .iter()
+                .map(|addr| probe::check_at(url, Some(*addr), &p.path, p.timeout, mode)),
+        )
+        .await;
+        let results: Vec<(SocketAddr, ProbeResult)> =
+            name.addrs.iter().copied().zip(results).collect();
+        let (healthy, reason) = verdict(&results, name.error.as_deref());
+        let mut changes = Vec::new();
+        for route in members.lock().iter() {
+            for endpoint in route.backend.endpoints().list.iter() {
+                let Some((_, r)) = results.iter().find(|(a, _)| *a == endpoint.addr) else {
+                    continue;
+                };
+                if endpoint.set_healthy(r.healthy()) && results.len() > 1 {
+                    info!(route_id = %route.spec.route_id, backend = %url, addr = %endpoint.addr, healthy = r.healthy(), reason = %r.reason(), "backend address health changed");
+                }
+            }
+            if route.backend.report_healthy(healthy) {
+                changes.push(v1::HealthChange {
+                    route_id: route.spec.route_id.clone(),
+                    session_id: route.spec.session_id.clone(),
+                    backend_url: url.to_string(),
+                    healthy,
+                    reason: reason.clone(),
+                });
+            }
+        }
         if !changes.is_empty() {
-            info!(backend = %first.spec.backend, healthy, %reason, routes = changes.len(), "backend health changed");
+            info!(backend = %url, healthy, %reason, routes = changes.len(), "backend health changed");
             outbound.send(v1::data_plane_message::Msg::Telemetry(v1::Telemetry {
                 health: changes,
                 ..Default::default()
             }));
         }
         tokio::time::sleep(p.interval).await;
+    }
+}
+
+/// A backend is healthy while any of its addresses is; without addresses
+/// it is down for the name's reason.
+fn verdict(results: &[(SocketAddr, ProbeResult)], dns_error: Option<&str>) -> (bool, String) {
+    if results.iter().any(|(_, r)| r.healthy()) {
+        return (true, "probe succeeded".to_string());
+    }
+    match results {
+        [] => (
+            false,
+            match dns_error {
+                Some(e) => format!("name does not resolve: {e}"),
+                None => "name not resolved yet".to_string(),
+            },
+        ),
+        [(_, r)] => (false, r.reason()),
+        [(addr, r), ..] => (
+            false,
+            format!("every address down ({addr}: {})", r.reason()),
+        ),
     }
 }

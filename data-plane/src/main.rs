@@ -7,8 +7,10 @@ mod breaker;
 mod cache;
 mod config;
 mod connections;
+mod dns;
 mod health;
 mod lifecycle;
+mod names;
 mod outbound;
 mod policy;
 mod proxy;
@@ -95,6 +97,17 @@ struct Args {
     /// the open-file limit, leaving the rest for backend connections.
     #[arg(long, env = "PORTICO_MAX_CLIENT_CONNECTIONS")]
     max_client_connections: Option<usize>,
+    /// DNS server for backend names (`IP` or `IP:PORT`); default the
+    /// system's configuration (/etc/resolv.conf and /etc/hosts).
+    #[arg(long, env = "PORTICO_RESOLVER", value_parser = parse_resolver)]
+    resolver: Option<SocketAddr>,
+    /// Backend names are looked up again this often (sooner if their TTL is
+    /// shorter, at most once a second).
+    #[arg(long, env = "PORTICO_DNS_REFRESH", default_value = "5s", value_parser = parse_duration)]
+    dns_refresh: Duration,
+    /// A name that stops resolving keeps its last addresses this long.
+    #[arg(long, env = "PORTICO_DNS_STALE_GRACE", default_value = "5m", value_parser = parse_duration_or_zero)]
+    dns_stale_grace: Duration,
     /// Unix socket on which the listening sockets are handed to a new process.
     #[arg(
         long,
@@ -126,7 +139,14 @@ fn main() -> anyhow::Result<()> {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
-    let live = Arc::new(Live::default());
+    let live = Arc::new(Live {
+        dns: dns::Dns::new(dns::Settings {
+            server: args.resolver,
+            refresh: args.dns_refresh,
+            stale_grace: args.dns_stale_grace,
+        }),
+        ..Live::default()
+    });
     let mut state = ConfigState::new(live.clone(), args.max_routes);
     if let Some(path) = &args.snapshot_cache {
         match cache::load(path) {
@@ -150,7 +170,11 @@ fn main() -> anyhow::Result<()> {
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
     let (health_live, telemetry_live) = (live.clone(), live.clone());
-    on_own_thread("portico-health", health::run(health_live))?;
+    let dns_live = live.clone();
+    on_own_thread("portico-health", async move {
+        tokio::spawn(dns::run(dns_live));
+        health::run(health_live).await
+    })?;
     on_own_thread("portico-sync", async move {
         tokio::spawn(telemetry::run(telemetry_live));
         sync::run(control_plane, sync_node, state, cache_path, tls).await
@@ -271,6 +295,16 @@ fn on_own_thread(
         })
         .with_context(|| format!("starting the {name} thread"))?;
     Ok(())
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_resolver(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse::<SocketAddr>()
+        .or_else(|_| {
+            raw.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("invalid resolver address \"{raw}\": expected IP or IP:PORT"))
 }
 
 /// Resolves an address; port 0 becomes a free port chosen now, because

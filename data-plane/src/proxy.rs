@@ -16,6 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
 use crate::config::Live;
+use crate::runtime::Endpoint;
 use crate::table::{Choice, Pool, RouteEntry};
 
 pub struct Proxy {
@@ -35,6 +36,8 @@ pub struct RequestCtx {
     route: Option<Arc<RouteEntry>>,
     pool: Option<Arc<Pool>>,
     target: Option<Target>,
+    /// The address of the route's backend the request goes to.
+    endpoint: Option<Arc<Endpoint>>,
     tried: Vec<String>,
     retries_left: u8,
     /// Counts the request until it is done, so a stopping data plane waits for it.
@@ -143,10 +146,29 @@ impl Proxy {
             let body = "portico: websocket is not enabled for this route\n".to_string();
             return respond(session, 400, "text/plain; charset=utf-8", body, None).await;
         }
-        let breaker = match &route.policy.breaker {
-            Some(spec) => {
+        let spec = route.policy.breaker.as_ref();
+        let endpoint = route.backend.pick(spec, now);
+        if endpoint.is_none() && !route.backend.endpoints().list.is_empty() {
+            // Every address went down or opened its breaker since the choice.
+            let why = match spec {
+                Some(_) => "circuit breaker open",
+                None => "every backend is unhealthy",
+            };
+            let body = format!("portico: {why}\n");
+            let retry_after = spec.map_or(1, |s| s.timeout.as_secs().max(1));
+            return respond(
+                session,
+                503,
+                "text/plain; charset=utf-8",
+                body,
+                Some(retry_after),
+            )
+            .await;
+        }
+        let breaker = match (spec, &endpoint) {
+            (Some(spec), Some(endpoint)) => {
                 let (acquired, changed) = {
-                    let mut breaker = route.backend.breaker.lock();
+                    let mut breaker = endpoint.breaker.lock();
                     let before = breaker.phase();
                     let acquired = breaker.acquire(spec, now);
                     (acquired, breaker.phase() != before)
@@ -167,8 +189,9 @@ impl Proxy {
                 }
                 true
             }
-            None => false,
+            _ => false,
         };
+        ctx.endpoint = endpoint;
         ctx.retries_left = if idempotent(session.req_header()) {
             route.policy.retries
         } else {
@@ -182,9 +205,11 @@ impl Proxy {
     /// for what the backend did, `None` when the request ended for another
     /// reason (the client went away), which counts neither way.
     fn breaker_outcome(&self, ctx: &RequestCtx, outcome: Option<bool>) {
-        if let (Some(route), Some(Target::Backend { breaker: true })) = (&ctx.route, &ctx.target) {
+        if let (Some(route), Some(endpoint), Some(Target::Backend { breaker: true })) =
+            (&ctx.route, &ctx.endpoint, &ctx.target)
+        {
             if let Some(spec) = &route.policy.breaker {
-                let mut breaker = route.backend.breaker.lock();
+                let mut breaker = endpoint.breaker.lock();
                 let before = breaker.phase();
                 match outcome {
                     Some(success) => breaker.record(spec, success, SystemTime::now()),
@@ -204,11 +229,7 @@ impl Proxy {
     fn breaker_changed(&self, route: &RouteEntry) {
         let backend = route.spec.backend.to_string();
         self.live.outbound.send_with(|| {
-            let state = route
-                .backend
-                .breaker
-                .lock()
-                .to_wire(&route.spec.route_id, &backend);
+            let state = route.backend.breaker_wire(&route.spec.route_id, &backend);
             tracing::info!(route_id = %route.spec.route_id, %backend, state = %state.state, failures = state.failures, "circuit breaker changed");
             Some(portico_proto::v1::data_plane_message::Msg::BreakerChange(
                 portico_proto::v1::BreakerChange {
@@ -231,6 +252,7 @@ impl ProxyHttp for Proxy {
             route: None,
             pool: None,
             target: None,
+            endpoint: None,
             tried: Vec::new(),
             retries_left: 0,
             _in_flight: self.live.lifecycle.enter(),
@@ -314,14 +336,21 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // A retry goes to another backend of the pool.
+        // A retry goes to another backend of the pool, or to the next
+        // address of the same one.
         if !ctx.tried.is_empty() {
-            if let Some(Choice::Route(route)) = ctx
-                .pool
-                .as_ref()
-                .map(|p| p.choose(SystemTime::now(), &ctx.tried))
+            let now = SystemTime::now();
+            if let Some(Choice::Route(route)) = ctx.pool.as_ref().map(|p| p.choose(now, &ctx.tried))
             {
+                if !ctx.route.as_ref().is_some_and(|r| Arc::ptr_eq(r, &route)) {
+                    ctx.endpoint = None;
+                }
                 ctx.route = Some(route);
+            }
+            if let Some(route) = &ctx.route {
+                if let Some(next) = route.backend.pick(route.policy.breaker.as_ref(), now) {
+                    ctx.endpoint = Some(next);
+                }
             }
         }
         let route = ctx
@@ -329,8 +358,10 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "no backend chosen"))?;
         let (url, addr) = match (&ctx.target, &route.maintenance) {
-            (Some(Target::Maintenance), Some(Some(m))) => (&m.url, m.addr),
-            _ => (&route.spec.backend, route.addr),
+            (Some(Target::Maintenance), Some(Some(m))) => {
+                (&m.url, m.name.current().addrs.first().copied())
+            }
+            _ => (&route.spec.backend, ctx.endpoint.as_ref().map(|e| e.addr)),
         };
         let addr = addr.ok_or_else(|| {
             Error::explain(

@@ -1,18 +1,21 @@
 //! Runtime state kept outside the configuration snapshot, keyed by stable
 //! ids so it survives table swaps: per-route statistics and rate limiter,
-//! per-backend health and circuit breaker.
+//! per-address health and circuit breaker of each route's backend.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pingora_limits::rate::Rate;
-use portico_proto::{histogram, v1};
+use portico_proto::{histogram, v1, BackendUrl};
 
 use crate::breaker::{Breaker, BreakerSpec, State};
+use crate::names::Name;
+use crate::names::Names;
 
 /// A fixed-window limit per client IP. The estimator (a count-min sketch)
 /// has bounded memory whatever the number of clients, and never undercounts.
@@ -104,22 +107,22 @@ impl RouteRuntime {
     }
 }
 
-/// Health and breaker of one backend of one route.
-pub struct BackendRuntime {
+/// Health and breaker of one address of a route's backend.
+pub struct Endpoint {
+    pub addr: SocketAddr,
     healthy: AtomicBool,
     pub breaker: Mutex<Breaker>,
 }
 
-impl Default for BackendRuntime {
-    fn default() -> Self {
-        BackendRuntime {
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
             healthy: AtomicBool::new(true),
             breaker: Mutex::new(Breaker::default()),
         }
     }
-}
 
-impl BackendRuntime {
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
@@ -131,6 +134,138 @@ impl BackendRuntime {
 
     pub fn breaker_allows(&self, spec: Option<&BreakerSpec>, now: SystemTime) -> bool {
         spec.is_none_or(|s| self.breaker.lock().allows(s, now))
+    }
+}
+
+/// A backend's endpoints at one set of its name's addresses.
+#[derive(Default)]
+pub struct Endpoints {
+    generation: u64,
+    pub list: Box<[Arc<Endpoint>]>,
+}
+
+/// Whether a route's backend can take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Ready,
+    /// Its name has no addresses (not yet, or no longer).
+    Unresolved,
+    Unhealthy,
+    BreakerOpen,
+}
+
+/// One route's backend: an endpoint per address its name resolves to, each
+/// with its own health and breaker, following the name as it changes.
+pub struct BackendRuntime {
+    pub name: Arc<Name>,
+    endpoints: ArcSwap<Endpoints>,
+    rebuild: Mutex<()>,
+    next: AtomicUsize,
+    /// The route's health as last reported to the control plane.
+    reported: AtomicBool,
+}
+
+impl BackendRuntime {
+    fn new(name: Arc<Name>) -> Self {
+        BackendRuntime {
+            name,
+            endpoints: ArcSwap::default(),
+            rebuild: Mutex::new(()),
+            next: AtomicUsize::new(0),
+            reported: AtomicBool::new(true),
+        }
+    }
+
+    /// The endpoints at the name's current addresses; the state of an
+    /// address that stays is kept across changes.
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<Endpoints>> {
+        let resolved = self.name.current();
+        let current = self.endpoints.load();
+        if current.generation == resolved.generation {
+            return current;
+        }
+        drop(current);
+        let _one_at_a_time = self.rebuild.lock();
+        let old = self.endpoints.load_full();
+        if old.generation != resolved.generation {
+            let list = resolved
+                .addrs
+                .iter()
+                .map(|addr| match old.list.iter().find(|e| e.addr == *addr) {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(Endpoint::new(*addr)),
+                })
+                .collect();
+            self.endpoints.store(Arc::new(Endpoints {
+                generation: resolved.generation,
+                list,
+            }));
+        }
+        self.endpoints.load()
+    }
+
+    pub fn availability(&self, spec: Option<&BreakerSpec>, now: SystemTime) -> Availability {
+        let endpoints = self.endpoints();
+        if endpoints.list.is_empty() {
+            return Availability::Unresolved;
+        }
+        let mut healthy = false;
+        for e in endpoints.list.iter().filter(|e| e.healthy()) {
+            if e.breaker_allows(spec, now) {
+                return Availability::Ready;
+            }
+            healthy = true;
+        }
+        if healthy {
+            Availability::BreakerOpen
+        } else {
+            Availability::Unhealthy
+        }
+    }
+
+    /// The next healthy endpoint whose breaker lets a request through,
+    /// round-robin over the addresses.
+    pub fn pick(&self, spec: Option<&BreakerSpec>, now: SystemTime) -> Option<Arc<Endpoint>> {
+        let endpoints = self.endpoints();
+        let list = &endpoints.list;
+        let start = match list.len() {
+            0 => return None,
+            1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        (0..list.len())
+            .map(|i| &list[(start + i) % list.len()])
+            .find(|e| e.healthy() && e.breaker_allows(spec, now))
+            .cloned()
+    }
+
+    /// Records the route's health as reported; true when it changed.
+    pub fn report_healthy(&self, healthy: bool) -> bool {
+        self.reported.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    /// The breaker as the control plane sees it: the worst of the addresses'.
+    pub fn breaker_wire(&self, route_id: &str, url: &str) -> v1::BreakerState {
+        let endpoints = self.endpoints();
+        let worst = endpoints
+            .list
+            .iter()
+            .map(|e| e.breaker.lock().clone())
+            .max_by_key(|b| (b.phase(), b.failures));
+        worst.unwrap_or_default().to_wire(route_id, url)
+    }
+
+    fn breaker_seen(&self) -> bool {
+        self.endpoints.load().list.iter().any(|e| {
+            let b = e.breaker.lock();
+            b.last_failure.is_some() || b.state != State::Closed
+        })
+    }
+
+    fn reset_breakers(&self) {
+        for e in self.endpoints.load().list.iter() {
+            e.breaker.lock().reset();
+        }
     }
 }
 
@@ -148,11 +283,19 @@ struct Slot {
 #[derive(Default)]
 pub struct Registry {
     routes: Mutex<HashMap<String, Slot>>,
+    /// The backends' names and their addresses.
+    pub names: Names,
 }
 
 impl Registry {
     /// The route's runtime and that of its backend at `url`.
-    pub fn route(&self, route_id: &str, url: &str) -> (Arc<RouteRuntime>, Arc<BackendRuntime>) {
+    pub fn route(
+        &self,
+        route_id: &str,
+        backend: &BackendUrl,
+    ) -> (Arc<RouteRuntime>, Arc<BackendRuntime>) {
+        let url = backend.to_string();
+        let url = url.as_str();
         let mut routes = self.routes.lock();
         let slot = match routes.get_mut(route_id) {
             Some(slot) => slot,
@@ -161,7 +304,7 @@ impl Registry {
         let backend = match slot.backends.iter().find(|(u, _)| &**u == url) {
             Some((_, b)) => b.clone(),
             None => {
-                let b = Arc::new(BackendRuntime::default());
+                let b = Arc::new(BackendRuntime::new(self.names.get(backend)));
                 slot.backends.push((url.into(), b.clone()));
                 b
             }
@@ -215,10 +358,8 @@ impl Registry {
         routes
             .iter()
             .flat_map(|(id, slot)| slot.backends.iter().map(move |(url, b)| (id, url, b)))
-            .filter_map(|(id, url, b)| {
-                let b = b.breaker.lock();
-                (b.last_failure.is_some() || b.state != State::Closed).then(|| b.to_wire(id, url))
-            })
+            .filter(|(_, _, b)| b.breaker_seen())
+            .map(|(id, url, b)| b.breaker_wire(id, url))
             .collect()
     }
 
@@ -241,7 +382,7 @@ impl Registry {
     pub fn reset_breakers(&self, route_id: &str) {
         if let Some(slot) = self.routes.lock().get(route_id) {
             for (_, b) in &slot.backends {
-                b.breaker.lock().reset();
+                b.reset_breakers();
             }
         }
     }

@@ -13,8 +13,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::ConfigState;
-use crate::outbound::Outbound;
+use std::sync::Arc;
+
+use portico_proto::probe::{self, ProbeResult};
+use portico_proto::BackendUrl;
+
+use crate::config::{ConfigState, Live};
 
 /// Waits between failed dials: the first redial after a lost stream goes
 /// out at once, failures then wait from `FIRST_BACKOFF` doubling to `MAX_BACKOFF`.
@@ -127,7 +131,7 @@ async fn stream_once(
                 continue;
             }
             Some(Msg::BackendTest(request)) => {
-                tokio::spawn(backend_test(request, outbound.clone()));
+                tokio::spawn(backend_test(request, state.live.clone()));
                 continue;
             }
             None => continue,
@@ -137,6 +141,12 @@ async fn stream_once(
             Some(v1::config_push::Body::Snapshot(_)) => "snapshot",
             _ => "delta",
         };
+        // Held until the table holds them.
+        let _names = state
+            .live
+            .dns
+            .prepare(&state.live.registry.names, &push)
+            .await;
         let applied = state.apply(push);
         let reply = match applied {
             Ok(()) => {
@@ -174,19 +184,24 @@ async fn stream_once(
     Err(SyncError::Closed)
 }
 
-/// BACKEND_TEST run here, where traffic flows: `GET /` with a 5 s limit.
-async fn backend_test(request: v1::BackendTestRequest, outbound: Outbound) {
+/// BACKEND_TEST run here, where traffic flows, with the proxy's resolver:
+/// `GET /` on the name's first address with a 5 s limit.
+async fn backend_test(request: v1::BackendTestRequest, live: Arc<Live>) {
     info!(backend = %request.backend_url, "backend test");
-    let result = match portico_proto::BackendUrl::parse(&request.backend_url) {
-        Ok(url) => portico_proto::probe::probe(&url, "/", Duration::from_secs(5)).await,
-        Err(e) => portico_proto::probe::ProbeResult {
-            status_code: None,
-            response_time_ms: 0,
-            tls_valid: false,
-            error: Some(e.to_string()),
-        },
+    let failed = |error: String| ProbeResult {
+        status_code: None,
+        response_time_ms: 0,
+        tls_valid: false,
+        error: Some(error),
     };
-    outbound.send(data_plane_message::Msg::BackendTest(
+    let result = match BackendUrl::parse(&request.backend_url) {
+        Ok(url) => match live.dns.lookup_one(&url).await {
+            Ok(addr) => probe::probe_at(&url, Some(addr), "/", Duration::from_secs(5)).await,
+            Err(e) => failed(e),
+        },
+        Err(e) => failed(e.to_string()),
+    };
+    live.outbound.send(data_plane_message::Msg::BackendTest(
         v1::BackendTestResult {
             id: request.id,
             reachable: result.status_code.is_some(),

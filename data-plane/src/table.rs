@@ -3,7 +3,6 @@
 //! wildcard suffixes) to pools ordered by priority, then prefix length.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,14 +11,15 @@ use portico_proto::model::{match_prefix, prefix_matches};
 use portico_proto::settings::Drain;
 use portico_proto::{BackendUrl, RouteSpec};
 
+use crate::names::Name;
 use crate::policy::{Policy, PolicyError};
-use crate::runtime::{BackendRuntime, Registry, RouteRuntime};
+use crate::runtime::{Availability, BackendRuntime, Registry, RouteRuntime};
 
 /// Where maintenance traffic of a route goes; `None` is the built-in page.
 #[derive(Debug, Clone)]
 pub struct MaintenanceTarget {
     pub url: BackendUrl,
-    pub addr: Option<SocketAddr>,
+    pub name: Arc<Name>,
 }
 
 /// A route whose settings this data plane cannot serve.
@@ -33,7 +33,6 @@ pub struct CompileError {
 /// One route as the proxy serves it: its backend, settings and runtime state.
 pub struct RouteEntry {
     pub spec: Arc<RouteSpec>,
-    pub addr: Option<SocketAddr>,
     pub policy: Policy,
     pub drain: Option<Drain>,
     pub maintenance: Option<Option<MaintenanceTarget>>,
@@ -71,21 +70,23 @@ impl Pool {
     /// backends keep serving rather than fail.
     pub fn choose(&self, now: SystemTime, exclude: &[String]) -> Choice {
         // Most pools hold one route: the same rules, without the weights.
+        // A route whose name has no addresses is chosen only when nothing
+        // else can serve: its request then fails as unresolved (502).
         if let [e] = self.entries.as_slice() {
-            return if exclude.contains(&e.spec.route_id) {
-                Choice::Unavailable("no backend available")
+            if exclude.contains(&e.spec.route_id) {
+                return Choice::Unavailable("no backend available");
             } else if e.maintenance.is_some() {
-                Choice::Maintenance(e.clone())
-            } else if !e.backend.healthy() {
-                Choice::Unavailable("every backend is unhealthy")
-            } else if !e.backend.breaker_allows(e.policy.breaker.as_ref(), now) {
-                Choice::Unavailable("circuit breaker open")
-            } else {
-                Choice::Route(e.clone())
+                return Choice::Maintenance(e.clone());
+            }
+            return match e.backend.availability(e.policy.breaker.as_ref(), now) {
+                Availability::Ready | Availability::Unresolved => Choice::Route(e.clone()),
+                Availability::Unhealthy => Choice::Unavailable("every backend is unhealthy"),
+                Availability::BreakerOpen => Choice::Unavailable("circuit breaker open"),
             };
         }
         let mut weights = vec![0i64; self.entries.len()];
-        let (mut maintenance, mut unhealthy, mut open, mut eligible) = (None, false, false, 0);
+        let (mut maintenance, mut unresolved, mut unhealthy, mut open, mut eligible) =
+            (None, None, false, false, 0);
         for (i, e) in self.entries.iter().enumerate() {
             if exclude.contains(&e.spec.route_id) {
                 continue;
@@ -94,23 +95,25 @@ impl Pool {
                 maintenance.get_or_insert_with(|| e.clone());
                 continue;
             }
-            if !e.backend.healthy() {
-                unhealthy = true;
-                continue;
+            match e.backend.availability(e.policy.breaker.as_ref(), now) {
+                Availability::Ready => {
+                    eligible += 1;
+                    weights[i] = e.weight(now).max(0) + 1;
+                }
+                Availability::Unresolved => {
+                    unresolved.get_or_insert_with(|| e.clone());
+                }
+                Availability::Unhealthy => unhealthy = true,
+                Availability::BreakerOpen => open = true,
             }
-            if !e.backend.breaker_allows(e.policy.breaker.as_ref(), now) {
-                open = true;
-                continue;
-            }
-            eligible += 1;
-            weights[i] = e.weight(now).max(0) + 1;
         }
         if eligible == 0 {
-            return match maintenance {
-                Some(e) => Choice::Maintenance(e),
-                None if open => Choice::Unavailable("circuit breaker open"),
-                None if unhealthy => Choice::Unavailable("every backend is unhealthy"),
-                None => Choice::Unavailable("no backend available"),
+            return match (maintenance, unresolved) {
+                (Some(e), _) => Choice::Maintenance(e),
+                (None, Some(e)) => Choice::Route(e),
+                _ if open => Choice::Unavailable("circuit breaker open"),
+                _ if unhealthy => Choice::Unavailable("every backend is unhealthy"),
+                _ => Choice::Unavailable("no backend available"),
             };
         }
         // Weight 1 marks an eligible backend drained to zero: it only takes
@@ -175,34 +178,19 @@ pub struct RouteTable {
     len: usize,
 }
 
-fn resolve(
-    url: &BackendUrl,
-    cache: &mut HashMap<String, Option<SocketAddr>>,
-) -> Option<SocketAddr> {
-    let authority = url.authority();
-    *cache
-        .entry(authority.clone())
-        .or_insert_with(|| authority.to_socket_addrs().ok().and_then(|mut a| a.next()))
-}
-
-fn compile_entry(
-    spec: &Arc<RouteSpec>,
-    registry: &Registry,
-    cache: &mut HashMap<String, Option<SocketAddr>>,
-) -> Result<RouteEntry, CompileError> {
+fn compile_entry(spec: &Arc<RouteSpec>, registry: &Registry) -> Result<RouteEntry, CompileError> {
     let policy = Policy::new(&spec.settings).map_err(|source| CompileError {
         route_id: spec.route_id.clone(),
         source,
     })?;
-    let (runtime, backend) = registry.route(&spec.route_id, &spec.backend.to_string());
+    let (runtime, backend) = registry.route(&spec.route_id, &spec.backend);
     Ok(RouteEntry {
-        addr: resolve(&spec.backend, cache),
         policy,
         drain: spec.drain,
         maintenance: spec.maintenance.as_ref().map(|m| {
             m.backend.as_ref().map(|url| MaintenanceTarget {
                 url: url.clone(),
-                addr: resolve(url, cache),
+                name: registry.names.get(url),
             })
         }),
         runtime,
@@ -264,17 +252,16 @@ impl RouteTable {
     /// A new table with `upserted` routes compiled in and `replaced` ones
     /// (as this table has them: removed, or older versions of upserted ones)
     /// gone. Only the hosts they name are rebuilt; everything else is shared
-    /// with this table. Backends are resolved here, not per request.
+    /// with this table. Backend names are resolved in the background (`dns`).
     pub fn with_changes(
         &self,
         upserted: &[&Arc<RouteSpec>],
         replaced: &[&RouteSpec],
         registry: &Registry,
     ) -> Result<Self, CompileError> {
-        let mut cache = HashMap::new();
         let compiled = upserted
             .iter()
-            .map(|spec| compile_entry(spec, registry, &mut cache).map(Arc::new))
+            .map(|spec| compile_entry(spec, registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut next = self.clone();
         next.len = (self.len + compiled.len()).saturating_sub(replaced.len());

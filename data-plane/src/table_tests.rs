@@ -1,4 +1,5 @@
 use super::*;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 fn route(
@@ -36,6 +37,13 @@ fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(",")
     })
+}
+
+/// Every address of the route's backend fails its probe.
+fn down(route: &RouteEntry) {
+    for e in route.backend.endpoints().list.iter() {
+        e.set_healthy(false);
+    }
 }
 
 fn pick(pool: &Pool, now: SystemTime) -> String {
@@ -124,7 +132,8 @@ fn instances_of_a_service_share_a_pool_round_robin() {
     let now = SystemTime::now();
     let picks: Vec<String> = (0..4).map(|_| pick(pool, now)).collect();
     assert_eq!(picks, vec!["r1", "r2", "r1", "r2"]);
-    assert_eq!(pool.entries[0].addr, Some("127.0.0.1:1".parse().unwrap()));
+    let first = pool.entries[0].backend.pick(None, now).unwrap();
+    assert_eq!(first.addr, "127.0.0.1:1".parse().unwrap());
 }
 
 #[test]
@@ -174,11 +183,11 @@ fn unhealthy_and_maintenance_backends_leave_the_choice() {
     let pool = t.lookup("a.com", "/").unwrap();
     let now = SystemTime::now();
     assert!((0..10).all(|_| pick(pool, now) == "r1"));
-    pool.entries[0].backend.set_healthy(false);
+    down(&pool.entries[0]);
     assert_eq!(pick(pool, now), "maint:r2");
     let t = compile(&[route("r3", "web", &["b.com"], "/", "http://127.0.0.1:3", 0)]);
     let pool = t.lookup("b.com", "/").unwrap();
-    pool.entries[0].backend.set_healthy(false);
+    down(&pool.entries[0]);
     assert_eq!(pick(pool, now), "every backend is unhealthy");
 }
 
@@ -263,4 +272,68 @@ fn a_lone_route_follows_the_same_rules() {
         pool.choose(SystemTime::now(), &["r2".to_string()]),
         Choice::Unavailable("no backend available")
     ));
+}
+
+#[test]
+fn an_unresolved_name_serves_only_when_nothing_else_can() {
+    let routes = [
+        route("r1", "web", &["a.com"], "/", "http://app.invalid:80", 0),
+        route("r2", "web", &["a.com"], "/", "http://127.0.0.1:2", 0),
+    ];
+    let t = compile(&routes);
+    let pool = t.lookup("a.com", "/").unwrap();
+    let now = SystemTime::now();
+    assert!((0..10).all(|_| pick(pool, now) == "r2"));
+    down(&pool.entries[1]);
+    assert_eq!(
+        pick(pool, now),
+        "r1",
+        "its request fails as unresolved (502)"
+    );
+    // Resolved, it takes its share, without a new table.
+    pool.entries[0]
+        .backend
+        .name
+        .succeeded(["127.0.0.9".parse().unwrap()], Duration::from_secs(5));
+    for e in pool.entries[1].backend.endpoints().list.iter() {
+        e.set_healthy(true);
+    }
+    let picks: Vec<String> = (0..4).map(|_| pick(pool, now)).collect();
+    assert!(picks.contains(&"r1".to_string()) && picks.contains(&"r2".to_string()));
+}
+
+#[test]
+fn a_name_with_two_addresses_spreads_over_the_healthy_ones() {
+    let registry = Registry::default();
+    let r = route("r1", "web", &["a.com"], "/", "http://app.test:80", 0);
+    let t = RouteTable::compile([&r], &registry).unwrap();
+    let entry = &t.lookup("a.com", "/").unwrap().entries[0];
+    let now = SystemTime::now();
+    assert!(entry.backend.pick(None, now).is_none(), "no addresses yet");
+    let (a, b) = (
+        "10.0.0.1:80".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    );
+    let name = &entry.backend.name;
+    name.succeeded([b, a].map(|s: SocketAddr| s.ip()), Duration::from_secs(5));
+    let addrs: Vec<SocketAddr> = (0..4)
+        .map(|_| entry.backend.pick(None, now).unwrap().addr)
+        .collect();
+    assert_eq!(addrs.iter().filter(|x| **x == a).count(), 2);
+    assert_eq!(addrs.iter().filter(|x| **x == b).count(), 2);
+    // One address down: only the other serves, and its state survives a
+    // change that keeps it.
+    let eps = entry.backend.endpoints();
+    eps.list
+        .iter()
+        .find(|e| e.addr == a)
+        .unwrap()
+        .set_healthy(false);
+    assert!((0..4).all(|_| entry.backend.pick(None, now).unwrap().addr == b));
+    let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+    name.succeeded([a, c].map(|s| s.ip()), Duration::from_secs(5));
+    let eps = entry.backend.endpoints();
+    assert_eq!(eps.list.len(), 2);
+    assert!(!eps.list.iter().find(|e| e.addr == a).unwrap().healthy());
+    assert!((0..4).all(|_| entry.backend.pick(None, now).unwrap().addr == c));
 }

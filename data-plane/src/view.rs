@@ -1,15 +1,45 @@
 //! The admin `/config` view: the routes this data plane serves, in the
-//! operators' route view (`portico_proto::json`), for operators and tests.
+//! operators' route view (`portico_proto::json`), each with where its
+//! backend's name resolves now, for operators and tests.
 
 use serde_json::{json, Value};
 
+use crate::runtime::BackendRuntime;
 use crate::table::RouteTable;
 
 pub fn config_json(version: u64, table: &RouteTable) -> Value {
     let mut routes: Vec<Value> = table
         .routes()
-        .map(|r| portico_proto::json::route_json(&r.spec))
+        .map(|r| {
+            let mut route = portico_proto::json::route_json(&r.spec);
+            route["backend_resolution"] = resolution_json(&r.backend);
+            route
+        })
         .collect();
     routes.sort_by(|a, b| a["route_id"].as_str().cmp(&b["route_id"].as_str()));
     json!({ "version": version, "routes": routes })
+}
+
+/// The backend's current addresses, each with its health and breaker, and
+/// the name's last lookup.
+fn resolution_json(backend: &BackendRuntime) -> Value {
+    let name = backend.name.current();
+    let addresses: Vec<Value> = backend
+        .endpoints()
+        .list
+        .iter()
+        .map(|e| {
+            json!({
+                "address": e.addr.to_string(),
+                "healthy": e.healthy(),
+                "breaker": e.breaker.lock().name(),
+            })
+        })
+        .collect();
+    json!({
+        "addresses": addresses,
+        "resolved_at": name.resolved_at.map(portico_proto::time::rfc3339),
+        "error": name.error,
+        "stale": name.stale,
+    })
 }

@@ -2,7 +2,9 @@
 //! planes, maintenance reachability on the control plane. `GET path`, no
 //! redirects followed, bounded in time.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::{BackendUrl, Scheme};
@@ -51,24 +53,51 @@ pub struct Mode {
     pub http2: bool,
 }
 
-fn client(verify: bool, h2c: bool) -> &'static reqwest::Client {
-    static CLIENTS: [OnceLock<reqwest::Client>; 4] = [const { OnceLock::new() }; 4];
-    let cell = &CLIENTS[usize::from(verify) * 2 + usize::from(h2c)];
-    cell.get_or_init(|| {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .tls_danger_accept_invalid_certs(!verify);
-        if let Some(ca) = EXTRA_CA.get() {
-            builder = builder.add_root_certificate(ca.clone());
-        }
-        if h2c {
-            builder = builder.http2_prior_knowledge();
-        }
-        builder.build().expect("building the probe client")
-    })
+fn build_client(verify: bool, h2c: bool, pin: Option<(&str, SocketAddr)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .tls_danger_accept_invalid_certs(!verify);
+    if let Some(ca) = EXTRA_CA.get() {
+        builder = builder.add_root_certificate(ca.clone());
+    }
+    if h2c {
+        builder = builder.http2_prior_knowledge();
+    }
+    if let Some((host, addr)) = pin {
+        builder = builder.resolve(host, addr);
+    }
+    builder.build().expect("building the probe client")
 }
+
+/// The client for a probe; one pinned to `addr` when the url names a host,
+/// so each address of a name is probed on its own (with the name as Host and
+/// TLS server name). Pinned clients are kept for the next probe.
+fn client(verify: bool, h2c: bool, url: &BackendUrl, addr: Option<SocketAddr>) -> reqwest::Client {
+    static CLIENTS: [OnceLock<reqwest::Client>; 4] = [const { OnceLock::new() }; 4];
+    static PINNED: Mutex<Option<HashMap<PinKey, reqwest::Client>>> = Mutex::new(None);
+    let Some(addr) = addr.filter(|_| url.host.parse::<IpAddr>().is_err()) else {
+        let cell = &CLIENTS[usize::from(verify) * 2 + usize::from(h2c)];
+        return cell.get_or_init(|| build_client(verify, h2c, None)).clone();
+    };
+    let key = (url.host.clone(), addr, verify, h2c);
+    let mut pinned = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    let pinned = pinned.get_or_insert_with(HashMap::new);
+    if let Some(c) = pinned.get(&key) {
+        return c.clone();
+    }
+    // Addresses come and go; a bounded cache forgets them all at once.
+    if pinned.len() >= MAX_PINNED {
+        pinned.clear();
+    }
+    let c = build_client(verify, h2c, Some((&url.host, addr)));
+    pinned.insert(key, c.clone());
+    c
+}
+
+type PinKey = (String, SocketAddr, bool, bool);
+const MAX_PINNED: usize = 1024;
 
 fn probe_url(url: &BackendUrl, path: &str) -> String {
     let scheme = if url.scheme.is_tls() { "https" } else { "http" };
@@ -101,8 +130,8 @@ fn describe(err: &reqwest::Error) -> String {
     last
 }
 
-async fn get(url: &str, verify: bool, h2c: bool, timeout: Duration) -> Result<u16, String> {
-    let response = client(verify, h2c)
+async fn get(client: reqwest::Client, url: &str, timeout: Duration) -> Result<u16, String> {
+    let response = client
         .get(url)
         .timeout(timeout)
         .send()
@@ -113,18 +142,41 @@ async fn get(url: &str, verify: bool, h2c: bool, timeout: Duration) -> Result<u1
 
 /// BACKEND_TEST: `GET path`; a TLS backend whose certificate does not
 /// verify is tried again without verification, to report `tls_valid`.
-pub async fn probe(url: &BackendUrl, path: &str, timeout: Duration) -> ProbeResult {
-    run(url, path, timeout, Mode::default(), true).await
+/// `addr`, when given, is where the url's host is reached.
+pub async fn probe_at(
+    url: &BackendUrl,
+    addr: Option<SocketAddr>,
+    path: &str,
+    timeout: Duration,
+) -> ProbeResult {
+    run(url, addr, path, timeout, Mode::default(), true).await
 }
 
-/// A health check: like [`probe`], but a certificate that does not verify
-/// is a failure, as it is for proxied traffic.
+/// BACKEND_TEST with the system's resolver.
+pub async fn probe(url: &BackendUrl, path: &str, timeout: Duration) -> ProbeResult {
+    probe_at(url, None, path, timeout).await
+}
+
+/// A health check: like [`probe_at`], but a certificate that does not
+/// verify is a failure, as it is for proxied traffic.
+pub async fn check_at(
+    url: &BackendUrl,
+    addr: Option<SocketAddr>,
+    path: &str,
+    timeout: Duration,
+    mode: Mode,
+) -> ProbeResult {
+    run(url, addr, path, timeout, mode, false).await
+}
+
+/// A health check with the system's resolver.
 pub async fn check(url: &BackendUrl, path: &str, timeout: Duration, mode: Mode) -> ProbeResult {
-    run(url, path, timeout, mode, false).await
+    check_at(url, None, path, timeout, mode).await
 }
 
 async fn run(
     url: &BackendUrl,
+    addr: Option<SocketAddr>,
     path: &str,
     timeout: Duration,
     mode: Mode,
@@ -134,12 +186,12 @@ async fn run(
     let started = Instant::now();
     let tls = matches!(url.scheme, Scheme::Https | Scheme::Wss);
     let h2c = mode.http2 && !tls;
-    let mut outcome = get(&target, true, h2c, timeout).await;
+    let mut outcome = get(client(true, h2c, url, addr), &target, timeout).await;
     let mut tls_valid = tls && outcome.is_ok();
     if tls && outcome.is_err() && lenient_retry {
         let remaining = timeout.saturating_sub(started.elapsed());
-        if let Ok(status) = get(&target, false, h2c, remaining.max(Duration::from_millis(1))).await
-        {
+        let lenient = client(false, h2c, url, addr);
+        if let Ok(status) = get(lenient, &target, remaining.max(Duration::from_millis(1))).await {
             outcome = Ok(status);
             tls_valid = false;
         }

@@ -31,20 +31,27 @@ struct Behaviour {
 
 impl FakeBackend {
     pub fn start(name: &str) -> FakeBackend {
-        Self::start_with(name, None)
+        Self::start_with(name, None, "127.0.0.1:0")
+    }
+
+    /// A backend on a given address (`127.0.0.2:0`, or a port another
+    /// backend has on another loopback address), for names with several
+    /// addresses.
+    pub fn start_on(name: &str, bind: &str) -> FakeBackend {
+        Self::start_with(name, None, bind)
     }
 
     /// A backend speaking TLS with a self-signed certificate for `localhost`
     /// and 127.0.0.1; returns it and the certificate (PEM) to trust.
     pub fn start_tls(name: &str) -> (FakeBackend, String) {
         let (acceptor, pem) = crate::tls::self_signed_acceptor();
-        let mut backend = Self::start_with(name, Some(acceptor));
+        let mut backend = Self::start_with(name, Some(acceptor), "127.0.0.1:0");
         backend.tls = true;
         (backend, pem)
     }
 
-    fn start_with(name: &str, tls: Option<openssl::ssl::SslAcceptor>) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a fake backend");
+    fn start_with(name: &str, tls: Option<openssl::ssl::SslAcceptor>, bind: &str) -> FakeBackend {
+        let listener = TcpListener::bind(bind).expect("binding a fake backend");
         let tls = tls.map(std::sync::Arc::new);
         let addr = listener.local_addr().unwrap();
         let backend = FakeBackend {

@@ -166,16 +166,32 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    )?;
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+/// `POST path` with a JSON body.
+pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> std::io::Result<HttpResponse> {
+    exchange(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        ),
+    )
+}
+
+/// Sends one request and reads the whole response.
+fn exchange(addr: SocketAddr, request: String) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw

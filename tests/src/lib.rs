@@ -5,12 +5,15 @@
 pub mod backend;
 pub mod client;
 pub mod ctl;
+pub mod dns;
 pub mod h2;
 pub mod process;
 pub mod tls;
 
 pub use backend::FakeBackend;
-pub use client::{http_get, http_request, json_after, one_shot, HttpResponse, LineClient, Session};
+pub use client::{
+    http_get, http_post, http_request, json_after, one_shot, HttpResponse, LineClient, Session,
+};
 pub use ctl::{ctl, dataplanes, Watch};
 pub use process::{ControlPlane, DataPlane};
 

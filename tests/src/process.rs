@@ -41,7 +41,17 @@ impl Proc {
     }
 
     pub fn spawn_with_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(bin(name))
+        Self::spawn_program(&bin(name), name, args, env)
+    }
+
+    /// Any program (a system tool the tests use), by path or by name on PATH.
+    pub fn spawn_program(
+        program: &std::path::Path,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

@@ -158,7 +158,9 @@ fn ready_json(dp: &DataPlane) -> Option<(u16, Value)> {
 
 #[test]
 fn a_restarted_data_plane_catches_up_with_deltas_before_it_is_ready() {
-    let cp = ControlPlane::start();
+    // The applies made while it is down wait the fleet grace for it; a short
+    // one keeps that wait well inside the line client's 10 s read timeout.
+    let cp = ControlPlane::start_with(&["--fleet-grace", "2s"]);
     let dir = portico_e2e::process::tempdir::TempDir::new("portico-cache");
     let cache = dir.path().join("snapshot.pb");
     let cache_arg = cache.display().to_string();
