@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portico_e2e::dns::MockDns;
-use portico_e2e::{wait_for, ControlPlane, DataPlane, FakeBackend, Session};
+use portico_e2e::{json_after, wait_for, ControlPlane, DataPlane, FakeBackend, Session};
 use serde_json::Value;
 
 const REFRESH: Duration = Duration::from_secs(2);
@@ -162,8 +162,16 @@ fn a_name_that_disappears_is_served_from_its_last_addresses_for_the_grace() {
     let mut session = Session::register(s.cp.registry, "gone", "gone-1");
     let url = format!("http://gone.portico.test:{}", backend.addr.port());
     let r = session.add_route("gone.test", "/", &url);
+    assert_eq!(
+        session.cmd("HEALTH_SET", &format!("{r}|/health|1s|500ms")),
+        "HEALTH_OK"
+    );
     session.apply();
     assert_eq!(s.dp.get("gone.test", "/").status, 200);
+    assert_eq!(
+        session.cmd("SUBSCRIBE", "backend_health_changed"),
+        "SUBSCRIBE_OK"
+    );
 
     s.dns.clear_a("gone.portico.test");
     let cleared = Instant::now();
@@ -196,6 +204,16 @@ fn a_name_that_disappears_is_served_from_its_last_addresses_for_the_grace() {
         "dropped after {after:?}"
     );
     assert!(addresses(&s.dp, &r).is_empty());
+    // The route's health says why (the next probe, within a second).
+    let event = session.client.read_line();
+    let payload = json_after(
+        event.strip_prefix("EVENT|").unwrap_or(&event),
+        "backend_health_changed",
+    );
+    assert_eq!(payload["route_id"], r.as_str());
+    assert_eq!(payload["healthy"], false);
+    let reason = payload["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("name does not resolve: "), "{reason}");
 
     // And it comes back as soon as it resolves again.
     s.dns.set_a("gone.portico.test", &["127.0.0.1"]);
