@@ -146,7 +146,10 @@ fn shared_on(
             grace: GRACE,
             staged_ttl: STAGED_TTL,
             maintenance_probe_limit: Duration::from_secs(60),
+            backend_policy: Default::default(),
+            limits: Default::default(),
         },
+        auth: None,
     });
     (shared, publisher, config, failures)
 }
@@ -165,6 +168,7 @@ async fn session(
         metadata: serde_json::Map::new(),
         peer_ip: None,
         connected_at: SystemTime::now(),
+        token: None,
     };
     let id = Directory::register(shared, identity, home.clone())
         .await

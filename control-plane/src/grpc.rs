@@ -65,6 +65,11 @@ impl DataPlaneService for DataPlaneApi {
             return Err(Status::invalid_argument("hello: node_id is empty"));
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        // First on the stream, before any push: which addresses may be dialled.
+        let policy = self.shared.settings.backend_policy.to_wire();
+        let _ = tx.send(Ok(v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::BackendPolicy(policy)),
+        }));
         let conn = self
             .publisher
             .send(PlaneConnected {

@@ -3,7 +3,9 @@
 //! listeners around it. `portico-cp` is a thin `main` over `server::run`.
 
 pub mod admin;
+pub mod auth;
 pub mod committer;
+pub mod conn_limits;
 pub mod fleet;
 pub mod global;
 pub mod grpc;

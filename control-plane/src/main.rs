@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use portico_cp::server::{self, Config};
+use portico_cp::server::{self, Config, Limits};
 use portico_cp::{state_file, store};
+use portico_proto::backend_policy::{BackendPolicy, DEFAULT_DENY};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +65,32 @@ struct Args {
     /// Discard the stored state and start empty (removes every route from the fleet).
     #[arg(long, env = "PORTICO_RESET_STATE")]
     reset_state: bool,
+    /// JSON file of registry tokens (docs/SECURITY.md); REGISTER must then
+    /// carry a valid "token" in its metadata. Reloaded on SIGHUP and change.
+    #[arg(long, env = "PORTICO_REGISTRY_AUTH")]
+    registry_auth: Option<PathBuf>,
+    /// Backend addresses refused (CIDRs, comma-separated); replaces the
+    /// default of link-local and unspecified addresses; "" denies none.
+    #[arg(long, env = "PORTICO_BACKEND_DENY", value_delimiter = ',', default_values_t = DEFAULT_DENY.map(String::from))]
+    backend_deny: Vec<String>,
+    /// When given, only these backend addresses (CIDRs, comma-separated).
+    #[arg(long, env = "PORTICO_BACKEND_ALLOW", value_delimiter = ',')]
+    backend_allow: Vec<String>,
+    /// Registry connections at once; more are refused.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Registry connections at once from one IP address.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    max_connections_per_ip: usize,
+    /// Sessions at once.
+    #[arg(long, env = "PORTICO_MAX_SESSIONS", default_value_t = 10_000)]
+    max_sessions: usize,
+    /// Routes one session may have (active and staged).
+    #[arg(long, env = "PORTICO_MAX_ROUTES_PER_SESSION", default_value_t = 10_000)]
+    max_routes_per_session: usize,
+    /// A registry connection holding an unfinished line this long is closed.
+    #[arg(long, env = "PORTICO_LINE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    line_timeout: Duration,
     /// Arbiters (threads) that run sessions and connections; default: one per core.
     #[arg(long, env = "PORTICO_SESSION_THREADS")]
     session_threads: Option<usize>,
@@ -109,21 +136,22 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Tool::Export) => state_file::export(&store, std::io::stdout().lock()),
         Some(Tool::Import) => state_file::import(&store, std::io::stdin().lock()),
-        None => match actix_rt::System::new().block_on(server::run(args.config(), Arc::new(store)))
-        {
-            // Fail-stop: data planes keep serving while it is restarted.
-            Err(e) if e.is::<store::StoreError>() => {
-                tracing::error!(error = %e, "stopping: the state store cannot be written");
-                std::process::exit(EXIT_STORE_FAILED)
+        None => {
+            match actix_rt::System::new().block_on(server::run(args.config()?, Arc::new(store))) {
+                // Fail-stop: data planes keep serving while it is restarted.
+                Err(e) if e.is::<store::StoreError>() => {
+                    tracing::error!(error = %e, "stopping: the state store cannot be written");
+                    std::process::exit(EXIT_STORE_FAILED)
+                }
+                other => other,
             }
-            other => other,
-        },
+        }
     }
 }
 
 impl Args {
-    fn config(&self) -> Config {
-        Config {
+    fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config {
             registry_listen: self.registry_listen.clone(),
             grpc_listen: self.grpc_listen.clone(),
             admin_listen: self.admin_listen.clone(),
@@ -138,6 +166,16 @@ impl Args {
             session_threads: self
                 .session_threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        }
+            registry_auth: self.registry_auth.clone(),
+            backend_policy: BackendPolicy::new(&self.backend_deny, &self.backend_allow)
+                .context("--backend-deny/--backend-allow")?,
+            limits: Limits {
+                connections: self.max_connections.max(1),
+                connections_per_ip: self.max_connections_per_ip.max(1),
+                sessions: self.max_sessions.max(1),
+                routes_per_session: self.max_routes_per_session.max(1),
+                line: self.line_timeout,
+            },
+        })
     }
 }

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
+use crate::auth::TokenHash;
+use crate::conn_limits::ConnCounter;
 use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
 use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
@@ -26,6 +28,8 @@ use crate::store::StoreFailed;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Commands read ahead of their replies on one connection.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Refused REGISTERs (bad or missing tokens) after which a connection is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -37,6 +41,8 @@ struct Outcome {
     home_of: Option<String>,
     /// A second line that follows later (MAINT_OK), with the txn to echo.
     follow_up: Option<(oneshot::Receiver<Reply>, Option<String>)>,
+    /// A REGISTER refused for its token: counted towards closing.
+    unauthorized: bool,
 }
 
 type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
@@ -44,6 +50,8 @@ type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>
 type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let counter = Arc::new(ConnCounter::default());
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -52,6 +60,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let limits = shared.settings.limits;
+        let Some(slot) = counter.acquire(peer.ip(), limits.connections, limits.connections_per_ip)
+        else {
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_refusal_log = Some(std::time::Instant::now());
+                warn!(%peer, open = counter.open(), max = limits.connections, max_per_ip = limits.connections_per_ip, "registry connection refused: too many connections");
+            }
+            tokio::spawn(refuse(stream));
+            continue;
         };
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
@@ -70,8 +88,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 Ok(stream) => serve_connection(stream, peer, shared).await,
                 Err(e) => warn!(error = %e, "registry connection hand-off failed"),
             }
+            drop(slot);
         });
     }
+}
+
+/// Tells a connection over the limits why, and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let line = Reply::error("too many connections").render(None);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -89,8 +115,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut follow_ups: FuturesUnordered<FollowUp> = FuturesUnordered::new();
     let mut homes: HashSet<String> = HashSet::new();
     let mut reading = true;
+    let mut auth_failures = 0;
     let idle = tokio::time::sleep(IDLE_TIMEOUT);
     tokio::pin!(idle);
+    let line_limit = shared.settings.limits.line;
+    let mut line_check = tokio::time::interval(
+        (line_limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+    );
 
     'conn: loop {
         tokio::select! {
@@ -118,7 +149,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                             rx.await.ok().map(|reply| reply.render(txn.as_deref()))
                         }));
                     }
-                    if outcome.close {
+                    if outcome.unauthorized {
+                        auth_failures += 1;
+                    }
+                    if outcome.close || auth_failures >= MAX_AUTH_FAILURES {
                         let _ = out.flush().await;
                         break 'conn;
                     }
@@ -150,6 +184,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 debug!(conn_id, "registry connection idle; closing");
                 break 'conn;
             }
+            _ = line_check.tick() => {
+                if frames.decoder().partial_since().is_some_and(|t| t.elapsed() >= line_limit) {
+                    debug!(conn_id, %peer, "registry connection held an unfinished line too long; closing");
+                    break 'conn;
+                }
+            }
         }
         // A client that half-closed after MAINT_ENTER still gets its MAINT_OK.
         if !reading && pending.is_empty() && follow_ups.is_empty() {
@@ -169,12 +209,19 @@ async fn write_line<W: AsyncWriteExt + Unpin>(out: &mut W, line: &str) -> std::i
 }
 
 fn immediate(line: String) -> Pending {
-    Box::pin(std::future::ready(Outcome {
-        line,
-        close: false,
-        home_of: None,
-        follow_up: None,
-    }))
+    Box::pin(std::future::ready(Outcome::line(line)))
+}
+
+impl Outcome {
+    fn line(line: String) -> Outcome {
+        Outcome {
+            line,
+            close: false,
+            home_of: None,
+            follow_up: None,
+            unauthorized: false,
+        }
+    }
 }
 
 fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {
@@ -196,9 +243,35 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
         service,
         instance,
         maintenance_port,
-        metadata,
+        mut metadata,
     } = request.command
     {
+        // The token is never kept, logged or shown, whether auth is on or not.
+        let token = metadata.remove("token");
+        let token = match &shared.auth {
+            None => None,
+            Some(auth) => {
+                let presented = token.as_ref().and_then(|t| t.as_str()).map(TokenHash::of);
+                let granted = presented.filter(|hash| {
+                    auth.tokens()
+                        .grant(hash)
+                        .is_some_and(|g| g.covers_service(&service))
+                });
+                if granted.is_none() {
+                    warn!(%peer, service = %service, token_given = presented.is_some(), "REGISTER refused: unauthorized");
+                    return Box::pin(std::future::ready(Outcome {
+                        unauthorized: true,
+                        ..Outcome::line(Reply::error("unauthorized").render(txn.as_deref()))
+                    }));
+                }
+                granted
+            }
+        };
+        let max = shared.settings.limits.sessions;
+        if shared.directory.len() >= max && !shared.directory.has_instance(&service, &instance) {
+            let reply = Reply::error(format!("too many sessions (max {max})"));
+            return immediate(reply.render(txn.as_deref()));
+        }
         let identity = Identity {
             id: String::new(),
             service,
@@ -207,22 +280,16 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
             metadata,
             peer_ip: Some(peer.ip()),
             connected_at: SystemTime::now(),
+            token,
         };
         let (shared, home) = (shared.clone(), home.clone());
         return Box::pin(async move {
             let Some(id) = Directory::register(&shared, identity, home).await else {
-                return Outcome {
-                    line: Reply::error(StoreFailed.to_string()).render(txn.as_deref()),
-                    close: false,
-                    home_of: None,
-                    follow_up: None,
-                };
+                return Outcome::line(Reply::error(StoreFailed.to_string()).render(txn.as_deref()));
             };
             Outcome {
-                line: Reply::with(ReplyCode::Ack, id.clone()).render(txn.as_deref()),
-                close: false,
-                home_of: Some(id),
-                follow_up: None,
+                home_of: Some(id.clone()),
+                ..Outcome::line(Reply::with(ReplyCode::Ack, id).render(txn.as_deref()))
             }
         });
     }
@@ -254,6 +321,7 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
             close: reply.close,
             home_of,
             follow_up: answer.follow_up.map(|rx| (rx, txn)),
+            unauthorized: false,
         }
     })
 }

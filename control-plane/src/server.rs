@@ -37,6 +37,32 @@ pub struct Config {
     pub maintenance_probe_limit: Duration,
     pub restore_grace: Duration,
     pub session_threads: usize,
+    pub registry_auth: Option<PathBuf>,
+    pub backend_policy: portico_proto::backend_policy::BackendPolicy,
+    pub limits: Limits,
+}
+
+/// What one client may take of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub sessions: usize,
+    pub routes_per_session: usize,
+    /// A connection holding an unfinished line this long is closed.
+    pub line: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 10_000,
+            connections_per_ip: 1_000,
+            sessions: 10_000,
+            routes_per_session: 10_000,
+            line: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Runs the control plane on `store`. A store that cannot be written ends
@@ -61,7 +87,16 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         "state restored"
     );
 
+    let auth = match &args.registry_auth {
+        Some(path) => Some(Arc::new(
+            crate::auth::RegistryAuth::load(path).context("--registry-auth")?,
+        )),
+        None => None,
+    };
     let registry = bind(&args.registry_listen, "registry").await?;
+    if auth.is_none() && !registry.local_addr()?.ip().is_loopback() {
+        tracing::warn!(addr = %args.registry_listen, "the registry listens beyond loopback without --registry-auth: anyone who reaches it can register any service");
+    }
     let grpc = bind(&args.grpc_listen, "grpc").await?;
     let admin = bind(&args.admin_listen, "admin").await?;
 
@@ -106,8 +141,14 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             grace: args.session_grace,
             staged_ttl: args.staged_ttl,
             maintenance_probe_limit: args.maintenance_probe_limit,
+            backend_policy: args.backend_policy.clone(),
+            limits: args.limits,
         },
+        auth: auth.clone(),
     });
+    if let Some(auth) = auth {
+        actix_rt::spawn(auth.watch());
+    }
 
     for state in sessions {
         Directory::restore(&shared, state, args.restore_grace);

@@ -7,12 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use parking_lot::Mutex;
+use portico_proto::backend_policy::{not_allowed, BackendPolicy};
 use portico_proto::{v1, BackendUrl};
 use tracing::{debug, info, warn};
 
@@ -53,14 +55,20 @@ type Built = (Vec<Option<SystemTime>>, TokioResolver);
 pub struct Dns {
     pub settings: Settings,
     resolver: Mutex<Option<Built>>,
+    /// Addresses a name may resolve to (the control plane sends it).
+    policy: ArcSwap<BackendPolicy>,
 }
 
 impl Dns {
     pub fn new(settings: Settings) -> Self {
         Dns {
             settings,
-            resolver: Mutex::new(None),
+            ..Dns::default()
         }
+    }
+
+    pub fn set_policy(&self, policy: BackendPolicy) {
+        self.policy.store(Arc::new(policy));
     }
 
     fn resolver(&self) -> Result<TokioResolver, String> {
@@ -119,8 +127,23 @@ impl Dns {
             .map_err(|e| format!("building the resolver: {e}"))
     }
 
-    /// The addresses of `host` and how long they may be kept.
+    /// The addresses of `host` the policy allows, and how long they may be
+    /// kept; an answer of denied addresses only is an error naming one.
     pub async fn lookup(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), String> {
+        let (ips, ttl) = self.lookup_any(host).await?;
+        let policy = self.policy.load();
+        let (allowed, denied): (Vec<IpAddr>, Vec<IpAddr>) =
+            ips.into_iter().partition(|ip| policy.allows(*ip));
+        if let Some(first) = denied.first() {
+            debug!(name = %host, denied = ?denied, "backend name resolves to denied addresses; they are not used");
+            if allowed.is_empty() {
+                return Err(format!("{host}: {}", not_allowed(*first)));
+            }
+        }
+        Ok((allowed, ttl))
+    }
+
+    async fn lookup_any(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), String> {
         let resolver = self.resolver()?;
         let found = resolver.lookup_ip(host).await.map_err(|e| {
             if e.is_nx_domain() {

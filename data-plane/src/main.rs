@@ -14,6 +14,7 @@ mod names;
 mod outbound;
 mod policy;
 mod proxy;
+mod request_checks;
 mod runtime;
 mod shutdown;
 mod sync;
@@ -108,6 +109,12 @@ struct Args {
     /// A name that stops resolving keeps its last addresses this long.
     #[arg(long, env = "PORTICO_DNS_STALE_GRACE", default_value = "5m", value_parser = parse_duration_or_zero)]
     dns_stale_grace: Duration,
+    /// Requests with more header fields than this get 431.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_HEADERS", default_value_t = 100)]
+    max_request_headers: usize,
+    /// Requests whose target and header fields pass this many bytes get 431.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_request_header_bytes: usize,
     /// Unix socket on which the listening sockets are handed to a new process.
     #[arg(
         long,
@@ -220,7 +227,16 @@ fn main() -> anyhow::Result<()> {
             .max(1),
     };
     let connections = ClientConnections::new(
-        pingora::proxy::http_proxy(&server.configuration, proxy::Proxy { live: live.clone() }),
+        pingora::proxy::http_proxy(
+            &server.configuration,
+            proxy::Proxy {
+                live: live.clone(),
+                head_limits: request_checks::HeadLimits {
+                    count: args.max_request_headers,
+                    bytes: args.max_request_header_bytes,
+                },
+            },
+        ),
         limits,
         live.connections.clone(),
     );

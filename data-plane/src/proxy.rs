@@ -21,6 +21,7 @@ use crate::table::{Choice, Pool, RouteEntry};
 
 pub struct Proxy {
     pub live: Arc<Live>,
+    pub head_limits: crate::request_checks::HeadLimits,
 }
 
 /// Where this request is going.
@@ -40,6 +41,8 @@ pub struct RequestCtx {
     endpoint: Option<Arc<Endpoint>>,
     tried: Vec<String>,
     retries_left: u8,
+    /// Why the request is refused before routing, with its status, if it is.
+    refused: Option<(u16, &'static str)>,
     /// Counts the request until it is done, so a stopping data plane waits for it.
     _in_flight: crate::lifecycle::InFlight,
 }
@@ -255,6 +258,7 @@ impl ProxyHttp for Proxy {
             endpoint: None,
             tried: Vec::new(),
             retries_left: 0,
+            refused: None,
             _in_flight: self.live.lifecycle.enter(),
         }
     }
@@ -270,6 +274,21 @@ impl ProxyHttp for Proxy {
             // Stopping: answer with `Connection: close`, so clients move on.
             session.set_keepalive(None);
         }
+        let raw_head = session
+            .as_downstream()
+            .as_http1()
+            .filter(|_| {
+                session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::TRANSFER_ENCODING)
+            })
+            .map(|h1| h1.get_headers_raw_bytes());
+        ctx.refused = crate::request_checks::problem(
+            session.req_header(),
+            raw_head.as_deref(),
+            self.head_limits,
+        );
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
         ctx.pool = self
@@ -294,6 +313,11 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some((status, why)) = ctx.refused {
+            session.set_keepalive(None);
+            let body = format!("portico: {why}\n");
+            return respond(session, status, "text/plain; charset=utf-8", body, None).await;
+        }
         let Some(pool) = ctx.pool.clone() else {
             let req = session.req_header();
             let host = request_host(req).unwrap_or_default();

@@ -15,6 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use std::sync::Arc;
 
+use portico_proto::backend_policy::BackendPolicy;
 use portico_proto::probe::{self, ProbeResult};
 use portico_proto::BackendUrl;
 
@@ -128,6 +129,16 @@ async fn stream_once(
                 outbound.send(data_plane_message::Msg::BreakerReset(v1::BreakerReset {
                     route_id: reset.route_id,
                 }));
+                continue;
+            }
+            Some(Msg::BackendPolicy(wire)) => {
+                match BackendPolicy::from_wire(&wire) {
+                    Ok(policy) => {
+                        info!(deny = ?wire.deny, allow = ?wire.allow, "backend address policy");
+                        state.live.dns.set_policy(policy);
+                    }
+                    Err(e) => warn!(error = %e, "ignoring a backend policy that does not parse"),
+                }
                 continue;
             }
             Some(Msg::BackendTest(request)) => {

@@ -2,6 +2,8 @@
 //! 16 KiB cap. Errors are frames, not stream failures, so a connection
 //! survives a bad line.
 
+use std::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
@@ -19,13 +21,28 @@ pub enum Frame {
 #[derive(Debug, Default)]
 pub struct LineFramer {
     discarding: bool,
+    /// Since when an unfinished line has been waiting for its newline.
+    partial_since: Option<Instant>,
 }
 
-impl Decoder for LineFramer {
-    type Item = Frame;
-    type Error = std::io::Error;
+impl LineFramer {
+    /// Since when the bytes of an unfinished line have been held, if any.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+    fn note(&mut self, buf: &BytesMut) {
+        if buf.is_empty() && !self.discarding {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
+        }
+    }
+}
+
+impl LineFramer {
+    /// The next frame in `buf`, if a whole one is there.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         loop {
             let newline = buf.iter().position(|&b| b == b'\n');
             if self.discarding {
@@ -33,11 +50,11 @@ impl Decoder for LineFramer {
                     Some(i) => {
                         buf.advance(i + 1);
                         self.discarding = false;
-                        return Ok(Some(Frame::TooLong));
+                        return Some(Frame::TooLong);
                     }
                     None => {
                         buf.clear();
-                        return Ok(None);
+                        return None;
                     }
                 }
             }
@@ -46,7 +63,7 @@ impl Decoder for LineFramer {
                     self.discarding = true;
                     continue;
                 }
-                return Ok(None);
+                return None;
             };
             let mut line = buf.split_to(i + 1);
             line.truncate(i);
@@ -54,16 +71,27 @@ impl Decoder for LineFramer {
                 line.truncate(i - 1);
             }
             if line.len() > MAX_LINE {
-                return Ok(Some(Frame::TooLong));
+                return Some(Frame::TooLong);
             }
             if line.is_empty() {
                 continue;
             }
-            return Ok(Some(match String::from_utf8(line.to_vec()) {
+            return Some(match String::from_utf8(line.to_vec()) {
                 Ok(s) => Frame::Line(s),
                 Err(_) => Frame::InvalidUtf8,
-            }));
+            });
         }
+    }
+}
+
+impl Decoder for LineFramer {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        let frame = self.next_frame(buf);
+        self.note(buf);
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
@@ -92,6 +120,27 @@ mod tests {
             out.push(f);
         }
         out
+    }
+
+    #[test]
+    fn an_unfinished_line_is_timed_from_its_first_bytes() {
+        let mut codec = LineFramer::default();
+        let mut buf = BytesMut::from(&b"PING|a\n"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_some());
+        assert_eq!(codec.partial_since(), None);
+        buf.extend_from_slice(b"PIN");
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        let since = codec.partial_since().expect("a line is open");
+        buf.extend_from_slice(b"G|");
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(
+            codec.partial_since(),
+            Some(since),
+            "more bytes do not restart it"
+        );
+        buf.extend_from_slice(b"b\n");
+        assert!(codec.decode(&mut buf).unwrap().is_some());
+        assert_eq!(codec.partial_since(), None);
     }
 
     #[test]

@@ -129,6 +129,14 @@ impl Directory {
     /// live session of the same service and instance is taken over: it ends,
     /// and the new one inherits its active routes and settings.
     /// `None` when the store cannot keep the new session.
+    /// A session of this service instance exists (a REGISTER would take it over).
+    pub fn has_instance(&self, service: &str, instance: &str) -> bool {
+        self.sessions
+            .lock()
+            .by_instance
+            .contains_key(&(service.to_string(), instance.to_string()))
+    }
+
     pub async fn register(
         shared: &Arc<Shared>,
         mut identity: Identity,

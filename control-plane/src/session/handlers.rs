@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::actor::{ready, Answer, SessionActor};
+use super::guard::{Guard, Standing};
 use super::state::{Drain, Ops, SessionState};
 use crate::payload::json_reply;
 use crate::protocol::{Command, EventType, MaintTarget, Reply, ReplyCode, RouteId, Scopes, Target};
@@ -21,6 +22,9 @@ impl SessionActor {
         conn: super::Home,
         ctx: &mut Context<Self>,
     ) -> actix::ResponseFuture<Answer> {
+        if let Err(why) = self.guard(&command) {
+            return ready(Reply::error(why));
+        }
         let directory = &self.shared.directory;
         let reply = match command {
             Command::Register { .. } => Reply::error("internal error: REGISTER reached a session"),
@@ -418,6 +422,25 @@ impl SessionActor {
                 );
             }
         }));
+    }
+
+    /// Checks a command against the backend policy and the session's grant.
+    fn guard(&self, command: &Command) -> Result<(), String> {
+        let settings = &self.shared.settings;
+        let tokens = self.shared.auth.as_ref().map(|auth| auth.tokens());
+        let grant = match (&tokens, self.state.identity.token) {
+            (Some(tokens), Some(hash)) => tokens.grant(&hash),
+            _ => None,
+        };
+        let guard = Guard {
+            policy: &settings.backend_policy,
+            standing: match tokens {
+                None => Standing::Open,
+                Some(_) => Standing::Token(grant.as_deref()),
+            },
+            max_routes: settings.limits.routes_per_session,
+        };
+        guard.check(command, &self.state)
     }
 
     fn session_info(&self) -> Reply {

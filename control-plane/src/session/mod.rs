@@ -2,6 +2,7 @@
 
 mod actor;
 mod directory;
+mod guard;
 mod handlers;
 pub mod record;
 pub mod settings;

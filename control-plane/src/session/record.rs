@@ -10,6 +10,7 @@ use portico_proto::BackendUrl;
 
 use super::settings::Settings;
 use super::state::{Drain, Identity, Ops, Proposal, SessionState};
+use crate::auth::TokenHash;
 use crate::protocol::{
     BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
 };
@@ -56,6 +57,7 @@ impl SessionRecord {
             metadata: id.metadata.clone(),
             peer_ip: id.peer_ip.map(|ip| ip.to_string()),
             connected_at_ms: unix_ms(id.connected_at),
+            token_sha256: id.token.map(TokenHash::to_hex),
             last_apply_ms: state.last_apply.map(unix_ms),
             routes: routes
                 .iter()
@@ -136,6 +138,7 @@ impl SessionRecord {
             metadata: self.metadata.clone(),
             peer_ip: self.peer_ip.as_deref().and_then(|ip| ip.parse().ok()),
             connected_at: time_of(self.connected_at_ms),
+            token: self.token_sha256.as_deref().and_then(TokenHash::from_hex),
         });
         let mut routes = BTreeMap::new();
         for r in &self.routes {
@@ -253,6 +256,7 @@ mod tests {
             metadata: Map::new(),
             peer_ip: Some("127.0.0.1".parse().unwrap()),
             connected_at: time_of(1_700_000_000_000),
+            token: Some(TokenHash::of("a token of the test")),
         });
         let r1 = s.add_route(
             RouteInput {

@@ -1,13 +1,17 @@
 //! What every session actor and connection shares: the directory, the
 //! committer, telemetry and the command path to data planes, and settings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
+use portico_proto::backend_policy::BackendPolicy;
 
 use super::Directory;
+use crate::auth::RegistryAuth;
 use crate::committer::Committer;
 use crate::plane_commands::PlaneCommands;
+use crate::server::Limits;
 use crate::telemetry::Telemetry;
 
 /// Settings every session shares.
@@ -19,6 +23,9 @@ pub struct SessionSettings {
     pub staged_ttl: Duration,
     /// How long MAINT_ENTER/EXIT probe before giving up.
     pub maintenance_probe_limit: Duration,
+    /// Which backend addresses may be used.
+    pub backend_policy: BackendPolicy,
+    pub limits: Limits,
 }
 
 /// What session actors and connections share.
@@ -28,4 +35,6 @@ pub struct Shared {
     pub telemetry: Telemetry,
     pub planes: PlaneCommands,
     pub settings: SessionSettings,
+    /// Registry tokens, when `--registry-auth` is set.
+    pub auth: Option<Arc<RegistryAuth>>,
 }

@@ -9,6 +9,8 @@ use std::time::SystemTime;
 
 use portico_proto::time::unix_ms;
 use portico_proto::{v1, BackendUrl};
+
+use crate::auth::TokenHash;
 use serde_json::{json, Map, Value};
 
 use super::settings::Settings;
@@ -63,6 +65,9 @@ pub struct Identity {
     pub metadata: Map<String, Value>,
     pub peer_ip: Option<IpAddr>,
     pub connected_at: SystemTime,
+    /// With registry auth: the digest of the token it registered with, so
+    /// its grant (as the auth file says now) can be looked up.
+    pub token: Option<TokenHash>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +146,24 @@ impl SessionState {
 
     /// The lowest-numbered staged route equal to `input`, else the lowest
     /// active one not being changed.
+    /// An identical route exists (adding it again changes nothing).
+    pub fn has_identical(&self, input: &RouteInput) -> bool {
+        self.find_identical(input).is_some()
+    }
+
+    /// Routes the session would have after applying what is staged.
+    pub fn routes_proposed(&self) -> usize {
+        let (mut added, mut removed) = (0, 0);
+        for (id, change) in &self.staged {
+            match change {
+                Staged::Upsert(_) if !self.active.contains_key(id) => added += 1,
+                Staged::Upsert(_) => {}
+                Staged::Remove => removed += 1,
+            }
+        }
+        (self.active.len() + added).saturating_sub(removed)
+    }
+
     fn find_identical(&self, input: &RouteInput) -> Option<RouteId> {
         let h = input_hash(input);
         let candidates = || {

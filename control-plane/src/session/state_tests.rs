@@ -12,6 +12,7 @@ fn session() -> SessionState {
         metadata: Map::new(),
         peer_ip: None,
         connected_at: SystemTime::UNIX_EPOCH,
+        token: None,
     })
 }
 

@@ -26,6 +26,9 @@ pub struct SessionRecord {
     pub metadata: Map<String, Value>,
     pub peer_ip: Option<String>,
     pub connected_at_ms: i64,
+    /// With registry auth: the SHA-256 of its token (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
     pub last_apply_ms: Option<i64>,
     pub routes: Vec<RouteRecord>,
     /// (target, name as given, value)
