@@ -14,3 +14,5 @@ RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --workspace
 # The benchmark harness as a seconds-long smoke pass: it must run, and its
 # figures are not checked.
 tests/bench/run.sh --smoke
+# Every fuzz target, 20 s each on the checked-in corpus (docs/SECURITY.md).
+./scripts/fuzz.sh 20

@@ -1,28 +1,6 @@
 //! portico-dp: the data plane. Proxies traffic with Pingora using the
 //! configuration the control plane pushes; keeps serving when it is away.
 
-mod admin;
-mod allocator;
-mod breaker;
-mod cache;
-mod config;
-mod connections;
-mod dns;
-mod health;
-mod lifecycle;
-mod names;
-mod outbound;
-mod policy;
-mod proxy;
-mod request_checks;
-mod runtime;
-mod shutdown;
-mod sync;
-mod systemd;
-mod table;
-mod telemetry;
-mod view;
-
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +15,12 @@ use pingora::services::listening::Service;
 use portico_proto::duration::{parse_duration, parse_duration_or_zero};
 use tracing::{info, warn};
 
-use crate::config::{ConfigState, Live};
-use crate::connections::{ClientConnections, ConnLimits};
-use crate::shutdown::{StopPolicy, Stopper};
+use portico_data_plane::config::{ConfigState, Live};
+use portico_data_plane::connections::{ClientConnections, ConnLimits};
+use portico_data_plane::shutdown::{StopPolicy, Stopper};
+use portico_data_plane::{
+    admin, allocator, cache, dns, health, proxy, request_checks, sync, telemetry,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane")]

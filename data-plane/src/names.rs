@@ -184,6 +184,10 @@ impl Names {
             .filter(|w| w.strong_count() > 0)
             .count()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]

@@ -308,6 +308,10 @@ impl RouteTable {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Every route once (a route with several domains sits in several hosts;
     /// it is listed from its first), for the admin view and the prober.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<RouteEntry>> {

@@ -326,3 +326,25 @@ fn drain_ramps_linearly() {
         0.0
     );
 }
+
+#[test]
+fn routes_proposed_counts_what_an_apply_would_leave() {
+    let mut s = session();
+    let mut alloc = ids_from_1();
+    let a = s.add_route(route("a.com", "http://a"), &mut alloc);
+    s.add_route(route("b.com", "http://b"), &mut alloc);
+    assert_eq!(s.routes_proposed(), 2);
+    assert!(s.has_identical(&route("a.com", "http://a")));
+    assert!(!s.has_identical(&route("a.com", "http://other")));
+    s.commit(
+        s.propose(Scopes::EVERYTHING).unwrap(),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(s.routes_proposed(), 2);
+    s.update_route(a, RouteField::Priority(5)).unwrap();
+    assert_eq!(s.routes_proposed(), 2, "a modified route is not a new one");
+    s.remove_route(a).unwrap();
+    s.add_route(route("c.com", "http://c"), &mut alloc);
+    s.add_route(route("d.com", "http://d"), &mut alloc);
+    assert_eq!(s.routes_proposed(), 3);
+}

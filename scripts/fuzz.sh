@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for SECONDS each (default 20) on its
+# checked-in corpus, with cargo-fuzz on nightly (installed when missing).
+# New inputs go to a scratch copy; a crash fails the run and is kept in
+# fuzz/artifacts/. RUNS (optional) stops a target after that many executions.
+# With FUZZ_MERGE=1 the inputs that found new coverage are merged into the
+# checked-in corpus afterwards (for long runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+runs=${2:-0}
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# No sanitizer: the code under test is safe Rust, and this builds and runs
+# several times faster. Debug assertions stay on.
+cargo +nightly fuzz build -s none
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+for target in line_protocol json_payloads snapshot duration; do
+  mkdir -p "fuzz/corpus/$target" "$scratch/$target"
+  extra=()
+  [ -f "fuzz/dict/$target.dict" ] && extra+=("-dict=fuzz/dict/$target.dict")
+  [ "$runs" -gt 0 ] && extra+=("-runs=$runs")
+  echo "fuzz: $target for ${seconds}s" >&2
+  cargo +nightly fuzz run -s none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}"
+  if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+    cargo +nightly fuzz run -s none "$target" "fuzz/corpus/$target" "$scratch/$target" -- -merge=1
+  fi
+done
