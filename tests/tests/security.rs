@@ -375,3 +375,13 @@ fn smuggling_shapes_oversized_heads_and_bad_hosts_are_refused() {
     assert_eq!(backend.hits(), 0, "nothing refused reached the backend");
     assert_eq!(dp.get("app.test", "/").status, 200);
 }
+
+#[test]
+fn a_registry_open_beyond_loopback_without_auth_is_warned_about() {
+    let open = ControlPlane::start_with(&["--registry-listen", "0.0.0.0:0"]);
+    assert!(open
+        .proc
+        .log_contains("the registry listens beyond loopback without --registry-auth"));
+    let local = ControlPlane::start();
+    assert!(!local.proc.log_contains("without --registry-auth"));
+}

@@ -188,3 +188,13 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+/// Found by fuzzing: a JSON key's `\n` escape came back raw in the error,
+/// and the reply became two lines.
+#[test]
+fn an_error_quoting_a_newline_is_one_reply_line() {
+    let e = parse(r#"ROUTE_ADD_BULK|S|[{"dom\nains":"/x:1","pr":0}]"#).unwrap_err();
+    assert!(e.message.contains('\n'), "{:?}", e.message);
+    let line = crate::protocol::Reply::error(e.message).render(None);
+    assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+}

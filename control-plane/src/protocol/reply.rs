@@ -121,7 +121,14 @@ impl Reply {
         }
         if let Some(payload) = &self.payload {
             line.push('|');
-            line.push_str(payload);
+            // A reply is one line whatever it quotes: an error may echo a
+            // client's text with newlines in it (a JSON key's `\n` escape,
+            // found by fuzzing), which would forge a second reply.
+            if payload.contains(['\n', '\r']) {
+                line.push_str(&payload.replace('\n', "\\n").replace('\r', "\\r"));
+            } else {
+                line.push_str(payload);
+            }
         }
         line.push('\n');
         line
@@ -131,6 +138,12 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_is_one_line_whatever_it_quotes() {
+        let reply = Reply::error("invalid field `a\nOK\r`");
+        assert_eq!(reply.render(None), "ERROR|invalid field `a\\nOK\\r`\n");
+    }
 
     #[test]
     fn renders_txn_after_the_code() {
