@@ -3,8 +3,9 @@
 # checked-in corpus, with cargo-fuzz on nightly (installed when missing).
 # New inputs go to a scratch copy; a crash fails the run and is kept in
 # fuzz/artifacts/. RUNS (optional) stops a target after that many executions.
-# With FUZZ_MERGE=1 the inputs that found new coverage are merged into the
-# checked-in corpus afterwards (for long runs).
+# With FUZZ_MERGE=1 the checked-in corpus is replaced afterwards by the
+# smallest set of old and new inputs that covers every edge reached (for
+# long runs); files named regression-* are always kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -25,6 +26,11 @@ for target in line_protocol json_payloads snapshot duration; do
   cargo +nightly fuzz run -s none "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}"
   if [ "${FUZZ_MERGE:-0}" = 1 ]; then
-    cargo +nightly fuzz run -s none "$target" "fuzz/corpus/$target" "$scratch/$target" -- -merge=1
+    min="$scratch/min-$target"
+    mkdir -p "$min"
+    cargo +nightly fuzz run -s none "$target" "$min" "fuzz/corpus/$target" "$scratch/$target" -- \
+      -set_cover_merge=1 -use_counters=0
+    find "fuzz/corpus/$target" -type f ! -name 'regression-*' -delete
+    cp -n "$min"/* "fuzz/corpus/$target/"
   fi
 done
