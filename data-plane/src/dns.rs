@@ -2,9 +2,8 @@
 //! path: each name every `--dns-refresh` (sooner when its TTL is shorter,
 //! never more often than once a second), through hickory's resolver.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -18,7 +17,6 @@ use portico_proto::backend_policy::{not_allowed, BackendPolicy};
 use portico_proto::{v1, BackendUrl};
 use tracing::{debug, info, warn};
 
-use crate::config::Live;
 use crate::names::{Change, Name, Names};
 
 /// A TTL shorter than this is looked up again only after it.
@@ -234,36 +232,5 @@ impl Dns {
             }
         }
         held
-    }
-}
-
-/// Keeps every name in use looked up: one task per name, which ends when no
-/// table holds the name any more.
-pub async fn run(live: Arc<Live>) {
-    let mut tasks: HashMap<usize, tokio::task::JoinHandle<()>> = HashMap::new();
-    loop {
-        tasks.retain(|_, t| !t.is_finished());
-        for name in live.registry.names.live() {
-            // A task holds a `Weak`, so the pointer is not reused while it runs.
-            let key = Arc::as_ptr(&name) as usize;
-            tasks
-                .entry(key)
-                .or_insert_with(|| tokio::spawn(follow(live.clone(), Arc::downgrade(&name))));
-        }
-        tokio::select! {
-            _ = live.registry.names.added.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-async fn follow(live: Arc<Live>, name: Weak<Name>) {
-    loop {
-        let Some(due) = name.upgrade().map(|n| n.due()) else {
-            return;
-        };
-        tokio::time::sleep_until(due.into()).await;
-        let Some(n) = name.upgrade() else { return };
-        live.dns.refresh(&n).await;
     }
 }

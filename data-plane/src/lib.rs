@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod connections;
 pub mod dns;
+pub mod dns_refresh;
 pub mod health;
 pub mod lifecycle;
 pub mod names;

@@ -19,7 +19,7 @@ use portico_data_plane::config::{ConfigState, Live};
 use portico_data_plane::connections::{ClientConnections, ConnLimits};
 use portico_data_plane::shutdown::{StopPolicy, Stopper};
 use portico_data_plane::{
-    admin, allocator, cache, dns, health, proxy, request_checks, sync, telemetry,
+    admin, allocator, cache, dns, dns_refresh, health, proxy, request_checks, sync, telemetry,
 };
 
 #[derive(Debug, Parser)]
@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     let (health_live, telemetry_live) = (live.clone(), live.clone());
     let dns_live = live.clone();
     on_own_thread("portico-health", async move {
-        tokio::spawn(dns::run(dns_live));
+        tokio::spawn(dns_refresh::run(dns_live));
         health::run(health_live).await
     })?;
     on_own_thread("portico-sync", async move {
