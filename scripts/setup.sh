@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portico need on a fresh Debian machine:
 # a C toolchain, cmake and OpenSSL headers for Pingora, and the tests' tools
-# (pebble-challtestsrv as a mock DNS server). Safe to run again.
+# (pebble-challtestsrv as a mock DNS server, promtool). Safe to run again.
 # Extra arguments COMMAND:PACKAGE install PACKAGE when COMMAND is missing
 # (the bench harness uses this for its tools).
 set -euo pipefail
@@ -17,8 +17,9 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# The DNS tests' mock DNS server.
+# The DNS tests' mock DNS server, and promtool to check /metrics.
 command -v pebble-challtestsrv >/dev/null 2>&1 || need+=(pebble)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2

@@ -1,8 +1,8 @@
 //! The data plane's admin listener: `/healthz` while the process runs, and
 //! `/ready` once a configuration from the control plane is applied (503 again
 //! once stopping),
-//! `/config`, the routes served now, and `/debug/counts`, the sizes of the
-//! runtime state kept per route.
+//! `/config`, the routes served now, `/metrics` for Prometheus, and
+//! `/debug/counts`, the sizes of the runtime state kept per route.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +24,15 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path();
         let ready = self.live.ready.load(Ordering::Acquire);
         let version = self.live.version.load(Ordering::Acquire);
+        if path == "/metrics" {
+            let body = crate::metrics::scrape(&self.live);
+            return Response::builder()
+                .status(200)
+                .header("content-type", portico_proto::metrics::content_type())
+                .header("content-length", body.len())
+                .body(body.into_bytes())
+                .unwrap_or_default();
+        }
         let (status, body) = match path {
             "/healthz" => (200, "ok\n".to_string()),
             "/config" => (

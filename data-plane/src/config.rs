@@ -56,6 +56,8 @@ pub struct Live {
     pub connections: Arc<crate::connections::ConnCounts>,
     /// Looks backend names up.
     pub dns: crate::dns::Dns,
+    /// Requests that matched no route, for `/metrics`.
+    pub unrouted: crate::metrics::RouteMetrics,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod dns_refresh;
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod policy;

@@ -16,6 +16,11 @@ impl Outbound {
         *self.0.lock() = tx;
     }
 
+    /// The stream to the control plane is up.
+    pub fn is_connected(&self) -> bool {
+        self.0.lock().is_some()
+    }
+
     /// Sends without waiting; dropped when not connected or the stream is full.
     pub fn send(&self, msg: data_plane_message::Msg) {
         self.send_with(|| Some(msg));

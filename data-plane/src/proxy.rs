@@ -16,6 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
 use crate::config::Live;
+use crate::metrics::UpstreamError;
 use crate::runtime::Endpoint;
 use crate::table::{Choice, Pool, RouteEntry};
 
@@ -99,6 +100,26 @@ pub async fn respond(
 const MAINTENANCE_PAGE: &str = "<!doctype html><html><head><title>Down for maintenance</title></head>\
 <body><h1>Down for maintenance</h1><p>This service is being updated. Please try again shortly.</p></body></html>\n";
 
+/// The kind of an upstream failure, for `portico_upstream_errors_total`.
+fn upstream_error(etype: &ErrorType) -> Option<UpstreamError> {
+    match etype {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => Some(UpstreamError::Timeout),
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert => Some(UpstreamError::Connect),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+            Some(UpstreamError::Reset)
+        }
+        _ => None,
+    }
+}
+
 fn idempotent(req: &RequestHeader) -> bool {
     matches!(
         req.method.as_str(),
@@ -125,6 +146,7 @@ impl Proxy {
                 .map(|a| a.ip());
             if let Some(ip) = client {
                 if let Err(retry_after) = route.runtime.limiter(requests, window).check(ip) {
+                    route.runtime.metrics.rate_limited();
                     let body = format!(
                         "portico: rate limit of {requests} requests per {window:?} exceeded\n"
                     );
@@ -463,6 +485,10 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.breaker_outcome(ctx, Some(false));
+        if let Some(route) = &ctx.route {
+            let kind = upstream_error(e.etype()).unwrap_or(UpstreamError::Connect);
+            route.runtime.metrics.upstream_error(kind);
+        }
         if ctx.retries_left > 0 && idempotent(session.req_header()) {
             ctx.retries_left -= 1;
             if let Some(route) = &ctx.route {
@@ -515,11 +541,26 @@ impl ProxyHttp for Proxy {
             Some(_) => None,
         };
         self.breaker_outcome(ctx, outcome);
+        let took = ctx.started.elapsed();
+        let metrics = ctx
+            .route
+            .as_ref()
+            .map_or(&self.live.unrouted, |r| &r.runtime.metrics);
+        if let Some(status) = status {
+            metrics.request(status, took);
+        }
+        // Connect failures were counted per attempt in `fail_to_connect`.
+        if let Some(kind) = e
+            .filter(|e| e.esource() == &ErrorSource::Upstream)
+            .and_then(|e| upstream_error(e.etype()))
+            .filter(|k| *k != UpstreamError::Connect)
+        {
+            metrics.upstream_error(kind);
+        }
         if let Some(route) = &ctx.route {
-            let latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
             route.runtime.record(
                 status,
-                latency_ms,
+                took.as_secs_f64() * 1000.0,
                 session.body_bytes_sent() as u64,
                 session.body_bytes_read() as u64,
             );

@@ -54,6 +54,8 @@ pub struct RouteRuntime {
     /// on the first request so idle routes stay small.
     counters: Mutex<Option<Box<v1::RouteStats>>>,
     limiter: Mutex<Option<Arc<Limiter>>>,
+    /// Totals since start, for `/metrics`.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl RouteRuntime {
@@ -253,6 +255,14 @@ impl BackendRuntime {
             .map(|e| e.breaker.lock().clone())
             .max_by_key(|b| (b.phase(), b.failures));
         worst.unwrap_or_default().to_wire(route_id, url)
+    }
+
+    /// Any address's breaker open.
+    pub fn breaker_open(&self) -> bool {
+        self.endpoints()
+            .list
+            .iter()
+            .any(|e| matches!(e.breaker.lock().state, State::Open { .. }))
     }
 
     fn breaker_seen(&self) -> bool {

@@ -5,6 +5,7 @@ pub mod backend_policy;
 pub mod duration;
 pub mod histogram;
 pub mod json;
+pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod route;
