@@ -135,6 +135,7 @@ fn shared_on(
         store.clone(),
         fatal.clone(),
         telemetry.clone(),
+        Default::default(),
     )
     .start();
     let shared = Arc::new(Shared {
@@ -150,6 +151,7 @@ fn shared_on(
             limits: Default::default(),
         },
         auth: None,
+        metrics: Default::default(),
     });
     (shared, publisher, config, failures)
 }

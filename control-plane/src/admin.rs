@@ -1,6 +1,6 @@
-//! The control plane's admin listener: `GET /healthz`, `GET /ready`, and
-//! `GET /debug/counts`, the sizes of everything kept per session, route or
-//! data plane, so operators can see that nothing grows with history.
+//! The control plane's admin listener: `GET /healthz`, `GET /ready`,
+//! `GET /metrics` for Prometheus, and `GET /debug/counts`, the sizes of
+//! everything kept per session, route or data plane.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::committer::SubscriberCount;
 use crate::global::SharedConfig;
-use crate::publisher::{Counts, Publisher};
+use crate::publisher::{Counts, ListPlanes, Publisher};
 use crate::session::Shared;
 
 /// What `/debug/counts` reads.
@@ -43,6 +43,19 @@ impl Counted {
             }
         }
         tasks
+    }
+
+    /// The Prometheus text exposition.
+    async fn metrics(&self) -> String {
+        let planes = self
+            .publisher
+            .send(ListPlanes)
+            .await
+            .map(|r| r.data_planes)
+            .unwrap_or_default();
+        let version = self.config.read().version();
+        let sessions = self.shared.directory.len();
+        self.shared.metrics.scrape(sessions, version, &planes)
     }
 
     async fn json(&self) -> Value {
@@ -110,10 +123,15 @@ async fn answer(
         ("GET", "/ready") if ready.load(Ordering::Acquire) => ("200 OK", "ready\n".to_string()),
         ("GET", "/ready") => ("503 Service Unavailable", "starting\n".to_string()),
         ("GET", "/debug/counts") => ("200 OK", format!("{}\n", counted.json().await)),
+        ("GET", "/metrics") => ("200 OK", counted.metrics().await),
         _ => ("404 Not Found", "not found\n".to_string()),
     };
+    let content_type = match path {
+        "/metrics" => portico_proto::metrics::content_type(),
+        _ => "text/plain".to_string(),
+    };
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

@@ -36,6 +36,7 @@ pub struct Committer {
     failed: bool,
     /// Sessions subscribed to global_config_changed.
     subscribers: HashMap<String, Recipient<GlobalChanged>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Committer {
@@ -45,6 +46,7 @@ impl Committer {
         store: Arc<dyn Store>,
         fatal: Fatal,
         telemetry: Telemetry,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Committer {
             global,
@@ -54,6 +56,7 @@ impl Committer {
             telemetry,
             failed: false,
             subscribers: HashMap::new(),
+            metrics,
         }
     }
 
@@ -85,12 +88,16 @@ impl Committer {
         if self.failed {
             return Err(StoreFailed.into());
         }
+        let started = std::time::Instant::now();
         let config = self.global.clone();
         let mut global = config.write();
         let commit = change(&mut global)?;
         if !self.persist(batch, commit.as_ref()) {
             global.fail();
             return Err(StoreFailed.into());
+        }
+        if commit.is_some() {
+            self.metrics.commit.observe(started.elapsed().as_secs_f64());
         }
         Ok(commit)
     }

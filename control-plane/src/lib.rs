@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod global;
 pub mod grpc;
 pub mod history;
+pub mod metrics;
 pub mod payload;
 pub mod plane_commands;
 pub mod protocol;

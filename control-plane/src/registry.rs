@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::auth::TokenHash;
 use crate::conn_limits::ConnCounter;
 use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
+use crate::protocol::parser::command_names;
 use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
 use crate::store::StoreFailed;
@@ -172,7 +173,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
                 Some(Ok(frame)) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    pending.push_back(handle_frame(frame, peer, &home, &shared));
+                    pending.push_back(counted(frame, peer, &home, &shared));
                 }
                 Some(Err(e)) => {
                     debug!(conn_id, error = %e, "registry read failed");
@@ -222,6 +223,29 @@ impl Outcome {
             unauthorized: false,
         }
     }
+}
+
+/// [`handle_frame`], with its command and time kept for the metrics.
+fn counted(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {
+    let command = match &frame {
+        Frame::Line(line) => {
+            let first = line.split('|').next().unwrap_or("");
+            command_names().find(|n| n.eq_ignore_ascii_case(first))
+        }
+        _ => None,
+    };
+    let started = std::time::Instant::now();
+    let metrics = shared.metrics.clone();
+    let outcome = handle_frame(frame, peer, home, shared);
+    Box::pin(async move {
+        let outcome = outcome.await;
+        let ok = !outcome.line.starts_with("ERROR");
+        metrics.command(command, ok);
+        if command == Some("CONFIG_APPLY") && outcome.line.starts_with("OK") {
+            metrics.apply.observe(started.elapsed().as_secs_f64());
+        }
+        outcome
+    })
 }
 
 fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {

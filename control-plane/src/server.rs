@@ -117,12 +117,14 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         )
     });
     let telemetry = telemetry::Telemetry::new(global.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let committer = Committer::new(
         global.clone(),
         publisher.clone(),
         store.clone(),
         fatal.clone(),
         telemetry.clone(),
+        metrics.clone(),
     )
     .start();
     let threads = args.session_threads.max(1);
@@ -145,6 +147,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             limits: args.limits,
         },
         auth: auth.clone(),
+        metrics,
     });
     if let Some(auth) = auth {
         actix_rt::spawn(auth.watch());

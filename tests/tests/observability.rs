@@ -168,3 +168,71 @@ fn data_plane_metrics_count_each_request_once_by_class() {
         .then_some(())
     });
 }
+
+#[test]
+fn control_plane_metrics_follow_sessions_commands_and_the_fleet() {
+    let cp = ControlPlane::start();
+    let dp = DataPlane::start(&cp.grpc_url(), "dp-cp-metrics");
+    let backend = FakeBackend::start("b");
+    let mut s = Session::register(cp.registry, "web", "web-1");
+    s.add_route("a.test", "/", &backend.url());
+    s.apply();
+    assert_eq!(s.cmd("ROUTE_REMOVE", "r999"), "ERROR|route not found");
+    let mut away = Session::register(cp.registry, "web", "web-2");
+    assert_eq!(away.cmd("PING", ""), "PONG");
+    drop(away.client);
+    assert_eq!(
+        portico_e2e::one_shot(cp.registry, "NOSUCH|x"),
+        "ERROR|unknown command: NOSUCH"
+    );
+
+    let text = wait_for(
+        "the detached session counted",
+        Duration::from_secs(10),
+        || {
+            let text = metrics(cp.admin);
+            (sample(&text, "portico_sessions", &[("state", "detached")]) == Some(1.0))
+                .then_some(text)
+        },
+    );
+    promtool_accepts(&text);
+    assert_eq!(
+        sample(&text, "portico_sessions", &[("state", "connected")]),
+        Some(1.0)
+    );
+    let commands = |command: &str, result: &str| {
+        sample(
+            &text,
+            "portico_commands_total",
+            &[("command", command), ("result", result)],
+        )
+    };
+    assert_eq!(commands("REGISTER", "ok"), Some(2.0), "{text}");
+    assert_eq!(commands("ROUTE_ADD", "ok"), Some(1.0));
+    assert_eq!(commands("CONFIG_APPLY", "ok"), Some(1.0));
+    assert_eq!(commands("ROUTE_REMOVE", "error"), Some(1.0));
+    assert_eq!(commands("unknown", "error"), Some(1.0));
+    assert_eq!(sample(&text, "portico_config_version", &[]), Some(1.0));
+    assert_eq!(
+        sample(&text, "portico_dataplanes", &[("state", "connected")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "portico_dataplanes", &[("state", "gone")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "portico_dataplane_acked_version",
+            &[("node_id", "dp-cp-metrics")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "portico_apply_duration_seconds_count", &[]),
+        Some(1.0)
+    );
+    assert!(sample(&text, "portico_commit_duration_seconds_count", &[]).is_some_and(|n| n >= 1.0));
+    drop(dp);
+}

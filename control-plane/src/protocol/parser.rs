@@ -277,7 +277,6 @@ static COMMANDS: &[Spec] = &[
 ];
 
 /// The names of every protocol command, in the order PROTOCOL.md lists them.
-#[cfg(test)]
 pub fn command_names() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().map(|s| s.name)
 }

@@ -302,8 +302,17 @@ fn answer_from(rx: oneshot::Receiver<Answer>) -> ResponseFuture<Answer> {
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if self.home.is_none() {
+            self.shared.metrics.detached(false);
+        }
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
+        if self.home.is_none() {
+            self.shared.metrics.detached(true);
+        }
         if let Some(old) = self.adopt_from.take() {
             // Re-home the inherited routes under this session in one commit,
             // before any command of the new session is handled.
@@ -376,6 +385,7 @@ impl Handler<HomeClosed> for SessionActor {
     fn handle(&mut self, msg: HomeClosed, ctx: &mut Context<Self>) {
         if self.home.as_ref().is_some_and(|h| h.conn_id == msg.conn_id) {
             self.home = None;
+            self.shared.metrics.detached(true);
             self.home_closed_at = Some(Instant::now());
             self.check_grace(ctx);
         }

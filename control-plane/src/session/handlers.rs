@@ -29,6 +29,9 @@ impl SessionActor {
         let reply = match command {
             Command::Register { .. } => Reply::error("internal error: REGISTER reached a session"),
             Command::Reconnect => {
+                if self.home.is_none() {
+                    self.shared.metrics.detached(false);
+                }
                 self.home = Some(conn);
                 self.home_closed_at = None;
                 self.forget_restore_grace();

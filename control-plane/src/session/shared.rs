@@ -37,4 +37,6 @@ pub struct Shared {
     pub settings: SessionSettings,
     /// Registry tokens, when `--registry-auth` is set.
     pub auth: Option<Arc<RegistryAuth>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
