@@ -58,6 +58,8 @@ pub struct Live {
     pub dns: crate::dns::Dns,
     /// Requests that matched no route, for `/metrics`.
     pub unrouted: crate::metrics::RouteMetrics,
+    /// `--access-log`, when set.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

@@ -2,6 +2,7 @@
 //! policies, request checks) and the Pingora services, sync and probes
 //! around it. `portico-dp` is a thin `main`; the fuzz targets use the core.
 
+pub mod access_log;
 pub mod admin;
 pub mod allocator;
 pub mod breaker;

@@ -19,7 +19,8 @@ use portico_data_plane::config::{ConfigState, Live};
 use portico_data_plane::connections::{ClientConnections, ConnLimits};
 use portico_data_plane::shutdown::{StopPolicy, Stopper};
 use portico_data_plane::{
-    admin, allocator, cache, dns, dns_refresh, health, proxy, request_checks, sync, telemetry,
+    access_log, admin, allocator, cache, dns, dns_refresh, health, proxy, request_checks, sync,
+    telemetry,
 };
 
 #[derive(Debug, Parser)]
@@ -96,6 +97,14 @@ struct Args {
     /// Requests whose target and header fields pass this many bytes get 431.
     #[arg(long, env = "PORTICO_MAX_REQUEST_HEADER_BYTES", default_value_t = 64 * 1024)]
     max_request_header_bytes: usize,
+    /// Write one JSON line per request to this file (`-`: standard output);
+    /// SIGHUP reopens it.
+    #[arg(long, env = "PORTICO_ACCESS_LOG")]
+    access_log: Option<String>,
+    /// Access-log lines queued for the writer; beyond it lines are dropped
+    /// (and counted), never waited for.
+    #[arg(long, env = "PORTICO_ACCESS_LOG_BUFFER", default_value_t = 65_536)]
+    access_log_buffer: usize,
     /// Unix socket on which the listening sockets are handed to a new process.
     #[arg(
         long,
@@ -127,7 +136,15 @@ fn main() -> anyhow::Result<()> {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
+    let access_log = match &args.access_log {
+        Some(target) => Some(
+            access_log::AccessLog::start(access_log::Target::parse(target), args.access_log_buffer)
+                .context("starting the access log")?,
+        ),
+        None => None,
+    };
     let live = Arc::new(Live {
+        access_log,
         dns: dns::Dns::new(dns::Settings {
             server: args.resolver,
             refresh: args.dns_refresh,
@@ -159,8 +176,10 @@ fn main() -> anyhow::Result<()> {
     let sync_node = node_id.clone();
     let (health_live, telemetry_live) = (live.clone(), live.clone());
     let dns_live = live.clone();
+    let hup_live = live.clone();
     on_own_thread("portico-health", async move {
         tokio::spawn(dns_refresh::run(dns_live));
+        tokio::spawn(reopen_on_hup(hup_live));
         health::run(health_live).await
     })?;
     on_own_thread("portico-sync", async move {
@@ -292,6 +311,24 @@ fn on_own_thread(
         })
         .with_context(|| format!("starting the {name} thread"))?;
     Ok(())
+}
+
+/// SIGHUP reopens the access log (after logrotate moved it).
+async fn reopen_on_hup(live: Arc<Live>) {
+    let Some(log) = live.access_log.clone() else {
+        return;
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; the access log will not be reopened");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reopening the access log");
+        log.reopen();
+    }
 }
 
 /// `IP` (port 53) or `IP:PORT`.

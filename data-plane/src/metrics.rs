@@ -126,7 +126,15 @@ pub fn scrape(live: &Live) -> String {
         Kind::Gauge,
     );
     connected.add(&[], f64::from(u8::from(live.outbound.is_connected())));
+    let mut dropped = Family::new(
+        "portico_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind.",
+        Kind::Counter,
+    );
+    if let Some(log) = &live.access_log {
+        dropped.add(&[], log.dropped() as f64);
+    }
     render(vec![
-        requests, duration, upstream, up, open, limited, version, connected,
+        requests, duration, upstream, up, open, limited, version, connected, dropped,
     ])
 }

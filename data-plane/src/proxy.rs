@@ -3,8 +3,9 @@
 //! limits, options, response headers and per-request telemetry.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,6 +45,12 @@ pub struct RequestCtx {
     retries_left: u8,
     /// Why the request is refused before routing, with its status, if it is.
     refused: Option<(u16, &'static str)>,
+    /// Sent to the backend and back to the client as `X-Request-Id`.
+    request_id: String,
+    /// The address dialled last, when the upstream was tried, and how long
+    /// until its response head came.
+    upstream: Option<(SocketAddr, Instant)>,
+    upstream_took: Option<Duration>,
     /// Counts the request until it is done, so a stopping data plane waits for it.
     _in_flight: crate::lifecycle::InFlight,
 }
@@ -99,6 +106,56 @@ pub async fn respond(
 
 const MAINTENANCE_PAGE: &str = "<!doctype html><html><head><title>Down for maintenance</title></head>\
 <body><h1>Down for maintenance</h1><p>This service is being updated. Please try again shortly.</p></body></html>\n";
+
+/// The client's `X-Request-Id` when it is sane (1–128 of `A-Z a-z 0-9 - _ . : +`),
+/// otherwise a new random one.
+fn request_id(req: &RequestHeader) -> String {
+    let given = req
+        .headers
+        .get("x-request-id")
+        .map(|v| v.as_bytes())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(b))
+        });
+    match given {
+        Some(v) => String::from_utf8_lossy(v).into_owned(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+/// One access-log line: a JSON object and a newline.
+fn access_line(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: Option<u16>,
+    took: Duration,
+    (bytes_in, bytes_out): (u64, u64),
+) -> String {
+    let req = session.req_header();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let mut line = serde_json::json!({
+        "time": portico_proto::time::rfc3339_millis(SystemTime::now() - took),
+        "client": session.client_addr().map(|a| a.to_string()),
+        "host": request_host(req).unwrap_or_default(),
+        "method": req.method.as_str(),
+        "path": req.uri.path(),
+        "query": req.uri.query(),
+        "status": status,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": ms(took),
+        "upstream": ctx.upstream.map(|(a, _)| a.to_string()),
+        "upstream_duration_ms": ctx.upstream_took.map(ms),
+        "route_id": ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
+        "service": ctx.route.as_ref().map(|r| r.spec.service.as_str()),
+        "request_id": ctx.request_id,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
 
 /// The kind of an upstream failure, for `portico_upstream_errors_total`.
 fn upstream_error(etype: &ErrorType) -> Option<UpstreamError> {
@@ -281,6 +338,9 @@ impl ProxyHttp for Proxy {
             tried: Vec::new(),
             retries_left: 0,
             refused: None,
+            request_id: String::new(),
+            upstream: None,
+            upstream_took: None,
             _in_flight: self.live.lifecycle.enter(),
         }
     }
@@ -311,6 +371,7 @@ impl ProxyHttp for Proxy {
             raw_head.as_deref(),
             self.head_limits,
         );
+        ctx.request_id = request_id(session.req_header());
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
         ctx.pool = self
@@ -422,6 +483,7 @@ impl ProxyHttp for Proxy {
         } else {
             String::new()
         };
+        ctx.upstream = Some((addr, Instant::now()));
         let mut peer = HttpPeer::new(addr, url.scheme.is_tls(), sni);
         peer.options.connection_timeout = route.policy.connect_timeout;
         peer.options.total_connection_timeout = route.policy.connect_timeout;
@@ -442,8 +504,9 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -474,6 +537,19 @@ impl ProxyHttp for Proxy {
                 response.insert_header(name.clone(), value.clone())?;
             }
         }
+        if ctx.upstream.is_some() {
+            response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_took = ctx.upstream.map(|(_, started)| started.elapsed());
         Ok(())
     }
 
@@ -557,13 +633,17 @@ impl ProxyHttp for Proxy {
         {
             metrics.upstream_error(kind);
         }
+        let (sent, read) = (
+            session.body_bytes_sent() as u64,
+            session.body_bytes_read() as u64,
+        );
         if let Some(route) = &ctx.route {
-            route.runtime.record(
-                status,
-                took.as_secs_f64() * 1000.0,
-                session.body_bytes_sent() as u64,
-                session.body_bytes_read() as u64,
-            );
+            route
+                .runtime
+                .record(status, took.as_secs_f64() * 1000.0, sent, read);
+        }
+        if let Some(log) = &self.live.access_log {
+            log.write(access_line(session, ctx, status, took, (read, sent)));
         }
     }
 }

@@ -236,3 +236,151 @@ fn control_plane_metrics_follow_sessions_commands_and_the_fleet() {
     assert!(sample(&text, "portico_commit_duration_seconds_count", &[]).is_some_and(|n| n >= 1.0));
     drop(dp);
 }
+
+#[test]
+fn the_access_log_has_a_json_line_per_request_and_reopens_on_sighup() {
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-access");
+    let path = dir.path().join("access.log");
+    let cp = ControlPlane::start();
+    let mut dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "dp-access",
+        &["--access-log", path.to_str().unwrap()],
+    );
+    dp.wait_ready();
+    let backend = FakeBackend::start("logged");
+    let mut s = Session::register(cp.registry, "shop", "shop-1");
+    let r = s.add_route("log.test", "/", &backend.url());
+    s.apply();
+
+    let given = portico_e2e::http_request(
+        dp.proxy,
+        "log.test",
+        "/items?page=2",
+        &[("X-Request-Id", "client-id-42")],
+    )
+    .unwrap();
+    assert_eq!(given.header("x-request-id"), Some("client-id-42"));
+    assert!(backend
+        .last_request
+        .lock()
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("x-request-id: client-id-42"));
+    let generated = portico_e2e::http_request(
+        dp.proxy,
+        "log.test",
+        "/",
+        &[("X-Request-Id", "bad id with spaces")],
+    )
+    .unwrap();
+    let id = generated.header("x-request-id").unwrap().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(backend.last_request.lock().unwrap().contains(&id));
+    assert_eq!(dp.get("nowhere.test", "/").status, 404);
+
+    let lines: Vec<serde_json::Value> = wait_for("three lines", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        (lines.len() == 3).then_some(lines)
+    });
+    let first = &lines[0];
+    for field in [
+        "time",
+        "client",
+        "host",
+        "method",
+        "path",
+        "query",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_duration_ms",
+        "route_id",
+        "service",
+        "request_id",
+    ] {
+        assert!(first.get(field).is_some(), "{field} missing in {first}");
+    }
+    assert_eq!(first["host"], "log.test");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/items");
+    assert_eq!(first["query"], "page=2");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes_out"], "logged".len());
+    assert_eq!(first["upstream"], backend.addr.to_string());
+    assert_eq!(first["route_id"], r.as_str());
+    assert_eq!(first["service"], "shop");
+    assert_eq!(first["request_id"], "client-id-42");
+    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        first["upstream_duration_ms"].as_f64().unwrap() <= first["duration_ms"].as_f64().unwrap()
+    );
+    assert_eq!(lines[1]["request_id"], id.as_str());
+    assert_eq!(lines[2]["status"], 404);
+    assert!(lines[2]["route_id"].is_null() && lines[2]["upstream"].is_null());
+
+    // logrotate: the file is moved, SIGHUP, and the next line starts a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    dp.proc.signal("HUP");
+    wait_for("the reopen", Duration::from_secs(5), || {
+        dp.proc
+            .log_contains("reopening the access log")
+            .then_some(())
+    });
+    assert_eq!(dp.get("log.test", "/after").status, 200);
+    wait_for("a line in the new file", Duration::from_secs(5), || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .filter(|t| t.contains("\"/after\""))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        3
+    );
+    assert!(
+        dp.proc.exited().is_none(),
+        "SIGHUP does not stop the data plane"
+    );
+}
+
+#[test]
+fn a_full_access_log_buffer_drops_lines_and_counts_them_without_slowing_requests() {
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-fifo");
+    let fifo = dir.path().join("stuck.log");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // A FIFO nobody reads: the writer blocks, so the queue fills.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let cp = ControlPlane::start();
+    let dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "dp-stuck-log",
+        &[
+            "--access-log",
+            fifo.to_str().unwrap(),
+            "--access-log-buffer",
+            "4",
+        ],
+    );
+    dp.wait_ready();
+    let backend = FakeBackend::start("fast");
+    let mut s = Session::register(cp.registry, "shop", "shop-1");
+    s.add_route("fast.test", "/", &backend.url());
+    s.apply();
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        assert_eq!(dp.get("fast.test", "/").status, 200);
+    }
+    let took = started.elapsed();
+    let text = metrics(dp.admin);
+    let dropped = sample(&text, "portico_access_log_dropped_total", &[]).unwrap_or(0.0);
+    assert!(dropped >= 45.0, "dropped {dropped}\n{text}");
+    assert!(took < Duration::from_secs(10), "50 requests took {took:?}");
+    eprintln!("50 requests with a stuck access log: {took:?}, {dropped} lines dropped");
+}
