@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portico need on a fresh Debian machine:
 # a C toolchain, cmake and OpenSSL headers for Pingora, and the tests' tools
-# (pebble-challtestsrv as a mock DNS server, promtool). Safe to run again.
+# (pebble-challtestsrv as a mock DNS server, promtool, chromium). Safe to run again.
 # Extra arguments COMMAND:PACKAGE install PACKAGE when COMMAND is missing
 # (the bench harness uses this for its tools).
 set -euo pipefail
@@ -20,6 +20,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The DNS tests' mock DNS server, and promtool to check /metrics.
 command -v pebble-challtestsrv >/dev/null 2>&1 || need+=(pebble)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The dashboard test renders the page in a real browser.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2

@@ -1,6 +1,6 @@
 //! The control plane's admin listener: `GET /healthz`, `GET /ready`,
-//! `GET /metrics` for Prometheus, and `GET /debug/counts`, the sizes of
-//! everything kept per session, route or data plane.
+//! `GET /metrics` for Prometheus, the dashboard (`/`) and its JSON API
+//! (`/api/v1/…`), and `GET /debug/counts`, the sizes of what is kept.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,12 +16,13 @@ use crate::global::SharedConfig;
 use crate::publisher::{Counts, ListPlanes, Publisher};
 use crate::session::Shared;
 
-/// What `/debug/counts` reads.
+/// What `/debug/counts`, `/metrics` and the API read.
 #[derive(Clone)]
 pub struct Counted {
     pub shared: Arc<Shared>,
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
+    pub api: crate::dashboard::Api,
 }
 
 impl Counted {
@@ -118,6 +119,15 @@ async fn answer(
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method == "GET" {
+        if let Some(view) = counted.api.get(path).await {
+            return write(&mut stream, "200 OK", "application/json", &view.to_string()).await;
+        }
+        if path == "/" {
+            let page = crate::dashboard::PAGE;
+            return write(&mut stream, "200 OK", "text/html; charset=utf-8", page).await;
+        }
+    }
     let (status, body) = match (method, path) {
         ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
         ("GET", "/ready") if ready.load(Ordering::Acquire) => ("200 OK", "ready\n".to_string()),
@@ -130,8 +140,17 @@ async fn answer(
         "/metrics" => portico_proto::metrics::content_type(),
         _ => "text/plain".to_string(),
     };
+    write(&mut stream, status, &content_type, &body).await
+}
+
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

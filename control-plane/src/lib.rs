@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod committer;
 pub mod conn_limits;
+pub mod dashboard;
 pub mod fleet;
 pub mod global;
 pub mod grpc;

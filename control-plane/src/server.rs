@@ -158,10 +158,17 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     }
 
     let ready = Arc::new(AtomicBool::new(false));
+    let api = crate::dashboard::Api {
+        shared: shared.clone(),
+        config: global.clone(),
+        publisher: publisher.clone(),
+        events: crate::dashboard::Events::watch(&publisher),
+    };
     let counted = admin::Counted {
         shared: shared.clone(),
         config: global.clone(),
         publisher: publisher.clone(),
+        api,
     };
     actix_rt::spawn(admin::serve(admin, ready.clone(), counted));
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -21,6 +21,8 @@ struct Inner {
     breakers: HashMap<String, Vec<v1::BreakerState>>,
     /// (route, backend) -> last health reported to services.
     health: HashMap<(String, String), bool>,
+    /// route -> (window start, requests in it, requests/s of the last window).
+    rates: HashMap<String, (std::time::Instant, u64, f64)>,
 }
 
 /// Merged reports, kept only for routes that are active: the committer says
@@ -51,7 +53,17 @@ impl Telemetry {
         let active = |id: &str| self.config.read().has_route(id);
         let mut inner = self.inner.lock();
         let breakers = report.breakers;
+        let now = std::time::Instant::now();
         for r in report.routes.into_iter().filter(|r| active(&r.route_id)) {
+            let rate = inner
+                .rates
+                .entry(r.route_id.clone())
+                .or_insert((now, 0, 0.0));
+            rate.1 += r.requests;
+            let window = now.duration_since(rate.0).as_secs_f64();
+            if window >= 1.0 {
+                *rate = (now, 0, rate.1 as f64 / window);
+            }
             let total = inner.routes.entry(r.route_id.clone()).or_default();
             portico_proto::stats::add(total, &r);
         }
@@ -96,6 +108,7 @@ impl Telemetry {
         let gone: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut inner = self.inner.lock();
         inner.routes.retain(|id, _| !gone.contains(id.as_str()));
+        inner.rates.retain(|id, _| !gone.contains(id.as_str()));
         inner
             .health
             .retain(|(id, _), _| !gone.contains(id.as_str()));
@@ -149,6 +162,34 @@ impl Telemetry {
             "bytes_received": t.bytes_received,
             "status_codes": codes,
         })
+    }
+
+    /// A route's live figures for the dashboard: STATS_GET's sums, the
+    /// requests per second of the last reported second (0 once reports stop),
+    /// whether every backend is healthy, and the worst breaker state.
+    pub fn route_view(&self, id: RouteId) -> Value {
+        let mut view = self.route_stats(id);
+        let key = id.to_string();
+        {
+            let inner = self.inner.lock();
+            let rate = inner.rates.get(&key).map_or(0.0, |(start, _, rate)| {
+                if start.elapsed().as_secs_f64() > 3.0 {
+                    0.0
+                } else {
+                    *rate
+                }
+            });
+            view["requests_per_second"] = json!((rate * 10.0).round() / 10.0);
+            let health: Vec<bool> = inner
+                .health
+                .iter()
+                .filter(|((route, _), _)| *route == key)
+                .map(|(_, up)| *up)
+                .collect();
+            view["healthy"] = json!(health.iter().all(|up| *up));
+        }
+        view["breaker"] = self.breaker_status(id)["state"].clone();
+        view
     }
 
     /// CIRCUIT_BREAKER_STATUS: the worst state over data planes and backends,

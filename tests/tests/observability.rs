@@ -384,3 +384,99 @@ fn a_full_access_log_buffer_drops_lines_and_counts_them_without_slowing_requests
     assert!(took < Duration::from_secs(10), "50 requests took {took:?}");
     eprintln!("50 requests with a stuck access log: {took:?}, {dropped} lines dropped");
 }
+
+/// The dashboard as a real browser renders it: headless Chromium runs its
+/// script (a virtual time budget lets the first poll finish) and dumps the DOM.
+fn rendered_dashboard(cp: &ControlPlane, profile: &std::path::Path) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            &format!("http://{}/", cp.admin),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium (Debian's chromium package) is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the first element carrying `attrs` (as written in the DOM dump).
+fn element_text<'a>(dom: &'a str, attrs: &str) -> Option<&'a str> {
+    let at = dom.find(attrs)?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')? + start;
+    Some(&rest[start..end])
+}
+
+#[test]
+fn the_dashboard_shows_sessions_routes_data_planes_and_live_counts() {
+    let profile = portico_e2e::process::tempdir::TempDir::new("portico-chromium");
+    let cp = ControlPlane::start();
+    let dp = DataPlane::start(&cp.grpc_url(), "dp-dash");
+    let backend = FakeBackend::start("dash");
+    let mut s = Session::register(cp.registry, "storefront", "storefront-1");
+    let r = s.add_route("dash.test", "/", &backend.url());
+    s.apply();
+
+    // The API the page is built on.
+    let api = |path: &str| -> serde_json::Value {
+        let reply = http_get(cp.admin, "localhost", path).unwrap();
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        serde_json::from_str(&reply.body).unwrap()
+    };
+    let sessions = api("/api/v1/sessions");
+    assert_eq!(sessions["sessions"][0]["instance"], "storefront-1");
+    assert_eq!(sessions["sessions"][0]["state"], "connected");
+    let planes = api("/api/v1/dataplanes");
+    assert_eq!(planes["dataplanes"][0]["node_id"], "dp-dash");
+    assert_eq!(planes["dataplanes"][0]["acked_version"], 1);
+    let events = api("/api/v1/events");
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"push") && kinds.contains(&"ack"),
+        "{events}"
+    );
+
+    let before = rendered_dashboard(&cp, profile.path());
+    assert!(
+        before.contains("data-instance=\"storefront-1\""),
+        "{before}"
+    );
+    assert!(before.contains("data-hosts=\"dash.test\""), "{before}");
+    assert!(before.contains("data-node=\"dp-dash\""), "{before}");
+    let count = |dom: &str| -> u64 {
+        element_text(dom, &format!("data-route=\"{r}\" data-field=\"requests\""))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count(&before), 0, "no traffic yet");
+
+    for _ in 0..6 {
+        assert_eq!(dp.get("dash.test", "/").status, 200);
+    }
+    // The data plane reports once a second.
+    wait_for("the requests reported", Duration::from_secs(10), || {
+        let routes = api("/api/v1/routes");
+        (routes["routes"][0]["live"]["requests"] == 6).then_some(())
+    });
+    let after = rendered_dashboard(&cp, profile.path());
+    assert_eq!(count(&after), 6, "{after}");
+}

@@ -352,6 +352,29 @@ impl Actor for SessionActor {
     }
 }
 
+/// The session as the dashboard lists it.
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct Describe;
+
+impl Handler<Describe> for SessionActor {
+    type Result = MessageResult<Describe>;
+
+    fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
+        let id = &self.state.identity;
+        MessageResult(serde_json::json!({
+            "session_id": id.id,
+            "service": id.service,
+            "instance": id.instance,
+            "state": if self.home.is_some() { "connected" } else { "detached" },
+            "routes_active": self.state.routes_active(),
+            "routes_staged": self.state.routes_staged(),
+            "connected_at": portico_proto::time::rfc3339(id.connected_at),
+            "last_apply": self.state.last_apply.map(portico_proto::time::rfc3339),
+        }))
+    }
+}
+
 /// One command for this session, from connection `conn`.
 #[derive(Message)]
 #[rtype(result = "Answer")]

@@ -9,7 +9,9 @@ pub mod settings;
 mod shared;
 pub mod state;
 
-pub use actor::{Exec, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor, Surrender};
+pub use actor::{
+    Describe, Exec, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor, Surrender,
+};
 pub use directory::Directory;
 pub use shared::{SessionSettings, Shared};
 pub use state::{Identity, SessionState};

@@ -1,0 +1,179 @@
+//! The read-only JSON API and the dashboard page on the admin listener:
+//! sessions, routes with their live figures, data planes, and the last
+//! pushes and acknowledgements (kept by watching the publisher).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::Addr;
+use parking_lot::Mutex;
+use portico_proto::time::{from_unix_ms, rfc3339};
+use portico_proto::{v1, RouteSpec};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::global::SharedConfig;
+use crate::protocol::RouteId;
+use crate::publisher::{ListPlanes, Publisher, Watch};
+use crate::session::{Describe, Shared};
+
+/// The page, with its script and style inline: nothing is fetched from
+/// elsewhere.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// How many pushes, answers and member changes `/api/v1/events` keeps.
+const EVENTS_KEPT: usize = 200;
+
+/// The last events, newest last.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<VecDeque<Value>>>);
+
+impl Events {
+    /// Watches the publisher for as long as the control plane runs.
+    pub fn watch(publisher: &Addr<Publisher>) -> Events {
+        let events = Events::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        publisher.do_send(Watch(tx));
+        let kept = events.clone();
+        actix_rt::spawn(async move {
+            while let Some(Ok(event)) = rx.recv().await {
+                if let Some(view) = event_json(event) {
+                    let mut list = kept.0.lock();
+                    if list.len() == EVENTS_KEPT {
+                        list.pop_front();
+                    }
+                    list.push_back(view);
+                }
+            }
+        });
+        events
+    }
+
+    fn list(&self) -> Vec<Value> {
+        self.0.lock().iter().cloned().collect()
+    }
+}
+
+fn time_of(ms: i64) -> Option<String> {
+    (ms > 0).then(|| rfc3339(from_unix_ms(ms)))
+}
+
+fn event_json(event: v1::WatchEvent) -> Option<Value> {
+    use v1::watch_event::Event;
+    Some(match event.event? {
+        Event::Push(p) => json!({
+            "type": "push",
+            "version": p.version,
+            "committed_at": time_of(p.committed_at_unix_ms),
+            "added": p.added,
+            "changed": p.changed,
+            "removed": p.removed,
+            "sent_to": p.sent_to,
+            "bytes": p.bytes,
+        }),
+        Event::Answer(a) => json!({
+            "type": if a.ok { "ack" } else { "nack" },
+            "version": a.version,
+            "node_id": a.node_id,
+            "reason": (!a.ok).then_some(a.reason),
+            "at": rfc3339(std::time::SystemTime::now()),
+        }),
+        Event::Member(m) => json!({
+            "type": "member",
+            "node_id": m.node_id,
+            "state": m.state,
+            "at": rfc3339(std::time::SystemTime::now()),
+        }),
+    })
+}
+
+/// What the API reads.
+#[derive(Clone)]
+pub struct Api {
+    pub shared: Arc<Shared>,
+    pub config: SharedConfig,
+    pub publisher: Addr<Publisher>,
+    pub events: Events,
+}
+
+impl Api {
+    /// The answer to `GET path`, if the path is the API's.
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        Some(match path {
+            "/api/v1/sessions" => self.sessions().await,
+            "/api/v1/routes" => self.routes(),
+            "/api/v1/dataplanes" => self.dataplanes().await,
+            "/api/v1/events" => json!({ "events": self.events.list() }),
+            _ => return None,
+        })
+    }
+
+    async fn sessions(&self) -> Value {
+        let asked = self
+            .shared
+            .directory
+            .all()
+            .into_iter()
+            .map(|s| s.send(Describe));
+        let mut sessions: Vec<Value> = futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        sessions.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
+        json!({ "sessions": sessions })
+    }
+
+    fn routes(&self) -> Value {
+        let (version, routes): (u64, Vec<Arc<v1::Route>>) = {
+            let config = self.config.read();
+            (config.version(), config.all_routes().cloned().collect())
+        };
+        let telemetry = &self.shared.telemetry;
+        let mut views: Vec<Value> = routes
+            .iter()
+            .filter_map(|r| RouteSpec::try_from(r.as_ref()).ok())
+            .map(|spec| {
+                let mut view = portico_proto::json::route_json(&spec);
+                let id = spec
+                    .route_id
+                    .strip_prefix('r')
+                    .and_then(|n| n.parse().ok())
+                    .map(RouteId);
+                if let Some(id) = id {
+                    view["live"] = telemetry.route_view(id);
+                }
+                view
+            })
+            .collect();
+        views.sort_by_key(|v| {
+            v["route_id"]
+                .as_str()
+                .and_then(|s| s.strip_prefix('r'))
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+        json!({ "version": version, "routes": views })
+    }
+
+    async fn dataplanes(&self) -> Value {
+        let listed = self.publisher.send(ListPlanes).await.unwrap_or_default();
+        let planes: Vec<Value> = listed
+            .data_planes
+            .iter()
+            .map(|p| {
+                json!({
+                    "node_id": p.node_id,
+                    "state": p.state,
+                    "address": p.address,
+                    "acked_version": p.acked_version,
+                    "lag": p.lag,
+                    "connected_since": time_of(p.connected_since_unix_ms),
+                    "last_seen": time_of(p.last_seen_unix_ms),
+                    "last_nack_version": (p.last_nack_version > 0).then_some(p.last_nack_version),
+                    "last_nack_reason": (!p.last_nack_reason.is_empty()).then_some(&p.last_nack_reason),
+                })
+            })
+            .collect();
+        json!({ "version": listed.version, "dataplanes": planes })
+    }
+}
