@@ -42,11 +42,19 @@ for doc in yaml.safe_load_all(open("deploy/k8s/data-plane.yaml")):
         drain = seconds(env["PORTICO_SHUTDOWN_DELAY"]) + seconds(env["PORTICO_SHUTDOWN_GRACE"])
         assert doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain, \
             "the termination grace must cover the shutdown delay and grace"
+for path, port in (("deploy/k8s/data-plane.yaml", "8184"), ("deploy/k8s/control-plane.yaml", "8183")):
+    for doc in yaml.safe_load_all(open(path)):
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            notes = doc["spec"]["template"]["metadata"]["annotations"]
+            assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/port"] == port, path
 unit = open("deploy/systemd/portico-dp.service").read()
 assert "Type=notify" in unit and "NotifyAccess=all" in unit
 assert "portico-dp --upgrade" in unit and "kill -QUIT" in unit, "reload is the upgrade path"
 print("deploy: manifests, compose file, Dockerfile and systemd unit check out")
 PY
+# The Prometheus scrape config as Prometheus reads it.
+./scripts/setup.sh promtool:prometheus
+promtool check config --syntax-only deploy/prometheus.yml >/dev/null
 # The unit file as systemd parses it (binaries and the env file are not
 # installed here, so they are stood in for); any complaint fails.
 ./scripts/setup.sh systemd-analyze:systemd

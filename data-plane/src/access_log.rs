@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,30 +81,36 @@ fn open(target: &Target) -> Option<Box<dyn Write + Send>> {
     }
 }
 
+/// The writer wakes this often and takes every queued line at once: a
+/// writer woken per line would cost the request path a wake-up (and a
+/// context switch) per request.
+const WAKE_EVERY: Duration = Duration::from_millis(50);
+
 fn write_lines(target: Target, rx: Receiver<String>, reopen: Arc<AtomicBool>) {
-    let mut out = open(&target).map(|w| BufWriter::with_capacity(64 * 1024, w));
+    let mut out = open(&target).map(|w| BufWriter::with_capacity(256 * 1024, w));
     loop {
-        let line = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
+        std::thread::sleep(WAKE_EVERY);
         if reopen.swap(false, Ordering::AcqRel) {
             if let Some(mut old) = out.take() {
                 let _ = old.flush();
             }
-            out = open(&target).map(|w| BufWriter::with_capacity(64 * 1024, w));
+            out = open(&target).map(|w| BufWriter::with_capacity(256 * 1024, w));
         }
-        let Some(w) = out.as_mut() else { continue };
-        if let Some(line) = line {
-            let _ = w.write_all(line.as_bytes());
-            // Whatever else is queued goes in the same write.
-            while let Ok(more) = rx.try_recv() {
-                let _ = w.write_all(more.as_bytes());
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    if let Some(w) = out.as_mut() {
+                        let _ = w.write_all(line.as_bytes());
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
         }
-        if let Err(e) = w.flush() {
-            warn!(error = %e, "access log write failed");
+        if let Some(w) = out.as_mut() {
+            if let Err(e) = w.flush() {
+                warn!(error = %e, "access log write failed");
+            }
         }
     }
 }

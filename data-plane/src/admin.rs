@@ -25,12 +25,12 @@ impl ServeHttp for AdminApp {
         let ready = self.live.ready.load(Ordering::Acquire);
         let version = self.live.version.load(Ordering::Acquire);
         if path == "/metrics" {
-            let body = crate::metrics::scrape(&self.live);
+            let body = crate::metrics::page(&self.live);
             return Response::builder()
                 .status(200)
                 .header("content-type", portico_proto::metrics::content_type())
                 .header("content-length", body.len())
-                .body(body.into_bytes())
+                .body(body.as_bytes().to_vec())
                 .unwrap_or_default();
         }
         let (status, body) = match path {

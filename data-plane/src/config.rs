@@ -60,6 +60,8 @@ pub struct Live {
     pub unrouted: crate::metrics::RouteMetrics,
     /// `--access-log`, when set.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The last `/metrics` page and when it was rendered.
+    pub metrics_page: parking_lot::Mutex<Option<(std::time::Instant, Arc<String>)>>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

@@ -3,7 +3,8 @@
 //! at scrape time, with the table's routes for their labels.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use portico_proto::metrics::{render, AtomicHistogram, Family, Kind};
 
@@ -47,6 +48,24 @@ impl RouteMetrics {
     pub fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A page rendered less than this ago is served again: rendering 10,000
+/// routes costs ~20 ms of CPU, so scrapes in a tight loop cost at most that
+/// per second (and concurrent scrapes wait for one render).
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
+/// The page `GET /metrics` serves: at most [`REUSE_FOR`] old.
+pub fn page(live: &Live) -> Arc<String> {
+    let mut slot = live.metrics_page.lock();
+    if let Some((at, page)) = &*slot {
+        if at.elapsed() < REUSE_FOR {
+            return page.clone();
+        }
+    }
+    let page = Arc::new(scrape(live));
+    *slot = Some((Instant::now(), page.clone()));
+    page
 }
 
 /// The text exposition of every metric, read without stopping traffic.
@@ -105,14 +124,16 @@ pub fn scrape(live: &Live) -> String {
     for route in table.routes() {
         let id = route.spec.route_id.as_str();
         add_route(id, &route.spec.service, &route.runtime.metrics);
-        let backend = route.spec.backend.to_string();
-        let labels = [("route_id", id), ("backend", backend.as_str())];
+        let labels = [("route_id", id), ("backend", &*route.backend_url)];
         let healthy = route
             .backend
             .availability(None, std::time::SystemTime::now())
             == Availability::Ready;
         up.add(&labels, f64::from(u8::from(healthy)));
-        open.add(&labels, f64::from(u8::from(route.backend.breaker_open())));
+        // A route without a breaker cannot have one open.
+        if route.policy.breaker.is_some() {
+            open.add(&labels, f64::from(u8::from(route.backend.breaker_open())));
+        }
     }
     let mut version = Family::new(
         "portico_config_version",
@@ -137,4 +158,47 @@ pub fn scrape(live: &Live) -> String {
     render(vec![
         requests, duration, upstream, up, open, limited, version, connected, dropped,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_lists_every_route_and_pages_are_reused() {
+        let live = Live::default();
+        let specs: Vec<Arc<portico_proto::RouteSpec>> = (0..10_000)
+            .map(|i| {
+                let wire = portico_proto::v1::Route {
+                    route_id: format!("r{i}"),
+                    session_id: "s".into(),
+                    service: "svc".into(),
+                    domains: vec![format!("h{i}.test")],
+                    path: "/".into(),
+                    backend_url: format!("http://127.0.0.1:{}", 1000 + i % 1000),
+                    ..Default::default()
+                };
+                Arc::new(portico_proto::RouteSpec::try_from(&wire).unwrap())
+            })
+            .collect();
+        let table = crate::table::RouteTable::compile(&specs, &live.registry).unwrap();
+        live.table.store(Arc::new(table));
+        let started = std::time::Instant::now();
+        let text = scrape(&live);
+        eprintln!(
+            "scrape of 10,000 routes: {:?}, {} bytes",
+            started.elapsed(),
+            text.len()
+        );
+        assert_eq!(text.matches("portico_backend_up{").count(), 10_000);
+        assert!(
+            !text.contains("portico_circuit_breaker_open{"),
+            "no breaker, no series"
+        );
+        let again = page(&live);
+        assert!(
+            Arc::ptr_eq(&again, &page(&live)),
+            "a page is reused within a second"
+        );
+    }
 }

@@ -125,6 +125,26 @@ fn request_id(req: &RequestHeader) -> String {
     }
 }
 
+/// One access-log line, serialized as a JSON object.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    time: String,
+    client: Option<String>,
+    host: &'a str,
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    upstream: Option<SocketAddr>,
+    upstream_duration_ms: Option<f64>,
+    route_id: Option<&'a str>,
+    service: Option<&'a str>,
+    request_id: &'a str,
+}
+
 /// One access-log line: a JSON object and a newline.
 fn access_line(
     session: &Session,
@@ -135,26 +155,29 @@ fn access_line(
 ) -> String {
     let req = session.req_header();
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    let mut line = serde_json::json!({
-        "time": portico_proto::time::rfc3339_millis(SystemTime::now() - took),
-        "client": session.client_addr().map(|a| a.to_string()),
-        "host": request_host(req).unwrap_or_default(),
-        "method": req.method.as_str(),
-        "path": req.uri.path(),
-        "query": req.uri.query(),
-        "status": status,
-        "bytes_in": bytes_in,
-        "bytes_out": bytes_out,
-        "duration_ms": ms(took),
-        "upstream": ctx.upstream.map(|(a, _)| a.to_string()),
-        "upstream_duration_ms": ctx.upstream_took.map(ms),
-        "route_id": ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
-        "service": ctx.route.as_ref().map(|r| r.spec.service.as_str()),
-        "request_id": ctx.request_id,
-    })
-    .to_string();
-    line.push('\n');
-    line
+    let host = request_host(req).unwrap_or_default();
+    let line = AccessLine {
+        time: portico_proto::time::rfc3339_millis(SystemTime::now() - took),
+        client: session.client_addr().map(|a| a.to_string()),
+        host: &host,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        status,
+        bytes_in,
+        bytes_out,
+        duration_ms: ms(took),
+        upstream: ctx.upstream.map(|(a, _)| a),
+        upstream_duration_ms: ctx.upstream_took.map(ms),
+        route_id: ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
+        service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
+        request_id: &ctx.request_id,
+    };
+    let mut out = Vec::with_capacity(384);
+    // Serializing plain fields into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &line);
+    out.push(b'\n');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The kind of an upstream failure, for `portico_upstream_errors_total`.

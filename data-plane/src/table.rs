@@ -33,6 +33,8 @@ pub struct CompileError {
 /// One route as the proxy serves it: its backend, settings and runtime state.
 pub struct RouteEntry {
     pub spec: Arc<RouteSpec>,
+    /// The backend url as text, for metric labels (made once per table).
+    pub backend_url: Box<str>,
     pub policy: Policy,
     pub drain: Option<Drain>,
     pub maintenance: Option<Option<MaintenanceTarget>>,
@@ -185,6 +187,7 @@ fn compile_entry(spec: &Arc<RouteSpec>, registry: &Registry) -> Result<RouteEntr
     })?;
     let (runtime, backend) = registry.route(&spec.route_id, &spec.backend);
     Ok(RouteEntry {
+        backend_url: spec.backend.to_string().into(),
         policy,
         drain: spec.drain,
         maintenance: spec.maintenance.as_ref().map(|m| {

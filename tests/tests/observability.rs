@@ -148,16 +148,16 @@ fn data_plane_metrics_count_each_request_once_by_class() {
     let r_gone = s.add_route("gone.test", "/", &url);
     s.apply();
     assert_eq!(dp.get("gone.test", "/").status, 502);
-    let text = metrics(dp.admin);
-    assert_eq!(
-        sample(
+    // A page is reused for up to a second.
+    wait_for("the connect error counted", Duration::from_secs(5), || {
+        let text = metrics(dp.admin);
+        (sample(
             &text,
             "portico_upstream_errors_total",
-            &[("route_id", &r_gone), ("kind", "connect")]
-        ),
-        Some(1.0),
-        "{text}"
-    );
+            &[("route_id", &r_gone), ("kind", "connect")],
+        ) == Some(1.0))
+        .then_some(())
+    });
     wait_for("the probe marks it down", Duration::from_secs(40), || {
         let text = metrics(dp.admin);
         (sample(
