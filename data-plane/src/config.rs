@@ -57,7 +57,7 @@ pub struct Live {
     /// Looks backend names up.
     pub dns: crate::dns::Dns,
     /// Requests that matched no route, for `/metrics`.
-    pub unrouted: crate::metrics::RouteMetrics,
+    pub unrouted: crate::route_metrics::RouteMetrics,
     /// `--access-log`, when set.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The last `/metrics` page and when it was rendered.

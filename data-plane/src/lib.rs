@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod policy;
 pub mod proxy;
 pub mod request_checks;
+pub mod route_metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod sync;

@@ -1,54 +1,16 @@
 //! The data plane's Prometheus metrics (`GET /metrics` on the admin
-//! listener): per-route atomics counted on the request path and read here,
-//! at scrape time, with the table's routes for their labels.
+//! listener): the per-route atomics of `route_metrics.rs`, read at scrape
+//! time with the table's routes for their labels.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico_proto::metrics::{render, AtomicHistogram, Family, Kind};
+use portico_proto::metrics::{render, Family, Kind};
 
 use crate::config::Live;
+use crate::route_metrics::{RouteMetrics, CODES, KINDS};
 use crate::runtime::Availability;
-
-const CODES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-
-/// Why an upstream attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    Connect = 0,
-    Timeout = 1,
-    Reset = 2,
-}
-
-const KINDS: [&str; 3] = ["connect", "timeout", "reset"];
-
-/// One route's counters since the data plane started.
-#[derive(Debug, Default)]
-pub struct RouteMetrics {
-    /// By status class; 1xx (websocket upgrades) count as 2xx.
-    codes: [AtomicU64; 4],
-    duration: AtomicHistogram,
-    upstream_errors: [AtomicU64; 3],
-    rate_limited: AtomicU64,
-}
-
-impl RouteMetrics {
-    /// A request answered with `status` after `took`.
-    pub fn request(&self, status: u16, took: Duration) {
-        let class = (status / 100).clamp(2, 5) as usize - 2;
-        self.codes[class].fetch_add(1, Ordering::Relaxed);
-        self.duration.observe(took.as_secs_f64());
-    }
-
-    pub fn upstream_error(&self, kind: UpstreamError) {
-        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// A page rendered less than this ago is served again: rendering 10,000
 /// routes costs ~20 ms of CPU, so scrapes in a tight loop cost at most that

@@ -17,7 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
 use crate::config::Live;
-use crate::metrics::UpstreamError;
+use crate::route_metrics::UpstreamError;
 use crate::runtime::Endpoint;
 use crate::table::{Choice, Pool, RouteEntry};
 

@@ -55,7 +55,7 @@ pub struct RouteRuntime {
     counters: Mutex<Option<Box<v1::RouteStats>>>,
     limiter: Mutex<Option<Arc<Limiter>>>,
     /// Totals since start, for `/metrics`.
-    pub metrics: crate::metrics::RouteMetrics,
+    pub metrics: crate::route_metrics::RouteMetrics,
 }
 
 impl RouteRuntime {
