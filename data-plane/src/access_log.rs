@@ -68,17 +68,20 @@ impl AccessLog {
     }
 }
 
-fn open(target: &Target) -> Option<Box<dyn Write + Send>> {
-    match target {
-        Target::Stdout => Some(Box::new(std::io::stdout())),
+type Out = BufWriter<Box<dyn Write + Send>>;
+
+fn open(target: &Target) -> Option<Out> {
+    let sink: Box<dyn Write + Send> = match target {
+        Target::Stdout => Box::new(std::io::stdout()),
         Target::File(path) => match OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Some(Box::new(f) as Box<dyn Write + Send>),
+            Ok(f) => Box::new(f),
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "cannot open the access log; lines are dropped until SIGHUP");
-                None
+                return None;
             }
         },
-    }
+    };
+    Some(BufWriter::with_capacity(256 * 1024, sink))
 }
 
 /// The writer wakes this often and takes every queued line at once: a
@@ -87,14 +90,14 @@ fn open(target: &Target) -> Option<Box<dyn Write + Send>> {
 const WAKE_EVERY: Duration = Duration::from_millis(50);
 
 fn write_lines(target: Target, rx: Receiver<String>, reopen: Arc<AtomicBool>) {
-    let mut out = open(&target).map(|w| BufWriter::with_capacity(256 * 1024, w));
+    let mut out = open(&target);
     loop {
         std::thread::sleep(WAKE_EVERY);
         if reopen.swap(false, Ordering::AcqRel) {
             if let Some(mut old) = out.take() {
                 let _ = old.flush();
             }
-            out = open(&target).map(|w| BufWriter::with_capacity(256 * 1024, w));
+            out = open(&target);
         }
         loop {
             match rx.try_recv() {

@@ -173,11 +173,10 @@ fn access_line(
         service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
         request_id: &ctx.request_id,
     };
-    let mut out = Vec::with_capacity(384);
-    // Serializing plain fields into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &line);
-    out.push(b'\n');
-    String::from_utf8(out).unwrap_or_default()
+    // Serializing plain fields cannot fail.
+    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// The kind of an upstream failure, for `portico_upstream_errors_total`.
