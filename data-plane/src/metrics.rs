@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico_proto::metrics::{render, Family, Kind};
+use portico_proto::metrics::{render_into, Family, Kind};
 
 use crate::config::Live;
 use crate::route_metrics::{RouteMetrics, CODES, KINDS};
@@ -25,13 +25,15 @@ pub fn page(live: &Live) -> Arc<String> {
             return page.clone();
         }
     }
-    let page = Arc::new(scrape(live));
+    let last = slot.as_ref().map_or(0, |(_, page)| page.len());
+    let page = Arc::new(scrape(live, last + last / 8));
     *slot = Some((Instant::now(), page.clone()));
     page
 }
 
-/// The text exposition of every metric, read without stopping traffic.
-pub fn scrape(live: &Live) -> String {
+/// The text exposition of every metric, read without stopping traffic;
+/// `capacity` is a guess of its length.
+pub fn scrape(live: &Live, capacity: usize) -> String {
     let mut requests = Family::new(
         "portico_requests_total",
         "Requests proxied or answered, by route and status class.",
@@ -82,15 +84,13 @@ pub fn scrape(live: &Live) -> String {
         }
     };
     add_route("", "", &live.unrouted);
+    let now = std::time::SystemTime::now();
     let table = live.table.load();
     for route in table.routes() {
         let id = route.spec.route_id.as_str();
         add_route(id, &route.spec.service, &route.runtime.metrics);
         let labels = [("route_id", id), ("backend", &*route.backend_url)];
-        let healthy = route
-            .backend
-            .availability(None, std::time::SystemTime::now())
-            == Availability::Ready;
+        let healthy = route.backend.availability(None, now) == Availability::Ready;
         up.add(&labels, f64::from(u8::from(healthy)));
         // A route without a breaker cannot have one open.
         if route.policy.breaker.is_some() {
@@ -117,9 +117,14 @@ pub fn scrape(live: &Live) -> String {
     if let Some(log) = &live.access_log {
         dropped.add(&[], log.dropped() as f64);
     }
-    render(vec![
-        requests, duration, upstream, up, open, limited, version, connected, dropped,
-    ])
+    let mut page = String::with_capacity(capacity);
+    render_into(
+        vec![
+            requests, duration, upstream, up, open, limited, version, connected, dropped,
+        ],
+        &mut page,
+    );
+    page
 }
 
 #[cfg(test)]
@@ -146,7 +151,7 @@ mod tests {
         let table = crate::table::RouteTable::compile(&specs, &live.registry).unwrap();
         live.table.store(Arc::new(table));
         let started = std::time::Instant::now();
-        let text = scrape(&live);
+        let text = scrape(&live, 0);
         eprintln!(
             "scrape of 10,000 routes: {:?}, {} bytes",
             started.elapsed(),

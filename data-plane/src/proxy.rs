@@ -16,6 +16,7 @@ use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
+use crate::access_log::AccessLog;
 use crate::config::Live;
 use crate::route_metrics::UpstreamError;
 use crate::runtime::Endpoint;
@@ -125,11 +126,22 @@ fn request_id(req: &RequestHeader) -> String {
     }
 }
 
+/// A value written into the access log as its `Display` text, without
+/// building a `String` first.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 /// One access-log line, serialized as a JSON object.
 #[derive(serde::Serialize)]
-struct AccessLine<'a> {
-    time: String,
-    client: Option<String>,
+#[serde(bound(serialize = "Time: std::fmt::Display"))]
+struct AccessLine<'a, Time: std::fmt::Display> {
+    time: Shown<Time>,
+    client: Option<Shown<&'a pingora::protocols::l4::socket::SocketAddr>>,
     host: &'a str,
     method: &'a str,
     path: &'a str,
@@ -145,20 +157,23 @@ struct AccessLine<'a> {
     request_id: &'a str,
 }
 
-/// One access-log line: a JSON object and a newline.
-fn access_line(
+/// Writes one access-log line.
+fn log_access(
+    log: &AccessLog,
     session: &Session,
     ctx: &RequestCtx,
     status: Option<u16>,
     took: Duration,
     (bytes_in, bytes_out): (u64, u64),
-) -> String {
+) {
     let req = session.req_header();
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let host = request_host(req).unwrap_or_default();
     let line = AccessLine {
-        time: portico_proto::time::rfc3339_millis(SystemTime::now() - took),
-        client: session.client_addr().map(|a| a.to_string()),
+        time: Shown(portico_proto::time::rfc3339_millis_display(
+            SystemTime::now() - took,
+        )),
+        client: session.client_addr().map(Shown),
         host: &host,
         method: req.method.as_str(),
         path: req.uri.path(),
@@ -173,10 +188,7 @@ fn access_line(
         service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
         request_id: &ctx.request_id,
     };
-    // Serializing plain fields cannot fail.
-    let mut text = serde_json::to_string(&line).unwrap_or_default();
-    text.push('\n');
-    text
+    log.write(&line);
 }
 
 /// The kind of an upstream failure, for `portico_upstream_errors_total`.
@@ -665,7 +677,7 @@ impl ProxyHttp for Proxy {
                 .record(status, took.as_secs_f64() * 1000.0, sent, read);
         }
         if let Some(log) = &self.live.access_log {
-            log.write(access_line(session, ctx, status, took, (read, sent)));
+            log_access(log, session, ctx, status, took, (read, sent));
         }
     }
 }

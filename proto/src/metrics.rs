@@ -127,18 +127,25 @@ impl Family {
 }
 
 /// The text exposition of `families` (those without samples left out) and
-/// of the process's own metrics (CPU, resident memory, open files).
-pub fn render(families: Vec<Family>) -> String {
+/// of the process's own metrics (CPU, resident memory, open files), written
+/// into `out` (given with the capacity the last page needed, a large page
+/// is not copied over and over as it grows).
+pub fn render_into(families: Vec<Family>, out: &mut String) {
     let mut all: Vec<MetricFamily> = families
         .into_iter()
         .map(|f| f.0)
         .filter(|f| !f.get_metric().is_empty())
         .collect();
     all.extend(prometheus::process_collector::ProcessCollector::for_self().collect());
-    let mut out = String::new();
-    if let Err(e) = TextEncoder::new().encode_utf8(&all, &mut out) {
-        out = format!("# metrics could not be encoded: {e}\n");
+    if let Err(e) = TextEncoder::new().encode_utf8(&all, out) {
+        *out = format!("# metrics could not be encoded: {e}\n");
     }
+}
+
+/// [`render_into`] a new string.
+pub fn render(families: Vec<Family>) -> String {
+    let mut out = String::new();
+    render_into(families, &mut out);
     out
 }
 

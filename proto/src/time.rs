@@ -21,7 +21,12 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// RFC 3339 in UTC, to the millisecond: for logs.
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339_millis_display(t).to_string()
+}
+
+/// The same text, written where it is displayed (no `String` of its own).
+pub fn rfc3339_millis_display(t: SystemTime) -> impl std::fmt::Display {
+    humantime::format_rfc3339_millis(t)
 }
 
 #[cfg(test)]

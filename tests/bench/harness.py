@@ -171,11 +171,13 @@ def oha(url, secs, rate, host=HOST):
 
 # --- scenarios ---------------------------------------------------------------
 
-def interleaved(rounds, names, run):
-    """Runs run(name) for each name, round after round; returns {name: [results]}."""
+def interleaved(rounds, names, run, mirrored=False):
+    """Runs run(name) for each name, round after round; returns {name: [results]}.
+    mirrored runs every other round backwards (A B B A ...), so a drift over the
+    run does not always favour the name that comes first."""
     out = {n: [] for n in names}
     for r in range(rounds):
-        for n in names:
+        for n in (names[::-1] if mirrored and r % 2 else names):
             out[n].append(run(n))
             log("  round %d %s: %s" % (r + 1, n, fmt_result(out[n][-1])))
     return out
