@@ -18,7 +18,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use pingora::time::fast_timeout::{fast_sleep, fast_timeout};
 use tokio::io::{AsyncRead, ReadBuf};
 use tracing::warn;
 
@@ -138,6 +137,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        crate::allocator::ensure_worker_housekeeping();
         let _slot = self.admit()?;
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // HTTP/2 multiplexes its own streams; Pingora runs it.
@@ -207,7 +207,7 @@ async fn next_request(
         let mut byte = [0u8; 1];
         let arrived = tokio::select! {
             biased;
-            peeked = fast_timeout(limit, stream.try_peek(&mut byte)) => matches!(peeked, Ok(Ok(true))),
+            peeked = tokio::time::timeout(limit, stream.try_peek(&mut byte)) => matches!(peeked, Ok(Ok(true))),
             _ = stopping => false,
         };
         return arrived.then_some((stream, false));
@@ -215,7 +215,7 @@ async fn next_request(
     let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
     let head_whole = tokio::select! {
         biased;
-        read = fast_timeout(limit, FirstBytes(&mut tcp)) => read.ok()??,
+        read = tokio::time::timeout(limit, FirstBytes(&mut tcp)) => read.ok()??,
         _ = stopping => return None,
     };
     Some((tcp as Stream, head_whole))
@@ -257,7 +257,7 @@ async fn within_head_deadline<F: Future>(limit: Duration, request: F) -> Option<
             tokio::select! {
                 biased;
                 done = &mut request => return Some(done),
-                _ = fast_sleep(limit) => {}
+                _ = tokio::time::sleep(limit) => {}
             }
             if HEAD_READ.with(Cell::get) {
                 Some(request.await)

@@ -76,6 +76,11 @@ struct Args {
     /// or from the first byte of a later request), else it is closed.
     #[arg(long, env = "PORTICO_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
+    /// A pooled backend connection unused for this long is closed, so the
+    /// backend connections a burst opened (each with Pingora's 64 KiB read
+    /// buffer) do not outlive it.
+    #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    upstream_idle_timeout: Duration,
     /// Client connections beyond this are closed at accept; default half
     /// the open-file limit, leaving the rest for backend connections.
     #[arg(long, env = "PORTICO_MAX_CLIENT_CONNECTIONS")]
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    allocator::no_huge_pages();
     let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
     let threads = args
         .threads
@@ -216,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let open_files = raise_open_files_limit();
-    allocator::start_collector(live.connections.clone())
+    allocator::start_collector(live.connections.clone(), args.upstream_idle_timeout)
         .context("starting the memory collector")?;
     let limits = ConnLimits {
         keepalive: args.keepalive_timeout,
@@ -235,6 +241,7 @@ fn main() -> anyhow::Result<()> {
                     count: args.max_request_headers,
                     bytes: args.max_request_header_bytes,
                 },
+                upstream_idle: args.upstream_idle_timeout,
             },
         ),
         limits,

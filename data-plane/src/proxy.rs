@@ -25,6 +25,8 @@ use crate::table::{Choice, Pool, RouteEntry};
 pub struct Proxy {
     pub live: Arc<Live>,
     pub head_limits: crate::request_checks::HeadLimits,
+    /// How long a backend connection waits in the pool for reuse.
+    pub upstream_idle: Duration,
 }
 
 /// Where this request is going.
@@ -522,6 +524,7 @@ impl ProxyHttp for Proxy {
         peer.options.connection_timeout = route.policy.connect_timeout;
         peer.options.total_connection_timeout = route.policy.connect_timeout;
         peer.options.read_timeout = route.policy.timeout;
+        peer.options.idle_timeout = Some(self.upstream_idle);
         if route.policy.http2 {
             // Over TLS, ALPN negotiates h2 (falling back to HTTP/1.1); over
             // plain TCP there is no negotiation, so h2 is spoken outright (h2c).

@@ -27,6 +27,42 @@ struct Behaviour {
     status: AtomicU16,
     delay_ms: AtomicU64,
     per_path: Mutex<HashMap<String, u64>>,
+    /// By the path of a connection's first request: connections accepted
+    /// and connections still open.
+    conns_by_first_path: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+/// A connection counted open under its first request's path until dropped.
+struct OpenConn<'a> {
+    behaviour: &'a Behaviour,
+    path: String,
+}
+
+impl<'a> OpenConn<'a> {
+    fn new(behaviour: &'a Behaviour, path: &str) -> OpenConn<'a> {
+        let mut conns = behaviour.conns_by_first_path.lock().unwrap();
+        let counts = conns.entry(path.to_string()).or_default();
+        counts.0 += 1;
+        counts.1 += 1;
+        OpenConn {
+            behaviour,
+            path: path.to_string(),
+        }
+    }
+}
+
+impl Drop for OpenConn<'_> {
+    fn drop(&mut self) {
+        if let Some(counts) = self
+            .behaviour
+            .conns_by_first_path
+            .lock()
+            .unwrap()
+            .get_mut(&self.path)
+        {
+            counts.1 -= 1;
+        }
+    }
 }
 
 impl FakeBackend {
@@ -127,6 +163,18 @@ impl FakeBackend {
             .unwrap_or(0)
     }
 
+    /// Connections whose first request was for `path`: how many were
+    /// accepted, and how many are still open (closed by the peer or not).
+    pub fn connections_for(&self, path: &str) -> (u64, u64) {
+        self.behaviour
+            .conns_by_first_path
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// The status every path but `/health` answers from now on.
     pub fn set_status(&self, status: u16) {
         self.behaviour.status.store(status, Ordering::Release);
@@ -163,6 +211,7 @@ fn serve<S: Read + Write>(
     behaviour: &Behaviour,
 ) {
     let mut reader = BufReader::new(stream);
+    let mut open: Option<OpenConn> = None;
     loop {
         let mut head = String::new();
         loop {
@@ -178,6 +227,7 @@ fn serve<S: Read + Write>(
         }
         let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let health = path == "/health";
+        open.get_or_insert_with(|| OpenConn::new(behaviour, &path));
         *behaviour
             .per_path
             .lock()

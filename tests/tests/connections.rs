@@ -145,6 +145,41 @@ fn connections_beyond_the_limit_are_closed_at_accept_and_the_others_keep_working
     });
 }
 
+/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pooled_backend_connection_is_reused_then_closed_after_the_upstream_idle_timeout() {
+    let (_cp, dp, backend) = setup(&["--upstream-idle-timeout", "1s"]);
+    let get = |path: &str| {
+        let got = http_get(dp.proxy, "app.conns.test", path).expect("an answer");
+        assert_eq!(got.status, 200, "{path}: {}", got.body);
+    };
+    get("/pooled");
+    get("/pooled-again");
+    assert_eq!(
+        backend.connections_for("/pooled"),
+        (1, 1),
+        "the second request reused the pooled connection"
+    );
+    assert_eq!(backend.connections_for("/pooled-again"), (0, 0));
+    wait_until("the idle pooled connection closed", || {
+        backend.connections_for("/pooled") == (1, 0)
+    });
+    get("/after-idle");
+    assert_eq!(
+        backend.connections_for("/after-idle").0,
+        1,
+        "a new backend connection after the pooled one was closed"
+    );
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
