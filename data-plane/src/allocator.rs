@@ -4,10 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::connections::ConnCounts;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,12 +38,15 @@ fn collect() {
 }
 
 /// Starts a thread that, when at least `BURST` client connections opened or
-/// closed since it last looked, has mimalloc hand free memory back, and
+/// closed since it last looked (`swing`, which it calls every 2 s), has mimalloc hand free memory back, and
 /// once more `pool_idle` later, when the backend connections the burst
 /// pooled have been closed. Collecting unconditionally every 2 s cost 3 %
 /// of the throughput (the pages it returns are faulted back in under load),
 /// and purging on every free 25 %.
-pub fn start_collector(connections: Arc<ConnCounts>, pool_idle: Duration) -> std::io::Result<()> {
+pub fn start_collector(
+    swing: impl Fn() -> usize + Send + 'static,
+    pool_idle: Duration,
+) -> std::io::Result<()> {
     let ask = || {
         DUE.fetch_add(1, Ordering::AcqRel);
         collect();
@@ -57,7 +57,7 @@ pub fn start_collector(connections: Arc<ConnCounts>, pool_idle: Duration) -> std
             let mut again: Option<Instant> = None;
             loop {
                 std::thread::sleep(EVERY);
-                if connections.swing() >= BURST {
+                if swing() >= BURST {
                     ask();
                     again = Some(Instant::now() + pool_idle + EVERY);
                 } else if again.is_some_and(|at| at <= Instant::now()) {

@@ -222,7 +222,8 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let open_files = raise_open_files_limit();
-    allocator::start_collector(live.connections.clone(), args.upstream_idle_timeout)
+    let counts = live.connections.clone();
+    allocator::start_collector(move || counts.swing(), args.upstream_idle_timeout)
         .context("starting the memory collector")?;
     let limits = ConnLimits {
         keepalive: args.keepalive_timeout,
