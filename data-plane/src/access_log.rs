@@ -127,6 +127,10 @@ fn open(target: &Target) -> Option<Out> {
 /// context switch) per request.
 const WAKE_EVERY: Duration = Duration::from_millis(50);
 
+/// A batch buffer grown past this (the writer fell behind) is shrunk back
+/// once written, so a stall does not keep its memory for good.
+const KEEP_BYTES: usize = 4 << 20;
+
 fn write_lines(target: Target, log: Weak<AccessLog>) {
     let mut out = open(&target);
     let mut taken = Vec::new();
@@ -145,6 +149,9 @@ fn write_lines(target: Target, log: Weak<AccessLog>) {
             if let Err(e) = w.write_all(&taken).and_then(|()| w.flush()) {
                 warn!(error = %e, "access log write failed");
             }
+        }
+        if taken.capacity() > KEEP_BYTES {
+            taken = Vec::new();
         }
     }
 }

@@ -38,9 +38,9 @@ fn collect() {
 }
 
 /// Starts a thread that, when at least `BURST` client connections opened or
-/// closed since it last looked (`swing`, which it calls every 2 s), has mimalloc hand free memory back, and
-/// once more `pool_idle` later, when the backend connections the burst
-/// pooled have been closed. Collecting unconditionally every 2 s cost 3 %
+/// closed since it last looked (`swing`, called every 2 s), has mimalloc
+/// hand free memory back, and once more `pool_idle` later, when the backend
+/// connections the burst pooled have been closed. Collecting unconditionally every 2 s cost 3 %
 /// of the throughput (the pages it returns are faulted back in under load),
 /// and purging on every free 25 %.
 pub fn start_collector(
