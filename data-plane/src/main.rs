@@ -134,9 +134,7 @@ fn main() -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let listen = concrete_addr(&args.listen, args.upgrade).context("proxy listen address")?;
-    let admin_listen =
-        concrete_addr(&args.admin_listen, args.upgrade).context("admin listen address")?;
+    let (listen, admin_listen) = concrete_addrs(&args.listen, &args.admin_listen, args.upgrade)?;
 
     if let Some(path) = &args.upstream_ca {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -349,21 +347,36 @@ fn parse_resolver(raw: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid resolver address \"{raw}\": expected IP or IP:PORT"))
 }
 
-/// Resolves an address; port 0 becomes a free port chosen now, because
-/// Pingora binds later and does not report the port it got. An upgrade takes
-/// sockets over by address, so it needs the real ones.
-fn concrete_addr(raw: &str, upgrade: bool) -> anyhow::Result<SocketAddr> {
+/// Resolves the proxy and admin addresses; port 0 becomes a free port chosen
+/// now, because Pingora binds later and does not report the port it got.
+/// Both ports are held until both are chosen: released one by one, the
+/// second could get the port the first just gave back, and Pingora would
+/// then bind both listeners to it (seen once in CI: proxy requests answered
+/// by the admin listener).
+fn concrete_addrs(
+    proxy: &str,
+    admin: &str,
+    upgrade: bool,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let (proxy, _held) = concrete_addr(proxy, upgrade).context("proxy listen address")?;
+    let (admin, _also_held) = concrete_addr(admin, upgrade).context("admin listen address")?;
+    Ok((proxy, admin))
+}
+
+/// One address, and for port 0 the listener holding the port chosen. An
+/// upgrade takes sockets over by address, so it needs the real ones.
+fn concrete_addr(raw: &str, upgrade: bool) -> anyhow::Result<(SocketAddr, Option<TcpListener>)> {
     let addr: SocketAddr = raw
         .parse()
         .with_context(|| format!("invalid address {raw}"))?;
     if addr.port() != 0 {
-        return Ok(addr);
+        return Ok((addr, None));
     }
     if upgrade {
         anyhow::bail!("--upgrade needs the running process's addresses, not port 0 ({raw})");
     }
     let probe = TcpListener::bind(addr).with_context(|| format!("binding {raw}"))?;
-    Ok(probe.local_addr()?)
+    Ok((probe.local_addr()?, Some(probe)))
 }
 
 fn default_node_id() -> String {
@@ -374,4 +387,17 @@ fn default_node_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "portico-dp".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_the_proxy_and_the_admin_listener_different_ports() {
+        for _ in 0..500 {
+            let (proxy, admin) = concrete_addrs("127.0.0.1:0", "127.0.0.1:0", false).unwrap();
+            assert_ne!(proxy.port(), admin.port());
+        }
+    }
 }
