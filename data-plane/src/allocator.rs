@@ -31,26 +31,18 @@ pub fn no_huge_pages() {
 /// Collections asked of the workers so far.
 static DUE: AtomicU64 = AtomicU64::new(0);
 
-fn collect() {
-    // SAFETY: mi_collect only walks the calling thread's own heap and
-    // mimalloc's shared structures.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// Starts a thread that, when at least `BURST` client connections opened or
-/// closed since it last looked (`swing`, called every 2 s), has mimalloc
-/// hand free memory back, and once more `pool_idle` later, when the backend
-/// connections the burst pooled have been closed. Collecting unconditionally every 2 s cost 3 %
+/// Starts a thread that asks the workers to collect (see
+/// [`ensure_worker_housekeeping`]) when at least `BURST` client connections
+/// opened or closed since it last looked (`swing`, called every 2 s), and
+/// once more `pool_idle` later, when the backend connections the burst
+/// pooled have been closed. Collecting unconditionally every 2 s cost 3 %
 /// of the throughput (the pages it returns are faulted back in under load),
 /// and purging on every free 25 %.
 pub fn start_collector(
     swing: impl Fn() -> usize + Send + 'static,
     pool_idle: Duration,
 ) -> std::io::Result<()> {
-    let ask = || {
-        DUE.fetch_add(1, Ordering::AcqRel);
-        collect();
-    };
+    let ask = || DUE.fetch_add(1, Ordering::AcqRel);
     std::thread::Builder::new()
         .name("portico-mem".into())
         .spawn(move || {
@@ -90,7 +82,10 @@ pub fn ensure_worker_housekeeping() {
             let due = DUE.load(Ordering::Acquire);
             if due != seen {
                 seen = due;
-                collect();
+                // SAFETY: mi_collect only walks the calling thread's own
+                // heap and mimalloc's shared structures (its arenas, which
+                // a forced collect also purges).
+                unsafe { libmimalloc_sys::mi_collect(true) };
             }
         }
     });

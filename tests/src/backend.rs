@@ -26,10 +26,17 @@ pub struct FakeBackend {
 struct Behaviour {
     status: AtomicU16,
     delay_ms: AtomicU64,
-    per_path: Mutex<HashMap<String, u64>>,
-    /// By the path of a connection's first request: connections accepted
-    /// and connections still open.
-    conns_by_first_path: Mutex<HashMap<String, (u64, u64)>>,
+    per_path: Mutex<HashMap<String, PathCounts>>,
+}
+
+/// What one path saw.
+#[derive(Default, Clone, Copy)]
+struct PathCounts {
+    requests: u64,
+    /// Connections whose first request was for the path: accepted, and
+    /// still open.
+    connections: u64,
+    open: u64,
 }
 
 /// A connection counted open under its first request's path until dropped.
@@ -40,10 +47,10 @@ struct OpenConn<'a> {
 
 impl<'a> OpenConn<'a> {
     fn new(behaviour: &'a Behaviour, path: &str) -> OpenConn<'a> {
-        let mut conns = behaviour.conns_by_first_path.lock().unwrap();
-        let counts = conns.entry(path.to_string()).or_default();
-        counts.0 += 1;
-        counts.1 += 1;
+        let mut paths = behaviour.per_path.lock().unwrap();
+        let counts = paths.entry(path.to_string()).or_default();
+        counts.connections += 1;
+        counts.open += 1;
         OpenConn {
             behaviour,
             path: path.to_string(),
@@ -53,14 +60,8 @@ impl<'a> OpenConn<'a> {
 
 impl Drop for OpenConn<'_> {
     fn drop(&mut self) {
-        if let Some(counts) = self
-            .behaviour
-            .conns_by_first_path
-            .lock()
-            .unwrap()
-            .get_mut(&self.path)
-        {
-            counts.1 -= 1;
+        if let Some(counts) = self.behaviour.per_path.lock().unwrap().get_mut(&self.path) {
+            counts.open -= 1;
         }
     }
 }
@@ -154,20 +155,19 @@ impl FakeBackend {
 
     /// Requests seen for one path (probes use `/` or `/health`).
     pub fn hits_for(&self, path: &str) -> u64 {
-        self.behaviour
-            .per_path
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.counts_for(path).requests
     }
 
     /// Connections whose first request was for `path`: how many were
     /// accepted, and how many are still open (closed by the peer or not).
     pub fn connections_for(&self, path: &str) -> (u64, u64) {
+        let counts = self.counts_for(path);
+        (counts.connections, counts.open)
+    }
+
+    fn counts_for(&self, path: &str) -> PathCounts {
         self.behaviour
-            .conns_by_first_path
+            .per_path
             .lock()
             .unwrap()
             .get(path)
@@ -228,12 +228,13 @@ fn serve<S: Read + Write>(
         let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let health = path == "/health";
         open.get_or_insert_with(|| OpenConn::new(behaviour, &path));
-        *behaviour
+        behaviour
             .per_path
             .lock()
             .unwrap()
             .entry(path.clone())
-            .or_default() += 1;
+            .or_default()
+            .requests += 1;
         hits.fetch_add(1, Ordering::AcqRel);
         *last.lock().unwrap() = head;
         let (status, delay) = if health {
