@@ -195,6 +195,10 @@ fn main() -> anyhow::Result<()> {
     // time); Pingora then only winds down what is left.
     let conf = ServerConf {
         threads,
+        // One event loop per worker thread, as nginx and HAProxy run: with one
+        // thread, tokio's work-stealing scheduler cost 9 % of throughput and
+        // a third more p99 (docs/BENCHMARKS.md, "Where the time goes").
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ca_file: args.upstream_ca.as_ref().map(|p| p.display().to_string()),

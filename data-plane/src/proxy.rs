@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
@@ -49,7 +50,7 @@ pub struct RequestCtx {
     /// Why the request is refused before routing, with its status, if it is.
     refused: Option<(u16, &'static str)>,
     /// Sent to the backend and back to the client as `X-Request-Id`.
-    request_id: String,
+    request_id: HeaderValue,
     /// The address dialled last, when the upstream was tried, and how long
     /// until its response head came.
     upstream: Option<(SocketAddr, Instant)>,
@@ -111,20 +112,26 @@ const MAINTENANCE_PAGE: &str = "<!doctype html><html><head><title>Down for maint
 <body><h1>Down for maintenance</h1><p>This service is being updated. Please try again shortly.</p></body></html>\n";
 
 /// The client's `X-Request-Id` when it is sane (1–128 of `A-Z a-z 0-9 - _ . : +`),
-/// otherwise a new random one.
-fn request_id(req: &RequestHeader) -> String {
-    let given = req
-        .headers
-        .get("x-request-id")
-        .map(|v| v.as_bytes())
-        .filter(|v| {
-            (1..=128).contains(&v.len())
-                && v.iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(b))
-        });
+/// otherwise a new random one. One value, shared by the request to the
+/// backend and the response: cloning it copies no bytes.
+fn request_id(req: &RequestHeader) -> HeaderValue {
+    let given = req.headers.get("x-request-id").filter(|v| {
+        (1..=128).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(b))
+    });
     match given {
-        Some(v) => String::from_utf8_lossy(v).into_owned(),
-        None => format!("{:032x}", rand::random::<u128>()),
+        Some(v) => v.clone(),
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = rand::random::<u128>();
+            let hex: [u8; 32] = std::array::from_fn(|i| HEX[(n >> (124 - 4 * i)) as usize & 0xf]);
+            // An owner-backed `Bytes` is reference-counted from the start,
+            // so the two clones allocate nothing.
+            HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
+                .expect("hex digits are a valid header value")
+        }
     }
 }
 
@@ -188,7 +195,7 @@ fn log_access(
         upstream_duration_ms: ctx.upstream_took.map(ms),
         route_id: ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
         service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id.to_str().unwrap_or_default(),
     };
     log.write(&line);
 }
@@ -374,7 +381,7 @@ impl ProxyHttp for Proxy {
             tried: Vec::new(),
             retries_left: 0,
             refused: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             upstream: None,
             upstream_took: None,
             _in_flight: self.live.lifecycle.enter(),
@@ -543,23 +550,27 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            let forwarded = match upstream
+            use std::fmt::Write;
+            let prior = upstream
                 .headers
                 .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip.to_string(),
-            };
+                .and_then(|v| v.to_str().ok());
+            // Sized once: an address is at most 39 characters.
+            let mut forwarded = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+            if let Some(prior) = prior {
+                forwarded.push_str(prior);
+                forwarded.push_str(", ");
+            }
+            let _ = write!(forwarded, "{ip}");
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         Ok(())
     }
 
@@ -575,7 +586,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if ctx.upstream.is_some() {
-            response.insert_header("x-request-id", ctx.request_id.as_str())?;
+            response.insert_header("x-request-id", ctx.request_id.clone())?;
         }
         Ok(())
     }
@@ -682,5 +693,39 @@ impl ProxyHttp for Proxy {
         if let Some(log) = &self.live.access_log {
             log_access(log, session, ctx, status, took, (read, sent));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(id: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(id) = id {
+            req.insert_header("x-request-id", id).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_any_other_is_replaced_by_32_hex_digits() {
+        assert_eq!(request_id(&head(Some("abc-1.2:3+_"))), "abc-1.2:3+_");
+        let made = [
+            request_id(&head(None)),
+            request_id(&head(Some("has space"))),
+        ];
+        for id in &made {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 32, "{text}");
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert_ne!(made[0], made[1]);
+        assert_ne!(
+            request_id(&head(Some(&"a".repeat(129)))),
+            "a".repeat(129).as_str()
+        );
     }
 }
