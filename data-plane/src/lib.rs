@@ -20,6 +20,7 @@ pub mod policy;
 pub mod proxy;
 pub mod request_checks;
 pub mod route_metrics;
+pub mod route_window;
 pub mod runtime;
 pub mod shutdown;
 pub mod sync;

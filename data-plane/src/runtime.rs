@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pingora_limits::rate::Rate;
-use portico_proto::{histogram, v1, BackendUrl};
+use portico_proto::{v1, BackendUrl};
 
 use crate::breaker::{Breaker, BreakerSpec, State};
 use crate::names::Name;
@@ -50,9 +50,9 @@ impl Limiter {
 
 #[derive(Default)]
 pub struct RouteRuntime {
-    /// Counters since the last telemetry report, in their wire form; boxed
-    /// on the first request so idle routes stay small.
-    counters: Mutex<Option<Box<v1::RouteStats>>>,
+    /// Counters since the last telemetry report; boxed on the first
+    /// request so idle routes stay small.
+    counters: Mutex<Option<Box<crate::route_window::Window>>>,
     limiter: Mutex<Option<Arc<Limiter>>>,
     /// Totals since start, for `/metrics`.
     pub metrics: crate::route_metrics::RouteMetrics,
@@ -60,21 +60,10 @@ pub struct RouteRuntime {
 
 impl RouteRuntime {
     pub fn record(&self, status: Option<u16>, latency_ms: f64, sent: u64, received: u64) {
-        let mut guard = self.counters.lock();
-        let c = guard.get_or_insert_with(Default::default);
-        c.requests += 1;
-        if status.is_none_or(|s| s >= 500) {
-            c.errors += 1;
-        }
-        if let Some(s) = status {
-            *c.status_codes.entry(u32::from(s)).or_default() += 1;
-        }
-        c.bytes_sent += sent;
-        c.bytes_received += received;
-        c.latency_sum_ms += latency_ms;
-        *c.latency_buckets
-            .entry(histogram::bucket(latency_ms) as u32)
-            .or_default() += 1;
+        self.counters
+            .lock()
+            .get_or_insert_with(Default::default)
+            .record(status, latency_ms, sent, received);
     }
 
     /// The limiter for this spec, kept while the spec stays the same.
@@ -90,22 +79,9 @@ impl RouteRuntime {
         }
     }
 
-    /// Takes the counters since the last call, if there was traffic. The
-    /// counters start again at zero with room for as many distinct codes and
-    /// buckets, so a busy route's requests do not allocate.
+    /// Takes the counters since the last call, if there was traffic.
     fn take(&self, route_id: &str) -> Option<v1::RouteStats> {
-        let mut guard = self.counters.lock();
-        let c = guard.as_mut().filter(|c| c.requests > 0)?;
-        let fresh = v1::RouteStats {
-            status_codes: HashMap::with_capacity(c.status_codes.len()),
-            latency_buckets: HashMap::with_capacity(c.latency_buckets.len()),
-            ..Default::default()
-        };
-        let taken = std::mem::replace(&mut **c, fresh);
-        Some(v1::RouteStats {
-            route_id: route_id.to_string(),
-            ..taken
-        })
+        self.counters.lock().as_mut()?.take(route_id)
     }
 }
 
