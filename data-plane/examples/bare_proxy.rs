@@ -30,8 +30,11 @@ fn main() -> anyhow::Result<()> {
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: bare_proxy LISTEN UPSTREAM");
     };
+    // The same server settings as portico-dp's, so the two differ only by
+    // what Portico does per request.
     let conf = ServerConf {
         threads: 1,
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
