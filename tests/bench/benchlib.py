@@ -99,10 +99,10 @@ def spawn_portico(procs, bindir, name, args, pin=None, timeout=30):
     return p, addrs
 
 
-def start_control_plane(procs, bindir, data_dir, pin=None):
+def start_control_plane(procs, bindir, data_dir, pin=None, extra=()):
     return spawn_portico(procs, bindir, "portico-cp", [
         "--registry-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-        "--admin-listen", "127.0.0.1:0", "--data-dir", data_dir], pin=pin)
+        "--admin-listen", "127.0.0.1:0", "--data-dir", data_dir, *extra], pin=pin)
 
 
 def start_data_plane(procs, bindir, cp_addrs, name, pin=None, threads=1):

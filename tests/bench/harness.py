@@ -121,9 +121,9 @@ http://:{caddy} {{
 class Stack:
     """A control plane (on the load CPU) and data planes (one worker each)."""
 
-    def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU):
+    def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU, cp_args=()):
         data = tempfile.mkdtemp(prefix="cp-%s-" % name, dir=work)
-        self.cp, self.cp_addrs = start_control_plane(procs, bindir, data, pin=pin_cp)
+        self.cp, self.cp_addrs = start_control_plane(procs, bindir, data, pin=pin_cp, extra=cp_args)
         self.dps = [start_data_plane(procs, bindir, self.cp_addrs, "%s-dp-%d" % (name, i), pin=pin_dp)
                     for i in range(planes)]
         self.proxy = self.dps[0][1]["proxy"]
@@ -456,7 +456,11 @@ def control_plane(work, bindir, p, upstream):
     out = []
     for r in range(p["rounds"]):
         with Procs() as own:
-            stack = Stack(own, work, bindir, "cp%d" % r, pin_dp=None, pin_cp=None)
+            # The sessions all come from 127.0.0.1, and the pipelined adds all
+            # go to one session: both beyond the control plane's default limits.
+            stack = Stack(own, work, bindir, "cp%d" % r, pin_dp=None, pin_cp=None,
+                          cp_args=["--max-connections-per-ip", str(p["sessions"] + 10),
+                                   "--max-routes-per-session", str(p["pipelined"] + 1)])
             t0 = time.perf_counter()
             asyncio.run(_sessions(stack.cp_addrs["registry"], p["sessions"], upstream))
             total = time.perf_counter() - t0

@@ -127,6 +127,9 @@ def allocations(rig, name, events):
 
 
 def main():
+    if not shutil.which("perf"):
+        sys.exit("where_time_goes.py counts allocator calls with perf's uprobes: install perf "
+                 "(Debian: linux-perf) and run it as root")
     secs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     rate = int(sys.argv[3]) if len(sys.argv) > 3 else 12_000

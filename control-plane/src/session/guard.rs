@@ -73,6 +73,18 @@ impl Guard<'_> {
         if new == 0 {
             return Ok(());
         }
+        let token_max = match self.standing {
+            Standing::Token(Some(Grant {
+                max_routes: Some(max),
+                ..
+            })) => *max,
+            _ => usize::MAX,
+        };
+        // The cheap bound first: counting exactly walks every staged change,
+        // which made 50,000 pipelined adds quadratic (6,500 commands/s).
+        if state.routes_at_most() + new <= self.max_routes.min(token_max) {
+            return Ok(());
+        }
         let after = state.routes_proposed() + new;
         if after > self.max_routes {
             return Err(format!(
@@ -80,16 +92,10 @@ impl Guard<'_> {
                 self.max_routes
             ));
         }
-        if let Standing::Token(Some(Grant {
-            max_routes: Some(max),
-            ..
-        })) = self.standing
-        {
-            if after > *max {
-                return Err(format!(
-                    "too many routes: this service's token allows {max}"
-                ));
-            }
+        if after > token_max {
+            return Err(format!(
+                "too many routes: this service's token allows {token_max}"
+            ));
         }
         Ok(())
     }

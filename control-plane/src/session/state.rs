@@ -151,6 +151,11 @@ impl SessionState {
         self.find_identical(input).is_some()
     }
 
+    /// A bound from above of `routes_proposed`, in constant time.
+    pub fn routes_at_most(&self) -> usize {
+        self.active.len() + self.staged.len()
+    }
+
     /// Routes the session would have after applying what is staged.
     pub fn routes_proposed(&self) -> usize {
         let (mut added, mut removed) = (0, 0);

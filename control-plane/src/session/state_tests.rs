@@ -334,6 +334,7 @@ fn routes_proposed_counts_what_an_apply_would_leave() {
     let a = s.add_route(route("a.com", "http://a"), &mut alloc);
     s.add_route(route("b.com", "http://b"), &mut alloc);
     assert_eq!(s.routes_proposed(), 2);
+    assert_eq!(s.routes_at_most(), 2);
     assert!(s.has_identical(&route("a.com", "http://a")));
     assert!(!s.has_identical(&route("a.com", "http://other")));
     s.commit(
@@ -347,4 +348,9 @@ fn routes_proposed_counts_what_an_apply_would_leave() {
     s.add_route(route("c.com", "http://c"), &mut alloc);
     s.add_route(route("d.com", "http://d"), &mut alloc);
     assert_eq!(s.routes_proposed(), 3);
+    assert_eq!(
+        s.routes_at_most(),
+        5,
+        "the cheap bound counts every staged change as an addition"
+    );
 }
