@@ -120,7 +120,22 @@ async fn stream_once(
     if let Some(reason) = state.live.lifecycle.stopping() {
         outbound.send_stopping(reason);
     }
-    while let Some(message) = inbound.message().await? {
+    // Pushes build tables on this thread and free the old ones here; once
+    // they stop for a second, what they freed goes back to the system
+    // (9 MB of 223 after loading 100,000 routes in 1,000 pushes).
+    let mut collect_at = None;
+    loop {
+        let message = tokio::select! {
+            message = inbound.message() => match message? {
+                Some(message) => message,
+                None => break,
+            },
+            _ = sleep_until(collect_at) => {
+                crate::allocator::collect_this_thread();
+                collect_at = None;
+                continue;
+            }
+        };
         let push = match message.msg {
             Some(Msg::Push(push)) => push,
             Some(Msg::ResetBreaker(reset)) => {
@@ -178,6 +193,7 @@ async fn stream_once(
             }
         };
         let acked = matches!(reply, data_plane_message::Msg::Ack(_));
+        collect_at = Some(tokio::time::Instant::now() + COLLECT_AFTER);
         if tx
             .send(v1::DataPlaneMessage { msg: Some(reply) })
             .await
@@ -193,6 +209,17 @@ async fn stream_once(
         }
     }
     Err(SyncError::Closed)
+}
+
+/// How long pushes must stop before this thread's freed memory is collected.
+const COLLECT_AFTER: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// BACKEND_TEST run here, where traffic flows, with the proxy's resolver:

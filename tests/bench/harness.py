@@ -484,7 +484,9 @@ def memory(work, bindir, p, upstream):
             for n in p["memory"]:
                 stack.add_routes(["m%d.mem.test" % i for i in range(loaded, n)], upstream, per_session=100)
                 loaded = n
-                time.sleep(0.5)  # let both planes finish freeing what the load allocated
+                # Both planes settle: the data plane hands back what the pushes freed
+                # once they stop for a second (sync.rs).
+                time.sleep(1.5)
                 row[n] = (rss_mb(stack.cp.pid), rss_mb(stack.dps[0][0].pid))
             out.append(row)
             log("  round %d: %s" % (r + 1, row))

@@ -12,9 +12,10 @@ open-loop load (oha at a fixed rate), with
 - for Portico, the latency it measures itself (from reading the request
   head to logging, `portico_request_duration_seconds`) against the client's.
 
-Rounds run mirrored (A B C C B A ...); the figures are medians.
-Usage: tests/bench/run.sh --only where   (or, with release builds in place:
-       python3 tests/bench/where_time_goes.py [seconds] [rounds] [rate])
+Rounds run mirrored (A B C C B A ...); the figures are medians. Needs root
+and perf (Debian: linux-perf) for the uprobes, and the tools run.sh installs.
+Usage: cargo build --release --workspace --bins && cargo build --release --workspace --examples
+       python3 tests/bench/where_time_goes.py [seconds] [rounds] [rate]
 """
 import os, re, subprocess, sys, tempfile, shutil
 
