@@ -127,7 +127,8 @@ def request(addr, host, path="/", timeout=5):
     return int(parts[1]) if len(parts) > 1 else 0
 
 
-def wait_status(addr, host, want, path="/", timeout=20):
+def wait_status(addr, host, want, path="/", timeout=20, every=0.02):
+    """Polls with a new connection every `every` seconds until `host` answers `want`."""
     deadline = time.time() + timeout
     while True:
         try:
@@ -137,7 +138,7 @@ def wait_status(addr, host, want, path="/", timeout=20):
             pass
         if time.time() > deadline:
             raise RuntimeError("%s:%d never answered %d for %s%s" % (addr + (want, host, path)))
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 class Conn:
@@ -177,6 +178,32 @@ class Conn:
 
     def close(self):
         self.s.close()
+
+
+def tree(pid):
+    """The process and its descendants (nginx's worker is its master's child)."""
+    out = [pid]
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            for child in f.read().split():
+                out += tree(int(child))
+    except OSError:
+        pass
+    return out
+
+
+def proc_counters(pid):
+    """Minor faults, major faults, user and system CPU seconds of a process tree."""
+    total = [0, 0, 0.0, 0.0]
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in tree(pid):
+        with open("/proc/%d/stat" % p) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total[0] += int(fields[7])
+        total[1] += int(fields[9])
+        total[2] += int(fields[11]) / tick
+        total[3] += int(fields[12]) / tick
+    return total
 
 
 def rss_mb(pid):

@@ -281,13 +281,9 @@ def propagation(work, bindir, p, upstream):
     return {k: {m: median([x[m] for x in v]) for m in v[0]} for k, v in out.items()}
 
 
-def until_served(addr, host, started, timeout=30):
-    """Polls `host` every millisecond until it answers 200; returns ms since `started`."""
-    deadline = started + timeout
-    while request(addr, host) != 200:
-        if time.perf_counter() > deadline:
-            raise RuntimeError("%s was not served within %d s" % (host, timeout))
-        time.sleep(0.001)
+def until_served(addr, host, started):
+    """Ms from `started` until `host` answers 200, polled every millisecond."""
+    wait_status(addr, host, 200, timeout=30, every=0.001)
     return (time.perf_counter() - started) * 1000
 
 

@@ -15,7 +15,7 @@ Usage: cargo build --release --bins && python3 tests/bench/observability.py [sec
 import os, shutil, socket, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (ROOT, Procs, median, route_to, spawn_portico, start_control_plane,  # noqa: E402
+from benchlib import (ROOT, Procs, median, proc_counters, route_to, spawn_portico, start_control_plane,  # noqa: E402
                       upstream, wait_status)
 from harness import LOAD_CPU, PROXY_CPU, Stack, interleaved, oha, wrk  # noqa: E402
 
@@ -26,9 +26,8 @@ FIXED_RATE = 10_000
 
 def cpu_seconds(pid):
     """User and system CPU of every thread of the process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    _, _, user, system = proc_counters(pid)
+    return user + system
 
 
 class Client:

@@ -20,7 +20,7 @@ Usage: cargo build --release --workspace --bins && cargo build --release --works
 import os, re, subprocess, sys, tempfile, shutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, Procs, median  # noqa: E402
+from benchlib import ROOT, Procs, median, proc_counters, tree  # noqa: E402
 from harness import HOST, Rig, interleaved, log, oha, sh  # noqa: E402
 
 NAMES = ["portico", "pingora", "nginx", "haproxy", "caddy"]
@@ -28,32 +28,6 @@ ALLOC_RATE, ALLOC_SECS = 2000, 5
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 MI = ["mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"]
 GLIBC = ["malloc", "calloc", "realloc", "posix_memalign"]
-
-
-def tree(pid):
-    """The process and its descendants (nginx's worker is its master's child)."""
-    out = [pid]
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            for child in f.read().split():
-                out += tree(int(child))
-    except OSError:
-        pass
-    return out
-
-
-def counters(pid):
-    """Minor faults, major faults, user and system CPU seconds of a process tree."""
-    total = [0, 0, 0.0, 0.0]
-    tick = os.sysconf("SC_CLK_TCK")
-    for p in tree(pid):
-        with open("/proc/%d/stat" % p) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total[0] += int(fields[7])
-        total[1] += int(fields[9])
-        total[2] += int(fields[11]) / tick
-        total[3] += int(fields[12]) / tick
-    return total
 
 
 def vm_majfaults():
@@ -90,9 +64,9 @@ def metrics(rig):
 def loaded(rig, name, secs, rate):
     pid = rig.pids[name]
     hist = histogram(metrics(rig)) if name == "portico" else None
-    c0, vm0 = counters(pid), vm_majfaults()
+    c0, vm0 = proc_counters(pid), vm_majfaults()
     r = oha(rig.url(name), secs, rate, host=HOST)
-    c1, vm1 = counters(pid), vm_majfaults()
+    c1, vm1 = proc_counters(pid), vm_majfaults()
     n = max(r["requests"], 1)
     row = {"rps": r["rps"], "user_us": (c1[2] - c0[2]) / n * 1e6, "sys_us": (c1[3] - c0[3]) / n * 1e6,
            "minflt_s": (c1[0] - c0[0]) / secs, "majflt_s": (c1[1] - c0[1]) / secs,
