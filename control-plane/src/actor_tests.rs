@@ -103,9 +103,7 @@ async fn connect(
 fn commit(version: u64) -> Commit {
     Commit {
         version,
-        upserted: Vec::new(),
-        added: Vec::new(),
-        removed: Vec::new(),
+        ..Default::default()
     }
 }
 

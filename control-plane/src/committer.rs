@@ -9,7 +9,7 @@ use tracing::info;
 use std::collections::HashMap;
 
 use crate::global::{CommitError, GlobalConfig, SharedConfig};
-use crate::history::Commit;
+use crate::history::{Commit, TlsChange};
 use crate::publisher::{AckReport, Publish, Publisher};
 use crate::store::SessionRecord;
 use crate::store::{Batch, Store};
@@ -262,6 +262,33 @@ impl Handler<TakeOver> for Committer {
             Ok(commit) => MessageResult(self.publish(commit, &msg.new_session)),
             Err(_) => MessageResult(Self::not_applied()),
         }
+    }
+}
+
+/// Installs, replaces or removes certificates and ACME challenges, and
+/// stores the ACME account when given.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, ProposeError>")]
+pub struct ChangeTls {
+    pub change: TlsChange,
+    pub acme_account: Option<Vec<u8>>,
+}
+
+impl Handler<ChangeTls> for Committer {
+    type Result = Result<Applied, ProposeError>;
+
+    fn handle(&mut self, msg: ChangeTls, _: &mut Context<Self>) -> Self::Result {
+        let change = msg.change;
+        let batch = Batch {
+            certificates_put: change.certificates.clone(),
+            certificates_delete: change.certificates_removed.clone(),
+            challenges_put: change.challenges.clone(),
+            challenges_delete: change.challenges_removed.clone(),
+            acme_account: msg.acme_account,
+            ..Default::default()
+        };
+        let commit = self.change(batch, |g| Ok(g.change_tls(change)))?;
+        Ok(self.publish(commit, ""))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The global configuration: every session's active routes, the ownership
-//! index of host+path by service, the version and what recent versions
-//! changed. Pure; the committer actor is its only writer, the publisher
+//! index of host+path by service, the certificates and ACME challenges,
+//! the version and what recent versions changed. Pure; the committer actor is its only writer, the publisher
 //! reads it (`Shared`) to catch returning data planes up.
 
 /// The global configuration as the committer and the publisher share it.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use portico_proto::model::match_prefix;
 use portico_proto::v1;
 
-use crate::history::{self, Commit, History};
+use crate::history::{self, Commit, History, Key, Tls, TlsChange};
 
 /// A proposal that cannot be committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +45,7 @@ pub struct GlobalConfig {
     owners: HashMap<OwnerKey, (String, usize)>,
     /// Every active route id, so reports about removed routes can be told apart.
     ids: HashSet<String>,
+    tls: Tls,
     /// A change could not be made durable: what is in memory is ahead of
     /// the store, so nothing may be pushed from it (the process is stopping).
     failed: bool,
@@ -140,8 +141,8 @@ impl GlobalConfig {
         self.version += 1;
         let changed = upserted
             .iter()
-            .map(|r| r.route_id.clone())
-            .chain(removed.iter().cloned())
+            .map(|r| Key::Route(r.route_id.clone()))
+            .chain(removed.iter().cloned().map(Key::Route))
             .collect();
         self.history.record(self.version, changed);
         Ok(Some(Commit {
@@ -149,7 +150,90 @@ impl GlobalConfig {
             upserted,
             added,
             removed,
+            ..Default::default()
         }))
+    }
+
+    /// Installs, replaces and removes certificates and challenges; `None`
+    /// when that changes nothing.
+    pub fn change_tls(&mut self, mut change: TlsChange) -> Option<Commit> {
+        let tls = &mut self.tls;
+        change
+            .certificates
+            .retain(|c| tls.certificates.get(&c.name) != Some(c));
+        change
+            .certificates_removed
+            .retain(|n| tls.certificates.contains_key(n));
+        change
+            .challenges
+            .retain(|c| tls.challenges.get(&c.token) != Some(&c.key_authorization));
+        change
+            .challenges_removed
+            .retain(|t| tls.challenges.contains_key(t));
+        if change.is_empty() {
+            return None;
+        }
+        self.version += 1;
+        for name in &change.certificates_removed {
+            tls.certificates.remove(name);
+            tls.since.remove(name);
+        }
+        for cert in &change.certificates {
+            tls.certificates.insert(cert.name.clone(), cert.clone());
+            tls.since.insert(cert.name.clone(), self.version);
+        }
+        for token in &change.challenges_removed {
+            tls.challenges.remove(token);
+        }
+        for c in &change.challenges {
+            tls.challenges
+                .insert(c.token.clone(), c.key_authorization.clone());
+        }
+        self.history.record(self.version, change.keys().collect());
+        Some(Commit {
+            version: self.version,
+            tls: change,
+            ..Default::default()
+        })
+    }
+
+    /// Puts back stored certificates and challenges, without a new version.
+    pub fn restore_tls(
+        &mut self,
+        certificates: Vec<v1::Certificate>,
+        challenges: Vec<(String, String)>,
+    ) {
+        for cert in certificates {
+            self.tls.since.insert(cert.name.clone(), self.version);
+            self.tls
+                .certificates
+                .insert(cert.name.clone(), Arc::new(cert));
+        }
+        self.tls.challenges.extend(challenges);
+    }
+
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
+    /// Hosts of active routes, each once.
+    pub fn hosts(&self) -> std::collections::BTreeSet<&str> {
+        self.all_routes()
+            .flat_map(|r| r.domains.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Sessions with an active route on a host `covers` accepts.
+    pub fn sessions_on(&self, covers: impl Fn(&str) -> bool) -> Vec<String> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.routes
+                    .values()
+                    .any(|r| r.domains.iter().any(|d| covers(d)))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Moves a session's routes to the session that took it over, as one
@@ -218,7 +302,13 @@ impl GlobalConfig {
 
     /// What a data plane holding `applied` needs to reach this version.
     pub fn catch_up(&self, applied: u64) -> v1::ControlPlaneMessage {
-        history::catch_up(&self.history, self.version, applied, self.all_routes())
+        history::catch_up(
+            &self.history,
+            self.version,
+            applied,
+            self.all_routes(),
+            &self.tls,
+        )
     }
 
     /// Every route at this version, in route-id order.
@@ -227,7 +317,10 @@ impl GlobalConfig {
         routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
         v1::GetSnapshotResponse {
             version: self.version,
-            snapshot: Some(v1::Snapshot { routes }),
+            snapshot: Some(v1::Snapshot {
+                routes,
+                ..Default::default()
+            }),
         }
     }
 

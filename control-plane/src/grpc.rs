@@ -23,12 +23,37 @@ use portico_proto::v1::operator_service_server::OperatorService;
 pub struct DataPlaneApi {
     publisher: Addr<Publisher>,
     shared: Arc<Shared>,
+    /// The gRPC listener speaks TLS, so private keys may go to any plane.
+    tls: bool,
 }
 
 impl DataPlaneApi {
-    pub fn new(publisher: Addr<Publisher>, shared: Arc<Shared>) -> Self {
-        DataPlaneApi { publisher, shared }
+    pub fn new(publisher: Addr<Publisher>, shared: Arc<Shared>, tls: bool) -> Self {
+        DataPlaneApi {
+            publisher,
+            shared,
+            tls,
+        }
     }
+}
+
+/// What a data plane's stream carries.
+type Pushes = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<v1::ControlPlaneMessage, Status>> + Send + 'static>,
+>;
+
+/// Takes the certificates (with their keys) out of a push: for a plane
+/// reached in plain text beyond loopback. Removals still go through.
+fn without_keys(mut message: v1::ControlPlaneMessage) -> v1::ControlPlaneMessage {
+    use v1::config_push::Body;
+    if let Some(v1::control_plane_message::Msg::Push(push)) = &mut message.msg {
+        match &mut push.body {
+            Some(Body::Snapshot(s)) => s.certificates.clear(),
+            Some(Body::Delta(d)) => d.certificates_upserted.clear(),
+            None => {}
+        }
+    }
+    message
 }
 
 /// Tells the session owning a route, which forwards it if subscribed.
@@ -40,16 +65,15 @@ fn announce(shared: &Shared, session_id: &str, event: EventType, payload: serde_
 
 #[tonic::async_trait]
 impl DataPlaneService for DataPlaneApi {
-    type StreamConfigStream = UnboundedReceiverStream<Result<v1::ControlPlaneMessage, Status>>;
+    type StreamConfigStream = Pushes;
 
     async fn stream_config(
         &self,
         request: Request<Streaming<v1::DataPlaneMessage>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
-        let address = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let remote = request.remote_addr();
+        let address = remote.map(|a| a.to_string()).unwrap_or_default();
+        let keys_allowed = self.tls || remote.is_some_and(|a| a.ip().is_loopback());
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::DataPlaneMessage {
@@ -74,7 +98,7 @@ impl DataPlaneService for DataPlaneApi {
             .publisher
             .send(PlaneConnected {
                 node_id: hello.node_id.clone(),
-                address,
+                address: address.clone(),
                 applied_version: hello.applied_version,
                 tx,
             })
@@ -179,18 +203,36 @@ impl DataPlaneService for DataPlaneApi {
             shared.telemetry.forget_node(&node_id);
             publisher.do_send(PlaneGone { conn });
         });
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        let pushes = UnboundedReceiverStream::new(rx);
+        if keys_allowed {
+            return Ok(Response::new(Box::pin(pushes)));
+        }
+        warn!(node_id = %hello.node_id, %address, "the link to this data plane is neither TLS nor loopback: certificates and their private keys are not sent to it (start the control plane with --tls-cert and --tls-key)");
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            pushes,
+            |m| m.map(without_keys),
+        ))))
     }
 }
 
 /// The operator API: what is pushed, to whom, and what they answered.
 pub struct OperatorApi {
     publisher: Addr<Publisher>,
+    config: crate::global::SharedConfig,
+    acme: crate::certs::AcmeStatus,
 }
 
 impl OperatorApi {
-    pub fn new(publisher: Addr<Publisher>) -> Self {
-        OperatorApi { publisher }
+    pub fn new(
+        publisher: Addr<Publisher>,
+        config: crate::global::SharedConfig,
+        acme: crate::certs::AcmeStatus,
+    ) -> Self {
+        OperatorApi {
+            publisher,
+            config,
+            acme,
+        }
     }
 }
 
@@ -218,6 +260,16 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(
             self.publisher.send(ListPlanes).await.map_err(unavailable)?,
         ))
+    }
+
+    async fn list_certificates(
+        &self,
+        _: Request<v1::ListCertificatesRequest>,
+    ) -> Result<Response<v1::ListCertificatesResponse>, Status> {
+        crate::certs::list(&self.config, &self.acme, &self.publisher)
+            .await
+            .map(Response::new)
+            .map_err(unavailable)
     }
 
     async fn get_snapshot(

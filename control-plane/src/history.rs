@@ -1,9 +1,9 @@
-//! The version history: the route ids each recent version changed, so a
-//! data plane that comes back gets one delta of what it missed, and the
-//! pushes built from commits. Pure; the routes themselves belong to the
-//! global configuration.
+//! The version history: the route ids (and certificate names and challenge
+//! tokens) each recent version changed, so a data plane that comes back
+//! gets one delta of what it missed, and the pushes built from commits.
+//! Pure; the contents themselves belong to the global configuration.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,13 +12,107 @@ use portico_proto::v1;
 
 /// What one commit changed, at which version. Upserted routes are shared
 /// with the global configuration rather than copied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub version: u64,
     pub upserted: Vec<Arc<v1::Route>>,
     /// The upserted route ids that are new (the rest changed).
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    pub tls: TlsChange,
+}
+
+/// Certificates and ACME challenges a commit changed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsChange {
+    pub certificates: Vec<Arc<v1::Certificate>>,
+    /// Certificate names.
+    pub certificates_removed: Vec<String>,
+    pub challenges: Vec<v1::AcmeChallenge>,
+    /// Challenge tokens.
+    pub challenges_removed: Vec<String>,
+}
+
+impl TlsChange {
+    pub fn is_empty(&self) -> bool {
+        self.certificates.is_empty()
+            && self.certificates_removed.is_empty()
+            && self.challenges.is_empty()
+            && self.challenges_removed.is_empty()
+    }
+
+    /// What changed, as the history keeps it.
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        let certs = self.certificates.iter().map(|c| c.name.as_str());
+        let challenges = self.challenges.iter().map(|c| c.token.as_str());
+        certs
+            .chain(self.certificates_removed.iter().map(String::as_str))
+            .map(|n| Key::Cert(n.to_string()))
+            .chain(
+                challenges
+                    .chain(self.challenges_removed.iter().map(String::as_str))
+                    .map(|t| Key::Challenge(t.to_string())),
+            )
+    }
+}
+
+/// One thing a version changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Route(String),
+    Cert(String),
+    Challenge(String),
+}
+
+/// The certificates (by name) and challenges (token -> key authorization)
+/// of one version.
+#[derive(Default)]
+pub struct Tls {
+    pub certificates: BTreeMap<String, Arc<v1::Certificate>>,
+    pub challenges: BTreeMap<String, String>,
+    /// The version each certificate came in with: a data plane that
+    /// acknowledged it serves the certificate.
+    pub since: BTreeMap<String, u64>,
+}
+
+impl Tls {
+    fn challenge(token: &str, key_authorization: &str) -> v1::AcmeChallenge {
+        v1::AcmeChallenge {
+            token: token.to_string(),
+            key_authorization: key_authorization.to_string(),
+        }
+    }
+
+    /// Everything, as a snapshot carries it.
+    fn fill(&self, snapshot: &mut v1::Snapshot) {
+        snapshot.certificates = self
+            .certificates
+            .values()
+            .map(|c| c.as_ref().clone())
+            .collect();
+        snapshot.challenges = self
+            .challenges
+            .iter()
+            .map(|(t, k)| Self::challenge(t, k))
+            .collect();
+    }
+
+    /// What of `changed` is here (upserted) or gone (removed).
+    fn fill_delta(&self, changed: &HashSet<&Key>, delta: &mut v1::Delta) {
+        for key in changed {
+            match key {
+                Key::Cert(name) => match self.certificates.get(name) {
+                    Some(c) => delta.certificates_upserted.push(c.as_ref().clone()),
+                    None => delta.certificates_removed.push(name.clone()),
+                },
+                Key::Challenge(token) => match self.challenges.get(token) {
+                    Some(k) => delta.challenges_upserted.push(Self::challenge(token, k)),
+                    None => delta.challenges_removed.push(token.clone()),
+                },
+                Key::Route(_) => {}
+            }
+        }
+    }
 }
 
 /// Versions whose changed route ids are kept, so a data plane that reconnects
@@ -28,8 +122,8 @@ pub const HISTORY: usize = 4096;
 const HISTORY_ROUTES: usize = 200_000;
 
 pub struct History {
-    /// Recent versions, oldest first: (version, ids changed since version - 1).
-    changed: VecDeque<(u64, Vec<String>)>,
+    /// Recent versions, oldest first: (version, what changed since version - 1).
+    changed: VecDeque<(u64, Vec<Key>)>,
     changed_routes: usize,
 }
 
@@ -42,7 +136,7 @@ impl History {
     }
 
     /// Keeps what `version` changed; the oldest versions go beyond the bounds.
-    pub fn record(&mut self, version: u64, ids: Vec<String>) {
+    pub fn record(&mut self, version: u64, ids: Vec<Key>) {
         // Versions are dense; a gap (never expected) makes the history unusable.
         if self
             .changed
@@ -66,14 +160,14 @@ impl History {
         (self.changed.len(), self.changed_routes)
     }
 
-    /// The ids changed after `applied`, when every version since is kept.
-    pub fn changed_since(&self, applied: u64) -> Option<HashSet<&str>> {
+    /// What changed after `applied`, when every version since is kept.
+    pub fn changed_since(&self, applied: u64) -> Option<HashSet<&Key>> {
         let first = self.changed.front().map(|(v, _)| *v)?;
         (applied > 0 && first <= applied + 1).then(|| {
             self.changed
                 .iter()
                 .filter(|(v, _)| *v > applied)
-                .flat_map(|(_, ids)| ids.iter().map(String::as_str))
+                .flat_map(|(_, ids)| ids.iter())
                 .collect()
         })
     }
@@ -86,13 +180,15 @@ impl Default for History {
 }
 
 /// What a data plane holding `applied` needs to reach `version`, whose
-/// routes `routes` yields: an empty delta when it is there, one delta of
-/// what changed when the history covers it, else a snapshot.
+/// routes `routes` yields and whose certificates and challenges are `tls`:
+/// an empty delta when it is there, one delta of what changed when the
+/// history covers it, else a snapshot.
 pub fn catch_up<'a>(
     history: &History,
     version: u64,
     applied: u64,
     routes: impl Iterator<Item = &'a Arc<v1::Route>>,
+    tls: &Tls,
 ) -> v1::ControlPlaneMessage {
     if applied == version && applied > 0 {
         // Up to date (e.g. started from its cache): an empty delta confirms it.
@@ -105,26 +201,33 @@ pub fn catch_up<'a>(
     if applied < version {
         if let Some(changed) = history.changed_since(applied) {
             let mut delta = v1::Delta::default();
+            let changed_routes: HashSet<&str> = changed
+                .iter()
+                .filter_map(|k| match k {
+                    Key::Route(id) => Some(id.as_str()),
+                    _ => None,
+                })
+                .collect();
             let mut found = HashSet::new();
-            for route in routes.filter(|r| changed.contains(r.route_id.as_str())) {
+            for route in routes.filter(|r| changed_routes.contains(r.route_id.as_str())) {
                 found.insert(route.route_id.as_str());
                 delta.upserted.push(route.as_ref().clone());
             }
-            delta.removed = changed
+            delta.removed = changed_routes
                 .iter()
                 .filter(|id| !found.contains(*id))
                 .map(|id| id.to_string())
                 .collect();
+            tls.fill_delta(&changed, &mut delta);
             return push(version, applied, v1::config_push::Body::Delta(delta));
         }
     }
-    push(
-        version,
-        0,
-        v1::config_push::Body::Snapshot(v1::Snapshot {
-            routes: routes.map(|r| r.as_ref().clone()).collect(),
-        }),
-    )
+    let mut snapshot = v1::Snapshot {
+        routes: routes.map(|r| r.as_ref().clone()).collect(),
+        ..Default::default()
+    };
+    tls.fill(&mut snapshot);
+    push(version, 0, v1::config_push::Body::Snapshot(snapshot))
 }
 
 /// The push of one commit, and the operators' event (without recipients).
@@ -143,9 +246,18 @@ pub fn publish(commit: &Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
             event.changed.push(id);
         }
     }
+    let tls = &commit.tls;
     let delta = v1::Delta {
         upserted: commit.upserted.iter().map(|r| r.as_ref().clone()).collect(),
         removed: commit.removed.clone(),
+        certificates_upserted: tls
+            .certificates
+            .iter()
+            .map(|c| c.as_ref().clone())
+            .collect(),
+        certificates_removed: tls.certificates_removed.clone(),
+        challenges_upserted: tls.challenges.clone(),
+        challenges_removed: tls.challenges_removed.clone(),
     };
     let push = push(
         commit.version,
@@ -180,8 +292,8 @@ mod tests {
         })
     }
 
-    fn ids(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|s| s.to_string()).collect()
+    fn ids(ids: &[&str]) -> Vec<Key> {
+        ids.iter().map(|s| Key::Route(s.to_string())).collect()
     }
 
     fn parts(message: &v1::ControlPlaneMessage) -> (u64, u64, &v1::config_push::Body) {
@@ -200,7 +312,7 @@ mod tests {
         // At version 3: r1 moved to b, r2 removed, r3 added.
         let routes = [route("r1", "http://b"), route("r3", "http://a")];
 
-        let push = catch_up(&h, 3, 1, routes.iter());
+        let push = catch_up(&h, 3, 1, routes.iter(), &Tls::default());
         let (version, base, body) = parts(&push);
         assert_eq!((version, base), (3, 1));
         let v1::config_push::Body::Delta(delta) = body else {
@@ -215,10 +327,10 @@ mod tests {
         assert_eq!(upserted, [("r1", "http://b"), ("r3", "http://a")]);
         assert_eq!(delta.removed, ["r2"]);
 
-        let current = catch_up(&h, 3, 3, routes.iter());
+        let current = catch_up(&h, 3, 3, routes.iter(), &Tls::default());
         let (_, _, body) = parts(&current);
         assert_eq!(body, &v1::config_push::Body::Delta(v1::Delta::default()));
-        let fresh = catch_up(&h, 3, 0, routes.iter());
+        let fresh = catch_up(&h, 3, 0, routes.iter(), &Tls::default());
         let (version, base, body) = parts(&fresh);
         assert_eq!((version, base), (3, 0));
         let v1::config_push::Body::Snapshot(snapshot) = body else {
@@ -232,16 +344,16 @@ mod tests {
         let mut h = History::new();
         let last = HISTORY as u64 + 2;
         for v in 1..=last {
-            h.record(v, vec![format!("r{v}")]);
+            h.record(v, vec![Key::Route(format!("r{v}"))]);
         }
         let routes: Vec<_> = (1..=last)
             .map(|v| route(&format!("r{v}"), "http://a"))
             .collect();
-        let old = catch_up(&h, last, 1, routes.iter());
+        let old = catch_up(&h, last, 1, routes.iter(), &Tls::default());
         let (_, base, body) = parts(&old);
         assert_eq!(base, 0);
         assert!(matches!(body, v1::config_push::Body::Snapshot(_)));
-        let recent = catch_up(&h, last, 3, routes.iter());
+        let recent = catch_up(&h, last, 3, routes.iter(), &Tls::default());
         let (_, base, body) = parts(&recent);
         assert_eq!(base, 3);
         assert!(matches!(body, v1::config_push::Body::Delta(d) if d.upserted.len() == HISTORY - 1));

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod certs;
 pub mod committer;
 pub mod conn_limits;
 pub mod dashboard;

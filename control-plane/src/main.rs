@@ -91,6 +91,23 @@ struct Args {
     /// A registry connection holding an unfinished line this long is closed.
     #[arg(long, env = "PORTICO_LINE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     line_timeout: Duration,
+    /// Serve the certificate pairs DIR/<name>/fullchain.pem and
+    /// DIR/<name>/privkey.pem (certbot's layout); the directory is watched.
+    #[arg(long, env = "PORTICO_CERT_DIR")]
+    cert_dir: Option<PathBuf>,
+    /// ACME directory URL: obtain certificates (HTTP-01) for every routed
+    /// host no --cert-dir pair covers.
+    #[arg(long, env = "PORTICO_ACME_DIRECTORY", requires = "acme_email")]
+    acme_directory: Option<String>,
+    /// Contact address of the ACME account.
+    #[arg(long, env = "PORTICO_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// Trust only this CA (PEM) for the ACME server's HTTPS: private and test CAs.
+    #[arg(long, env = "PORTICO_ACME_CA_ROOT")]
+    acme_ca_root: Option<PathBuf>,
+    /// Renew ACME certificates this long before they expire (e.g. 30d, 720h).
+    #[arg(long, env = "PORTICO_ACME_RENEW_BEFORE", default_value = "30d", value_parser = humantime::parse_duration)]
+    acme_renew_before: Duration,
     /// Arbiters (threads) that run sessions and connections; default: one per core.
     #[arg(long, env = "PORTICO_SESSION_THREADS")]
     session_threads: Option<usize>,
@@ -176,6 +193,15 @@ impl Args {
                 routes_per_session: self.max_routes_per_session.max(1),
                 line: self.line_timeout,
             },
+            cert_dir: self.cert_dir.clone(),
+            acme: self.acme_directory.as_ref().map(|directory| {
+                portico_cp::certs::acme::AcmeConfig {
+                    directory: directory.clone(),
+                    email: self.acme_email.clone().unwrap_or_default(),
+                    ca_root: self.acme_ca_root.clone(),
+                    renew_before: self.acme_renew_before,
+                }
+            }),
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub registry_auth: Option<PathBuf>,
     pub backend_policy: portico_proto::backend_policy::BackendPolicy,
     pub limits: Limits,
+    /// `--cert-dir`: certificate pairs to serve, watched.
+    pub cert_dir: Option<PathBuf>,
+    /// `--acme-*`: obtain certificates for routed hosts no file covers.
+    pub acme: Option<crate::certs::acme::AcmeConfig>,
 }
 
 /// What one client may take of the registry.
@@ -79,10 +83,12 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     for s in &sessions {
         global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
     }
+    global.restore_tls(loaded.certificates, loaded.challenges);
     info!(
         version = loaded.version,
         sessions = sessions.len(),
         routes = global.all_routes().count(),
+        certificates = global.tls().certificates.len(),
         data_planes = loaded.fleet.len(),
         "state restored"
     );
@@ -156,6 +162,19 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     for state in sessions {
         Directory::restore(&shared, state, args.restore_grace);
     }
+    let certs = crate::certs::Certs::new(shared.clone(), global.clone());
+    if let Some(dir) = args.cert_dir.clone() {
+        info!(dir = %dir.display(), "serving the certificate pairs of this directory");
+        actix_rt::spawn(crate::certs::files::watch(certs.clone(), dir));
+    }
+    if let Some(acme) = args.acme.clone() {
+        info!(directory = %acme.directory, renew_before = ?acme.renew_before, "obtaining certificates by ACME (HTTP-01)");
+        actix_rt::spawn(crate::certs::acme::run(
+            certs.clone(),
+            acme,
+            loaded.acme_account,
+        ));
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
     let api = crate::dashboard::Api {
@@ -194,9 +213,12 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
             publisher.clone(),
             shared.clone(),
+            tls.enabled(),
         )))
         .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
             publisher,
+            global.clone(),
+            certs.status.clone(),
         )))
         .serve_with_incoming(TcpListenerStream::new(grpc));
     actix_rt::spawn(async move {

@@ -37,7 +37,8 @@ impl ServeHttp for AdminApp {
             "/healthz" => (200, "ok\n".to_string()),
             "/config" => (
                 200,
-                crate::view::config_json(version, &self.live.table.load()).to_string(),
+                crate::view::config_json(version, &self.live.table.load(), &self.live.certs.load())
+                    .to_string(),
             ),
             "/ready" => {
                 let source = if self.live.from_cache.load(Ordering::Acquire) {

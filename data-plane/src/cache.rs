@@ -13,12 +13,16 @@ use prost::Message;
 /// Writes the configuration to `path` via a temporary file and a rename,
 /// so a crash leaves the old cache or the new one, never half of one. The
 /// temporary file is the process's own: during an upgrade the old and the
-/// new process both write the cache.
-pub fn save(
+/// new process both write the cache. It holds private keys, so only the
+/// owner may read it.
+pub fn save<'a>(
     path: &Path,
     version: u64,
     routes: &HashMap<String, Arc<RouteSpec>>,
+    certificates: impl Iterator<Item = &'a v1::Certificate>,
+    challenges: &HashMap<String, String>,
 ) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let push = v1::ConfigPush {
         version,
         body: Some(Body::Snapshot(v1::Snapshot {
@@ -26,11 +30,24 @@ pub fn save(
                 .values()
                 .map(|r| v1::Route::from(r.as_ref()))
                 .collect(),
+            certificates: certificates.cloned().collect(),
+            challenges: challenges
+                .iter()
+                .map(|(token, key_authorization)| v1::AcmeChallenge {
+                    token: token.clone(),
+                    key_authorization: key_authorization.clone(),
+                })
+                .collect(),
         })),
         ..Default::default()
     };
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&push.encode_to_vec())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

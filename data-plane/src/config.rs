@@ -12,6 +12,7 @@ use portico_proto::route::RouteError;
 use portico_proto::v1::{self, config_push::Body};
 use portico_proto::RouteSpec;
 
+use crate::certs::{CertPushError, CertStore, Served};
 use crate::outbound::Outbound;
 use crate::runtime::Registry;
 use crate::table::RouteTable;
@@ -31,12 +32,18 @@ pub enum PushError {
     Compile(#[from] crate::table::CompileError),
     #[error("{count} routes is more than this data plane's limit of {max} (--max-routes)")]
     TooMany { count: usize, max: usize },
+    #[error(transparent)]
+    Cert(#[from] CertPushError),
 }
 
 /// What the proxy and the admin listener read, shared across threads.
 #[derive(Default)]
 pub struct Live {
     pub table: ArcSwap<RouteTable>,
+    /// The certificates the TLS listener serves.
+    pub certs: Arc<ArcSwap<CertStore>>,
+    /// ACME HTTP-01 answers: token -> key authorization.
+    pub challenges: ArcSwap<HashMap<String, String>>,
     pub version: AtomicU64,
     /// A configuration from the control plane is applied (not only a cached one).
     pub ready: AtomicBool,
@@ -67,20 +74,105 @@ pub struct Live {
 /// The sync task's own copy of the routes; only it writes `Live`.
 pub struct ConfigState {
     routes: HashMap<String, Arc<RouteSpec>>,
+    certs: HashMap<String, Arc<Served>>,
+    challenges: HashMap<String, String>,
     applied: Option<u64>,
     /// Refuse configurations with more routes (0: no limit).
     max_routes: usize,
+    /// `--default-cert`: the host whose certificate answers unknown names.
+    default_cert: Option<String>,
     pub live: Arc<Live>,
 }
+
+/// The certificates and challenges a push leaves, when it changes them.
+type TlsState = (HashMap<String, Arc<Served>>, HashMap<String, String>);
 
 impl ConfigState {
     pub fn new(live: Arc<Live>, max_routes: usize) -> Self {
         ConfigState {
             routes: HashMap::new(),
+            certs: HashMap::new(),
+            challenges: HashMap::new(),
             applied: None,
             max_routes,
+            default_cert: None,
             live,
         }
+    }
+
+    /// Handshakes for names no certificate covers get `host`'s certificate.
+    pub fn with_default_cert(mut self, host: Option<String>) -> Self {
+        self.default_cert = host.map(|h| h.to_ascii_lowercase());
+        self
+    }
+
+    /// The certificates and challenges held, for the snapshot cache.
+    pub fn tls_state(
+        &self,
+    ) -> (
+        impl Iterator<Item = &v1::Certificate>,
+        &HashMap<String, String>,
+    ) {
+        (self.certs.values().map(|s| &s.wire), &self.challenges)
+    }
+
+    /// Compiles the certificates a push brings, before anything is changed.
+    /// One that expired is left out and logged (the previous one, if any,
+    /// stays): a stored certificate that ran out must not block every push.
+    fn next_tls(&self, body: &Body) -> Result<Option<TlsState>, PushError> {
+        let now = std::time::SystemTime::now();
+        let (upserted, removed, challenges_upserted, challenges_removed, mut certs, mut challenges) =
+            match body {
+                Body::Snapshot(s) => (
+                    &s.certificates,
+                    &[][..],
+                    &s.challenges,
+                    &[][..],
+                    HashMap::new(),
+                    HashMap::new(),
+                ),
+                Body::Delta(d) => {
+                    if d.certificates_upserted.is_empty()
+                        && d.certificates_removed.is_empty()
+                        && d.challenges_upserted.is_empty()
+                        && d.challenges_removed.is_empty()
+                    {
+                        return Ok(None);
+                    }
+                    (
+                        &d.certificates_upserted,
+                        &d.certificates_removed[..],
+                        &d.challenges_upserted,
+                        &d.challenges_removed[..],
+                        self.certs.clone(),
+                        self.challenges.clone(),
+                    )
+                }
+            };
+        for name in removed {
+            certs.remove(name);
+        }
+        for wire in upserted {
+            match Served::compile(wire.clone(), now) {
+                Ok(served) => {
+                    certs.insert(wire.name.clone(), Arc::new(served));
+                }
+                Err(CertPushError::Invalid {
+                    name,
+                    source: source @ portico_proto::cert::CertError::Expired(_),
+                }) => {
+                    tracing::warn!(certificate = %name, error = %source, "not serving an expired certificate");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for token in challenges_removed {
+            challenges.remove(token);
+        }
+        for c in challenges_upserted {
+            challenges.insert(c.token.clone(), c.key_authorization.clone());
+        }
+        Ok(Some((certs, challenges)))
     }
 
     pub fn applied_version(&self) -> u64 {
@@ -121,10 +213,12 @@ impl ConfigState {
                 applied,
             });
         }
+        let body = push.body.ok_or(PushError::Empty)?;
+        let tls = self.next_tls(&body)?;
         // The routes are changed in place with an undo log, so a refused
         // push costs the size of the delta, not of the table.
         let mut undo: Vec<(String, Option<Arc<RouteSpec>>)> = Vec::new();
-        match push.body.ok_or(PushError::Empty)? {
+        match body {
             Body::Snapshot(snapshot) => {
                 let next = snapshot
                     .routes
@@ -224,6 +318,12 @@ impl ConfigState {
                 }
             }
         }
+        if let Some((certs, challenges)) = tls {
+            let store = CertStore::build(&certs, self.default_cert.as_deref());
+            self.live.certs.store(Arc::new(store));
+            self.live.challenges.store(Arc::new(challenges.clone()));
+            (self.certs, self.challenges) = (certs, challenges);
+        }
         self.live.table.store(Arc::new(table));
         self.live.version.store(push.version, Ordering::Release);
         self.applied = Some(push.version);
@@ -250,7 +350,10 @@ mod tests {
     fn snapshot(version: u64, routes: Vec<v1::Route>) -> v1::ConfigPush {
         v1::ConfigPush {
             version,
-            body: Some(Body::Snapshot(v1::Snapshot { routes })),
+            body: Some(Body::Snapshot(v1::Snapshot {
+                routes,
+                ..Default::default()
+            })),
             ..Default::default()
         }
     }
@@ -267,6 +370,7 @@ mod tests {
             body: Some(Body::Delta(v1::Delta {
                 upserted,
                 removed: removed.into_iter().map(String::from).collect(),
+                ..Default::default()
             })),
             ..Default::default()
         }

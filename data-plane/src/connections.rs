@@ -153,6 +153,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             } else {
                 self.limits.keepalive
             };
+            let tls = !stream.as_any().is::<L4Stream>();
             let (next, head_whole) = next_request(stream, idle_limit, shutdown).await?;
             let mut session = ServerSession::new_http1(next);
             // (Pingora turns keep-alive off itself once the listener closes.)
@@ -162,9 +163,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
                 }
                 None => session.set_keepalive(Some(keepalive_secs)),
             }
-            // On a new connection the head deadline counts from accept.
+            // On a new connection the head deadline counts from accept. A
+            // TLS connection is not waited on apart (see `next_request`), so
+            // its deadline also covers the keep-alive wait.
             let head_limit = if first {
                 self.limits.header.saturating_sub(accepted.elapsed())
+            } else if tls {
+                self.limits.keepalive + self.limits.header
             } else {
                 self.limits.header
             };
@@ -202,15 +207,9 @@ async fn next_request(
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
     if !stream.as_any().is::<L4Stream>() {
-        // Not plain TCP (TLS): peek one byte.
-        let mut stream = stream;
-        let mut byte = [0u8; 1];
-        let arrived = tokio::select! {
-            biased;
-            peeked = tokio::time::timeout(limit, stream.try_peek(&mut byte)) => matches!(peeked, Ok(Ok(true))),
-            _ = stopping => false,
-        };
-        return arrived.then_some((stream, false));
+        // TLS: bytes cannot be put back under the decryption, so the
+        // request is read at once, within the caller's deadline.
+        return Some((stream, false));
     }
     let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
     let head_whole = tokio::select! {

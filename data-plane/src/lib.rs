@@ -7,6 +7,7 @@ pub mod admin;
 pub mod allocator;
 pub mod breaker;
 pub mod cache;
+pub mod certs;
 pub mod config;
 pub mod connections;
 pub mod dns;

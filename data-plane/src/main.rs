@@ -19,8 +19,8 @@ use portico_data_plane::config::{ConfigState, Live};
 use portico_data_plane::connections::{ClientConnections, ConnLimits};
 use portico_data_plane::shutdown::{StopPolicy, Stopper};
 use portico_data_plane::{
-    access_log, admin, allocator, cache, dns, dns_refresh, health, proxy, request_checks, sync,
-    telemetry,
+    access_log, admin, allocator, cache, certs, dns, dns_refresh, health, proxy, request_checks,
+    sync, telemetry,
 };
 
 #[derive(Debug, Parser)]
@@ -36,6 +36,15 @@ struct Args {
     /// Address the proxy listens on (port 0 picks a free one and logs it).
     #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Address of the HTTPS listener (e.g. 0.0.0.0:443); none by default.
+    /// Certificates come from the control plane (--cert-dir, ACME).
+    #[arg(long, env = "PORTICO_LISTEN_TLS")]
+    listen_tls: Option<String>,
+    /// TLS handshakes for a name no certificate covers (or without a name)
+    /// get the certificate of this host; without it they fail with
+    /// `unrecognized_name`.
+    #[arg(long, env = "PORTICO_DEFAULT_CERT")]
+    default_cert: Option<String>,
     /// Address of the admin HTTP listener (/healthz, /ready).
     #[arg(long, env = "PORTICO_ADMIN_LISTEN", default_value = "127.0.0.1:8184")]
     admin_listen: String,
@@ -134,7 +143,12 @@ fn main() -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let (listen, admin_listen) = concrete_addrs(&args.listen, &args.admin_listen, args.upgrade)?;
+    let (listen, admin_listen, listen_tls) = concrete_addrs(
+        &args.listen,
+        &args.admin_listen,
+        args.listen_tls.as_deref(),
+        args.upgrade,
+    )?;
 
     if let Some(path) = &args.upstream_ca {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -156,7 +170,8 @@ fn main() -> anyhow::Result<()> {
         }),
         ..Live::default()
     });
-    let mut state = ConfigState::new(live.clone(), args.max_routes);
+    let mut state = ConfigState::new(live.clone(), args.max_routes)
+        .with_default_cert(args.default_cert.clone());
     if let Some(path) = &args.snapshot_cache {
         match cache::load(path) {
             Ok(Some(push)) => {
@@ -245,6 +260,7 @@ fn main() -> anyhow::Result<()> {
                     bytes: args.max_request_header_bytes,
                 },
                 upstream_idle: args.upstream_idle_timeout,
+                https_port: listen_tls.map(|a| a.port()),
             },
         ),
         limits,
@@ -256,6 +272,10 @@ fn main() -> anyhow::Result<()> {
     proxy.add_listener(
         ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
     );
+    if let Some(addr) = listen_tls {
+        let settings = certs::tls_settings(live.certs.clone()).context("TLS listener settings")?;
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(settings));
+    }
     let mut admin = Service::new(
         "admin".to_string(),
         HttpServer::new_app(admin::AdminApp { live }),
@@ -266,6 +286,9 @@ fn main() -> anyhow::Result<()> {
     server.add_service(stopper.admin(admin));
     // Tests start with port 0 and read the real ports from these lines.
     info!(listener = "proxy", addr = %listen, threads, max_connections = limits.max, open_files, keepalive = ?limits.keepalive, header_timeout = ?limits.header, "listening");
+    if let Some(addr) = listen_tls {
+        info!(listener = "tls", %addr, "listening");
+    }
     info!(listener = "admin", addr = %admin_listen, "listening");
     info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
     server.run(RunArgs {
@@ -351,20 +374,24 @@ fn parse_resolver(raw: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid resolver address \"{raw}\": expected IP or IP:PORT"))
 }
 
-/// Resolves the proxy and admin addresses; port 0 becomes a free port chosen
+/// Resolves the proxy, admin and TLS addresses; port 0 becomes a free port chosen
 /// now, because Pingora binds later and does not report the port it got.
-/// Both ports are held until both are chosen: released one by one, the
+/// All ports are held until all are chosen: released one by one, the
 /// second could get the port the first just gave back, and Pingora would
 /// then bind both listeners to it (seen once in CI: proxy requests answered
 /// by the admin listener).
 fn concrete_addrs(
     proxy: &str,
     admin: &str,
+    tls: Option<&str>,
     upgrade: bool,
-) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let (proxy, _held) = concrete_addr(proxy, upgrade).context("proxy listen address")?;
     let (admin, _also_held) = concrete_addr(admin, upgrade).context("admin listen address")?;
-    Ok((proxy, admin))
+    let tls = tls
+        .map(|raw| concrete_addr(raw, upgrade).context("TLS listen address"))
+        .transpose()?;
+    Ok((proxy, admin, tls.as_ref().map(|(addr, _)| *addr)))
 }
 
 /// One address, and for port 0 the listener holding the port chosen. An
@@ -400,7 +427,8 @@ mod tests {
     #[test]
     fn port_zero_gives_the_proxy_and_the_admin_listener_different_ports() {
         for _ in 0..500 {
-            let (proxy, admin) = concrete_addrs("127.0.0.1:0", "127.0.0.1:0", false).unwrap();
+            let (proxy, admin, _) =
+                concrete_addrs("127.0.0.1:0", "127.0.0.1:0", None, false).unwrap();
             assert_ne!(proxy.port(), admin.port());
         }
     }

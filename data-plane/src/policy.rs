@@ -30,6 +30,8 @@ pub struct Policy {
     pub websocket: bool,
     pub compression: bool,
     pub http2: bool,
+    /// Plain-HTTP requests are answered 308 to https.
+    pub https_redirect: bool,
     pub rate_limit: Option<RateLimit>,
     pub breaker: Option<BreakerSpec>,
     pub probe: HealthCheck,
@@ -66,6 +68,7 @@ impl Policy {
             websocket: settings.flag(OptionKey::Websocket),
             compression: settings.flag(OptionKey::Compression),
             http2: settings.flag(OptionKey::Http2),
+            https_redirect: settings.flag(OptionKey::HttpsRedirect),
             rate_limit: settings.rate_limit,
             breaker: settings.circuit_breaker,
             probe,

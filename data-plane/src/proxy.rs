@@ -28,7 +28,13 @@ pub struct Proxy {
     pub head_limits: crate::request_checks::HeadLimits,
     /// How long a backend connection waits in the pool for reuse.
     pub upstream_idle: Duration,
+    /// The TLS listener's port, for `https_redirect` (`None`: no TLS listener
+    /// here, so redirects go to the default port 443).
+    pub https_port: Option<u16>,
 }
+
+/// Where ACME servers fetch HTTP-01 answers.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// Where this request is going.
 enum Target {
@@ -55,6 +61,8 @@ pub struct RequestCtx {
     /// until its response head came.
     upstream: Option<(SocketAddr, Instant)>,
     upstream_took: Option<Duration>,
+    /// The request came over TLS.
+    tls: bool,
     /// Counts the request until it is done, so a stopping data plane waits for it.
     _in_flight: crate::lifecycle::InFlight,
 }
@@ -366,6 +374,53 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// What plain HTTP answers before routing: an ACME challenge this data
+    /// plane holds (for any host), else `308` to https for a route with
+    /// `https_redirect`.
+    async fn plain_http_answer(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Option<Result<bool>> {
+        let req = session.req_header();
+        if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE) {
+            let challenges = self.live.challenges.load();
+            if let Some(answer) = challenges.get(token) {
+                let body = answer.clone();
+                return Some(respond(session, 200, "text/plain", body, None).await);
+            }
+            return None;
+        }
+        let redirect = ctx
+            .pool
+            .as_ref()
+            .is_some_and(|pool| pool.entries.iter().any(|e| e.policy.https_redirect));
+        if !redirect {
+            return None;
+        }
+        let host = request_host(req).unwrap_or_default();
+        let port = match self.https_port {
+            Some(port) if port != 443 => format!(":{port}"),
+            _ => String::new(),
+        };
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{host}{port}{target}");
+        Some(redirect_to(session, &location).await)
+    }
+}
+
+/// Answers `308 Permanent Redirect` to `location` (the method and body are kept).
+async fn redirect_to(session: &mut Session, location: &str) -> Result<bool> {
+    let mut header = ResponseHeader::build(308, Some(3))?;
+    header.insert_header("location", location)?;
+    header.insert_header("content-length", "0")?;
+    session
+        .write_response_header(Box::new(header), true)
+        .await?;
+    Ok(true)
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
@@ -384,6 +439,7 @@ impl ProxyHttp for Proxy {
             request_id: HeaderValue::from_static(""),
             upstream: None,
             upstream_took: None,
+            tls: false,
             _in_flight: self.live.lifecycle.enter(),
         }
     }
@@ -415,6 +471,7 @@ impl ProxyHttp for Proxy {
             self.head_limits,
         );
         ctx.request_id = request_id(session.req_header());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         let host = request_host(req).unwrap_or_default();
         ctx.pool = self
@@ -443,6 +500,11 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
             let body = format!("portico: {why}\n");
             return respond(session, status, "text/plain; charset=utf-8", body, None).await;
+        }
+        if !ctx.tls {
+            if let Some(answered) = self.plain_http_answer(session, ctx).await {
+                return answered;
+            }
         }
         let Some(pool) = ctx.pool.clone() else {
             let req = session.req_header();
@@ -570,7 +632,8 @@ impl ProxyHttp for Proxy {
             let _ = write!(forwarded, "{ip}");
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        let proto = if ctx.tls { "https" } else { "http" };
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         Ok(())
     }
 

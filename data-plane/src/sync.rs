@@ -203,7 +203,10 @@ async fn stream_once(
         }
         // After the ACK, so the cache write does not delay the apply.
         if let (true, Some(path)) = (acked, cache) {
-            if let Err(e) = crate::cache::save(path, version, state.routes()) {
+            let (certificates, challenges) = state.tls_state();
+            if let Err(e) =
+                crate::cache::save(path, version, state.routes(), certificates, challenges)
+            {
                 warn!(error = %e, path = %path.display(), "cannot write the snapshot cache");
             }
         }

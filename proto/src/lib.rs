@@ -2,6 +2,7 @@
 //! build time) and the validated domain types both planes convert it into.
 
 pub mod backend_policy;
+pub mod cert;
 pub mod duration;
 pub mod histogram;
 pub mod json;

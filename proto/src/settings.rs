@@ -44,6 +44,7 @@ pub enum OptionKey {
     Retries,
     HealthCheckInterval,
     HealthCheckTimeout,
+    HttpsRedirect,
 }
 
 /// A typed option value; its canonical text (`<n>ms`, `true`, `3`) is what
@@ -66,7 +67,7 @@ impl fmt::Display for OptionValue {
 }
 
 impl OptionKey {
-    pub const ALL: [OptionKey; 8] = [
+    pub const ALL: [OptionKey; 9] = [
         OptionKey::Timeout,
         OptionKey::ConnectTimeout,
         OptionKey::Websocket,
@@ -75,6 +76,7 @@ impl OptionKey {
         OptionKey::Retries,
         OptionKey::HealthCheckInterval,
         OptionKey::HealthCheckTimeout,
+        OptionKey::HttpsRedirect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +89,7 @@ impl OptionKey {
             OptionKey::Retries => "retries",
             OptionKey::HealthCheckInterval => "health_check_interval",
             OptionKey::HealthCheckTimeout => "health_check_timeout",
+            OptionKey::HttpsRedirect => "https_redirect",
         }
     }
 
@@ -116,13 +119,14 @@ impl OptionKey {
             | OptionKey::HealthCheckTimeout => parse_duration(raw)
                 .map(OptionValue::Duration)
                 .map_err(|e| self.invalid(raw, e)),
-            OptionKey::Websocket | OptionKey::Compression | OptionKey::Http2 => {
-                match raw.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => Ok(OptionValue::Bool(true)),
-                    "false" | "0" | "no" | "off" => Ok(OptionValue::Bool(false)),
-                    _ => Err(self.invalid(raw, "must be true or false")),
-                }
-            }
+            OptionKey::Websocket
+            | OptionKey::Compression
+            | OptionKey::Http2
+            | OptionKey::HttpsRedirect => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(OptionValue::Bool(true)),
+                "false" | "0" | "no" | "off" => Ok(OptionValue::Bool(false)),
+                _ => Err(self.invalid(raw, "must be true or false")),
+            },
             OptionKey::Retries => raw
                 .parse::<u8>()
                 .ok()
@@ -144,9 +148,10 @@ impl OptionKey {
                 .and_then(|n| n.parse::<u64>().ok())
                 .filter(|n| *n > 0)
                 .map(|n| OptionValue::Duration(Duration::from_millis(n))),
-            OptionKey::Websocket | OptionKey::Compression | OptionKey::Http2 => {
-                raw.parse().ok().map(OptionValue::Bool)
-            }
+            OptionKey::Websocket
+            | OptionKey::Compression
+            | OptionKey::Http2
+            | OptionKey::HttpsRedirect => raw.parse().ok().map(OptionValue::Bool),
             OptionKey::Retries => raw
                 .parse::<u8>()
                 .ok()

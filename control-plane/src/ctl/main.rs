@@ -45,6 +45,9 @@ enum Cmd {
     Routes,
     /// The whole current configuration.
     Snapshot,
+    /// The certificates served (domains, source, expiry, serial, the data
+    /// planes serving each) and the ACME domains still waiting.
+    Certs,
 }
 
 fn time(ms: i64) -> String {
@@ -158,6 +161,77 @@ async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> any
     Ok(())
 }
 
+fn certs(list: &v1::ListCertificatesResponse, as_json: bool) {
+    if as_json {
+        let certificates: Vec<Value> = list
+            .certificates
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "domains": c.domains,
+                    "source": c.source,
+                    "not_after": time(c.not_after_unix_ms),
+                    "serial": c.serial,
+                    "served_by": c.served_by,
+                })
+            })
+            .collect();
+        let pending: Vec<Value> = list
+            .pending
+            .iter()
+            .map(|p| {
+                json!({
+                    "domain": p.domain,
+                    "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+                    "next_attempt": maybe_time(p.next_attempt_unix_ms),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"version": list.version, "certificates": certificates, "pending": pending})
+        );
+        return;
+    }
+    let rows = list
+        .certificates
+        .iter()
+        .map(|c| {
+            vec![
+                c.domains.join(","),
+                c.source.clone(),
+                time(c.not_after_unix_ms),
+                c.serial.clone(),
+                c.served_by.join(","),
+            ]
+        })
+        .collect();
+    println!("version {}", list.version);
+    table(
+        &["DOMAINS", "SOURCE", "NOT AFTER", "SERIAL", "SERVED BY"],
+        rows,
+    );
+    if !list.pending.is_empty() {
+        println!();
+        let rows = list
+            .pending
+            .iter()
+            .map(|p| {
+                vec![
+                    p.domain.clone(),
+                    maybe_time(p.next_attempt_unix_ms)
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_string(),
+                    p.last_error.clone(),
+                ]
+            })
+            .collect();
+        table(&["WAITING FOR ACME", "NEXT ATTEMPT", "LAST ERROR"], rows);
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -235,6 +309,13 @@ async fn main() -> anyhow::Result<()> {
                     rows,
                 );
             }
+        }
+        Cmd::Certs => {
+            let list = client
+                .list_certificates(v1::ListCertificatesRequest {})
+                .await?
+                .into_inner();
+            certs(&list, args.json);
         }
         Cmd::Routes | Cmd::Snapshot => {
             let snap = client

@@ -1,6 +1,7 @@
 //! Durable state of the control plane behind a small trait: sessions with
 //! their active configuration, the configuration version, the route-id
-//! reservation and the members of the data-plane fleet. The default is redb, an embedded ACID store: one file, no
+//! reservation, the members of the data-plane fleet, and the certificates
+//! (with their keys), ACME challenges and ACME account. The default is redb, an embedded ACID store: one file, no
 //! server, crash-safe commits (see docs/DURABILITY.md).
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,10 @@ pub use records::{MemberRecord, RouteRecord, SessionRecord, TargetRecord};
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const FLEET: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
+/// "cert/<name>" (an encoded portico.v1 Certificate), "challenge/<token>"
+/// (its key authorization) and "acme/account" (the account's credentials).
+const TLS: TableDefinition<&str, &[u8]> = TableDefinition::new("tls");
+const ACME_ACCOUNT: &str = "acme/account";
 /// Bumped when the layout of what is stored changes incompatibly.
 const FORMAT: u64 = 1;
 
@@ -39,6 +44,10 @@ pub struct Loaded {
     pub route_reserved: u64,
     pub sessions: Vec<SessionRecord>,
     pub fleet: Vec<MemberRecord>,
+    pub certificates: Vec<portico_proto::v1::Certificate>,
+    /// (token, key authorization).
+    pub challenges: Vec<(String, String)>,
+    pub acme_account: Option<Vec<u8>>,
 }
 
 /// One atomic change: session records to write and to delete, and the
@@ -51,6 +60,11 @@ pub struct Batch {
     pub delete: Vec<String>,
     pub fleet_put: Vec<MemberRecord>,
     pub fleet_delete: Vec<String>,
+    pub certificates_put: Vec<std::sync::Arc<portico_proto::v1::Certificate>>,
+    pub certificates_delete: Vec<String>,
+    pub challenges_put: Vec<portico_proto::v1::AcmeChallenge>,
+    pub challenges_delete: Vec<String>,
+    pub acme_account: Option<Vec<u8>>,
 }
 
 /// What a caller hears when its change could not be made durable (the
@@ -142,6 +156,7 @@ impl RedbStore {
             }
             txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
             txn.open_table(FLEET).map_err(|e| self.corrupt(e))?;
+            txn.open_table(TLS).map_err(|e| self.corrupt(e))?;
         }
         txn.commit().map_err(|e| self.corrupt(e))
     }
@@ -160,8 +175,7 @@ impl Store for RedbStore {
         let mut loaded = Loaded {
             version: get("version")?,
             route_reserved: get("route_reserved")?,
-            sessions: Vec::new(),
-            fleet: Vec::new(),
+            ..Default::default()
         };
         let sessions = txn.open_table(SESSIONS).map_err(|e| self.corrupt(e))?;
         for entry in sessions.iter().map_err(|e| self.corrupt(e))? {
@@ -176,6 +190,22 @@ impl Store for RedbStore {
             let record: MemberRecord = serde_json::from_slice(value.value())
                 .map_err(|e| self.corrupt(format!("data plane {}: {e}", key.value())))?;
             loaded.fleet.push(record);
+        }
+        let tls = txn.open_table(TLS).map_err(|e| self.corrupt(e))?;
+        for entry in tls.iter().map_err(|e| self.corrupt(e))? {
+            let (key, value) = entry.map_err(|e| self.corrupt(e))?;
+            let (key, value) = (key.value(), value.value());
+            if let Some(name) = key.strip_prefix("cert/") {
+                let cert = <portico_proto::v1::Certificate as prost::Message>::decode(value)
+                    .map_err(|e| self.corrupt(format!("certificate {name}: {e}")))?;
+                loaded.certificates.push(cert);
+            } else if let Some(token) = key.strip_prefix("challenge/") {
+                let answer = String::from_utf8(value.to_vec())
+                    .map_err(|e| self.corrupt(format!("challenge {token}: {e}")))?;
+                loaded.challenges.push((token.to_string(), answer));
+            } else if key == ACME_ACCOUNT {
+                loaded.acme_account = Some(value.to_vec());
+            }
         }
         Ok(loaded)
     }
@@ -215,6 +245,43 @@ impl Store for RedbStore {
                 let bytes = serde_json::to_vec(member).map_err(|e| self.write_err(e))?;
                 fleet
                     .insert(member.node_id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.write_err(e))?;
+            }
+            let mut tls = txn.open_table(TLS).map_err(|e| self.write_err(e))?;
+            let removed = batch
+                .certificates_delete
+                .iter()
+                .map(|n| format!("cert/{n}"))
+                .chain(
+                    batch
+                        .challenges_delete
+                        .iter()
+                        .map(|t| format!("challenge/{t}")),
+                );
+            for key in removed {
+                tls.remove(key.as_str()).map_err(|e| self.write_err(e))?;
+            }
+            let put = batch
+                .certificates_put
+                .iter()
+                .map(|c| {
+                    (
+                        format!("cert/{}", c.name),
+                        prost::Message::encode_to_vec(c.as_ref()),
+                    )
+                })
+                .chain(batch.challenges_put.iter().map(|c| {
+                    let answer = c.key_authorization.as_bytes().to_vec();
+                    (format!("challenge/{}", c.token), answer)
+                }))
+                .chain(
+                    batch
+                        .acme_account
+                        .iter()
+                        .map(|a| (ACME_ACCOUNT.to_string(), a.clone())),
+                );
+            for (key, value) in put {
+                tls.insert(key.as_str(), value.as_slice())
                     .map_err(|e| self.write_err(e))?;
             }
         }
