@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod ctl;
 pub mod dns;
+pub mod edge;
 pub mod h2;
 pub mod process;
 pub mod tls;
