@@ -17,7 +17,7 @@ pub struct MockDns {
 }
 
 /// A loopback port free for both UDP and TCP now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP port");
         let port = udp.local_addr().unwrap().port();

@@ -2,6 +2,7 @@
 //! binaries on ephemeral ports, fake HTTP backends, and small blocking
 //! clients for the line protocol and HTTP. Every process dies with its handle.
 
+pub mod acme;
 pub mod backend;
 pub mod client;
 pub mod ctl;

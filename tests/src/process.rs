@@ -257,6 +257,11 @@ impl ControlPlane {
         });
     }
 
+    /// The flags `start_again` passes besides the listeners and data dir.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }
@@ -277,11 +282,16 @@ impl DataPlane {
     }
 
     pub fn spawn(control_plane: &str, node_id: &str, extra: &[&str]) -> DataPlane {
+        Self::spawn_on(control_plane, node_id, "127.0.0.1:0", extra)
+    }
+
+    /// Like `spawn`, with the proxy listening on `listen`.
+    pub fn spawn_on(control_plane: &str, node_id: &str, listen: &str, extra: &[&str]) -> DataPlane {
         let mut args: Vec<String> = vec![
             "--control-plane".into(),
             control_plane.into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.into(),
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
             "--node-id".into(),
