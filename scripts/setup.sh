@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portico need on a fresh Debian machine:
 # a C toolchain, cmake and OpenSSL headers for Pingora, and the tests' tools
-# (pebble-challtestsrv as a mock DNS server, promtool, chromium). Safe to run again.
+# (pebble-challtestsrv as a mock DNS server, pebble as an ACME CA, promtool,
+# chromium, openssl and curl). Safe to run again.
 # Extra arguments COMMAND:PACKAGE install PACKAGE when COMMAND is missing
 # (the bench harness uses this for its tools).
 set -euo pipefail
@@ -16,9 +17,11 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# The DNS tests' mock DNS server, and promtool to check /metrics.
-command -v pebble-challtestsrv >/dev/null 2>&1 || need+=(pebble)
+# The DNS tests' mock DNS server and the ACME tests' CA (pebble), and
+# promtool to check /metrics.
+command -v pebble-challtestsrv >/dev/null 2>&1 && command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The dashboard test renders the page in a real browser.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

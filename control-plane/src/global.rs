@@ -444,4 +444,89 @@ mod tests {
         assert!(g.sessions.is_empty() && g.owners.is_empty());
         assert_eq!(g.remove_session("s1"), None);
     }
+
+    fn cert(name: &str, serial: &str) -> Arc<v1::Certificate> {
+        Arc::new(v1::Certificate {
+            name: name.into(),
+            domains: vec!["a.test".into()],
+            serial: serial.into(),
+            source: "file".into(),
+            ..Default::default()
+        })
+    }
+
+    fn delta_of(message: &v1::ControlPlaneMessage) -> (u64, &v1::Delta) {
+        match &message.msg {
+            Some(v1::control_plane_message::Msg::Push(v1::ConfigPush {
+                base_version,
+                body: Some(v1::config_push::Body::Delta(d)),
+                ..
+            })) => (*base_version, d),
+            other => panic!("not a delta: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn certificates_are_versioned_and_caught_up_like_routes() {
+        let mut g = GlobalConfig::new(0);
+        g.commit("s1", "web", vec![route("r1", "a.test", "/")])
+            .unwrap();
+        let c = g
+            .change_tls(TlsChange {
+                certificates: vec![cert("file:a", "01")],
+                challenges: vec![v1::AcmeChallenge {
+                    token: "t".into(),
+                    key_authorization: "t.k".into(),
+                }],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(c.version, 2);
+        assert_eq!(g.tls().since["file:a"], 2);
+        // The same certificate again changes nothing.
+        assert_eq!(
+            g.change_tls(TlsChange {
+                certificates: vec![cert("file:a", "01")],
+                ..Default::default()
+            }),
+            None
+        );
+        assert_eq!(g.sessions_on(|h| h == "a.test"), vec!["s1".to_string()]);
+
+        // A data plane at version 1 gets the certificate and the answer.
+        let push = g.catch_up(1);
+        let (base, delta) = delta_of(&push);
+        assert_eq!(base, 1);
+        assert_eq!(delta.certificates_upserted[0].serial, "01");
+        assert_eq!(delta.challenges_upserted[0].key_authorization, "t.k");
+
+        g.change_tls(TlsChange {
+            certificates_removed: vec!["file:a".into()],
+            challenges_removed: vec!["t".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let push = g.catch_up(2);
+        let (_, delta) = delta_of(&push);
+        assert_eq!(delta.certificates_removed, ["file:a"]);
+        assert_eq!(delta.challenges_removed, ["t"]);
+        assert!(delta.upserted.is_empty() && delta.removed.is_empty());
+        // A fresh data plane's snapshot holds what is there now.
+        g.change_tls(TlsChange {
+            certificates: vec![cert("file:b", "02")],
+            ..Default::default()
+        })
+        .unwrap();
+        match g.catch_up(0).msg {
+            Some(v1::control_plane_message::Msg::Push(p)) => match p.body {
+                Some(v1::config_push::Body::Snapshot(s)) => {
+                    assert_eq!(s.routes.len(), 1);
+                    assert_eq!(s.certificates.len(), 1);
+                    assert!(s.challenges.is_empty());
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -284,3 +284,42 @@ impl OperatorService for OperatorApi {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_without_keys_keeps_everything_but_the_certificates() {
+        let cert = v1::Certificate {
+            name: "file:a".into(),
+            key_pem: "secret".into(),
+            ..Default::default()
+        };
+        let push = |body| v1::ControlPlaneMessage {
+            msg: Some(v1::control_plane_message::Msg::Push(v1::ConfigPush {
+                version: 2,
+                body: Some(body),
+                ..Default::default()
+            })),
+        };
+        let delta = v1::Delta {
+            removed: vec!["r1".into()],
+            certificates_upserted: vec![cert.clone()],
+            certificates_removed: vec!["file:b".into()],
+            ..Default::default()
+        };
+        let stripped = without_keys(push(v1::config_push::Body::Delta(delta.clone())));
+        let expected = v1::Delta {
+            certificates_upserted: vec![],
+            ..delta
+        };
+        assert_eq!(stripped, push(v1::config_push::Body::Delta(expected)));
+        let snapshot = v1::Snapshot {
+            certificates: vec![cert],
+            ..Default::default()
+        };
+        let stripped = without_keys(push(v1::config_push::Body::Snapshot(snapshot)));
+        assert!(!format!("{stripped:?}").contains("secret"));
+    }
+}

@@ -82,7 +82,7 @@ def route_to(cp_addrs, host, port):
 def spawn_portico(procs, bindir, name, args, pin=None, timeout=30):
     """Starts portico-cp or portico-dp and returns (process, {listener: addr})
     read from its 'listening' log lines."""
-    want = 3 if name == "portico-cp" else 2
+    want = 3 if name == "portico-cp" else 2 + ("--listen-tls" in args)
     p = procs.start([os.path.join(bindir, name)] + args, pin=pin, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, text=True,
                     env={**os.environ, "RUST_LOG": "warn,portico_cp=info,portico_dp=info"})
@@ -105,10 +105,10 @@ def start_control_plane(procs, bindir, data_dir, pin=None, extra=()):
         "--admin-listen", "127.0.0.1:0", "--data-dir", data_dir, *extra], pin=pin)
 
 
-def start_data_plane(procs, bindir, cp_addrs, name, pin=None, threads=1):
+def start_data_plane(procs, bindir, cp_addrs, name, pin=None, threads=1, extra=()):
     p, addrs = spawn_portico(procs, bindir, "portico-dp", [
         "--control-plane", "http://%s:%d" % cp_addrs["grpc"], "--listen", "127.0.0.1:0",
-        "--admin-listen", "127.0.0.1:0", "--node-id", name, "--threads", str(threads)], pin=pin)
+        "--admin-listen", "127.0.0.1:0", "--node-id", name, "--threads", str(threads), *extra], pin=pin)
     wait_status(addrs["admin"], "admin", 200, path="/ready")
     return p, addrs
 

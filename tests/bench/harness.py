@@ -26,7 +26,7 @@ FULL = dict(secs=10, rounds=3, many=10_000, prop_routes=10_000, applies=200, pla
 SMOKE = dict(secs=1, rounds=1, many=100, prop_routes=100, applies=5, planes=(1, 2),
              hitless_secs=3, sessions=20, pipelined=500, memory=(0, 200, 1000), reloads=3,
              fixed_rate=1_000)
-SCENARIOS = "12345678"
+SCENARIOS = "123456789"
 PROXIES = ["portico", "nginx", "haproxy", "caddy", "pingora"]
 
 
@@ -123,10 +123,12 @@ http://:{caddy} {{
 class Stack:
     """A control plane (on the load CPU) and data planes (one worker each)."""
 
-    def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU, cp_args=()):
+    def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU, cp_args=(),
+                 dp_args=()):
         data = tempfile.mkdtemp(prefix="cp-%s-" % name, dir=work)
         self.cp, self.cp_addrs = start_control_plane(procs, bindir, data, pin=pin_cp, extra=cp_args)
-        self.dps = [start_data_plane(procs, bindir, self.cp_addrs, "%s-dp-%d" % (name, i), pin=pin_dp)
+        self.dps = [start_data_plane(procs, bindir, self.cp_addrs, "%s-dp-%d" % (name, i), pin=pin_dp,
+                                     extra=dp_args)
                     for i in range(planes)]
         self.proxy = self.dps[0][1]["proxy"]
         self.conn = Conn(self.cp_addrs["registry"])
@@ -387,6 +389,51 @@ def reloads(work, bindir, p, upstream):
     return res
 
 
+def https(procs, work, bindir, p, upstream):
+    """HTTPS at the edge against nginx, one worker each, the same ECDSA P-256
+    certificate: keep-alive throughput over TLS, then new connections (one
+    full handshake and one request each, `Connection: close`)."""
+    certs = os.path.join(work, "certs")
+    os.makedirs(os.path.join(certs, "bench"))
+    chain, key = os.path.join(certs, "bench", "fullchain.pem"), os.path.join(certs, "bench", "privkey.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "30", "-subj", "/CN=" + HOST, "-addext", "subjectAltName=DNS:" + HOST,
+                    "-keyout", key, "-out", chain], check=True, capture_output=True)
+    port = free_port()
+    conf = os.path.join(work, "nginx-tls.conf")
+    with open(conf, "w") as f:
+        f.write("""
+worker_processes 1; daemon off; pid {w}/nginx-tls.pid; error_log {w}/nginx-tls.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream up {{ server {up}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port} ssl; server_name {host};
+    ssl_certificate {chain}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""".format(w=work, up=upstream[len("http://"):], port=port, host=HOST, chain=chain, key=key))
+    procs.start(["nginx", "-p", work, "-c", conf], pin=PROXY_CPU, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+    # wrk sends no SNI to an address, so the data plane's default is the certificate.
+    stack = Stack(procs, work, bindir, "tls", cp_args=("--cert-dir", certs),
+                  dp_args=("--listen-tls", "127.0.0.1:0", "--default-cert", HOST))
+    stack.add_routes([HOST], upstream)
+    urls = {"portico": "https://127.0.0.1:%d/" % stack.dps[0][1]["tls"][1], "nginx": "https://127.0.0.1:%d/" % port}
+    for url in urls.values():
+        deadline = time.time() + 20
+        while sh(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: " + HOST, url]).stdout != "200":
+            if time.time() > deadline:
+                raise RuntimeError("%s never answered 200 over TLS" % url)
+            time.sleep(0.1)
+    names = ["portico", "nginx"]
+    keepalive = interleaved(p["rounds"], names, lambda n: wrk(urls[n], p["secs"]), mirrored=True)
+    close = os.path.join(work, "close.lua")
+    with open(close, "w") as f:
+        f.write('wrk.headers["Host"] = "%s"\nwrk.headers["Connection"] = "close"\n' % HOST)
+    handshakes = interleaved(p["rounds"], names, lambda n: wrk(urls[n], p["secs"], script=close), mirrored=True)
+    return {kind: {n: median([r["rps"] for r in res[n]]) for n in names}
+            for kind, res in (("keep-alive requests/s", keepalive), ("new TLS connections/s", handshakes))}
+
+
 def hitless(rig, p, rate):
     """Open-loop load while the route's backend flips between two upstream
     ports once a second."""
@@ -600,6 +647,15 @@ def report(p, res, smoke):
             r = res["8"][n]
             L.append("| %s | %.1f | %.1f | %.1f |" % (labels[n], r["p50"], r["p99"], r["max"]))
 
+    if "9" in res:
+        L.append("\n### 9. HTTPS at the edge (wrk `-t1 -c64` over TLS; the same ECDSA P-256 certificate)\n")
+        L.append("Keep-alive requests over TLS 1.3, then new connections, each a full handshake "
+                 "(wrk resumes no session) and one request with `Connection: close`.\n")
+        L.append("| | Portico | nginx | Portico / nginx |\n|---|---|---|---|")
+        for kind, r in res["9"].items():
+            L.append("| %s | %s | %s | %.2f |" % (kind, "{:,.0f}".format(r["portico"]), "{:,.0f}".format(r["nginx"]),
+                                                ratio(r["portico"], r["nginx"])))
+
     if smoke or set(res) != set(SCENARIOS):
         return "\n".join(L) + "\n"
     thr, s2, s3, s4, s5, s6 = res["1"][0], res["2"], res["3"], res["4"], res["5"], res["6"]
@@ -630,7 +686,8 @@ def report(p, res, smoke):
          s6["sessions_s"] <= 5 and s6["pipelined_per_s"] >= 50_000),
         ("7 memory", "≤ 2 MB per 1,000 routes each", "%.2f MB control plane, %.2f MB data plane" % per,
          max(per) <= 2),
-    ]
+    ] + [("9 HTTPS, %s" % kind, "≥ 0.9× nginx", "%.2f×" % ratio(r["portico"], r["nginx"]),
+          ratio(r["portico"], r["nginx"]) >= 0.9) for kind, r in res["9"].items()]
     for name, target, measured, ok in rows:
         L.append("| %s | %s | %s | %s |" % (name, target, measured, verdict(ok)))
     return "\n".join(L) + "\n"
@@ -669,6 +726,7 @@ def run(wanted, work, bindir, p):
             ("6", "control plane", lambda: control_plane(work, bindir, p, up)),
             ("7", "memory", lambda: memory(work, bindir, p, up)),
             ("8", "a one-route change against Caddy and nginx", lambda: reloads(work, bindir, p, up)),
+            ("9", "HTTPS at the edge", lambda: https(procs, work, bindir, p, up)),
         ]
         for n, name, step in steps:
             if n in wanted:
@@ -682,7 +740,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="seconds-long pass that checks the harness works")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"), help="directory of the binaries")
     ap.add_argument("--write", help="markdown file whose harness section gets the results (full runs only)")
-    ap.add_argument("--only", help="comma-separated scenario numbers (1-8); prints their tables, writes nothing")
+    ap.add_argument("--only", help="comma-separated scenario numbers (1-9); prints their tables, writes nothing")
     args = ap.parse_args()
     p = SMOKE if args.smoke else FULL
     wanted = args.only.split(",") if args.only else list(SCENARIOS)
