@@ -400,13 +400,19 @@ impl Proxy {
             return None;
         }
         let host = request_host(req).unwrap_or_default();
-        let port = match self.https_port {
-            Some(port) if port != 443 => format!(":{port}"),
-            _ => String::new(),
-        };
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{host}{port}{target}");
+        let location = https_location(&host, self.https_port, target);
         Some(redirect_to(session, &location).await)
+    }
+}
+
+/// Where `https_redirect` sends a request for `host` and `target` (path and
+/// query): the port is left out for 443, or when there is no TLS listener
+/// here (TLS is then terminated in front, on the default port).
+fn https_location(host: &str, https_port: Option<u16>, target: &str) -> String {
+    match https_port {
+        Some(port) if port != 443 => format!("https://{host}:{port}{target}"),
+        _ => format!("https://{host}{target}"),
     }
 }
 
@@ -769,6 +775,19 @@ mod tests {
             req.insert_header("x-request-id", id).unwrap();
         }
         req
+    }
+
+    #[test]
+    fn redirects_name_the_tls_port_unless_it_is_443() {
+        assert_eq!(
+            https_location("a.test", Some(8443), "/p?q=1"),
+            "https://a.test:8443/p?q=1"
+        );
+        assert_eq!(
+            https_location("a.test", Some(443), "/p?q=1"),
+            "https://a.test/p?q=1"
+        );
+        assert_eq!(https_location("a.test", None, "/"), "https://a.test/");
     }
 
     #[test]

@@ -164,7 +164,32 @@ impl Manager {
             .collect()
     }
 
+    /// ACME certificates that ran out (their hosts lost their routes, so
+    /// they were not renewed): taken out of the configuration.
+    async fn drop_expired(&self, now: SystemTime) {
+        let now_ms = portico_proto::time::unix_ms(now);
+        let expired: Vec<String> = self
+            .certs
+            .current(SOURCE)
+            .into_iter()
+            .filter(|(_, c)| c.not_after_unix_ms <= now_ms)
+            .map(|(name, _)| name)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        info!(certificates = ?expired, "removing expired ACME certificates");
+        let change = TlsChange {
+            certificates_removed: expired,
+            ..Default::default()
+        };
+        if let Err(e) = self.certs.install(change, None).await {
+            warn!(error = %e, "cannot remove expired ACME certificates");
+        }
+    }
+
     async fn round(&mut self) {
+        self.drop_expired(SystemTime::now()).await;
         let wanted = self.wanted(SystemTime::now());
         self.certs
             .status
