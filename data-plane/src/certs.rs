@@ -30,6 +30,8 @@ pub enum CertPushError {
 /// One certificate, ready for handshakes.
 pub struct Served {
     pub wire: v1::Certificate,
+    /// The names it covers, as this data plane read them from it.
+    pub domains: Vec<String>,
     ctx: SslContext,
 }
 
@@ -44,7 +46,11 @@ impl Served {
                 source,
             })?;
         let ctx = context(&checked).map_err(|source| CertPushError::Context { name, source })?;
-        Ok(Served { wire, ctx })
+        Ok(Served {
+            wire,
+            domains: checked.domains,
+            ctx,
+        })
     }
 }
 
@@ -94,7 +100,7 @@ impl CertStore {
         let mut names: Vec<&Arc<Served>> = certs.values().collect();
         names.sort_by(|a, b| a.wire.name.cmp(&b.wire.name));
         for served in names {
-            for domain in &served.wire.domains {
+            for domain in &served.domains {
                 let (index, key) = match domain.strip_prefix("*.") {
                     Some(parent) => (&mut store.wildcard, parent),
                     None => (&mut store.exact, domain.as_str()),
@@ -179,10 +185,10 @@ mod tests {
             wire: v1::Certificate {
                 name: name.into(),
                 source: source.into(),
-                domains: domains.iter().map(|d| d.to_string()).collect(),
                 not_after_unix_ms: not_after,
                 ..Default::default()
             },
+            domains: domains.iter().map(|d| d.to_string()).collect(),
             ctx,
         })
     }

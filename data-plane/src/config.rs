@@ -120,39 +120,37 @@ impl ConfigState {
     /// One that expired is left out and logged (the previous one, if any,
     /// stays): a stored certificate that ran out must not block every push.
     fn next_tls(&self, body: &Body) -> Result<Option<TlsState>, PushError> {
-        let now = std::time::SystemTime::now();
-        let (upserted, removed, challenges_upserted, challenges_removed, mut certs, mut challenges) =
-            match body {
-                Body::Snapshot(s) => (
-                    &s.certificates,
-                    &[][..],
-                    &s.challenges,
-                    &[][..],
-                    HashMap::new(),
-                    HashMap::new(),
-                ),
-                Body::Delta(d) => {
-                    if d.certificates_upserted.is_empty()
-                        && d.certificates_removed.is_empty()
-                        && d.challenges_upserted.is_empty()
-                        && d.challenges_removed.is_empty()
-                    {
-                        return Ok(None);
-                    }
-                    (
-                        &d.certificates_upserted,
-                        &d.certificates_removed[..],
-                        &d.challenges_upserted,
-                        &d.challenges_removed[..],
-                        self.certs.clone(),
-                        self.challenges.clone(),
-                    )
-                }
-            };
+        let none: &[String] = &[];
+        let (delta, upserted, removed, answers, withdrawn) = match body {
+            Body::Snapshot(s) => (false, &s.certificates, none, &s.challenges, none),
+            Body::Delta(d) => (
+                true,
+                &d.certificates_upserted,
+                &d.certificates_removed[..],
+                &d.challenges_upserted,
+                &d.challenges_removed[..],
+            ),
+        };
+        let untouched =
+            upserted.is_empty() && removed.is_empty() && answers.is_empty() && withdrawn.is_empty();
+        if delta && untouched {
+            return Ok(None);
+        }
+        let (mut certs, mut challenges) = if delta {
+            (self.certs.clone(), self.challenges.clone())
+        } else {
+            Default::default()
+        };
         for name in removed {
             certs.remove(name);
         }
+        let now = std::time::SystemTime::now();
         for wire in upserted {
+            // A snapshot repeats what is held: its contexts are kept.
+            if let Some(held) = self.certs.get(&wire.name).filter(|h| h.wire == *wire) {
+                certs.insert(wire.name.clone(), held.clone());
+                continue;
+            }
             match Served::compile(wire.clone(), now) {
                 Ok(served) => {
                     certs.insert(wire.name.clone(), Arc::new(served));
@@ -166,10 +164,10 @@ impl ConfigState {
                 Err(e) => return Err(e.into()),
             }
         }
-        for token in challenges_removed {
+        for token in withdrawn {
             challenges.remove(token);
         }
-        for c in challenges_upserted {
+        for c in answers {
             challenges.insert(c.token.clone(), c.key_authorization.clone());
         }
         Ok(Some((certs, challenges)))
@@ -413,5 +411,93 @@ mod tests {
             table.lookup("a.com", "/").unwrap().entries[0].spec.route_id,
             "r2"
         );
+    }
+
+    /// A self-signed P-256 pair for `host`, valid from `from` to `to` days from now.
+    fn pair(host: &str, from: u32, to: i64) -> (String, String) {
+        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", host).unwrap();
+        let name = name.build();
+        let mut b = x509::X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        b.set_not_before(&Asn1Time::from_unix(now - i64::from(from) * 86_400).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(now + to * 86_400).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let pem = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (
+            pem(b.build().to_pem().unwrap()),
+            pem(key.private_key_to_pem_pkcs8().unwrap()),
+        )
+    }
+
+    fn cert(name: &str, (chain, key): &(String, String)) -> v1::Certificate {
+        v1::Certificate {
+            name: name.into(),
+            chain_pem: chain.clone(),
+            key_pem: key.clone(),
+            source: "file".into(),
+            ..Default::default()
+        }
+    }
+
+    fn tls_delta(version: u64, certs: Vec<v1::Certificate>, removed: Vec<&str>) -> v1::ConfigPush {
+        v1::ConfigPush {
+            version,
+            base_version: version - 1,
+            body: Some(Body::Delta(v1::Delta {
+                certificates_upserted: certs,
+                certificates_removed: removed.into_iter().map(String::from).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn certificates_are_checked_before_anything_changes() {
+        let live = Arc::new(Live::default());
+        let mut state = ConfigState::new(live.clone(), 0);
+        state.apply(snapshot(1, vec![])).unwrap();
+        let a = pair("a.test", 1, 30);
+        state
+            .apply(tls_delta(2, vec![cert("file:a", &a)], vec![]))
+            .unwrap();
+        assert!(live.certs.load().for_host("a.test").is_some());
+
+        // A key that is not the certificate's: refused, nothing changes.
+        let other = pair("a.test", 1, 30);
+        let mismatched = cert("file:a", &(a.0.clone(), other.1.clone()));
+        let err = state
+            .apply(tls_delta(3, vec![mismatched], vec![]))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert_eq!(live.version.load(Ordering::Acquire), 2);
+        assert_eq!(
+            live.certs.load().for_host("a.test").unwrap().wire.chain_pem,
+            a.0
+        );
+
+        // An expired one is left out, and the one held stays.
+        let expired = pair("a.test", 30, -1);
+        state
+            .apply(tls_delta(3, vec![cert("file:a", &expired)], vec![]))
+            .unwrap();
+        assert_eq!(
+            live.certs.load().for_host("a.test").unwrap().wire.chain_pem,
+            a.0
+        );
+        state.apply(tls_delta(4, vec![], vec!["file:a"])).unwrap();
+        assert!(live.certs.load().is_empty());
     }
 }

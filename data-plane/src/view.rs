@@ -34,7 +34,7 @@ pub fn config_json(version: u64, table: &RouteTable, certs: &CertStore) -> Value
         .map(|c| {
             json!({
                 "name": c.wire.name,
-                "domains": c.wire.domains,
+                "domains": c.domains,
                 "source": c.wire.source,
                 "serial": c.wire.serial,
                 "not_after": portico_proto::time::rfc3339(portico_proto::time::from_unix_ms(c.wire.not_after_unix_ms)),
