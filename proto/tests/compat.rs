@@ -56,3 +56,24 @@ fn unknown_fields_from_a_newer_schema_are_ignored() {
     bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
     assert_eq!(v1::Route::decode(&bytes[..]).unwrap().route_id, "r2");
 }
+
+#[test]
+fn pinned_certificate_changes_decode() {
+    // Delta { certificates_upserted (3): [{ name: "c" (1), source: "file" (5) }],
+    // certificates_removed (4): ["d"], challenges_upserted (5): [{ token: "t" (1),
+    // key_authorization: "k" (2) }], challenges_removed (6): ["u"] }
+    let pinned: &[u8] = &[
+        0x1a, 0x09, 0x0a, 0x01, b'c', 0x2a, 0x04, b'f', b'i', b'l', b'e', 0x22, 0x01, b'd', 0x2a,
+        0x06, 0x0a, 0x01, b't', 0x12, 0x01, b'k', 0x32, 0x01, b'u',
+    ];
+    let delta = v1::Delta::decode(pinned).unwrap();
+    assert_eq!(delta.certificates_upserted[0].name, "c");
+    assert_eq!(delta.certificates_upserted[0].source, "file");
+    assert_eq!(delta.certificates_removed, ["d"]);
+    assert_eq!(delta.challenges_upserted[0].key_authorization, "k");
+    assert_eq!(delta.challenges_removed, ["u"]);
+    assert_eq!(delta.encode_to_vec(), pinned);
+    // An older data plane, which knows only routes, reads the same bytes as
+    // an empty delta and ignores what it does not know.
+    assert!(delta.upserted.is_empty() && delta.removed.is_empty());
+}

@@ -73,6 +73,17 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
+/// The CA no longer knows or accepts the account.
+fn account_rejected(e: &AcmeError) -> bool {
+    let AcmeError::Protocol(instant_acme::Error::Api(problem)) = e else {
+        return false;
+    };
+    problem
+        .r#type
+        .as_deref()
+        .is_some_and(|t| t.ends_with(":accountDoesNotExist") || t.ends_with(":unauthorized"))
+}
+
 /// The name of the ACME certificate of `domain`.
 pub fn name(domain: &str) -> String {
     format!("{SOURCE}:{domain}")
@@ -224,9 +235,9 @@ impl Manager {
                         .get(&domain)
                         .map_or(FIRST_BACKOFF, |(_, s)| (*s * 2).min(MAX_BACKOFF));
                     warn!(%domain, error = %e, retry_in = ?step, "certificate not obtained; will retry");
-                    if matches!(e, AcmeError::Protocol(_)) {
-                        // The account may be unknown to the server (a reset
-                        // test CA): the next attempt logs in afresh.
+                    if account_rejected(&e) {
+                        // Unknown to the server (a CA that lost its state):
+                        // the next attempt makes a new account.
                         self.account = None;
                     }
                     self.backoff
@@ -253,8 +264,18 @@ impl Manager {
             Some(root) => Account::builder_with_root(root),
             None => Account::builder(),
         };
-        let stored = match self.stored.take() {
-            Some(bytes) => Some(serde_json::from_slice::<StoredAccount>(&bytes)?),
+        // Kept until the account is up: a CA that is down now keeps it.
+        let parsed = self
+            .stored
+            .as_deref()
+            .map(serde_json::from_slice::<StoredAccount>);
+        let stored = match parsed {
+            Some(Ok(stored)) => Some(stored),
+            Some(Err(e)) => {
+                warn!(error = %e, "the stored ACME account does not parse; making a new one");
+                self.stored = None;
+                None
+            }
             None => None,
         };
         let account = match stored.filter(|s| s.directory == self.config.directory) {
@@ -283,6 +304,7 @@ impl Manager {
                 account
             }
         };
+        self.stored = None;
         self.account = Some(account.clone());
         Ok(account)
     }
