@@ -372,9 +372,7 @@ impl Proxy {
             ))
         });
     }
-}
 
-impl Proxy {
     /// What plain HTTP answers before routing: an ACME challenge this data
     /// plane holds (for any host), else `308` to https for a route with
     /// `https_redirect`.
@@ -410,6 +408,11 @@ impl Proxy {
 /// query): the port is left out for 443, or when there is no TLS listener
 /// here (TLS is then terminated in front, on the default port).
 fn https_location(host: &str, https_port: Option<u16>, target: &str) -> String {
+    let host = if host.contains(':') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    };
     match https_port {
         Some(port) if port != 443 => format!("https://{host}:{port}{target}"),
         _ => format!("https://{host}{target}"),
@@ -788,6 +791,10 @@ mod tests {
             "https://a.test/p?q=1"
         );
         assert_eq!(https_location("a.test", None, "/"), "https://a.test/");
+        assert_eq!(
+            https_location("::1", Some(8443), "/"),
+            "https://[::1]:8443/"
+        );
     }
 
     #[test]

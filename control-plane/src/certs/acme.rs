@@ -102,7 +102,14 @@ struct Manager {
     /// Domain -> (next attempt, current backoff).
     backoff: HashMap<String, (Instant, Duration)>,
     issued: HashMap<String, Instant>,
+    /// What `wanted` found, at which version and when: the hosts are read
+    /// again when the configuration changes, else once a minute (renewals).
+    wanted: BTreeSet<String>,
+    checked: Option<(u64, Instant)>,
 }
+
+/// How often the hosts are read again while the configuration stays.
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// Runs for as long as the control plane does.
 pub async fn run(certs: Certs, config: AcmeConfig, stored_account: Option<Vec<u8>>) {
@@ -132,6 +139,8 @@ pub async fn run(certs: Certs, config: AcmeConfig, stored_account: Option<Vec<u8
         stored: stored_account,
         backoff: HashMap::new(),
         issued: HashMap::new(),
+        wanted: BTreeSet::new(),
+        checked: None,
     };
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,8 +209,16 @@ impl Manager {
     }
 
     async fn round(&mut self) {
-        self.drop_expired(SystemTime::now()).await;
-        let wanted = self.wanted(SystemTime::now());
+        let version = self.certs.config.read().version();
+        let stale = self
+            .checked
+            .is_none_or(|(seen, at)| seen != version || at.elapsed() >= RECHECK);
+        if stale {
+            self.drop_expired(SystemTime::now()).await;
+            self.wanted = self.wanted(SystemTime::now());
+            self.checked = Some((version, Instant::now()));
+        }
+        let wanted = self.wanted.clone();
         self.certs
             .status
             .lock()
