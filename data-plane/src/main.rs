@@ -26,13 +26,15 @@ use portico_data_plane::{
 #[derive(Debug, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane")]
 struct Args {
-    /// gRPC address of the control plane.
+    /// gRPC address of the control plane; several (comma-separated) for
+    /// replicas, followed in turn when one goes away.
     #[arg(
         long,
         env = "PORTICO_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:8182"
+        default_value = "http://127.0.0.1:8182",
+        value_delimiter = ','
     )]
-    control_plane: String,
+    control_plane: Vec<String>,
     /// Address the proxy listens on (port 0 picks a free one and logs it).
     #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -190,7 +192,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let cache_path = args.snapshot_cache.clone();
-    let tls = args.tls.client(&args.control_plane)?;
+    anyhow::ensure!(
+        args.control_plane.iter().all(|u| !u.trim().is_empty()),
+        "--control-plane needs at least one url"
+    );
+    // Every url is checked (TLS needs https://); the settings are the same.
+    let mut tls = None;
+    for url in &args.control_plane {
+        tls = args.tls.client(url)?;
+    }
     let control_plane = args.control_plane.clone();
     let sync_node = node_id.clone();
     let (health_live, telemetry_live) = (live.clone(), live.clone());
@@ -290,7 +300,7 @@ fn main() -> anyhow::Result<()> {
         info!(listener = "tls", %addr, "listening");
     }
     info!(listener = "admin", addr = %admin_listen, "listening");
-    info!(%node_id, control_plane = %args.control_plane, "portico-dp starting");
+    info!(%node_id, control_plane = %args.control_plane.join(","), "portico-dp starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(stopper),
     });

@@ -22,7 +22,9 @@ use portico_proto::BackendUrl;
 use crate::config::{ConfigState, Live};
 
 /// Waits between failed dials: the first redial after a lost stream goes
-/// out at once, failures then wait from `FIRST_BACKOFF` doubling to `MAX_BACKOFF`.
+/// out at once, and so does each dial of another replica; once every
+/// replica failed in a row, the wait goes from `FIRST_BACKOFF` doubling to
+/// `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -36,19 +38,24 @@ enum SyncError {
     Closed,
 }
 
+/// Follows the control plane at `control_planes` (replicas of one: any of
+/// them serves the same configuration). A replica that goes away, or cannot
+/// be dialled, is followed by the next at once; only once every replica
+/// failed in a row does the wait grow.
 pub async fn run(
-    control_plane: String,
+    control_planes: Vec<String>,
     node_id: String,
     mut state: ConfigState,
     cache: Option<std::path::PathBuf>,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) {
     let mut backoff: Option<Duration> = None;
-    loop {
-        let span = info_span!("sync", node_id = %node_id, control_plane = %control_plane);
+    let mut failed_in_a_row = 0;
+    for url in control_planes.iter().cycle() {
+        let span = info_span!("sync", node_id = %node_id, control_plane = %url);
         let mut streamed = false;
         let result = stream_once(
-            &control_plane,
+            url,
             &node_id,
             &mut state,
             &mut streamed,
@@ -58,18 +65,25 @@ pub async fn run(
         .instrument(span)
         .await;
         state.live.outbound.set(None);
-        // A stream that was up and broke is redialled at once: a restarted
-        // control plane costs a dial, not a backoff step.
-        backoff = match (streamed, backoff) {
-            (true, _) => None,
-            (false, None) => Some(FIRST_BACKOFF),
-            (false, Some(b)) => Some((b * 2).min(MAX_BACKOFF)),
-        };
-        let retry_in = backoff.unwrap_or_default();
-        if let Err(e) = result {
-            warn!(error = %e, ?retry_in, version = state.applied_version(), "control plane link down; serving the last configuration");
+        // A stream that was up and broke is redialled at once (the next
+        // replica, or a restarted control plane): a dial, not a backoff step.
+        let mut wait = None;
+        if streamed {
+            failed_in_a_row = 0;
+            backoff = None;
+        } else {
+            failed_in_a_row += 1;
+            if failed_in_a_row % control_planes.len() == 0 {
+                let next = backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+                backoff = Some(next);
+                wait = Some(next);
+            }
         }
-        if let Some(wait) = backoff {
+        if let Err(e) = result {
+            let retry_in = wait.unwrap_or_default();
+            warn!(error = %e, control_plane = %url, ?retry_in, version = state.applied_version(), "control plane link down; serving the last configuration");
+        }
+        if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
         }
     }

@@ -151,6 +151,40 @@ fn porticoctl_watch_prints_each_push_and_its_answers() {
 }
 
 /// `/ready` of a data plane; `None` while its admin listener is not up yet.
+#[test]
+fn a_data_plane_given_several_control_planes_follows_the_next_when_its_own_goes_away() {
+    let mut first = ControlPlane::start();
+    let second = ControlPlane::start();
+    let backend = FakeBackend::start("replica");
+    let mut s = Session::register(second.registry, "replica", "replica-1");
+    s.add_route("replica.test", "/", &backend.url());
+    s.apply();
+    let urls = format!("{},{}", first.grpc_url(), second.grpc_url());
+    let dp = DataPlane::start(&urls, "dp-follows");
+    // It dialled the first url, which serves no route.
+    assert_eq!(dataplanes(&first)[0]["state"], "connected");
+    assert_eq!(dp.get("replica.test", "/").status, 404);
+
+    first.proc.kill();
+    wait_for(
+        "the data plane on the second control plane",
+        Duration::from_secs(10),
+        || {
+            let planes = dataplanes(&second);
+            planes
+                .iter()
+                .any(|p| p["node_id"] == "dp-follows" && p["state"] == "connected")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the second control plane's route served",
+        Duration::from_secs(10),
+        || (dp.get("replica.test", "/").status == 200).then_some(()),
+    );
+    assert!(dp.proc.log_contains("control plane link down"));
+}
+
 fn ready_json(dp: &DataPlane) -> Option<(u16, Value)> {
     let r = http_get(dp.admin, "localhost", "/ready").ok()?;
     Some((r.status, serde_json::from_str(&r.body).unwrap()))
