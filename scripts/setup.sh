@@ -23,6 +23,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # promtool to check /metrics.
 command -v pebble-challtestsrv >/dev/null 2>&1 && command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# etcd for the etcd store's tests; protoc to build etcd's client.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The dashboard test renders the page in a real browser.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 

@@ -37,6 +37,20 @@ struct Args {
     /// Directory for the control plane's state.
     #[arg(long, env = "PORTICO_DATA_DIR", default_value = "./portico-data")]
     data_dir: PathBuf,
+    /// Where the state is kept: `embedded` (redb in --data-dir) or `etcd`.
+    #[arg(long, env = "PORTICO_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// etcd client urls (comma-separated), with --store etcd.
+    #[arg(
+        long,
+        env = "PORTICO_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of this control plane's state in etcd.
+    #[arg(long, env = "PORTICO_ETCD_PREFIX", default_value = "/portico")]
+    etcd_prefix: String,
     #[command(flatten)]
     tls: portico_proto::tls::TlsFiles,
     /// How long a session without a home connection keeps its routes, e.g. 60s.
@@ -113,6 +127,12 @@ struct Args {
     session_threads: Option<usize>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
 /// Offline tools on the data dir (the control plane must be stopped).
 #[derive(Debug, clap::Subcommand)]
 enum Tool {
@@ -142,19 +162,38 @@ fn main() -> anyhow::Result<()> {
         .init();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    if args.reset_state {
-        let file = args.data_dir.join(store::RedbStore::FILE);
-        if file.exists() {
-            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
-            tracing::warn!(file = %file.display(), "stored state discarded (--reset-state)");
+    let store: Arc<dyn store::Store> = match args.store {
+        StoreKind::Embedded => {
+            if args.reset_state {
+                let file = args.data_dir.join(store::RedbStore::FILE);
+                if file.exists() {
+                    std::fs::remove_file(&file)
+                        .with_context(|| format!("removing {}", file.display()))?;
+                    tracing::warn!(file = %file.display(), "stored state discarded (--reset-state)");
+                }
+            }
+            Arc::new(store::RedbStore::open(
+                &args.data_dir,
+                !args.unsafe_no_fsync,
+            )?)
         }
-    }
-    let store = store::RedbStore::open(&args.data_dir, !args.unsafe_no_fsync)?;
+        StoreKind::Etcd => {
+            anyhow::ensure!(
+                !args.reset_state,
+                "--reset-state works on the embedded store only; delete the etcd prefix {} instead",
+                args.etcd_prefix
+            );
+            Arc::new(store::EtcdStore::connect(
+                &args.etcd_endpoints,
+                &args.etcd_prefix,
+            )?)
+        }
+    };
     match args.command {
-        Some(Tool::Export) => state_file::export(&store, std::io::stdout().lock()),
-        Some(Tool::Import) => state_file::import(&store, std::io::stdin().lock()),
+        Some(Tool::Export) => state_file::export(store.as_ref(), std::io::stdout().lock()),
+        Some(Tool::Import) => state_file::import(store.as_ref(), std::io::stdin().lock()),
         None => {
-            match actix_rt::System::new().block_on(server::run(args.config()?, Arc::new(store))) {
+            match actix_rt::System::new().block_on(server::run(args.config()?, store)) {
                 // Fail-stop: data planes keep serving while it is restarted.
                 Err(e) if e.is::<store::StoreError>() => {
                     tracing::error!(error = %e, "stopping: the state store cannot be written");

@@ -8,6 +8,7 @@ pub mod client;
 pub mod ctl;
 pub mod dns;
 pub mod edge;
+pub mod etcd;
 pub mod h2;
 pub mod process;
 pub mod tls;

@@ -1,15 +1,18 @@
 //! Durable state of the control plane behind a small trait: sessions with
 //! their active configuration, the configuration version, the route-id
 //! reservation, the members of the data-plane fleet, and the certificates
-//! (with their keys), ACME challenges and ACME account. The default is redb, an embedded ACID store: one file, no
-//! server, crash-safe commits (see docs/DURABILITY.md).
+//! (with their keys), ACME challenges and ACME account. The default is redb,
+//! an embedded ACID store: one file, no server, crash-safe commits; `etcd.rs`
+//! keeps the same records in etcd (see docs/DURABILITY.md).
 
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+mod etcd;
 mod records;
 
+pub use etcd::EtcdStore;
 pub use records::{MemberRecord, RouteRecord, SessionRecord, TargetRecord};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -35,6 +38,14 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("writing the state store {path} failed: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("the etcd state store at {endpoints}: {reason}")]
+    Etcd { endpoints: String, reason: String },
+    #[error(
+        "the etcd state store under {prefix} has format {found}, this build reads format {FORMAT}"
+    )]
+    EtcdFormat { prefix: String, found: u64 },
+    #[error("the etcd state store moved to version {found} while this control plane held {expected}: another writer shares its prefix")]
+    Conflict { expected: u64, found: u64 },
 }
 
 /// Everything the control plane restores at start.
