@@ -205,7 +205,11 @@ impl Store for EtcdStore {
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let k = |rest: String| key(&self.prefix, &rest);
         let mut ops = Vec::new();
-        let expected = *self.version.lock();
+        // Held across the transaction: this process's writers (committer,
+        // publisher, route-id reservations) go one at a time, as redb's do,
+        // so they never trip over each other's version.
+        let mut version = self.version.lock();
+        let expected = *version;
         if let Some(v) = batch.version {
             ops.push(TxnOp::put(k("meta/version".into()), v.to_string(), None));
         }
@@ -292,7 +296,7 @@ impl Store for EtcdStore {
             return Err(StoreError::Conflict { expected, found });
         }
         if let Some(v) = batch.version {
-            *self.version.lock() = v;
+            *version = v;
         }
         Ok(())
     }
