@@ -103,6 +103,31 @@ fn sni_picks_exact_and_wildcard_certificates_offers_h2_and_refuses_unknown_names
             refused.err
         );
     }
+    // TLS 1.2 and 1.3 only: a client offering at most 1.1 is refused.
+    for (version, accepted) in [("-tls1_1", false), ("-tls1_2", true), ("-tls1_3", true)] {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &e.tls.to_string(),
+                "-servername",
+                "a.test",
+            ])
+            .args([version, "-cipher", "DEFAULT@SECLEVEL=0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running openssl s_client");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.success() && text.contains("BEGIN CERTIFICATE"),
+            accepted,
+            "{version}: {text}"
+        );
+        // Refused by the data plane, not left unoffered by the client.
+        assert!(accepted || text.contains("protocol version"), "{text}");
+    }
+
     // The backend hears the request came over TLS (its health probes
     // interleave, so the request is looked for by its path).
     wait_for("a request seen over TLS", Duration::from_secs(10), || {
