@@ -67,7 +67,6 @@ fn context(checked: &cert::Checked) -> Result<SslContext, ErrorStack> {
     for intermediate in &checked.chain[1..] {
         builder.add_extra_chain_cert(intermediate.clone())?;
     }
-    builder.check_private_key()?;
     builder.set_alpn_select_callback(select_alpn);
     Ok(builder.build().into_context())
 }

@@ -413,32 +413,9 @@ mod tests {
         );
     }
 
-    /// A self-signed P-256 pair for `host`, valid from `from` to `to` days from now.
+    /// A self-signed pair for `host`, valid from `from` days ago to `to` days from now.
     fn pair(host: &str, from: u32, to: i64) -> (String, String) {
-        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
-        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
-        let mut name = x509::X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", host).unwrap();
-        let name = name.build();
-        let mut b = x509::X509::builder().unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        b.set_not_before(&Asn1Time::from_unix(now - i64::from(from) * 86_400).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(now + to * 86_400).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let pem = |b: Vec<u8>| String::from_utf8(b).unwrap();
-        (
-            pem(b.build().to_pem().unwrap()),
-            pem(key.private_key_to_pem_pkcs8().unwrap()),
-        )
+        portico_proto::cert::self_signed(&[host], -i64::from(from), to)
     }
 
     fn cert(name: &str, (chain, key): &(String, String)) -> v1::Certificate {

@@ -138,6 +138,43 @@ pub fn due(not_after_unix_ms: i64, before: Duration, now: SystemTime) -> bool {
     not_after_unix_ms.saturating_sub(before.as_millis() as i64) <= now
 }
 
+/// A self-signed ECDSA P-256 pair (certificate PEM, key PEM) for `names`,
+/// valid from `from_days` to `to_days` days from now: for tests.
+#[cfg(any(test, feature = "testing"))]
+pub fn self_signed(names: &[&str], from_days: i64, to_days: i64) -> (String, String) {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::X509NameBuilder;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("a key")).expect("a key");
+    let mut name = X509NameBuilder::new().expect("a name");
+    name.append_entry_by_text("CN", names[0]).expect("a CN");
+    let name = name.build();
+    let mut b = X509::builder().expect("a builder");
+    b.set_version(2).expect("v3");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(&name).expect("issuer");
+    b.set_pubkey(&key).expect("key");
+    let now = crate::time::unix_ms(SystemTime::now()) / 1000;
+    let day = 86_400;
+    let at = |d: i64| Asn1Time::from_unix(now + d * day).expect("a time");
+    b.set_not_before(&at(from_days)).expect("not before");
+    b.set_not_after(&at(to_days)).expect("not after");
+    let mut san = SubjectAlternativeName::new();
+    for n in names {
+        san.dns(n);
+    }
+    let san = san.build(&b.x509v3_context(None, None)).expect("SAN");
+    b.append_extension(san).expect("SAN");
+    b.sign(&key, MessageDigest::sha256()).expect("signed");
+    let pem = |bytes: Vec<u8>| String::from_utf8(bytes).expect("PEM is ASCII");
+    (
+        pem(b.build().to_pem().expect("PEM")),
+        pem(key.private_key_to_pem_pkcs8().expect("PEM")),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

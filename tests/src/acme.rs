@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::dns::free_port;
+use crate::dns::{free_port, MockDns};
 use crate::process::{tempdir::TempDir, Proc};
 use crate::tls::Pki;
 use crate::wait_for;
 
 pub struct Pebble {
     pub proc: Proc,
-    pub dns: Proc,
+    pub dns: MockDns,
     /// The ACME directory URL.
     pub directory: String,
     /// The CA that signed Pebble's own HTTPS certificate (for --acme-ca-root).
@@ -29,37 +29,8 @@ impl Pebble {
     pub fn start(http_port: u16, env: &[(&str, &str)]) -> Pebble {
         let dir = TempDir::new("portico-pebble");
         let pki = Pki::generate(dir.path(), false);
-        let dns_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let dns_management = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let args: Vec<String> = [
-            "-dns01",
-            &dns_addr.to_string(),
-            "-management",
-            &dns_management.to_string(),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let dns = Proc::spawn_program(
-            Path::new("pebble-challtestsrv"),
-            "pebble-challtestsrv",
-            &args,
-            &[],
-        );
-        wait_for("pebble's DNS server", Duration::from_secs(10), || {
-            TcpStream::connect(dns_addr).ok()
-        });
-
+        // Every name the CA validates is this machine.
+        let dns = MockDns::start_answering("127.0.0.1");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = serde_json::json!({
@@ -85,7 +56,7 @@ impl Pebble {
                 "-config".to_string(),
                 config_path.display().to_string(),
                 "-dnsserver".to_string(),
-                dns_addr.to_string(),
+                dns.addr.to_string(),
             ],
             &env,
         );

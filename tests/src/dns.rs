@@ -28,7 +28,13 @@ pub fn free_port() -> u16 {
 }
 
 impl MockDns {
+    /// Unknown names get no address.
     pub fn start() -> MockDns {
+        Self::start_answering("")
+    }
+
+    /// Unknown names get `default_ipv4` (none when empty), and no IPv6 address.
+    pub fn start_answering(default_ipv4: &str) -> MockDns {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let args: Vec<String> = [
@@ -43,7 +49,7 @@ impl MockDns {
             "-tlsalpn01",
             "",
             "-defaultIPv4",
-            "",
+            default_ipv4,
             "-defaultIPv6",
             "",
         ]

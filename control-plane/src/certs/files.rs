@@ -194,26 +194,7 @@ mod tests {
     }
 
     fn self_signed(host: &str) -> (String, String) {
-        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
-        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
-        let mut name = x509::X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", host).unwrap();
-        let name = name.build();
-        let mut b = x509::X509::builder().unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let pem = |b: Vec<u8>| String::from_utf8(b).unwrap();
-        (
-            pem(b.build().to_pem().unwrap()),
-            pem(key.private_key_to_pem_pkcs8().unwrap()),
-        )
+        cert::self_signed(&[host], 0, 30)
     }
 
     #[test]
