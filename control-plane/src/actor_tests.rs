@@ -42,7 +42,7 @@ impl Store for MemStore {
         Ok(Loaded::default())
     }
 
-    fn commit(&self, _: Batch) -> Result<(), StoreError> {
+    fn commit(&self, _: &Batch) -> Result<(), StoreError> {
         if self.broken.load(std::sync::atomic::Ordering::Acquire) {
             return Err(StoreError::Write {
                 path: "memory".into(),
@@ -103,6 +103,7 @@ async fn connect(
 fn commit(version: u64) -> Commit {
     Commit {
         version,
+        base: version - 1,
         ..Default::default()
     }
 }

@@ -4,16 +4,17 @@
 use actix::prelude::*;
 use portico_proto::v1;
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{debug, error, info, warn};
 
 use std::collections::HashMap;
 
 use crate::global::{CommitError, GlobalConfig, SharedConfig};
 use crate::history::{Commit, TlsChange};
+
+/// How soon a replica that could not read the shared store tries again.
+const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::publisher::{AckReport, Publish, Publisher};
-use crate::store::SessionRecord;
-use crate::store::{Batch, Store};
-use crate::store::{Fatal, StoreFailed};
+use crate::store::{Batch, Fatal, Observed, SessionRecord, Store, StoreError, StoreFailed};
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 
@@ -24,6 +25,22 @@ pub enum ProposeError {
     Conflict(#[from] CommitError),
     #[error(transparent)]
     Store(#[from] StoreFailed),
+}
+
+/// Commits retried after another replica's (each on its state) before the
+/// store counts as unavailable.
+const MAX_ATTEMPTS: usize = 32;
+
+/// A stored session as the global configuration holds it; `None` (logged)
+/// for a record this build cannot read.
+fn routes_of(record: &SessionRecord) -> Result<(String, String, Vec<v1::Route>), ()> {
+    match record.active_routes() {
+        Ok(routes) => Ok((record.id.clone(), record.service.clone(), routes)),
+        Err(e) => {
+            error!(session_id = %record.id, error = %e, "a stored session cannot be read; its routes are left out");
+            Err(())
+        }
+    }
 }
 
 pub struct Committer {
@@ -60,44 +77,106 @@ impl Committer {
         }
     }
 
-    /// Makes a batch durable; false when the store failed. That stops the
-    /// control plane (fail-stop, see `Fatal`), and nothing more is committed.
-    fn persist(&mut self, mut batch: Batch, commit: Option<&Commit>) -> bool {
+    /// Makes a batch without a new version durable (a session's record).
+    fn persist(&mut self, batch: &Batch) -> Result<(), StoreFailed> {
         if self.failed {
-            return false;
+            return Err(StoreFailed::Failed);
         }
-        batch.version = commit.map(|c| c.version);
-        if let Err(e) = self.store.commit(batch) {
-            self.failed = true;
-            self.fatal.raise(e);
-            return false;
-        }
-        true
+        let config = self.global.clone();
+        self.store
+            .commit(batch)
+            .map_err(|e| self.store_failed(e, &mut config.write()))
     }
 
-    /// Applies `change` to the global configuration and makes `batch` (with
-    /// the new version) durable, holding the configuration locked across
-    /// both: the publisher, which reads it, never sees a version that is not
-    /// durable. After a store failure the configuration is marked failed, so
-    /// nothing in memory that is not durable is pushed while the process stops.
-    fn change(
+    /// What a store error means here: a shared store that did not answer
+    /// changed nothing; anything else stops the control plane (fail-stop,
+    /// see `Fatal`), and nothing more is committed meanwhile.
+    fn store_failed(&mut self, error: StoreError, global: &mut GlobalConfig) -> StoreFailed {
+        if error.is_unavailable() {
+            warn!(%error, "the state store is unavailable");
+            return StoreFailed::Unavailable;
+        }
+        self.failed = true;
+        global.fail();
+        self.fatal.raise(error);
+        StoreFailed::Failed
+    }
+
+    /// Makes `batch` durable with the version `plan` calls for (a new one
+    /// when it returns true), then applies `change` to the global
+    /// configuration, holding it locked across both: the publisher, which
+    /// reads it, never sees a version that is not durable, and a change the
+    /// store refused leaves nothing behind. When another replica committed
+    /// first, its versions are taken in and `plan` runs again on them.
+    fn change<D>(
         &mut self,
-        batch: Batch,
-        change: impl FnOnce(&mut GlobalConfig) -> Result<Option<Commit>, CommitError>,
+        mut batch: Batch,
+        data: D,
+        plan: impl Fn(&GlobalConfig, &D) -> Result<bool, CommitError>,
+        change: impl FnOnce(&mut GlobalConfig, D) -> Result<Option<Commit>, CommitError>,
     ) -> Result<Option<Commit>, ProposeError> {
         if self.failed {
-            return Err(StoreFailed.into());
+            return Err(StoreFailed::Failed.into());
         }
         let started = std::time::Instant::now();
         let config = self.global.clone();
         let mut global = config.write();
-        let commit = change(&mut global)?;
-        if !self.persist(batch, commit.as_ref()) {
+        let mut attempts = 0;
+        loop {
+            batch.version = plan(&global, &data)?.then(|| global.version() + 1);
+            match self.store.commit(&batch) {
+                Ok(()) => break,
+                Err(StoreError::Conflict { expected, found }) if attempts < MAX_ATTEMPTS => {
+                    attempts += 1;
+                    debug!(
+                        expected,
+                        found, "another replica committed first; taking its versions in"
+                    );
+                    let taken = match self.resync(&mut global) {
+                        Ok(taken) => taken,
+                        Err(e) => return Err(self.store_failed(e, &mut global).into()),
+                    };
+                    self.publish(taken, "");
+                }
+                Err(e) => return Err(self.store_failed(e, &mut global).into()),
+            }
+        }
+        let commit = change(&mut global, data)?;
+        if commit.as_ref().map(|c| c.version) != batch.version {
+            // The plan and the change disagree: memory and store differ.
+            error!(planned = ?batch.version, "a commit changed other than planned");
+            self.failed = true;
             global.fail();
-            return Err(StoreFailed.into());
+            self.fatal.raise(StoreError::Diverged);
+            return Err(StoreFailed::Failed.into());
         }
         if commit.is_some() {
             self.metrics.commit.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(commit)
+    }
+
+    /// Brings the configuration to what the store holds now: one commit of
+    /// what other replicas changed.
+    fn resync(&self, global: &mut GlobalConfig) -> Result<Option<Commit>, StoreError> {
+        let loaded = self.store.load()?;
+        let sessions = loaded
+            .sessions
+            .iter()
+            .filter_map(|r| routes_of(r).ok())
+            .collect();
+        let commit = global.resync(
+            loaded.version,
+            sessions,
+            loaded.certificates,
+            loaded.challenges,
+        );
+        if let Some(c) = &commit {
+            info!(
+                version = c.version,
+                from = c.base,
+                "taken in the versions of other replicas"
+            );
         }
         Ok(commit)
     }
@@ -200,7 +279,12 @@ impl Handler<Propose> for Committer {
             ..Default::default()
         };
         let (session, service, routes) = (&msg.session_id, &msg.service, msg.routes);
-        let commit = self.change(batch, |g| g.commit(session, service, routes))?;
+        let plan = |g: &GlobalConfig, routes: &Vec<v1::Route>| {
+            g.check(service, routes)?;
+            Ok(g.changes(session, routes))
+        };
+        let apply = |g: &mut GlobalConfig, routes| g.commit(session, service, routes);
+        let commit = self.change(batch, routes, plan, apply)?;
         Ok(self.publish(commit, &msg.session_id))
     }
 }
@@ -215,14 +299,22 @@ pub struct RemoveSession {
 impl Handler<RemoveSession> for Committer {
     type Result = MessageResult<RemoveSession>;
 
-    fn handle(&mut self, msg: RemoveSession, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RemoveSession, ctx: &mut Context<Self>) -> Self::Result {
         let batch = Batch {
             delete: vec![msg.session_id.clone()],
             ..Default::default()
         };
-        match self.change(batch, |g| Ok(g.remove_session(&msg.session_id))) {
+        let id = &msg.session_id;
+        let plan = |g: &GlobalConfig, _: &()| Ok(g.changes(id, &[]));
+        match self.change(batch, (), plan, |g, _| Ok(g.remove_session(id))) {
             Ok(commit) => MessageResult(self.publish(commit, &msg.session_id)),
-            Err(_) => MessageResult(Self::not_applied()),
+            Err(e) => {
+                if matches!(e, ProposeError::Store(StoreFailed::Unavailable)) {
+                    // The session ended: its routes go once the store answers.
+                    ctx.notify_later(msg, RESYNC_RETRY);
+                }
+                MessageResult(Self::not_applied())
+            }
         }
     }
 }
@@ -248,17 +340,11 @@ impl Handler<TakeOver> for Committer {
             delete: vec![msg.old_session.clone()],
             ..Default::default()
         };
-        let transfer = |g: &mut GlobalConfig| {
-            // The routes were the old session's, so they cannot conflict.
-            Ok(
-                g.transfer(&msg.old_session, &msg.new_session, &msg.service, msg.routes)
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "take-over conflicted; keeping the old routes");
-                        None
-                    }),
-            )
-        };
-        match self.change(batch, transfer) {
+        let (old, new, service) = (&msg.old_session, &msg.new_session, &msg.service);
+        // The routes were the old session's, so they cannot conflict.
+        let transfer = |g: &mut GlobalConfig, routes| g.transfer(old, new, service, routes);
+        let plan = |g: &GlobalConfig, routes: &Vec<v1::Route>| Ok(g.changes(old, routes));
+        match self.change(batch, msg.routes, plan, transfer) {
             Ok(commit) => MessageResult(self.publish(commit, &msg.new_session)),
             Err(_) => MessageResult(Self::not_applied()),
         }
@@ -287,7 +373,8 @@ impl Handler<ChangeTls> for Committer {
             acme_account: msg.acme_account,
             ..Default::default()
         };
-        let commit = self.change(batch, |g| Ok(g.change_tls(change)))?;
+        let plan = |g: &GlobalConfig, c: &TlsChange| Ok(!g.effective_tls(c.clone()).is_empty());
+        let commit = self.change(batch, change, plan, |g, c| Ok(g.change_tls(c)))?;
         Ok(self.publish(commit, ""))
     }
 }
@@ -316,20 +403,72 @@ impl Handler<GlobalSubscription> for Committer {
 }
 
 /// Stores a session that has no routes yet (REGISTER), so it can RECONNECT
-/// after a restart; false when the store failed.
+/// after a restart.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<(), StoreFailed>")]
 pub struct SaveSession(pub SessionRecord);
 
 impl Handler<SaveSession> for Committer {
-    type Result = bool;
+    type Result = Result<(), StoreFailed>;
 
-    fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) -> Self::Result {
         let batch = Batch {
             put: vec![msg.0],
             ..Default::default()
         };
-        self.persist(batch, None)
+        self.persist(&batch)
+    }
+}
+
+/// What a replica wrote to the shared store, as the watch saw it (this
+/// replica's own commits come back too, and are skipped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Followed(pub Observed);
+
+impl Handler<Followed> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Followed, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        let config = self.global.clone();
+        let mut global = config.write();
+        let current = global.version();
+        let taken = match msg.0 {
+            // This replica's own commits, and writes that change no version.
+            Observed::Write(batch) if batch.version.is_none_or(|v| v <= current) => return,
+            Observed::Write(batch) if batch.version == Some(current + 1) => {
+                let batch = *batch;
+                let version = current + 1;
+                let sessions = batch.put.iter().filter_map(|r| routes_of(r).ok()).collect();
+                let tls = TlsChange {
+                    certificates: batch.certificates_put,
+                    certificates_removed: batch.certificates_delete,
+                    challenges: batch.challenges_put,
+                    challenges_removed: batch.challenges_delete,
+                };
+                self.store.observed(version);
+                global.follow(version, sessions, batch.delete, tls)
+            }
+            Observed::Write(_) | Observed::Missed => match self.resync(&mut global) {
+                Ok(taken) => taken,
+                Err(error) => {
+                    warn!(%error, "cannot read the state store to follow it; trying again");
+                    ctx.notify_later(Followed(Observed::Missed), RESYNC_RETRY);
+                    return;
+                }
+            },
+        };
+        drop(global);
+        if let Some(commit) = &taken {
+            debug!(
+                version = commit.version,
+                "followed another replica's commit"
+            );
+        }
+        self.publish(taken, "");
     }
 }
 

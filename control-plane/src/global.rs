@@ -95,28 +95,50 @@ impl GlobalConfig {
         routes: Vec<v1::Route>,
     ) -> Result<Option<Commit>, CommitError> {
         self.check(service, &routes)?;
+        let commit = self.replace(session_id, service, routes);
+        if commit.upserted.is_empty() && commit.removed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.seal(self.version + 1, commit)))
+    }
+
+    /// Whether replacing a session's active routes with `routes` changes any.
+    pub fn changes(&self, session_id: &str, routes: &[v1::Route]) -> bool {
+        match self.sessions.get(session_id) {
+            None => !routes.is_empty(),
+            Some(old) => {
+                old.routes.len() != routes.len()
+                    || routes
+                        .iter()
+                        .any(|r| old.routes.get(&r.route_id).is_none_or(|o| **o != *r))
+            }
+        }
+    }
+
+    /// Replaces a session's routes, unchecked and without a new version:
+    /// what changed, for `seal`.
+    fn replace(&mut self, session_id: &str, service: &str, routes: Vec<v1::Route>) -> Commit {
         let old = self.sessions.remove(session_id).unwrap_or_default();
         let mut next = SessionRoutes {
             service: service.to_string(),
             routes: BTreeMap::new(),
         };
-        let mut upserted = Vec::new();
-        let mut added = Vec::new();
+        let mut commit = Commit::default();
         for route in routes {
             let route = match old.routes.get(&route.route_id) {
                 Some(r) if **r == route => r.clone(),
                 known => {
                     let route = Arc::new(route);
                     if known.is_none() {
-                        added.push(route.route_id.clone());
+                        commit.added.push(route.route_id.clone());
                     }
-                    upserted.push(route.clone());
+                    commit.upserted.push(route.clone());
                     route
                 }
             };
             next.routes.insert(route.route_id.clone(), route);
         }
-        let removed: Vec<String> = old
+        commit.removed = old
             .routes
             .keys()
             .filter(|id| !next.routes.contains_key(*id))
@@ -128,36 +150,126 @@ impl GlobalConfig {
         for route in next.routes.values() {
             self.claim(service, route);
         }
-        for id in &removed {
+        for id in &commit.removed {
             self.ids.remove(id);
         }
-        self.ids.extend(added.iter().cloned());
+        self.ids.extend(commit.added.iter().cloned());
         if !next.routes.is_empty() {
             self.sessions.insert(session_id.to_string(), next);
         }
-        if upserted.is_empty() && removed.is_empty() {
-            return Ok(None);
-        }
-        self.version += 1;
-        let changed = upserted
+        commit
+    }
+
+    /// Makes what changed `version`, following the current one, and keeps it
+    /// in the history.
+    fn seal(&mut self, version: u64, mut commit: Commit) -> Commit {
+        commit.base = self.version;
+        commit.version = version;
+        self.version = version;
+        let changed = commit
+            .upserted
             .iter()
             .map(|r| Key::Route(r.route_id.clone()))
-            .chain(removed.iter().cloned().map(Key::Route))
+            .chain(commit.removed.iter().cloned().map(Key::Route))
+            .chain(commit.tls.keys())
             .collect();
-        self.history.record(self.version, changed);
-        Ok(Some(Commit {
-            version: self.version,
-            upserted,
-            added,
-            removed,
-            ..Default::default()
-        }))
+        self.history.record(commit.base, version, changed);
+        commit
+    }
+
+    /// Takes in `version`, written by another replica: the sessions' routes
+    /// as now stored, the sessions gone and the certificates changed, all
+    /// checked by their writer against the state this one holds. One commit
+    /// of what changed (possibly nothing but the version); `None` when this
+    /// configuration is already there.
+    pub fn follow(
+        &mut self,
+        version: u64,
+        sessions: Vec<(String, String, Vec<v1::Route>)>,
+        gone: Vec<String>,
+        tls: TlsChange,
+    ) -> Option<Commit> {
+        if version <= self.version {
+            return None;
+        }
+        let mut commit = Commit::default();
+        let gone = gone.into_iter().filter_map(|id| {
+            let service = self.sessions.get(&id)?.service.clone();
+            Some((id, service, Vec::new()))
+        });
+        for (id, service, routes) in gone.collect::<Vec<_>>().into_iter().chain(sessions) {
+            let part = self.replace(&id, &service, routes);
+            commit.upserted.extend(part.upserted);
+            commit.added.extend(part.added);
+            commit.removed.extend(part.removed);
+        }
+        commit.tls = self.effective_tls(tls);
+        self.apply_tls(&commit.tls, version);
+        Some(self.seal(version, commit))
+    }
+
+    /// Brings this configuration to the whole state stored at `version`
+    /// (after a missed change or a conflict): one commit of the differences.
+    pub fn resync(
+        &mut self,
+        version: u64,
+        sessions: Vec<(String, String, Vec<v1::Route>)>,
+        certificates: Vec<v1::Certificate>,
+        challenges: Vec<(String, String)>,
+    ) -> Option<Commit> {
+        let stored: HashSet<&str> = sessions.iter().map(|(id, _, _)| id.as_str()).collect();
+        let gone = self
+            .sessions
+            .keys()
+            .filter(|id| !stored.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let tls = TlsChange {
+            certificates_removed: self
+                .tls
+                .certificates
+                .keys()
+                .filter(|n| !certificates.iter().any(|c| &c.name == *n))
+                .cloned()
+                .collect(),
+            challenges_removed: self
+                .tls
+                .challenges
+                .keys()
+                .filter(|t| !challenges.iter().any(|(c, _)| c == *t))
+                .cloned()
+                .collect(),
+            certificates: certificates.into_iter().map(Arc::new).collect(),
+            challenges: challenges
+                .into_iter()
+                .map(|(token, key_authorization)| v1::AcmeChallenge {
+                    token,
+                    key_authorization,
+                })
+                .collect(),
+        };
+        self.follow(version, sessions, gone, tls)
     }
 
     /// Installs, replaces and removes certificates and challenges; `None`
     /// when that changes nothing.
-    pub fn change_tls(&mut self, mut change: TlsChange) -> Option<Commit> {
-        let tls = &mut self.tls;
+    pub fn change_tls(&mut self, change: TlsChange) -> Option<Commit> {
+        let change = self.effective_tls(change);
+        if change.is_empty() {
+            return None;
+        }
+        let version = self.version + 1;
+        self.apply_tls(&change, version);
+        let commit = Commit {
+            tls: change,
+            ..Default::default()
+        };
+        Some(self.seal(version, commit))
+    }
+
+    /// `change` without what it would not change.
+    pub fn effective_tls(&self, mut change: TlsChange) -> TlsChange {
+        let tls = &self.tls;
         change
             .certificates
             .retain(|c| tls.certificates.get(&c.name) != Some(c));
@@ -170,17 +282,18 @@ impl GlobalConfig {
         change
             .challenges_removed
             .retain(|t| tls.challenges.contains_key(t));
-        if change.is_empty() {
-            return None;
-        }
-        self.version += 1;
+        change
+    }
+
+    fn apply_tls(&mut self, change: &TlsChange, version: u64) {
+        let tls = &mut self.tls;
         for name in &change.certificates_removed {
             tls.certificates.remove(name);
             tls.since.remove(name);
         }
         for cert in &change.certificates {
             tls.certificates.insert(cert.name.clone(), cert.clone());
-            tls.since.insert(cert.name.clone(), self.version);
+            tls.since.insert(cert.name.clone(), version);
         }
         for token in &change.challenges_removed {
             tls.challenges.remove(token);
@@ -189,12 +302,6 @@ impl GlobalConfig {
             tls.challenges
                 .insert(c.token.clone(), c.key_authorization.clone());
         }
-        self.history.record(self.version, change.keys().collect());
-        Some(Commit {
-            version: self.version,
-            tls: change,
-            ..Default::default()
-        })
     }
 
     /// Puts back stored certificates and challenges, without a new version.
@@ -443,6 +550,116 @@ mod tests {
         assert_eq!((c.version, c.removed.clone()), (13, vec!["r1".to_string()]));
         assert!(g.sessions.is_empty() && g.owners.is_empty());
         assert_eq!(g.remove_session("s1"), None);
+    }
+
+    #[test]
+    fn changes_tells_whether_a_replacement_would_bump_the_version() {
+        let mut g = GlobalConfig::new(0);
+        assert!(!g.changes("s1", &[]));
+        assert!(g.changes("s1", &[route("r1", "a.com", "/")]));
+        g.commit("s1", "a", vec![route("r1", "a.com", "/")])
+            .unwrap();
+        assert!(!g.changes("s1", &[route("r1", "a.com", "/")]));
+        assert!(g.changes("s1", &[route("r1", "a.com", "/x")]));
+        assert!(g.changes("s1", &[]));
+        assert!(g.changes(
+            "s1",
+            &[route("r1", "a.com", "/"), route("r2", "b.com", "/")]
+        ));
+    }
+
+    #[test]
+    fn another_replicas_version_is_taken_in_as_one_commit() {
+        // Replica A commits; B, at the same version, follows what A stored.
+        let mut a = GlobalConfig::new(0);
+        let mut b = GlobalConfig::new(0);
+        a.commit("s1", "web", vec![route("r1", "a.com", "/")])
+            .unwrap();
+        b.commit("s2", "api", vec![route("r2", "b.com", "/")])
+            .unwrap();
+        // B's version 1 lost the race: B takes in A's whole state at 1.
+        // (Its own uncommitted change is not there, as on a refused commit.)
+        let mut b = GlobalConfig::new(0);
+        let c = b
+            .follow(
+                1,
+                vec![("s1".into(), "web".into(), vec![route("r1", "a.com", "/")])],
+                vec![],
+                TlsChange::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            (c.base, c.version, c.added.clone()),
+            (0, 1, vec!["r1".to_string()])
+        );
+        // Ownership now holds across both: api cannot take a.com/.
+        assert!(b
+            .check("api", &[route("r9", "a.com", "/")])
+            .is_err_and(|e| e.to_string().contains("owned by service web")));
+        // Seen again (its own write coming back) it changes nothing.
+        assert_eq!(
+            b.follow(1, vec![], vec!["s1".into()], TlsChange::default()),
+            None
+        );
+        // A gone session and a new one, in one version.
+        let c = b
+            .follow(
+                2,
+                vec![("s2".into(), "api".into(), vec![route("r2", "b.com", "/")])],
+                vec!["s1".into()],
+                TlsChange::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            (c.removed.clone(), c.added.clone()),
+            (vec!["r1".to_string()], vec!["r2".to_string()])
+        );
+        assert!(!b.has_route("r1") && b.has_route("r2"));
+    }
+
+    #[test]
+    fn a_resync_converges_on_the_stored_state_and_chains_the_history() {
+        let mut g = GlobalConfig::new(0);
+        g.commit("s1", "web", vec![route("r1", "a.com", "/")])
+            .unwrap();
+        g.change_tls(TlsChange {
+            certificates: vec![cert("file:a", "01")],
+            ..Default::default()
+        })
+        .unwrap();
+        // Versions 3 to 5 happened elsewhere: s1 is gone, s2 came, the
+        // certificate was replaced and a challenge added.
+        let c = g
+            .resync(
+                5,
+                vec![("s2".into(), "api".into(), vec![route("r2", "b.com", "/")])],
+                vec![cert("file:a", "02").as_ref().clone()],
+                vec![("t".into(), "t.k".into())],
+            )
+            .unwrap();
+        assert_eq!((c.base, c.version), (2, 5));
+        assert_eq!(c.removed, ["r1"]);
+        assert_eq!(c.tls.certificates[0].serial, "02");
+        assert_eq!(g.tls().challenges["t"], "t.k");
+        // A data plane at 2 gets one delta; so does one at 4 (served by
+        // another replica): what changed from 2 to 5 holds what it missed.
+        for at in [2, 4] {
+            let push = g.catch_up(at);
+            let (base, delta) = delta_of(&push);
+            assert_eq!(base, at);
+            assert_eq!(delta.removed, ["r1"]);
+            assert_eq!(delta.upserted[0].route_id, "r2");
+        }
+        // Nothing differs at the same version: no commit.
+        assert_eq!(
+            g.resync(
+                5,
+                vec![("s2".into(), "api".into(), vec![route("r2", "b.com", "/")])],
+                vec![cert("file:a", "02").as_ref().clone()],
+                vec![("t".into(), "t.k".into())],
+            ),
+            None
+        );
     }
 
     fn cert(name: &str, serial: &str) -> Arc<v1::Certificate> {

@@ -15,6 +15,9 @@ use portico_proto::v1;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub version: u64,
+    /// The version it follows: `version - 1`, or older when it took in
+    /// several versions another replica wrote.
+    pub base: u64,
     pub upserted: Vec<Arc<v1::Route>>,
     /// The upserted route ids that are new (the rest changed).
     pub added: Vec<String>,
@@ -122,8 +125,10 @@ pub const HISTORY: usize = 4096;
 const HISTORY_ROUTES: usize = 200_000;
 
 pub struct History {
-    /// Recent versions, oldest first: (version, what changed since version - 1).
-    changed: VecDeque<(u64, Vec<Key>)>,
+    /// Recent versions, oldest first: (base, version, what changed since
+    /// base), where base is the version before (or older, when one entry
+    /// took in several versions at once).
+    changed: VecDeque<(u64, u64, Vec<Key>)>,
     changed_routes: usize,
 }
 
@@ -135,21 +140,22 @@ impl History {
         }
     }
 
-    /// Keeps what `version` changed; the oldest versions go beyond the bounds.
-    pub fn record(&mut self, version: u64, ids: Vec<Key>) {
-        // Versions are dense; a gap (never expected) makes the history unusable.
+    /// Keeps what changed from `base` to `version`; the oldest versions go
+    /// beyond the bounds.
+    pub fn record(&mut self, base: u64, version: u64, ids: Vec<Key>) {
+        // Entries chain; a gap (never expected) makes the history unusable.
         if self
             .changed
             .back()
-            .is_some_and(|(last, _)| last + 1 != version)
+            .is_some_and(|(_, last, _)| *last != base)
         {
             self.changed.clear();
             self.changed_routes = 0;
         }
         self.changed_routes += ids.len();
-        self.changed.push_back((version, ids));
+        self.changed.push_back((base, version, ids));
         while self.changed.len() > HISTORY || self.changed_routes > HISTORY_ROUTES {
-            if let Some((_, old)) = self.changed.pop_front() {
+            if let Some((_, _, old)) = self.changed.pop_front() {
                 self.changed_routes -= old.len();
             }
         }
@@ -162,12 +168,12 @@ impl History {
 
     /// What changed after `applied`, when every version since is kept.
     pub fn changed_since(&self, applied: u64) -> Option<HashSet<&Key>> {
-        let first = self.changed.front().map(|(v, _)| *v)?;
-        (applied > 0 && first <= applied + 1).then(|| {
+        let first = self.changed.front().map(|(base, _, _)| *base)?;
+        (applied > 0 && first <= applied).then(|| {
             self.changed
                 .iter()
-                .filter(|(v, _)| *v > applied)
-                .flat_map(|(_, ids)| ids.iter())
+                .filter(|(_, v, _)| *v > applied)
+                .flat_map(|(_, _, ids)| ids.iter())
                 .collect()
         })
     }
@@ -261,7 +267,7 @@ pub fn publish(commit: &Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
     };
     let push = push(
         commit.version,
-        commit.version - 1,
+        commit.base,
         v1::config_push::Body::Delta(delta),
     );
     (push, event)
@@ -306,9 +312,9 @@ mod tests {
     #[test]
     fn a_data_plane_behind_gets_one_delta_of_what_changed_since_its_version() {
         let mut h = History::new();
-        h.record(1, ids(&["r1", "r2"]));
-        h.record(2, ids(&["r1", "r2"]));
-        h.record(3, ids(&["r3"]));
+        h.record(0, 1, ids(&["r1", "r2"]));
+        h.record(1, 2, ids(&["r1", "r2"]));
+        h.record(2, 3, ids(&["r3"]));
         // At version 3: r1 moved to b, r2 removed, r3 added.
         let routes = [route("r1", "http://b"), route("r3", "http://a")];
 
@@ -344,7 +350,7 @@ mod tests {
         let mut h = History::new();
         let last = HISTORY as u64 + 2;
         for v in 1..=last {
-            h.record(v, vec![Key::Route(format!("r{v}"))]);
+            h.record(v - 1, v, vec![Key::Route(format!("r{v}"))]);
         }
         let routes: Vec<_> = (1..=last)
             .map(|v| route(&format!("r{v}"), "http://a"))

@@ -96,7 +96,7 @@ impl Publisher {
     /// Membership is advisory for the store: a failed write only weakens
     /// the wait after the next restart, so it is logged, not fatal.
     fn persist(&self, batch: Batch) {
-        if let Err(e) = self.store.commit(batch) {
+        if let Err(e) = self.store.commit(&batch) {
             error!(error = %e, "cannot store the fleet membership");
         }
     }

@@ -23,7 +23,6 @@ use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
 use crate::protocol::parser::command_names;
 use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
-use crate::store::StoreFailed;
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -308,8 +307,9 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
         };
         let (shared, home) = (shared.clone(), home.clone());
         return Box::pin(async move {
-            let Some(id) = Directory::register(&shared, identity, home).await else {
-                return Outcome::line(Reply::error(StoreFailed.to_string()).render(txn.as_deref()));
+            let id = match Directory::register(&shared, identity, home).await {
+                Ok(id) => id,
+                Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
             };
             Outcome {
                 home_of: Some(id.clone()),

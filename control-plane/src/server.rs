@@ -133,6 +133,15 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         metrics.clone(),
     )
     .start();
+    if let Some(mut writes) = store.follow() {
+        // Every replica pushes every version, whichever replica wrote it.
+        let committer = committer.clone();
+        actix_rt::spawn(async move {
+            while let Some(write) = writes.recv().await {
+                committer.do_send(crate::committer::Followed(write));
+            }
+        });
+    }
     let threads = args.session_threads.max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let shared = Arc::new(Shared {

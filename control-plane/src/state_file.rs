@@ -47,6 +47,6 @@ pub fn import(store: &dyn Store, mut input: impl Read) -> anyhow::Result<()> {
         // Fleet membership belongs to this machine's data planes, not to the backup.
         ..Default::default()
     };
-    store.commit(batch)?;
+    store.commit(&batch)?;
     Ok(())
 }

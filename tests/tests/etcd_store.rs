@@ -1,6 +1,7 @@
 //! The control plane's state in a real etcd (`--store etcd`): what was
-//! acknowledged survives a crash, and a second writer on the same prefix
-//! is refused rather than forked.
+//! acknowledged survives a crash, replicas on one prefix share one order of
+//! commits and each pushes every version, and an etcd outage fails applies
+//! clearly, without stopping anything.
 
 use std::time::Duration;
 
@@ -56,32 +57,131 @@ fn the_state_lives_in_etcd_and_survives_a_crash() {
     assert_eq!(planes[0]["acked_version"], 2, "{planes:?}");
 }
 
+/// Starts `n` replicas on one prefix.
+fn replicas(etcd: &str, prefix: &str, n: usize) -> Vec<ControlPlane> {
+    (0..n)
+        .map(|_| ControlPlane::start_with(&etcd_args(etcd, prefix)))
+        .collect()
+}
+
+/// The version `porticoctl snapshot` shows on `cp`.
+fn version_on(cp: &ControlPlane) -> u64 {
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&ctl(cp, &["snapshot", "--json"])).unwrap();
+    snapshot["version"].as_u64().unwrap()
+}
+
 #[test]
-fn a_second_writer_on_the_same_prefix_is_refused_not_forked() {
+fn replicas_share_one_order_of_commits_and_every_one_pushes_every_version() {
     let etcd = Etcd::start();
     let url = etcd.url();
-    let mut first = ControlPlane::start_with(&etcd_args(&url, "/shared"));
-    let backend = FakeBackend::start("etcd-shared");
-    let mut a = Session::register(first.registry, "a", "a-1");
-    a.add_route("a.test", "/", &backend.url());
-    a.apply();
-    // A second control plane on the same prefix reads version 1 and commits 2.
-    let second = ControlPlane::start_with(&etcd_args(&url, "/shared"));
-    let mut b = Session::register(second.registry, "b", "b-1");
-    b.add_route("b.test", "/", &backend.url());
-    b.apply();
-    // The first one still holds version 1: its next commit is refused, and
-    // it stops rather than write over the second one's version.
-    a.add_route("a2.test", "/", &backend.url());
-    // (It may exit before its ERROR reply is written.)
-    a.client
-        .send_raw(format!("CONFIG_APPLY|{}\n", a.id).as_bytes());
-    let status = first.proc.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(70));
-    assert!(first.proc.log_contains("another writer shares its prefix"));
-    // The second one's commit stands.
-    assert_eq!(b.cmd("PING", ""), "PONG");
-    let planes = ctl(&second, &["snapshot", "--json"]);
-    let snapshot: serde_json::Value = serde_json::from_str(&planes).unwrap();
-    assert_eq!(snapshot["version"], 2, "{snapshot}");
+    let cps = replicas(&url, "/ha", 3);
+    let dp_a = DataPlane::start(&cps[0].grpc_url(), "ha-dp-a");
+    let dp_b = DataPlane::start(&cps[2].grpc_url(), "ha-dp-b");
+    let backend = FakeBackend::start("ha");
+
+    // Six sessions, two per replica, each applying five times at once.
+    const APPLIES: usize = 5;
+    let workers: Vec<_> = (0..6)
+        .map(|i| {
+            let (registry, backend) = (cps[i % 3].registry, backend.url());
+            std::thread::spawn(move || {
+                let mut s = Session::register(registry, &format!("svc{i}"), "one");
+                (0..APPLIES)
+                    .map(|j| {
+                        let id = s.add_route(&format!("h{i}-{j}.test"), "/", &backend);
+                        s.apply();
+                        id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a session's applies"))
+        .collect();
+    let applies = ids.len() as u64;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, applies, "route ids are never reused");
+
+    // One version per apply, none reused: every replica ends at the same one.
+    for cp in &cps {
+        wait_for("the replica to follow", Duration::from_secs(10), || {
+            (version_on(cp) == applies).then_some(())
+        });
+    }
+    // Both data planes, each on its own replica, serve every route.
+    for dp in [&dp_a, &dp_b] {
+        for i in 0..6 {
+            for j in 0..APPLIES {
+                let host = format!("h{i}-{j}.test");
+                wait_for(&host, Duration::from_secs(10), || {
+                    (dp.get(&host, "/").status == 200).then_some(())
+                });
+            }
+        }
+    }
+    for (dp, cp) in [(&dp_a, &cps[0]), (&dp_b, &cps[2])] {
+        wait_for("the data plane's ack", Duration::from_secs(10), || {
+            let planes = dataplanes(cp);
+            (planes[0]["acked_version"] == applies).then_some(())
+        });
+        assert_eq!(dp.config()["version"], applies);
+    }
+
+    // Ownership holds across replicas: svc0 (on replica 0) owns h0-0.test/.
+    let mut intruder = Session::register(cps[1].registry, "intruder", "x");
+    intruder.add_route("h0-0.test", "/", &backend.url());
+    let reply = intruder.cmd("CONFIG_APPLY", "");
+    assert!(
+        reply.starts_with("ERROR|") && reply.contains("owned by service svc0"),
+        "{reply}"
+    );
+    assert_eq!(dp_b.get("h0-0.test", "/").status, 200);
+}
+
+#[test]
+fn applies_answer_store_unavailable_while_etcd_is_down_and_work_again_after() {
+    let mut etcd = Etcd::start();
+    let url = etcd.url();
+    let cps = replicas(&url, "/outage", 2);
+    let dp = DataPlane::start(&cps[1].grpc_url(), "outage-dp");
+    let backend = FakeBackend::start("outage");
+    let mut s = Session::register(cps[0].registry, "web", "web-1");
+    s.add_route("steady.test", "/", &backend.url());
+    s.apply();
+    wait_for(
+        "the route on the other replica's data plane",
+        Duration::from_secs(10),
+        || (dp.get("steady.test", "/").status == 200).then_some(()),
+    );
+
+    etcd.stop();
+    s.add_route("during.test", "/", &backend.url());
+    assert_eq!(s.cmd("CONFIG_APPLY", ""), "ERROR|store unavailable");
+    // Traffic goes on, for the whole outage.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut served = 0;
+    while std::time::Instant::now() < until {
+        assert_eq!(dp.get("steady.test", "/").status, 200);
+        served += 1;
+    }
+    assert!(served > 0);
+    assert_eq!(s.cmd("CONFIG_APPLY", ""), "ERROR|store unavailable");
+    assert_eq!(dp.get("during.test", "/").status, 404);
+
+    etcd.start_again();
+    // The same staged change goes through once etcd is back, without a
+    // restart, and the other replica follows it again.
+    wait_for("an apply to succeed", Duration::from_secs(20), || {
+        (s.cmd("CONFIG_APPLY", "") == "OK").then_some(())
+    });
+    wait_for(
+        "the data plane to serve it",
+        Duration::from_secs(10),
+        || (dp.get("during.test", "/").status == 200).then_some(()),
+    );
+    assert_eq!(dp.get("steady.test", "/").status, 200);
 }

@@ -14,7 +14,7 @@ use rand::RngCore;
 use super::{Home, Identity, SessionActor, SessionState, Shared, Surrender};
 use crate::committer::SaveSession;
 use crate::protocol::RouteId;
-use crate::store::{Batch, Fatal, Store, StoreFailed};
+use crate::store::{Fatal, Store, StoreFailed};
 
 /// Route ids reserved in the store at a time.
 const ROUTE_RESERVATION: u64 = 1024;
@@ -63,22 +63,27 @@ impl Directory {
         self.arbiters[i % self.arbiters.len()].clone()
     }
 
-    /// A route id never handed out before, also across restarts; an error
-    /// (and the control plane stopping) when the store cannot reserve more.
+    /// A route id never handed out before, also across restarts and by
+    /// other replicas; an error when the store cannot reserve more (the
+    /// control plane stops unless the store is only unavailable).
     pub fn allocate_route(&self) -> Result<RouteId, StoreFailed> {
         let mut reserved = self.route_reserved.lock();
-        let id = self.next_route.load(Ordering::Relaxed) + 1;
+        let mut id = self.next_route.load(Ordering::Relaxed) + 1;
         if id > *reserved {
-            let next = id + ROUTE_RESERVATION;
-            let batch = Batch {
-                route_reserved: Some(next),
-                ..Default::default()
-            };
-            if let Err(e) = self.store.commit(batch) {
-                self.fatal.raise(e);
-                return Err(StoreFailed);
+            match self.store.reserve_routes(id, ROUTE_RESERVATION) {
+                Ok(first) => {
+                    id = first;
+                    *reserved = first + ROUTE_RESERVATION - 1;
+                }
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "cannot reserve route ids: the state store is unavailable");
+                    return Err(StoreFailed::Unavailable);
+                }
+                Err(e) => {
+                    self.fatal.raise(e);
+                    return Err(StoreFailed::Failed);
+                }
             }
-            *reserved = next;
         }
         self.next_route.store(id, Ordering::Relaxed);
         Ok(RouteId(id))
@@ -128,7 +133,7 @@ impl Directory {
     /// Creates a session with a fresh unguessable id and starts its actor. A
     /// live session of the same service and instance is taken over: it ends,
     /// and the new one inherits its active routes and settings.
-    /// `None` when the store cannot keep the new session.
+    /// An error when the store cannot keep the new session.
     /// A session of this service instance exists (a REGISTER would take it over).
     pub fn has_instance(&self, service: &str, instance: &str) -> bool {
         self.sessions
@@ -141,7 +146,7 @@ impl Directory {
         shared: &Arc<Shared>,
         mut identity: Identity,
         home: Home,
-    ) -> Option<String> {
+    ) -> Result<String, StoreFailed> {
         let id = new_session_id(&identity.instance);
         identity.id = id.clone();
         let key = (identity.service.clone(), identity.instance.clone());
@@ -163,9 +168,13 @@ impl Directory {
             // A new session is durable before its ACK, so it can RECONNECT
             // after a restart (a take-over is stored by its commit).
             let record = SessionState::new(identity.clone()).record();
-            if shared.committer.send(SaveSession(record)).await != Ok(true) {
+            let saved = match shared.committer.send(SaveSession(record)).await {
+                Ok(saved) => saved,
+                Err(_) => Err(StoreFailed::Failed),
+            };
+            if let Err(e) = saved {
                 shared.directory.sessions.lock().by_instance.remove(&key);
-                return None;
+                return Err(e);
             }
         }
         let arbiter = shared.directory.arbiter();
@@ -179,7 +188,7 @@ impl Directory {
             .lock()
             .by_id
             .insert(id.clone(), addr);
-        Some(id)
+        Ok(id)
     }
 
     /// Starts a session restored from the store, detached with `grace`.

@@ -123,6 +123,12 @@ impl SessionRecord {
         }
     }
 
+    /// Its active routes as the data planes get them.
+    pub fn active_routes(&self) -> Result<Vec<portico_proto::v1::Route>, RecordError> {
+        let state = self.restore()?;
+        Ok(state.active_proto(&state.ops))
+    }
+
     /// The session this record describes, with nothing staged.
     pub fn restore(&self) -> Result<SessionState, RecordError> {
         let fail = |reason: String| RecordError {

@@ -6,12 +6,22 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 
-use super::{Batch, Loaded, MemberRecord, SessionRecord, Store, StoreError, FORMAT};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
+use portico_proto::v1;
 
-/// How long one etcd call may take before the store counts as failed.
+use super::{Batch, Loaded, MemberRecord, Observed, SessionRecord, Store, StoreError, FORMAT};
+
+/// How long one etcd call may take before the store counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon a broken watch is opened again.
+const WATCH_RETRY: Duration = Duration::from_millis(200);
+/// Route-id reservations tried before giving up on a busy counter.
+const RESERVE_ATTEMPTS: usize = 64;
 
 pub struct EtcdStore {
     endpoints: String,
@@ -21,8 +31,10 @@ pub struct EtcdStore {
     /// holds the configuration's lock across a commit, as it does an
     /// fsync), so calls run on a runtime of the store's own. Taken on drop.
     runtime: Option<tokio::runtime::Runtime>,
-    /// The version this control plane last read or wrote.
+    /// The version this replica last read, wrote or took in.
     version: parking_lot::Mutex<u64>,
+    /// The etcd revision of the last full read: watching starts after it.
+    revision: AtomicI64,
 }
 
 fn key(prefix: &str, rest: &str) -> String {
@@ -65,6 +77,7 @@ impl EtcdStore {
             client,
             runtime: Some(runtime),
             version: parking_lot::Mutex::new(0),
+            revision: AtomicI64::new(0),
         };
         store.init()?;
         Ok(store)
@@ -151,65 +164,218 @@ fn number(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// One stored record, written (`Some` value) or deleted (`None`), in the
+/// shape the embedded store keeps it.
+enum Record {
+    Version(u64),
+    RouteReserved(u64),
+    Session(String, Option<Box<SessionRecord>>),
+    Member(String, Option<MemberRecord>),
+    Certificate(String, Option<Arc<v1::Certificate>>),
+    Challenge(String, Option<String>),
+    AcmeAccount(Vec<u8>),
+}
+
+impl Record {
+    /// Reads the record at `rest` (the key under the prefix); `None` for a
+    /// key this build does not know.
+    fn decode(rest: &str, value: Option<&[u8]>) -> Result<Option<Record>, String> {
+        fn bad(what: String, e: &dyn std::fmt::Display) -> String {
+            format!("{what}: {e}")
+        }
+        fn json<T: serde::de::DeserializeOwned>(
+            value: Option<&[u8]>,
+            what: String,
+        ) -> Result<Option<T>, String> {
+            value
+                .map(|v| serde_json::from_slice(v).map_err(|e| bad(what, &e)))
+                .transpose()
+        }
+        Ok(Some(if rest == "meta/version" {
+            Record::Version(value.and_then(number).unwrap_or(0))
+        } else if rest == "meta/route_reserved" {
+            Record::RouteReserved(value.and_then(number).unwrap_or(0))
+        } else if let Some(id) = rest.strip_prefix("sessions/") {
+            Record::Session(id.to_string(), json(value, format!("session {id}"))?)
+        } else if let Some(node) = rest.strip_prefix("fleet/") {
+            Record::Member(node.to_string(), json(value, format!("data plane {node}"))?)
+        } else if let Some(name) = rest.strip_prefix("tls/cert/") {
+            let cert = value
+                .map(|v| {
+                    <v1::Certificate as prost::Message>::decode(v)
+                        .map_err(|e| bad(format!("certificate {name}"), &e))
+                })
+                .transpose()?;
+            Record::Certificate(name.to_string(), cert.map(Arc::new))
+        } else if let Some(token) = rest.strip_prefix("tls/challenge/") {
+            let answer = value.map(|v| String::from_utf8_lossy(v).into_owned());
+            Record::Challenge(token.to_string(), answer)
+        } else if rest == "tls/acme/account" {
+            match value {
+                Some(v) => Record::AcmeAccount(v.to_vec()),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    /// Adds this write to `batch`, as the writer's batch had it.
+    fn into_batch(self, batch: &mut Batch) {
+        match self {
+            Record::Version(v) => batch.version = Some(v),
+            Record::RouteReserved(r) => batch.route_reserved = Some(r),
+            Record::Session(_, Some(r)) => batch.put.push(*r),
+            Record::Session(id, None) => batch.delete.push(id),
+            Record::Member(_, Some(m)) => batch.fleet_put.push(m),
+            Record::Member(node, None) => batch.fleet_delete.push(node),
+            Record::Certificate(_, Some(c)) => batch.certificates_put.push(c),
+            Record::Certificate(name, None) => batch.certificates_delete.push(name),
+            Record::Challenge(token, Some(key_authorization)) => {
+                batch.challenges_put.push(v1::AcmeChallenge {
+                    token,
+                    key_authorization,
+                })
+            }
+            Record::Challenge(token, None) => batch.challenges_delete.push(token),
+            Record::AcmeAccount(a) => batch.acme_account = Some(a),
+        }
+    }
+
+    fn into_loaded(self, loaded: &mut Loaded) {
+        match self {
+            Record::Version(v) => loaded.version = v,
+            Record::RouteReserved(r) => loaded.route_reserved = r,
+            Record::Session(_, Some(r)) => loaded.sessions.push(*r),
+            Record::Member(_, Some(m)) => loaded.fleet.push(m),
+            Record::Certificate(_, Some(c)) => loaded
+                .certificates
+                .push(Arc::try_unwrap(c).unwrap_or_else(|c| c.as_ref().clone())),
+            Record::Challenge(token, Some(answer)) => loaded.challenges.push((token, answer)),
+            Record::AcmeAccount(a) => loaded.acme_account = Some(a),
+            Record::Session(_, None)
+            | Record::Member(_, None)
+            | Record::Certificate(_, None)
+            | Record::Challenge(_, None) => {}
+        }
+    }
+}
+
+impl EtcdStore {
+    /// The part of `key` under the prefix.
+    fn rest<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('/')
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::EtcdCorrupt {
+            prefix: self.prefix.clone(),
+            reason,
+        }
+    }
+
+    /// Sends every later write under the prefix to `tx`, one batch per etcd
+    /// revision, in order, from `next` on; resumes where it stopped when
+    /// the watch breaks, and says `Missed` when etcd compacted what it had
+    /// not seen yet.
+    async fn watch(
+        mut client: Client,
+        prefix: String,
+        mut next: i64,
+        tx: tokio::sync::mpsc::UnboundedSender<Observed>,
+    ) {
+        let root = format!("{prefix}/");
+        while !tx.is_closed() {
+            let options = WatchOptions::new().with_prefix().with_start_revision(next);
+            let mut stream = match client.watch(root.clone(), Some(options)).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch etcd; trying again");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
+                }
+            };
+            while let Ok(Some(response)) = stream.message().await {
+                if response.compact_revision() > 0 {
+                    next = response.compact_revision();
+                    let _ = tx.send(Observed::Missed);
+                    break;
+                }
+                if response.canceled() {
+                    break;
+                }
+                let mut current: Option<(i64, Batch)> = None;
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let revision = kv.mod_revision();
+                    if current.as_ref().is_some_and(|(r, _)| *r != revision) {
+                        if let Some((_, batch)) = current.take() {
+                            let _ = tx.send(Observed::Write(Box::new(batch)));
+                        }
+                    }
+                    let batch = &mut current
+                        .get_or_insert_with(|| (revision, Batch::default()))
+                        .1;
+                    let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                    let rest = std::str::from_utf8(kv.key())
+                        .ok()
+                        .and_then(|k| k.strip_prefix(&root));
+                    match rest.map(|r| Record::decode(r, value)) {
+                        Some(Ok(Some(record))) => record.into_batch(batch),
+                        Some(Ok(None)) | None => {}
+                        Some(Err(reason)) => {
+                            tracing::error!(%reason, "a record written to etcd cannot be read");
+                            let _ = tx.send(Observed::Missed);
+                        }
+                    }
+                    next = revision + 1;
+                }
+                if let Some((_, batch)) = current {
+                    let _ = tx.send(Observed::Write(Box::new(batch)));
+                }
+            }
+            tokio::time::sleep(WATCH_RETRY).await;
+        }
+    }
+}
+
 impl Store for EtcdStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let mut client = self.client.clone();
         let prefix = format!("{}/", self.prefix);
+        // Held while reading, so no commit of this process moves the
+        // version between the read and its record.
+        let mut version = self.version.lock();
         let response = self.run(async move {
             client
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
         })?;
         let mut loaded = Loaded::default();
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Etcd {
-            endpoints: self.endpoints.clone(),
-            reason: format!("{what}: {e}"),
-        };
         for kv in response.kvs() {
-            let Some(rest) = kv
-                .key_str()
-                .ok()
-                .and_then(|k| k.strip_prefix(&self.prefix))
-                .and_then(|k| k.strip_prefix('/'))
-            else {
+            let Some(rest) = self.rest(kv.key()) else {
                 continue;
             };
-            let value = kv.value();
-            if rest == "meta/version" {
-                loaded.version = number(value).unwrap_or(0);
-            } else if rest == "meta/route_reserved" {
-                loaded.route_reserved = number(value).unwrap_or(0);
-            } else if let Some(id) = rest.strip_prefix("sessions/") {
-                let record: SessionRecord = serde_json::from_slice(value)
-                    .map_err(|e| corrupt(&format!("session {id}"), &e))?;
-                loaded.sessions.push(record);
-            } else if let Some(node) = rest.strip_prefix("fleet/") {
-                let record: MemberRecord = serde_json::from_slice(value)
-                    .map_err(|e| corrupt(&format!("data plane {node}"), &e))?;
-                loaded.fleet.push(record);
-            } else if let Some(name) = rest.strip_prefix("tls/cert/") {
-                let cert = <portico_proto::v1::Certificate as prost::Message>::decode(value)
-                    .map_err(|e| corrupt(&format!("certificate {name}"), &e))?;
-                loaded.certificates.push(cert);
-            } else if let Some(token) = rest.strip_prefix("tls/challenge/") {
-                let answer = String::from_utf8_lossy(value).into_owned();
-                loaded.challenges.push((token.to_string(), answer));
-            } else if rest == "tls/acme/account" {
-                loaded.acme_account = Some(value.to_vec());
+            if let Some(record) =
+                Record::decode(rest, Some(kv.value())).map_err(|r| self.corrupt(r))?
+            {
+                record.into_loaded(&mut loaded);
             }
         }
-        *self.version.lock() = loaded.version;
+        *version = loaded.version;
+        if let Some(header) = response.header() {
+            self.revision
+                .store(header.revision(), std::sync::atomic::Ordering::Release);
+        }
         Ok(loaded)
     }
 
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let k = |rest: String| key(&self.prefix, &rest);
         let mut ops = Vec::new();
-        // Held across the transaction: this process's writers (committer,
-        // publisher, route-id reservations) go one at a time, as redb's do,
-        // so they never trip over each other's version.
-        let mut version = self.version.lock();
-        let expected = *version;
         if let Some(v) = batch.version {
             ops.push(TxnOp::put(k("meta/version".into()), v.to_string(), None));
         }
@@ -271,6 +437,18 @@ impl Store for EtcdStore {
                 None,
             ));
         }
+        let mut client = self.client.clone();
+        let Some(next) = batch.version else {
+            // Records beside the versions (a new session, the fleet, route
+            // ids) never conflict: each has one writer.
+            let txn = Txn::new().and_then(ops);
+            self.run(async move { client.txn(txn).await })?;
+            return Ok(());
+        };
+        // Held across the transaction: this process's commits go one at a
+        // time, each on top of the version the last one (or a read) left.
+        let mut version = self.version.lock();
+        let expected = *version;
         let version_key = k("meta/version".into());
         let txn = Txn::new()
             .when([Compare::value(
@@ -280,7 +458,6 @@ impl Store for EtcdStore {
             )])
             .and_then(ops)
             .or_else([TxnOp::get(version_key, None)]);
-        let mut client = self.client.clone();
         let response = self.run(async move { client.txn(txn).await })?;
         if !response.succeeded() {
             let found = response
@@ -295,9 +472,53 @@ impl Store for EtcdStore {
                 .unwrap_or(0);
             return Err(StoreError::Conflict { expected, found });
         }
-        if let Some(v) = batch.version {
-            *version = v;
-        }
+        *version = next;
         Ok(())
+    }
+
+    fn reserve_routes(&self, at_least: u64, count: u64) -> Result<u64, StoreError> {
+        let key = key(&self.prefix, "meta/route_reserved");
+        for _ in 0..RESERVE_ATTEMPTS {
+            let (mut client, get) = (self.client.clone(), key.clone());
+            let response = self.run(async move { client.get(get, None).await })?;
+            let (reserved, revision) = response.kvs().first().map_or((0, 0), |kv| {
+                (number(kv.value()).unwrap_or(0), kv.mod_revision())
+            });
+            let first = at_least.max(reserved + 1);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    (first + count - 1).to_string(),
+                    None,
+                )]);
+            let mut client = self.client.clone();
+            if self.run(async move { client.txn(txn).await })?.succeeded() {
+                return Ok(first);
+            }
+        }
+        Err(self.failed("route ids: every reservation lost to another replica's"))
+    }
+
+    fn observed(&self, version: u64) {
+        let mut held = self.version.lock();
+        *held = (*held).max(version);
+    }
+
+    fn follow(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
+        let runtime = self.runtime.as_ref()?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let next = self.revision.load(std::sync::atomic::Ordering::Acquire) + 1;
+        runtime.spawn(Self::watch(
+            self.client.clone(),
+            self.prefix.clone(),
+            next,
+            tx,
+        ));
+        Some(rx)
     }
 }

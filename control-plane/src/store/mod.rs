@@ -44,8 +44,13 @@ pub enum StoreError {
         "the etcd state store under {prefix} has format {found}, this build reads format {FORMAT}"
     )]
     EtcdFormat { prefix: String, found: u64 },
-    #[error("the etcd state store moved to version {found} while this control plane held {expected}: another writer shares its prefix")]
+    /// Another replica committed `found` first; taken in, the commit is retried.
+    #[error("the etcd state store moved to version {found} while this replica held {expected}")]
     Conflict { expected: u64, found: u64 },
+    #[error("the configuration in memory diverged from the state store")]
+    Diverged,
+    #[error("the etcd state store under {prefix} is unreadable: {reason}")]
+    EtcdCorrupt { prefix: String, reason: String },
 }
 
 /// Everything the control plane restores at start.
@@ -63,7 +68,7 @@ pub struct Loaded {
 
 /// One atomic change: session records to write and to delete, and the
 /// version and route reservation after it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub version: Option<u64>,
     pub route_reserved: Option<u64>,
@@ -78,11 +83,16 @@ pub struct Batch {
     pub acme_account: Option<Vec<u8>>,
 }
 
-/// What a caller hears when its change could not be made durable (the
-/// cause went to `Fatal`).
+/// What a caller hears when its change could not be made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("internal error: the state store cannot be written")]
-pub struct StoreFailed;
+pub enum StoreFailed {
+    /// The cause went to `Fatal`: the control plane stops.
+    #[error("internal error: the state store cannot be written")]
+    Failed,
+    /// The shared store did not answer; nothing changed, try again later.
+    #[error("store unavailable")]
+    Unavailable,
+}
 
 /// Tells `main` that the store cannot be written: answering `OK` without
 /// durability would break the control plane's promise, so it stops (data
@@ -104,8 +114,43 @@ impl Fatal {
 
 pub trait Store: Send + Sync {
     fn load(&self) -> Result<Loaded, StoreError>;
-    /// Returns once the batch is durable.
-    fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Returns once the batch is durable. A batch with a version commits
+    /// only on top of the version this process last read or wrote (a
+    /// shared store answers `Conflict` otherwise).
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Reserves `count` route ids, none below `at_least` and none ever
+    /// reserved before (by any writer): the first of them.
+    fn reserve_routes(&self, at_least: u64, count: u64) -> Result<u64, StoreError> {
+        self.commit(&Batch {
+            route_reserved: Some(at_least + count - 1),
+            ..Default::default()
+        })?;
+        Ok(at_least)
+    }
+    /// This process took in `version`, written by another one.
+    fn observed(&self, _version: u64) {}
+    /// For a store shared by replicas: every later write (by any of them),
+    /// from the last `load` on.
+    fn follow(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
+        None
+    }
+}
+
+/// A write to a shared store, as a replica watching it sees it.
+#[derive(Debug)]
+pub enum Observed {
+    /// One write, as its writer's batch (a new version when it has one).
+    Write(Box<Batch>),
+    /// Writes may have been missed: read the whole state again.
+    Missed,
+}
+
+impl StoreError {
+    /// The store did not answer (or failed to): the change was not made,
+    /// and a later one may succeed. Anything else stops the control plane.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Etcd { .. })
+    }
 }
 
 pub struct RedbStore {
@@ -221,7 +266,7 @@ impl Store for RedbStore {
         Ok(loaded)
     }
 
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.write_err(e))?;
         if !self.fsync {
             txn.set_durability(redb::Durability::None)
@@ -319,7 +364,7 @@ mod tests {
             fleet_put: vec![member.clone()],
             ..Default::default()
         };
-        store.commit(put).unwrap();
+        store.commit(&put).unwrap();
         drop(store);
         let store = RedbStore::open(&dir, false).unwrap();
         assert_eq!(store.load().unwrap().fleet, vec![member]);
@@ -327,7 +372,7 @@ mod tests {
             fleet_delete: vec!["dp-a".into()],
             ..Default::default()
         };
-        store.commit(delete).unwrap();
+        store.commit(&delete).unwrap();
         assert!(store.load().unwrap().fleet.is_empty());
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
