@@ -78,6 +78,14 @@ struct Member {
     streams: Vec<Stream>,
     /// It left because it stopped (shown as "stopped" rather than "gone").
     stopped: bool,
+    /// Its stream is held by another replica (docs/HA.md), which shares
+    /// its record: what that replica last said.
+    remote: Option<Remote>,
+}
+
+struct Remote {
+    replica: String,
+    state: MemberState,
 }
 
 struct Stream {
@@ -88,8 +96,26 @@ struct Stream {
 }
 
 impl Member {
+    fn new(node_id: &str, now: Instant) -> Member {
+        Member {
+            node_id: node_id.to_string(),
+            address: String::new(),
+            connected_since: None,
+            last_seen: SystemTime::now(),
+            seen: now,
+            acked: 0,
+            last_nack: None,
+            ahead: false,
+            streams: Vec::new(),
+            stopped: false,
+            remote: None,
+        }
+    }
+
     fn state(&self) -> MemberState {
-        if self.streams.is_empty() {
+        if let Some(remote) = &self.remote {
+            remote.state
+        } else if self.streams.is_empty() {
             MemberState::Disconnected
         } else if self.streams.iter().all(|s| s.stopping) {
             MemberState::Stopping
@@ -104,10 +130,16 @@ impl Member {
             address: self.address.clone(),
             acked_version: self.acked,
             last_seen_unix_ms: unix_ms(self.last_seen),
+            replica: self
+                .remote
+                .as_ref()
+                .map(|r| r.replica.clone())
+                .unwrap_or_default(),
+            state: self.state().as_str().to_string(),
         }
     }
 
-    fn info(&self, version: u64, state: MemberState) -> v1::DataPlaneInfo {
+    fn info(&self, version: u64, state: MemberState, here: &str) -> v1::DataPlaneInfo {
         v1::DataPlaneInfo {
             node_id: self.node_id.clone(),
             address: self.address.clone(),
@@ -122,6 +154,11 @@ impl Member {
                 .unwrap_or_default(),
             state: state.as_str().to_string(),
             last_seen_unix_ms: unix_ms(self.last_seen),
+            replica: self
+                .remote
+                .as_ref()
+                .map_or(here, |r| r.replica.as_str())
+                .to_string(),
         }
     }
 }
@@ -160,11 +197,34 @@ pub struct Fleet {
     next_conn: u64,
     gone: VecDeque<Member>,
     waiters: Vec<Waiter>,
+    /// This replica's id when replicas share the fleet; empty otherwise.
+    replica: String,
+}
+
+impl MemberState {
+    /// A state another replica shared; `None` for one never shared.
+    fn shared(raw: &str) -> Option<MemberState> {
+        match raw {
+            "" | "connected" => Some(MemberState::Connected),
+            "disconnected" => Some(MemberState::Disconnected),
+            "stopping" => Some(MemberState::Stopping),
+            _ => None,
+        }
+    }
 }
 
 impl Fleet {
+    /// The fleet of this replica among others sharing it (`replica`).
+    pub fn shared(grace: Duration, replica: &str) -> Self {
+        Fleet {
+            replica: replica.to_string(),
+            ..Fleet::new(grace)
+        }
+    }
+
     pub fn new(grace: Duration) -> Self {
         Fleet {
+            replica: String::new(),
             grace,
             members: HashMap::new(),
             conns: HashMap::new(),
@@ -180,22 +240,76 @@ impl Fleet {
 
     /// Members from the store, counted as just seen: after a restart they
     /// are waited for during the grace, as if their streams had just blipped.
+    /// Those another replica holds are taken as it shared them.
     pub fn restore(&mut self, records: Vec<MemberRecord>, now: Instant) {
         for r in records {
-            let member = Member {
-                node_id: r.node_id.clone(),
-                address: r.address,
-                connected_since: None,
-                last_seen: from_unix_ms(r.last_seen_unix_ms),
-                seen: now,
-                acked: r.acked_version,
-                last_nack: None,
-                ahead: false,
-                streams: Vec::new(),
-                stopped: false,
-            };
+            if self.is_remote(&r) {
+                self.remote_update(r, now);
+                continue;
+            }
+            let mut member = Member::new(&r.node_id, now);
+            member.address = r.address;
+            member.last_seen = from_unix_ms(r.last_seen_unix_ms);
+            member.acked = r.acked_version;
             self.members.insert(r.node_id, member);
         }
+    }
+
+    fn is_remote(&self, record: &MemberRecord) -> bool {
+        !record.replica.is_empty() && record.replica != self.replica
+    }
+
+    /// Another replica shared a member's record: the member is waited for
+    /// (or not) as that replica says, and its acknowledgements count here.
+    /// Returns its state when taken, `None` when the record is this
+    /// replica's own or the plane's stream is open here.
+    pub fn remote_update(&mut self, record: MemberRecord, now: Instant) -> Option<MemberState> {
+        if !self.is_remote(&record) {
+            return None;
+        }
+        let state = MemberState::shared(&record.state)?;
+        let node_id = record.node_id.clone();
+        if self
+            .members
+            .get(&node_id)
+            .is_some_and(|m| !m.streams.is_empty())
+        {
+            return None;
+        }
+        self.gone.retain(|m| m.node_id != node_id);
+        let member = self
+            .members
+            .entry(node_id.clone())
+            .or_insert_with(|| Member::new(&node_id, now));
+        member.address = record.address;
+        member.acked = record.acked_version;
+        member.last_seen = from_unix_ms(record.last_seen_unix_ms);
+        member.seen = now;
+        member.ahead = false;
+        member.remote = Some(Remote {
+            replica: record.replica,
+            state,
+        });
+        let acked = member.acked;
+        if state == MemberState::Stopping {
+            self.settle(&node_id, u64::MAX, |r| &mut r.stopping);
+        } else {
+            self.settle(&node_id, acked, |r| &mut r.acked);
+        }
+        Some(state)
+    }
+
+    /// The replica holding a member's stream dropped its record (the plane
+    /// left, or that replica died): it leaves here too. True when it did.
+    pub fn remote_gone(&mut self, node_id: &str) -> bool {
+        if self.members.get(node_id).is_none_or(|m| m.remote.is_none()) {
+            return false;
+        }
+        self.settle(node_id, u64::MAX, |r| &mut r.gone);
+        if let Some(member) = self.members.remove(node_id) {
+            self.remember_gone(member);
+        }
+        true
     }
 
     /// A data plane opened a stream holding `applied`, while this control
@@ -217,18 +331,8 @@ impl Fleet {
         let member = self
             .members
             .entry(node_id.to_string())
-            .or_insert_with(|| Member {
-                node_id: node_id.to_string(),
-                address: String::new(),
-                connected_since: None,
-                last_seen: SystemTime::now(),
-                seen: now,
-                acked: 0,
-                last_nack: None,
-                ahead: false,
-                streams: Vec::new(),
-                stopped: false,
-            });
+            .or_insert_with(|| Member::new(node_id, now));
+        member.remote = None;
         member.address = address;
         member.connected_since = Some(SystemTime::now());
         member.last_seen = SystemTime::now();
@@ -397,7 +501,9 @@ impl Fleet {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.streams.is_empty() && now.duration_since(m.seen) >= grace)
+            .filter(|m| {
+                m.remote.is_none() && m.streams.is_empty() && now.duration_since(m.seen) >= grace
+            })
             .map(|m| m.node_id.clone())
             .collect();
         let mut left = Vec::new();
@@ -415,7 +521,7 @@ impl Fleet {
     pub fn next_expiry(&self, now: Instant) -> Option<Duration> {
         self.members
             .values()
-            .filter(|m| m.streams.is_empty())
+            .filter(|m| m.remote.is_none() && m.streams.is_empty())
             .map(|m| (m.seen + self.grace).saturating_duration_since(now))
             .min()
     }
@@ -437,14 +543,14 @@ impl Fleet {
         let mut all: Vec<v1::DataPlaneInfo> = self
             .members
             .values()
-            .map(|m| m.info(version, m.state()))
+            .map(|m| m.info(version, m.state(), &self.replica))
             .chain(self.gone.iter().map(|m| {
                 let state = if m.stopped {
                     MemberState::Stopped
                 } else {
                     MemberState::Gone
                 };
-                m.info(version, state)
+                m.info(version, state, &self.replica)
             }))
             .collect();
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -514,6 +620,77 @@ mod tests {
         rx
     }
 
+    fn shared_record(node: &str, replica: &str, acked: u64, state: &str) -> MemberRecord {
+        MemberRecord {
+            node_id: node.into(),
+            address: "y".into(),
+            acked_version: acked,
+            last_seen_unix_ms: 1,
+            replica: replica.into(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn a_plane_on_another_replica_holds_the_apply_until_its_ack_is_shared() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::shared(GRACE, "r1");
+        let (ca, _ra) = join(&mut fleet, "a", 0, 0, t0);
+        // Its own record coming back is not a remote member.
+        assert_eq!(
+            fleet.remote_update(shared_record("a", "r1", 0, "connected"), t0),
+            None
+        );
+        assert_eq!(
+            fleet.remote_update(shared_record("b", "r2", 0, "connected"), t0),
+            Some(MemberState::Connected)
+        );
+        let mut done = publish(&mut fleet, 1);
+        fleet.ack(ca, 1);
+        assert_eq!(done.try_recv(), Err(TryRecvError::Empty), "b has not acked");
+        fleet.remote_update(shared_record("b", "r2", 1, "connected"), t0);
+        assert_eq!(done.try_recv().unwrap().acked, ["a", "b"]);
+        let listed = fleet.list(1);
+        assert_eq!(
+            (listed[0].replica.as_str(), listed[1].replica.as_str()),
+            ("r1", "r2")
+        );
+
+        // Stopping on its replica: not waited for. Gone: it leaves here too,
+        // and the grace here never removes it.
+        fleet.remote_update(shared_record("b", "r2", 1, "stopping"), t0);
+        let mut done = publish(&mut fleet, 2);
+        fleet.ack(ca, 2);
+        assert_eq!(done.try_recv().unwrap().acked, ["a"]);
+        fleet.remote_update(shared_record("b", "r2", 2, "disconnected"), t0);
+        assert!(fleet.expire(t0 + GRACE * 10).is_empty());
+        let mut done = publish(&mut fleet, 3);
+        assert!(fleet.remote_gone("b"));
+        fleet.ack(ca, 3);
+        assert_eq!(done.try_recv().unwrap().gone, ["b"]);
+        assert!(
+            !fleet.remote_gone("a"),
+            "a local member is this replica's to drop"
+        );
+    }
+
+    #[test]
+    fn a_plane_that_moves_here_is_local_again() {
+        let t0 = Instant::now();
+        let mut fleet = Fleet::shared(GRACE, "r1");
+        fleet.restore(vec![shared_record("b", "r2", 4, "connected")], t0);
+        assert_eq!(fleet.list(4)[0].state, "connected");
+        let (cb, _rb) = join(&mut fleet, "b", 4, 4, t0);
+        // Its old replica's records no longer count while its stream is here.
+        assert_eq!(
+            fleet.remote_update(shared_record("b", "r2", 4, "disconnected"), t0),
+            None
+        );
+        assert_eq!(fleet.list(4)[0].replica, "r1");
+        fleet.disconnect(cb, t0);
+        assert_eq!(fleet.expire(t0 + GRACE).len(), 1);
+    }
+
     #[test]
     fn a_member_that_blipped_is_waited_for_and_released_by_its_catch_up_ack() {
         let t0 = Instant::now();
@@ -554,6 +731,8 @@ mod tests {
             address: "x".into(),
             acked_version: 4,
             last_seen_unix_ms: 1,
+            replica: String::new(),
+            state: String::new(),
         };
         fleet.restore(vec![record], t0);
         assert_eq!(fleet.list(4)[0].state, "disconnected");

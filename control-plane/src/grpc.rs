@@ -220,6 +220,9 @@ pub struct OperatorApi {
     publisher: Addr<Publisher>,
     config: crate::global::SharedConfig,
     acme: crate::certs::AcmeStatus,
+    /// This replica as it announces itself, and the store that lists the others.
+    replica: crate::store::ReplicaRecord,
+    store: Arc<dyn crate::store::Store>,
 }
 
 impl OperatorApi {
@@ -227,11 +230,15 @@ impl OperatorApi {
         publisher: Addr<Publisher>,
         config: crate::global::SharedConfig,
         acme: crate::certs::AcmeStatus,
+        replica: crate::store::ReplicaRecord,
+        store: Arc<dyn crate::store::Store>,
     ) -> Self {
         OperatorApi {
             publisher,
             config,
             acme,
+            replica,
+            store,
         }
     }
 }
@@ -270,6 +277,33 @@ impl OperatorService for OperatorApi {
             .await
             .map(Response::new)
             .map_err(unavailable)
+    }
+
+    async fn list_replicas(
+        &self,
+        _: Request<v1::ListReplicasRequest>,
+    ) -> Result<Response<v1::ListReplicasResponse>, Status> {
+        let store = self.store.clone();
+        let mut replicas = tokio::task::spawn_blocking(move || store.replicas())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !replicas.iter().any(|r| r.id == self.replica.id) {
+            // One control plane, or not announced yet: it is live all the same.
+            replicas.push(self.replica.clone());
+        }
+        let replicas = replicas
+            .into_iter()
+            .map(|r| v1::ReplicaInfo {
+                is_self: r.id == self.replica.id,
+                id: r.id,
+                registry: r.registry,
+                grpc: r.grpc,
+                admin: r.admin,
+                started_unix_ms: r.started_unix_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::ListReplicasResponse { replicas }))
     }
 
     async fn get_snapshot(

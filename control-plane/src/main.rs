@@ -51,6 +51,10 @@ struct Args {
     /// The key prefix of this control plane's state in etcd.
     #[arg(long, env = "PORTICO_ETCD_PREFIX", default_value = "/portico")]
     etcd_prefix: String,
+    /// This replica's name among those sharing the etcd prefix (default:
+    /// host name and process id).
+    #[arg(long, env = "PORTICO_REPLICA_ID")]
+    replica_id: Option<String>,
     #[command(flatten)]
     tls: portico_proto::tls::TlsFiles,
     /// How long a session without a home connection keeps its routes, e.g. 60s.
@@ -186,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             Arc::new(store::EtcdStore::connect(
                 &args.etcd_endpoints,
                 &args.etcd_prefix,
+                &args.replica(),
             )?)
         }
     };
@@ -206,8 +211,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 impl Args {
+    /// `--replica-id`, else host name and process id.
+    fn replica(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "portico".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
     fn config(&self) -> anyhow::Result<Config> {
         Ok(Config {
+            replica_id: self.replica(),
             registry_listen: self.registry_listen.clone(),
             grpc_listen: self.grpc_listen.clone(),
             admin_listen: self.admin_listen.clone(),

@@ -53,7 +53,10 @@ impl Publisher {
         members: Vec<MemberRecord>,
         store: Arc<dyn Store>,
     ) -> Self {
-        let mut fleet = Fleet::new(fleet_grace);
+        let mut fleet = match store.replica_id() {
+            "" => Fleet::new(fleet_grace),
+            replica => Fleet::shared(fleet_grace, replica),
+        };
         fleet.restore(members, now());
         Publisher {
             apply_timeout,
@@ -101,6 +104,43 @@ impl Publisher {
         }
     }
 
+    /// With replicas, every replica waits for this replica's data planes
+    /// too: their records (acknowledged version, state) are shared at
+    /// every change, in the background.
+    fn shared(&self) -> bool {
+        !self.store.replica_id().is_empty()
+    }
+
+    /// Keeps a member's record: shared with the other replicas (`take`: its
+    /// stream just opened here), or stored for a restart (`store`).
+    fn keep_member(&self, node_id: &str, take: bool, store: bool) {
+        let Some(record) = self.fleet.record(node_id) else {
+            return;
+        };
+        if self.shared() {
+            self.store.share_member(record, take);
+        } else if store {
+            self.persist(Batch {
+                fleet_put: vec![record],
+                ..Default::default()
+            });
+        }
+    }
+
+    /// A member left: its record goes.
+    fn drop_members(&self, node_ids: Vec<String>) {
+        if self.shared() {
+            for node_id in &node_ids {
+                self.store.unshare_member(node_id);
+            }
+        } else if !node_ids.is_empty() {
+            self.persist(Batch {
+                fleet_delete: node_ids,
+                ..Default::default()
+            });
+        }
+    }
+
     /// Checks for members past the grace when the earliest one is due.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         let now = now();
@@ -128,10 +168,7 @@ impl Publisher {
                 warn!(node_id = %member.node_id, grace = ?self.fleet.grace(), "data plane left the fleet: gone longer than the grace; applies no longer wait for it");
                 self.member_changed(member.node_id.clone(), MemberState::Gone);
             }
-            self.persist(Batch {
-                fleet_delete: left.into_iter().map(|m| m.node_id).collect(),
-                ..Default::default()
-            });
+            self.drop_members(left.into_iter().map(|m| m.node_id).collect());
         }
         self.schedule_expiry(ctx);
     }
@@ -205,12 +242,7 @@ impl Handler<PlaneConnected> for Publisher {
         info!(node_id = %msg.node_id, conn = joined.conn, applied = msg.applied_version, version, new_member = joined.new_member, "data plane connected");
         // Durable before the plane can serve (and say it is ready), so a
         // restart right after still waits for it.
-        if joined.new_member {
-            self.persist(Batch {
-                fleet_put: self.fleet.record(&msg.node_id).into_iter().collect(),
-                ..Default::default()
-            });
-        }
+        self.keep_member(&msg.node_id, true, joined.new_member);
         match catch_up {
             Some(push) => {
                 let _ = msg.tx.send(Ok(push));
@@ -226,6 +258,34 @@ impl Handler<PlaneConnected> for Publisher {
         }
         self.member_changed(msg.node_id, MemberState::Connected);
         joined.conn
+    }
+}
+
+/// Records of data planes other replicas hold, as the store's watch saw
+/// them change (this replica's own come back too, and are skipped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteMembers {
+    pub put: Vec<MemberRecord>,
+    pub gone: Vec<String>,
+}
+
+impl Handler<RemoteMembers> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteMembers, _: &mut Context<Self>) {
+        for record in msg.put {
+            let node_id = record.node_id.clone();
+            if let Some(state) = self.fleet.remote_update(record, now()) {
+                self.member_changed(node_id, state);
+            }
+        }
+        for node_id in msg.gone {
+            if self.fleet.remote_gone(&node_id) {
+                info!(%node_id, "data plane left the fleet: its replica dropped it");
+                self.member_changed(node_id, MemberState::Gone);
+            }
+        }
     }
 }
 
@@ -257,6 +317,9 @@ impl Handler<PlaneReply> for Publisher {
             PlaneReply::Ack { conn, version } => {
                 self.answer(conn, version, true, String::new());
                 self.fleet.ack(conn, version);
+                if let Some(node_id) = self.fleet.node_of(conn) {
+                    self.keep_member(node_id, false, false);
+                }
             }
             PlaneReply::Nack {
                 conn,
@@ -299,19 +362,13 @@ impl Handler<PlaneGone> for Publisher {
             StreamEnd::Disconnected(record) => {
                 info!(node_id = %record.node_id, conn = msg.conn, grace = ?self.fleet.grace(), "data plane disconnected; waited for until the grace passes");
                 self.member_changed(record.node_id.clone(), MemberState::Disconnected);
-                self.persist(Batch {
-                    fleet_put: vec![record],
-                    ..Default::default()
-                });
+                self.keep_member(&record.node_id, false, true);
                 self.schedule_expiry(ctx);
             }
             StreamEnd::Stopped(record) => {
                 info!(node_id = %record.node_id, conn = msg.conn, "data plane stopped; it left the fleet");
                 self.member_changed(record.node_id.clone(), MemberState::Stopped);
-                self.persist(Batch {
-                    fleet_delete: vec![record.node_id],
-                    ..Default::default()
-                });
+                self.drop_members(vec![record.node_id]);
             }
         }
     }
@@ -331,6 +388,7 @@ impl Handler<PlaneStopping> for Publisher {
     fn handle(&mut self, msg: PlaneStopping, _: &mut Context<Self>) {
         if let Some(node_id) = self.fleet.stopping(msg.conn) {
             info!(%node_id, conn = msg.conn, reason = %msg.reason, "data plane stopping; applies no longer wait for it");
+            self.keep_member(&node_id, false, false);
             self.member_changed(node_id, MemberState::Stopping);
         }
     }

@@ -25,6 +25,8 @@ use parking_lot::RwLock;
 /// Everything `run` needs, as the flags of `portico-cp` give it.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This control plane's name among replicas (docs/HA.md).
+    pub replica_id: String,
     pub registry_listen: String,
     pub grpc_listen: String,
     pub admin_listen: String,
@@ -105,6 +107,13 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     }
     let grpc = bind(&args.grpc_listen, "grpc").await?;
     let admin = bind(&args.admin_listen, "admin").await?;
+    let replica = store::ReplicaRecord {
+        id: args.replica_id.clone(),
+        registry: registry.local_addr()?.to_string(),
+        grpc: grpc.local_addr()?.to_string(),
+        admin: admin.local_addr()?.to_string(),
+        started_unix_ms: portico_proto::time::unix_ms(std::time::SystemTime::now()),
+    };
 
     let (fatal, mut fatal_rx) = store::Fatal::channel();
     // On a thread of its own, so a commit's fsync never delays acknowledgements.
@@ -134,10 +143,20 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     )
     .start();
     if let Some(mut writes) = store.follow() {
-        // Every replica pushes every version, whichever replica wrote it.
-        let committer = committer.clone();
+        // Every replica pushes every version, whichever replica wrote it,
+        // and waits for every replica's data planes.
+        let (committer, publisher) = (committer.clone(), publisher.clone());
         actix_rt::spawn(async move {
-            while let Some(write) = writes.recv().await {
+            while let Some(mut write) = writes.recv().await {
+                if let store::Observed::Write(batch) = &mut write {
+                    let (put, gone) = (
+                        std::mem::take(&mut batch.fleet_put),
+                        std::mem::take(&mut batch.fleet_delete),
+                    );
+                    if !put.is_empty() || !gone.is_empty() {
+                        publisher.do_send(crate::publisher::RemoteMembers { put, gone });
+                    }
+                }
                 committer.do_send(crate::committer::Followed(write));
             }
         });
@@ -228,6 +247,8 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             publisher,
             global.clone(),
             certs.status.clone(),
+            replica.clone(),
+            store.clone(),
         )))
         .serve_with_incoming(TcpListenerStream::new(grpc));
     actix_rt::spawn(async move {
@@ -236,6 +257,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         }
     });
     actix_rt::spawn(registry::serve(registry, shared.clone()));
+    store.announce(replica);
     ready.store(true, Ordering::Release);
     info!(
         registry = %args.registry_listen,
@@ -248,6 +270,9 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         _ = shutdown_signal() => None,
         Some(e) = fatal_rx.recv() => Some(e),
     };
+    // Other replicas stop waiting for this one's data planes and take its
+    // sessions over now, rather than when its lease runs out.
+    store.close();
     if let Some(e) = failed {
         System::current().stop();
         return Err(e.into());

@@ -41,6 +41,8 @@ enum Cmd {
     /// the fleet grace, recently gone or stopped) and the versions they
     /// acknowledged.
     Dataplanes,
+    /// The live control-plane replicas sharing the etcd prefix (docs/HA.md).
+    Replicas,
     /// The routes of the current configuration.
     Routes,
     /// The whole current configuration.
@@ -265,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
                             "last_seen": maybe_time(p.last_seen_unix_ms),
                             "acked_version": p.acked_version,
                             "lag": p.lag,
+                            "replica": p.replica,
                             "last_nack": if p.last_nack_reason.is_empty() { Value::Null } else {
                                 json!({"version": p.last_nack_version, "reason": p.last_nack_reason})
                             },
@@ -292,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
                             } else {
                                 format!("v{}: {}", p.last_nack_version, p.last_nack_reason)
                             },
+                            p.replica.clone(),
                         ]
                     })
                     .collect();
@@ -305,9 +309,53 @@ async fn main() -> anyhow::Result<()> {
                         "ACKED",
                         "LAG",
                         "LAST NACK",
+                        "REPLICA",
                     ],
                     rows,
                 );
+            }
+        }
+        Cmd::Replicas => {
+            let list = client
+                .list_replicas(v1::ListReplicasRequest {})
+                .await?
+                .into_inner();
+            if args.json {
+                let replicas: Vec<Value> = list
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "id": r.id,
+                            "registry": r.registry,
+                            "grpc": r.grpc,
+                            "admin": r.admin,
+                            "started": maybe_time(r.started_unix_ms),
+                            "self": r.is_self,
+                        })
+                    })
+                    .collect();
+                println!("{}", Value::Array(replicas));
+            } else {
+                let rows = list
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let marked = if r.is_self {
+                            format!("{} *", r.id)
+                        } else {
+                            r.id.clone()
+                        };
+                        vec![
+                            marked,
+                            r.registry.clone(),
+                            r.grpc.clone(),
+                            r.admin.clone(),
+                            time(r.started_unix_ms),
+                        ]
+                    })
+                    .collect();
+                table(&["REPLICA", "REGISTRY", "GRPC", "ADMIN", "STARTED"], rows);
             }
         }
         Cmd::Certs => {

@@ -14,7 +14,10 @@ use etcd_client::{
 };
 use portico_proto::v1;
 
-use super::{Batch, Loaded, MemberRecord, Observed, SessionRecord, Store, StoreError, FORMAT};
+use super::presence::{Presence, Write};
+use super::{
+    Batch, Loaded, MemberRecord, Observed, ReplicaRecord, SessionRecord, Store, StoreError, FORMAT,
+};
 
 /// How long one etcd call may take before the store counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +38,9 @@ pub struct EtcdStore {
     version: parking_lot::Mutex<u64>,
     /// The etcd revision of the last full read: watching starts after it.
     revision: AtomicI64,
+    replica: String,
+    /// What lives only as long as this replica (set once connected).
+    presence: Option<Presence>,
 }
 
 fn key(prefix: &str, rest: &str) -> String {
@@ -43,7 +49,11 @@ fn key(prefix: &str, rest: &str) -> String {
 
 impl EtcdStore {
     /// Connects to `endpoints` and stamps (or checks) the format under `prefix`.
-    pub fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
+    pub fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        replica: &str,
+    ) -> Result<EtcdStore, StoreError> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let joined = endpoints.join(",");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +81,7 @@ impl EtcdStore {
                 endpoints: joined.clone(),
                 reason,
             })?;
+        let presence = Presence::start(&runtime, client.clone(), prefix.clone(), replica);
         let store = EtcdStore {
             endpoints: joined,
             prefix,
@@ -78,6 +89,8 @@ impl EtcdStore {
             runtime: Some(runtime),
             version: parking_lot::Mutex::new(0),
             revision: AtomicI64::new(0),
+            replica: replica.to_string(),
+            presence: Some(presence),
         };
         store.init()?;
         Ok(store)
@@ -507,6 +520,52 @@ impl Store for EtcdStore {
     fn observed(&self, version: u64) {
         let mut held = self.version.lock();
         *held = (*held).max(version);
+    }
+
+    fn replica_id(&self) -> &str {
+        &self.replica
+    }
+
+    fn announce(&self, replica: ReplicaRecord) {
+        if let (Some(presence), Ok(bytes)) = (&self.presence, serde_json::to_vec(&replica)) {
+            presence.send(Write::Replica(bytes));
+        }
+    }
+
+    fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError> {
+        let mut client = self.client.clone();
+        let prefix = key(&self.prefix, "replicas/");
+        let response = self.run(async move {
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        })?;
+        let mut replicas: Vec<ReplicaRecord> = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
+        replicas.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(replicas)
+    }
+
+    fn share_member(&self, mut record: MemberRecord, take: bool) {
+        record.replica = self.replica.clone();
+        if let Some(presence) = &self.presence {
+            presence.send(Write::Member { record, take });
+        }
+    }
+
+    fn close(&self) {
+        if let Some(presence) = &self.presence {
+            presence.stop(CALL_TIMEOUT);
+        }
+    }
+
+    fn unshare_member(&self, node_id: &str) {
+        if let Some(presence) = &self.presence {
+            presence.send(Write::MemberGone(node_id.to_string()));
+        }
     }
 
     fn follow(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {

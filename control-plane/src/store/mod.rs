@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 mod etcd;
+mod presence;
 mod records;
 
 pub use etcd::EtcdStore;
-pub use records::{MemberRecord, RouteRecord, SessionRecord, TargetRecord};
+pub use records::{MemberRecord, ReplicaRecord, RouteRecord, SessionRecord, TargetRecord};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -134,6 +135,25 @@ pub trait Store: Send + Sync {
     fn follow(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
         None
     }
+    /// This replica's id in a shared store; empty for one control plane.
+    fn replica_id(&self) -> &str {
+        ""
+    }
+    /// Shared store: keeps this replica's record while it lives.
+    fn announce(&self, _replica: ReplicaRecord) {}
+    /// The live replicas (just this one for a store of its own).
+    fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Shared store: the record of a data plane whose stream this replica
+    /// holds, for the other replicas, written in the background (`take`:
+    /// its stream just opened here).
+    fn share_member(&self, _record: MemberRecord, _take: bool) {}
+    /// Shared store: a data plane this replica held left.
+    fn unshare_member(&self, _node_id: &str) {}
+    /// Shared store: this replica stops; what lives only as long as it
+    /// (its record, its data planes' records) goes now.
+    fn close(&self) {}
 }
 
 /// A write to a shared store, as a replica watching it sees it.
@@ -358,6 +378,8 @@ mod tests {
             address: "127.0.0.1:5000".into(),
             acked_version: 7,
             last_seen_unix_ms: 1_700_000_000_000,
+            replica: String::new(),
+            state: "connected".into(),
         };
         let store = RedbStore::open(&dir, false).unwrap();
         let put = Batch {

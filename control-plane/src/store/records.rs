@@ -56,4 +56,21 @@ pub struct MemberRecord {
     pub address: String,
     pub acked_version: u64,
     pub last_seen_unix_ms: i64,
+    /// With replicas: the replica that holds its stream (empty with one
+    /// control plane, and in records written before replicas).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
+    /// "connected", "disconnected" or "stopping", as its replica sees it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+}
+
+/// A live control-plane replica, as it announces itself in a shared store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaRecord {
+    pub id: String,
+    pub registry: String,
+    pub grpc: String,
+    pub admin: String,
+    pub started_unix_ms: i64,
 }
