@@ -78,14 +78,22 @@ impl Committer {
     }
 
     /// Makes a batch without a new version durable (a session's record).
-    fn persist(&mut self, batch: &Batch) -> Result<(), StoreFailed> {
+    fn persist(&mut self, batch: &mut Batch) -> Result<(), StoreFailed> {
         if self.failed {
             return Err(StoreFailed::Failed);
         }
+        self.stamp(batch);
         let config = self.global.clone();
         self.store
             .commit(batch)
             .map_err(|e| self.store_failed(e, &mut config.write()))
+    }
+
+    /// Sessions written here run here: other replicas leave them alone.
+    fn stamp(&self, batch: &mut Batch) {
+        for record in &mut batch.put {
+            record.replica = self.store.replica_id().to_string();
+        }
     }
 
     /// What a store error means here: a shared store that did not answer
@@ -119,6 +127,7 @@ impl Committer {
             return Err(StoreFailed::Failed.into());
         }
         let started = std::time::Instant::now();
+        self.stamp(&mut batch);
         let config = self.global.clone();
         let mut global = config.write();
         let mut attempts = 0;
@@ -412,11 +421,11 @@ impl Handler<SaveSession> for Committer {
     type Result = Result<(), StoreFailed>;
 
     fn handle(&mut self, msg: SaveSession, _: &mut Context<Self>) -> Self::Result {
-        let batch = Batch {
+        let mut batch = Batch {
             put: vec![msg.0],
             ..Default::default()
         };
-        self.persist(&batch)
+        self.persist(&mut batch)
     }
 }
 
@@ -452,6 +461,7 @@ impl Handler<Followed> for Committer {
                 self.store.observed(version);
                 global.follow(version, sessions, batch.delete, tls)
             }
+            Observed::ReplicaGone(_) => return,
             Observed::Write(_) | Observed::Missed => match self.resync(&mut global) {
                 Ok(taken) => taken,
                 Err(error) => {

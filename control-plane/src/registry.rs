@@ -319,20 +319,30 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
     }
     let session = request.session.unwrap_or_default();
     let reconnect = matches!(request.command, Command::Reconnect);
-    let Some(addr) = shared.directory.lookup(&session) else {
-        let reply = if reconnect {
-            Reply::code(ReplyCode::Reregister)
-        } else {
-            Reply::invalid_session()
-        };
-        return immediate(reply.render(txn.as_deref()));
-    };
-    let sent = addr.send(Exec {
+    let exec = Exec {
         name: request.name,
         command: request.command,
         conn: home.clone(),
-    });
+    };
+    // Sent now, so pipelined commands reach the session in order.
+    let sent = match shared.directory.lookup(&session) {
+        Some(addr) => Ok(addr.send(exec)),
+        None if reconnect => Err(exec),
+        None => return immediate(Reply::invalid_session().render(txn.as_deref())),
+    };
+    let shared = shared.clone();
     Box::pin(async move {
+        let sent = match sent {
+            Ok(sent) => sent,
+            // Another replica may run it (or ran it, and died).
+            Err(exec) => match Directory::claim(&shared, &session).await {
+                Ok(Some(addr)) => addr.send(exec),
+                Ok(None) => {
+                    return Outcome::line(Reply::code(ReplyCode::Reregister).render(txn.as_deref()))
+                }
+                Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
+            },
+        };
         let answer = match sent.await {
             Ok(answer) => answer,
             Err(_) if reconnect => Reply::code(ReplyCode::Reregister).into(),

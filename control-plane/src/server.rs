@@ -142,25 +142,6 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         metrics.clone(),
     )
     .start();
-    if let Some(mut writes) = store.follow() {
-        // Every replica pushes every version, whichever replica wrote it,
-        // and waits for every replica's data planes.
-        let (committer, publisher) = (committer.clone(), publisher.clone());
-        actix_rt::spawn(async move {
-            while let Some(mut write) = writes.recv().await {
-                if let store::Observed::Write(batch) = &mut write {
-                    let (put, gone) = (
-                        std::mem::take(&mut batch.fleet_put),
-                        std::mem::take(&mut batch.fleet_delete),
-                    );
-                    if !put.is_empty() || !gone.is_empty() {
-                        publisher.do_send(crate::publisher::RemoteMembers { put, gone });
-                    }
-                }
-                committer.do_send(crate::committer::Followed(write));
-            }
-        });
-    }
     let threads = args.session_threads.max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let shared = Arc::new(Shared {
@@ -187,8 +168,23 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         actix_rt::spawn(auth.watch());
     }
 
-    for state in sessions {
-        Directory::restore(&shared, state, args.restore_grace);
+    if store.replica_id().is_empty() {
+        for state in sessions {
+            Directory::restore(&shared, state, args.restore_grace);
+        }
+    } else {
+        // Replicas: only sessions no live replica runs are this one's to
+        // restore; the others keep theirs.
+        let orphans = store.claim_orphans()?;
+        Directory::adopt(&shared, orphans, args.restore_grace);
+        if let Some(writes) = store.follow() {
+            actix_rt::spawn(follow(
+                writes,
+                shared.clone(),
+                publisher.clone(),
+                store.clone(),
+            ));
+        }
     }
     let certs = crate::certs::Certs::new(shared.clone(), global.clone());
     if let Some(dir) = args.cert_dir.clone() {
@@ -288,6 +284,56 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     tokio::time::sleep(Duration::from_millis(200)).await;
     System::current().stop();
     Ok(())
+}
+
+/// Feeds what the replicas write to etcd (this one's too) to the parts that
+/// follow it: versions to the committer, data planes' records to the
+/// publisher; sessions that moved to another replica are let go here, and
+/// a replica gone has its sessions taken over (by one replica each).
+async fn follow(
+    mut writes: tokio::sync::mpsc::UnboundedReceiver<store::Observed>,
+    shared: Arc<Shared>,
+    publisher: Addr<Publisher>,
+    store: Arc<dyn store::Store>,
+) {
+    while let Some(mut write) = writes.recv().await {
+        match &mut write {
+            store::Observed::Write(batch) => {
+                let (put, gone) = (
+                    std::mem::take(&mut batch.fleet_put),
+                    std::mem::take(&mut batch.fleet_delete),
+                );
+                if !put.is_empty() || !gone.is_empty() {
+                    publisher.do_send(crate::publisher::RemoteMembers { put, gone });
+                }
+                let here = store.replica_id();
+                let moved = batch
+                    .put
+                    .iter()
+                    .filter(|r| !r.replica.is_empty() && r.replica != here)
+                    .map(|r| r.id.clone())
+                    .chain(batch.delete.iter().cloned());
+                for id in moved {
+                    actix_rt::spawn(Directory::release_if_moved(shared.clone(), id));
+                }
+            }
+            store::Observed::ReplicaGone(replica) => {
+                info!(%replica, "replica gone; taking its sessions over");
+                let (claiming, shared) = (store.clone(), shared.clone());
+                actix_rt::spawn(async move {
+                    match actix_rt::task::spawn_blocking(move || claiming.claim_orphans()).await {
+                        Ok(Ok(orphans)) => {
+                            let grace = shared.settings.grace;
+                            Directory::adopt(&shared, orphans, grace);
+                        }
+                        _ => tracing::warn!("cannot take the sessions of a gone replica over"),
+                    }
+                });
+            }
+            store::Observed::Missed => {}
+        }
+        shared.committer.do_send(crate::committer::Followed(write));
+    }
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {

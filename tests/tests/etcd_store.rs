@@ -224,3 +224,112 @@ fn applies_answer_store_unavailable_while_etcd_is_down_and_work_again_after() {
     );
     assert_eq!(dp.get("steady.test", "/").status, 200);
 }
+
+/// Requests `hosts` through `proxies` until stopped; counts failures (an
+/// answer without the `X-Kept: yes` its session set is one).
+struct Steady {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Steady {
+    fn start(proxies: Vec<std::net::SocketAddr>, hosts: Vec<String>) -> Steady {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut served, mut failed) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for proxy in &proxies {
+                    for host in &hosts {
+                        match http_get(*proxy, host, "/") {
+                            Ok(r) if r.status == 200 && r.header("x-kept") == Some("yes") => {
+                                served += 1
+                            }
+                            Ok(r) => failed.push(format!("{host} via {proxy}: {}", r.status)),
+                            Err(e) => failed.push(format!("{host} via {proxy}: {e}")),
+                        }
+                    }
+                }
+            }
+            (served, failed)
+        });
+        Steady { stop, thread }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the steady requests")
+    }
+}
+
+#[test]
+fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let mut args = etcd_args(&url, "/failover").to_vec();
+    args.extend(["--session-grace", "3s"]);
+    let mut cps: Vec<ControlPlane> = (0..3).map(|_| ControlPlane::start_with(&args)).collect();
+    let all = cps
+        .iter()
+        .map(|c| c.grpc_url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dp_a = DataPlane::start(&all, "fo-dp-a");
+    let dp_b = DataPlane::start(&cps[2].grpc_url(), "fo-dp-b");
+    for cp in &cps {
+        wait_fleet(cp, &["fo-dp-a", "fo-dp-b"]);
+    }
+    let backend = FakeBackend::start("failover");
+    let mut s = Session::register(cps[0].registry, "web", "web-1");
+    s.add_route("kept.test", "/", &backend.url());
+    assert_eq!(s.cmd("HEADERS_SET", "ALL|X-Kept|yes"), "HEADERS_OK");
+    s.apply();
+    let mut orphan = Session::register(cps[0].registry, "batch", "b-1");
+    orphan.add_route("orphan.test", "/", &backend.url());
+    orphan.apply();
+    let steady = Steady::start(vec![dp_a.proxy, dp_b.proxy], vec!["kept.test".into()]);
+
+    // The replica holding both sessions (and data plane a's stream) dies.
+    cps[0].proc.kill();
+    let mut c = LineClient::connect(cps[1].registry);
+    assert_eq!(c.send(&format!("RECONNECT|{}", s.id)), "OK");
+    let list = json_after(&c.send(&format!("ROUTE_LIST|{}", s.id)), "ROUTE_LIST_OK");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["domains"][0], "kept.test", "{list}");
+    assert_eq!(list[0]["status"], "active");
+    let reply = c.send(&format!(
+        "ROUTE_ADD|{}|after.test|/|{}|0",
+        s.id,
+        backend.url()
+    ));
+    assert!(reply.starts_with("ROUTE_OK|"), "{reply}");
+    assert_eq!(c.send(&format!("CONFIG_APPLY|{}", s.id)), "OK");
+    // Served right after OK, on both planes (a moved to another replica),
+    // with the session's settings.
+    for dp in [&dp_a, &dp_b] {
+        let after = dp.get("after.test", "/");
+        assert_eq!(after.status, 200);
+        assert_eq!(after.header("x-kept"), Some("yes"));
+    }
+
+    // The session nobody reconnects: a live replica takes it over once the
+    // dead one's lease runs out, and its grace ends there.
+    wait_for("the orphan's routes to go", Duration::from_secs(30), || {
+        (dp_a.get("orphan.test", "/").status == 404 && dp_b.get("orphan.test", "/").status == 404)
+            .then_some(())
+    });
+    let replicas: Vec<serde_json::Value> =
+        serde_json::from_str(&ctl(&cps[1], &["replicas", "--json"])).unwrap();
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+
+    let (served, failed) = steady.finish();
+    assert!(served > 0);
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        served,
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(dp_a.get("kept.test", "/").status, 200);
+}

@@ -14,7 +14,7 @@ use rand::RngCore;
 use super::{Home, Identity, SessionActor, SessionState, Shared, Surrender};
 use crate::committer::SaveSession;
 use crate::protocol::RouteId;
-use crate::store::{Fatal, Store, StoreFailed};
+use crate::store::{Fatal, SessionRecord, Store, StoreFailed};
 
 /// Route ids reserved in the store at a time.
 const ROUTE_RESERVATION: u64 = 1024;
@@ -189,6 +189,89 @@ impl Directory {
             .by_id
             .insert(id.clone(), addr);
         Ok(id)
+    }
+
+    /// Starts the sessions this replica took over in a shared store (from a
+    /// replica that died, or for a `RECONNECT` here), detached with `grace`.
+    pub fn adopt(shared: &Arc<Shared>, records: Vec<SessionRecord>, grace: Duration) {
+        for record in records {
+            if shared.directory.lookup(&record.id).is_some() {
+                continue;
+            }
+            match record.restore() {
+                Ok(state) => {
+                    tracing::info!(session = %record.id, service = %record.service, "session taken over from another replica");
+                    Directory::restore(shared, state, grace);
+                }
+                Err(e) => {
+                    tracing::error!(session = %record.id, error = %e, "a session to take over cannot be read")
+                }
+            }
+        }
+    }
+
+    /// A `RECONNECT` here for a session this replica does not run: with a
+    /// shared store, it takes the session over from whichever replica ran
+    /// it (which lets it go once it sees that), detached until the
+    /// `RECONNECT` attaches it. `None` when there is no such session.
+    pub async fn claim(
+        shared: &Arc<Shared>,
+        id: &str,
+    ) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
+        let store = shared.directory.store.clone();
+        if store.replica_id().is_empty() {
+            return Ok(None);
+        }
+        let key = id.to_string();
+        let claimed = actix_rt::task::spawn_blocking(move || store.claim_session(&key))
+            .await
+            .map_err(|_| StoreFailed::Unavailable)?;
+        match claimed {
+            Ok(Some(record)) => {
+                Directory::adopt(shared, vec![record], shared.settings.grace);
+                Ok(shared.directory.lookup(id))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "cannot take the session over");
+                Err(StoreFailed::Unavailable)
+            }
+        }
+    }
+
+    /// The store says another replica runs session `id` now, or that it
+    /// ended there (asked again, as the watch may show an older write):
+    /// its actor here stops and leaves its routes to that replica.
+    pub async fn release_if_moved(shared: Arc<Shared>, id: String) {
+        if shared.directory.lookup(&id).is_none() {
+            return;
+        }
+        let store = shared.directory.store.clone();
+        let key = id.clone();
+        let holder = actix_rt::task::spawn_blocking(move || store.session_replica(&key)).await;
+        let here = shared.directory.store.replica_id();
+        match holder {
+            Ok(Ok(Some(replica))) if replica == here => {}
+            Ok(Ok(_)) => shared.directory.release(&id),
+            _ => {
+                tracing::warn!(session = %id, "cannot tell which replica runs the session; keeping it")
+            }
+        }
+    }
+
+    /// Another replica runs the session now (or it ended there): its actor
+    /// here stops and leaves its routes to that replica.
+    fn release(&self, id: &str) {
+        let addr = {
+            let mut sessions = self.sessions.lock();
+            let Some(addr) = sessions.by_id.remove(id) else {
+                return;
+            };
+            sessions.by_instance.retain(|_, owner| owner != id);
+            addr
+        };
+        tracing::info!(session = %id, "session moved to another replica");
+        addr.do_send(Surrender);
     }
 
     /// Starts a session restored from the store, detached with `grace`.

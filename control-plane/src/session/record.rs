@@ -59,6 +59,7 @@ impl SessionRecord {
             connected_at_ms: unix_ms(id.connected_at),
             token_sha256: id.token.map(TokenHash::to_hex),
             last_apply_ms: state.last_apply.map(unix_ms),
+            replica: String::new(),
             routes: routes
                 .iter()
                 .map(|(rid, r)| RouteRecord {

@@ -187,6 +187,8 @@ enum Record {
     Certificate(String, Option<Arc<v1::Certificate>>),
     Challenge(String, Option<String>),
     AcmeAccount(Vec<u8>),
+    /// `replicas/<id>`: only its going matters to the others.
+    Replica(String, bool),
 }
 
 impl Record {
@@ -223,6 +225,8 @@ impl Record {
         } else if let Some(token) = rest.strip_prefix("tls/challenge/") {
             let answer = value.map(|v| String::from_utf8_lossy(v).into_owned());
             Record::Challenge(token.to_string(), answer)
+        } else if let Some(id) = rest.strip_prefix("replicas/") {
+            Record::Replica(id.to_string(), value.is_some())
         } else if rest == "tls/acme/account" {
             match value {
                 Some(v) => Record::AcmeAccount(v.to_vec()),
@@ -252,6 +256,7 @@ impl Record {
             }
             Record::Challenge(token, None) => batch.challenges_delete.push(token),
             Record::AcmeAccount(a) => batch.acme_account = Some(a),
+            Record::Replica(..) => {}
         }
     }
 
@@ -266,7 +271,8 @@ impl Record {
                 .push(Arc::try_unwrap(c).unwrap_or_else(|c| c.as_ref().clone())),
             Record::Challenge(token, Some(answer)) => loaded.challenges.push((token, answer)),
             Record::AcmeAccount(a) => loaded.acme_account = Some(a),
-            Record::Session(_, None)
+            Record::Replica(..)
+            | Record::Session(_, None)
             | Record::Member(_, None)
             | Record::Certificate(_, None)
             | Record::Challenge(_, None) => {}
@@ -337,6 +343,9 @@ impl EtcdStore {
                         .ok()
                         .and_then(|k| k.strip_prefix(&root));
                     match rest.map(|r| Record::decode(r, value)) {
+                        Some(Ok(Some(Record::Replica(id, false)))) => {
+                            let _ = tx.send(Observed::ReplicaGone(id));
+                        }
                         Some(Ok(Some(record))) => record.into_batch(batch),
                         Some(Ok(None)) | None => {}
                         Some(Err(reason)) => {
@@ -352,6 +361,42 @@ impl EtcdStore {
             }
             tokio::time::sleep(WATCH_RETRY).await;
         }
+    }
+}
+
+impl EtcdStore {
+    /// Makes this replica the one running each session of `kvs` that
+    /// `pick` accepts, each by a compare-and-swap on its record, so that of
+    /// replicas claiming at once exactly one wins; the records it won.
+    fn claim(
+        &self,
+        kvs: &[etcd_client::KeyValue],
+        pick: impl Fn(&SessionRecord) -> bool,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut claimed = Vec::new();
+        for kv in kvs {
+            let Ok(mut record) = serde_json::from_slice::<SessionRecord>(kv.value()) else {
+                continue;
+            };
+            if !pick(&record) {
+                continue;
+            }
+            record.replica = self.replica.clone();
+            let bytes = serde_json::to_vec(&record).map_err(|e| self.failed(e))?;
+            let key = kv.key().to_vec();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key, bytes, None)]);
+            let mut client = self.client.clone();
+            if self.run(async move { client.txn(txn).await })?.succeeded() {
+                claimed.push(record);
+            }
+        }
+        Ok(claimed)
     }
 }
 
@@ -554,6 +599,39 @@ impl Store for EtcdStore {
         if let Some(presence) = &self.presence {
             presence.send(Write::Member { record, take });
         }
+    }
+
+    fn claim_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let key = key(&self.prefix, &format!("sessions/{id}"));
+        let (mut client, get) = (self.client.clone(), key.clone());
+        let response = self.run(async move { client.get(get, None).await })?;
+        Ok(self.claim(response.kvs(), |_| true)?.into_iter().next())
+    }
+
+    fn session_replica(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let key = key(&self.prefix, &format!("sessions/{id}"));
+        let mut client = self.client.clone();
+        let response = self.run(async move { client.get(key, None).await })?;
+        Ok(response.kvs().first().map(|kv| {
+            serde_json::from_slice::<SessionRecord>(kv.value())
+                .map(|r| r.replica)
+                .unwrap_or_default()
+        }))
+    }
+
+    fn claim_orphans(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let live: std::collections::HashSet<String> =
+            self.replicas()?.into_iter().map(|r| r.id).collect();
+        let mut client = self.client.clone();
+        let prefix = key(&self.prefix, "sessions/");
+        let response = self.run(async move {
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        })?;
+        self.claim(response.kvs(), |r| {
+            r.replica != self.replica && !live.contains(&r.replica)
+        })
     }
 
     fn close(&self) {

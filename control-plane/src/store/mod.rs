@@ -151,6 +151,22 @@ pub trait Store: Send + Sync {
     fn share_member(&self, _record: MemberRecord, _take: bool) {}
     /// Shared store: a data plane this replica held left.
     fn unshare_member(&self, _node_id: &str) {}
+    /// Shared store: makes this replica the one running session `id`,
+    /// whichever ran it before (a `RECONNECT` here); its record, `None`
+    /// when there is no such session.
+    fn claim_session(&self, _id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(None)
+    }
+    /// Shared store: the replica running session `id` as stored (`None`
+    /// when it has no record).
+    fn session_replica(&self, _id: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// Shared store: takes over the sessions whose replica is not live
+    /// (it died, or stopped), each by exactly one replica; their records.
+    fn claim_orphans(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Shared store: this replica stops; what lives only as long as it
     /// (its record, its data planes' records) goes now.
     fn close(&self) {}
@@ -163,6 +179,8 @@ pub enum Observed {
     Write(Box<Batch>),
     /// Writes may have been missed: read the whole state again.
     Missed,
+    /// A replica is gone (stopped, or its lease ran out).
+    ReplicaGone(String),
 }
 
 impl StoreError {

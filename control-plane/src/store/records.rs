@@ -46,6 +46,10 @@ pub struct SessionRecord {
     pub maintenance_backend: Option<String>,
     /// (started at ms, duration ms)
     pub drain: Option<(i64, u64)>,
+    /// With replicas: the replica that runs the session's actor (empty with
+    /// one control plane).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
 }
 
 /// A data plane of the fleet as stored, so that applies after a restart
