@@ -138,10 +138,13 @@ fn shared_on(
     )
     .start();
     let shared = Arc::new(Shared {
-        directory: Directory::new(vec![Arbiter::current()], 0, store, fatal),
+        directory: Directory::new(vec![Arbiter::current()], 0, store.clone(), fatal),
         committer,
         telemetry,
-        planes: PlaneCommands::new(publisher.clone()),
+        planes: PlaneCommands::new(
+            publisher.clone(),
+            crate::peers::Peers::new(store, Default::default()),
+        ),
         settings: SessionSettings {
             grace: GRACE,
             staged_ttl: STAGED_TTL,

@@ -1,10 +1,12 @@
-//! The gRPC face of the control plane: the stream every data plane dials.
+//! The gRPC face of the control plane: the stream every data plane dials,
+//! the operators' API and what replicas ask each other.
 
 use std::sync::Arc;
 
 use actix::Addr;
 use portico_proto::v1::{
     self, data_plane_message::Msg, data_plane_service_server::DataPlaneService,
+    replica_service_server::ReplicaService,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -60,6 +62,90 @@ fn without_keys(mut message: v1::ControlPlaneMessage) -> v1::ControlPlaneMessage
 fn announce(shared: &Shared, session_id: &str, event: EventType, payload: serde_json::Value) {
     if let Some(session) = shared.directory.lookup(session_id) {
         session.do_send(RouteEvent { event, payload });
+    }
+}
+
+/// Takes in a data plane's telemetry, breaker change or breaker reset,
+/// from its stream here or passed on by the replica holding it: merged
+/// into the telemetry, with events to the sessions this replica runs.
+fn report(shared: &Shared, node_id: &str, message: v1::DataPlaneMessage) {
+    match message.msg {
+        Some(Msg::Telemetry(report)) => {
+            for change in shared.telemetry.record(node_id, report) {
+                let payload = json!({
+                    "route_id": change.route_id,
+                    "backend": change.backend_url,
+                    "healthy": change.healthy,
+                    "reason": change.reason,
+                });
+                announce(
+                    shared,
+                    &change.session_id,
+                    EventType::BackendHealthChanged,
+                    payload,
+                );
+            }
+        }
+        Some(Msg::BreakerChange(v1::BreakerChange {
+            state: Some(state),
+            session_id,
+        })) => {
+            let payload = json!({
+                "route_id": state.route_id,
+                "backend": state.backend_url,
+                "node_id": node_id,
+                "state": state.state,
+                "failures": state.failures,
+            });
+            shared.telemetry.breaker_changed(node_id, state);
+            announce(
+                shared,
+                &session_id,
+                EventType::CircuitBreakerChanged,
+                payload,
+            );
+        }
+        // After every report this plane sent before its reset.
+        Some(Msg::BreakerReset(reset)) => shared
+            .telemetry
+            .forget_breakers(&reset.route_id, Some(node_id)),
+        _ => {}
+    }
+}
+
+/// What replicas sharing an etcd prefix ask each other (docs/HA.md).
+pub struct ReplicaApi {
+    shared: Arc<Shared>,
+}
+
+impl ReplicaApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ReplicaApi { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl ReplicaService for ReplicaApi {
+    async fn share_reports(
+        &self,
+        request: Request<Streaming<v1::PeerReport>>,
+    ) -> Result<Response<v1::PeerReportsDone>, Status> {
+        let mut reports = request.into_inner();
+        while let Some(shared_report) = reports.message().await? {
+            if let Some(message) = shared_report.message {
+                report(&self.shared, &shared_report.node_id, message);
+            }
+        }
+        Ok(Response::new(v1::PeerReportsDone {}))
+    }
+
+    async fn reset_breaker(
+        &self,
+        request: Request<v1::PeerBreakerReset>,
+    ) -> Result<Response<v1::PeerBreakerResetDone>, Status> {
+        let route_id = request.into_inner().route_id;
+        self.shared.planes.reset_here(&route_id).await;
+        Ok(Response::new(v1::PeerBreakerResetDone {}))
     }
 }
 
@@ -127,57 +213,25 @@ impl DataPlaneService for DataPlaneApi {
                             reason: nack.reason,
                         });
                     }
-                    Ok(Some(v1::DataPlaneMessage {
-                        msg: Some(Msg::Telemetry(report)),
-                    })) => {
-                        for change in shared.telemetry.record(&node_id, report) {
-                            let payload = json!({
-                                "route_id": change.route_id,
-                                "backend": change.backend_url,
-                                "healthy": change.healthy,
-                                "reason": change.reason,
-                            });
-                            announce(
-                                &shared,
-                                &change.session_id,
-                                EventType::BackendHealthChanged,
-                                payload,
-                            );
+                    Ok(Some(
+                        message @ v1::DataPlaneMessage {
+                            msg:
+                                Some(
+                                    Msg::Telemetry(_)
+                                    | Msg::BreakerChange(_)
+                                    | Msg::BreakerReset(_),
+                                ),
+                        },
+                    )) => {
+                        shared.planes.peers.share(&node_id, &message);
+                        let reset = match &message.msg {
+                            Some(Msg::BreakerReset(reset)) => Some(reset.route_id.clone()),
+                            _ => None,
+                        };
+                        report(&shared, &node_id, message);
+                        if let Some(route_id) = reset {
+                            publisher.do_send(PlaneReply::BreakerReset { conn, route_id });
                         }
-                    }
-                    Ok(Some(v1::DataPlaneMessage {
-                        msg:
-                            Some(Msg::BreakerChange(v1::BreakerChange {
-                                state: Some(state),
-                                session_id,
-                            })),
-                    })) => {
-                        let payload = json!({
-                            "route_id": state.route_id,
-                            "backend": state.backend_url,
-                            "node_id": node_id,
-                            "state": state.state,
-                            "failures": state.failures,
-                        });
-                        shared.telemetry.breaker_changed(&node_id, state);
-                        announce(
-                            &shared,
-                            &session_id,
-                            EventType::CircuitBreakerChanged,
-                            payload,
-                        );
-                    }
-                    Ok(Some(v1::DataPlaneMessage {
-                        msg: Some(Msg::BreakerReset(reset)),
-                    })) => {
-                        // After every report this plane sent before its reset.
-                        shared
-                            .telemetry
-                            .forget_breakers(&reset.route_id, Some(&node_id));
-                        publisher.do_send(PlaneReply::BreakerReset {
-                            conn,
-                            route_id: reset.route_id,
-                        });
                     }
                     Ok(Some(v1::DataPlaneMessage {
                         msg: Some(Msg::BackendTest(result)),

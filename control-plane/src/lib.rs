@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod history;
 pub mod metrics;
 pub mod payload;
+pub mod peers;
 pub mod plane_commands;
 pub mod protocol;
 pub mod publisher;

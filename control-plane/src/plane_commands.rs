@@ -1,6 +1,7 @@
 //! Commands a service sends through the control plane to its data planes:
 //! CIRCUIT_BREAKER_RESET on every one, and BACKEND_TEST where traffic flows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -8,6 +9,7 @@ use portico_proto::{probe, BackendUrl};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::peers::Peers;
 use crate::protocol::{Reply, ReplyCode, RouteId};
 use crate::publisher::{AskBackendTest, Publisher, ResetBreakers};
 
@@ -17,19 +19,31 @@ const RESET_WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct PlaneCommands {
     publisher: Addr<Publisher>,
+    /// The other replicas, whose data planes these commands reach too.
+    pub peers: Arc<Peers>,
 }
 
 impl PlaneCommands {
-    pub fn new(publisher: Addr<Publisher>) -> Self {
-        PlaneCommands { publisher }
+    pub fn new(publisher: Addr<Publisher>, peers: Arc<Peers>) -> Self {
+        PlaneCommands { publisher, peers }
     }
 
     /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data
-    /// plane; returns once each confirmed, gone away, or `RESET_WAIT` passed.
+    /// plane of the fleet, whichever replica holds it; returns once each
+    /// confirmed, gone away, or `RESET_WAIT` passed.
     pub async fn reset_breaker(&self, id: RouteId) {
+        let route_id = id.to_string();
+        futures::join!(
+            self.reset_here(&route_id),
+            self.peers.reset_breaker(&route_id, RESET_WAIT)
+        );
+    }
+
+    /// Closes the route's breakers on this replica's data planes.
+    pub async fn reset_here(&self, route_id: &str) {
         let (done, confirmed) = oneshot::channel();
         let reset = ResetBreakers {
-            route_id: id.to_string(),
+            route_id: route_id.to_string(),
             done,
         };
         if self.publisher.send(reset).await.is_ok() {

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use portico_proto::v1::data_plane_service_server::DataPlaneServiceServer;
 use portico_proto::v1::operator_service_server::OperatorServiceServer;
+use portico_proto::v1::replica_service_server::ReplicaServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
@@ -142,6 +143,8 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         metrics.clone(),
     )
     .start();
+    let peers = crate::peers::Peers::new(store.clone(), args.tls.clone());
+    actix_rt::spawn(peers.clone().run());
     let threads = args.session_threads.max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let shared = Arc::new(Shared {
@@ -153,7 +156,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         ),
         committer,
         telemetry,
-        planes: plane_commands::PlaneCommands::new(publisher.clone()),
+        planes: plane_commands::PlaneCommands::new(publisher.clone(), peers.clone()),
         settings: SessionSettings {
             grace: args.session_grace,
             staged_ttl: args.staged_ttl,
@@ -238,6 +241,9 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
             publisher.clone(),
             shared.clone(),
             tls.enabled(),
+        )))
+        .add_service(ReplicaServiceServer::new(grpc::ReplicaApi::new(
+            shared.clone(),
         )))
         .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
             publisher,

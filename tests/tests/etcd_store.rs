@@ -333,3 +333,84 @@ fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
     );
     assert_eq!(dp_a.get("kept.test", "/").status, 200);
 }
+
+#[test]
+fn stats_breakers_and_health_events_reach_a_session_on_a_replica_without_data_planes() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let cps = replicas(&url, "/ops", 2);
+    let dp = DataPlane::start(&cps[0].grpc_url(), "ops-dp");
+    wait_fleet(&cps[1], &["ops-dp"]);
+    // Both sessions run on replica 1; the only data plane is on replica 0.
+    let (hb, cb) = (FakeBackend::start("hb"), FakeBackend::start("cb"));
+    let mut health = Session::register(cps[1].registry, "probed", "p-1");
+    let rh = health.add_route("probed.test", "/", &hb.url());
+    assert_eq!(
+        health.cmd("HEALTH_SET", &format!("{rh}|/probe|1s|500ms")),
+        "HEALTH_OK"
+    );
+    health.apply();
+    assert_eq!(
+        health.cmd("SUBSCRIBE", "backend_health_changed"),
+        "SUBSCRIBE_OK"
+    );
+    let mut s = Session::register(cps[1].registry, "broken", "b-1");
+    let r = s.add_route("cb.test", "/", &cb.url());
+    assert_eq!(
+        s.cmd("CIRCUIT_BREAKER_SET", &format!("{r}|2|30s|1")),
+        "CIRCUIT_OK"
+    );
+    s.apply();
+
+    for _ in 0..5 {
+        assert_eq!(dp.get("cb.test", "/").status, 200);
+    }
+    let stats = wait_for("the stats on replica 1", Duration::from_secs(10), || {
+        let st = s.json("STATS_GET", &r, "STATS_OK");
+        (st["requests"] == 5).then_some(st)
+    });
+    assert_eq!(stats["status_codes"]["200"], 5);
+
+    // The breaker opens on the data plane; replica 1 sees it, and its
+    // RESET reaches the data plane through replica 0.
+    cb.set_status(500);
+    for _ in 0..2 {
+        assert_eq!(dp.get("cb.test", "/").status, 500);
+    }
+    assert_eq!(dp.get("cb.test", "/").status, 503);
+    let status = wait_for(
+        "the open breaker on replica 1",
+        Duration::from_secs(10),
+        || {
+            let st = s.json("CIRCUIT_BREAKER_STATUS", &r, "CIRCUIT_STATUS_OK");
+            (st["state"] == "open").then_some(st)
+        },
+    );
+    assert_eq!(status["data_planes"][0]["node_id"], "ops-dp");
+    cb.set_status(200);
+    assert_eq!(s.cmd("CIRCUIT_BREAKER_RESET", &r), "CIRCUIT_OK");
+    assert_eq!(
+        dp.get("cb.test", "/").status,
+        200,
+        "closed on the data plane"
+    );
+    assert_eq!(
+        s.json("CIRCUIT_BREAKER_STATUS", &r, "CIRCUIT_STATUS_OK")["state"],
+        "closed"
+    );
+
+    // The probe fails on the data plane; the session on replica 1 hears it.
+    hb.set_status(503);
+    let event = health.client.read_line();
+    let payload = json_after(
+        event.strip_prefix("EVENT|").unwrap_or(&event),
+        "backend_health_changed",
+    );
+    assert_eq!(payload["route_id"], rh.as_str());
+    assert_eq!(payload["healthy"], false);
+    assert_eq!(payload["reason"], "status 503");
+
+    // BACKEND_TEST answers from any replica.
+    let reply = s.cmd("BACKEND_TEST", &cb.url());
+    assert!(reply.starts_with("BACKEND_OK|"), "{reply}");
+}
