@@ -31,6 +31,37 @@ bins = set(re.findall(r'name = "([\w-]+)"\npath', cargo))
 for b in ("portico-cp", "portico-dp", "porticoctl"):
     assert b in bins, f"{b} is not a workspace binary"
     assert f"target/release/{b}" in dockerfile, f"the Dockerfile does not ship {b}"
+# The replicated control plane: etcd, every replica named, every data
+# plane pointed at all of them.
+ha = yaml.safe_load(open("deploy/compose-ha.yaml"))["services"]
+replicas = sorted(n for n in ha if n.startswith("control-plane-"))
+assert "etcd" in ha and len(replicas) == 3, ha.keys()
+for name in replicas:
+    env = ha[name]["environment"]
+    assert env["PORTICO_STORE"] == "etcd" and env["PORTICO_ETCD_ENDPOINTS"] == "http://etcd:2379", name
+    assert env["PORTICO_REPLICA_ID"] == name and env["PORTICO_ADVERTISE_GRPC"] == f"{name}:8182", name
+for name in (n for n in ha if n.startswith("data-plane-")):
+    urls = ha[name]["environment"]["PORTICO_CONTROL_PLANE"].split(",")
+    assert sorted(urls) == [f"http://{r}:8182" for r in replicas], name
+cp = [d for d in yaml.safe_load_all(open("deploy/k8s/control-plane.yaml")) if d]
+sts = next(d for d in cp if d["kind"] == "StatefulSet")
+assert sts["spec"]["replicas"] == 3
+env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert env["PORTICO_STORE"] == "etcd", "the replicas share etcd"
+pods = next(d for d in cp if d["kind"] == "Service" and d["metadata"]["name"] == sts["spec"]["serviceName"])
+assert pods["spec"]["clusterIP"] == "None", "per-replica names need a headless Service"
+pdb = next(d for d in cp if d["kind"] == "PodDisruptionBudget")
+assert pdb["spec"]["minAvailable"] == 2
+for doc in yaml.safe_load_all(open("deploy/k8s/data-plane.yaml")):
+    if doc["kind"] == "Deployment":
+        c = doc["spec"]["template"]["spec"]["containers"][0]
+        urls = next(e["value"] for e in c["env"] if e["name"] == "PORTICO_CONTROL_PLANE").split(",")
+        assert urls == [f"http://{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}:8182" for i in range(3)], urls
+etcd = next(d for d in yaml.safe_load_all(open("deploy/k8s/etcd.yaml")) if d["kind"] == "StatefulSet")
+members = next(e["value"] for e in etcd["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "ETCD_INITIAL_CLUSTER")
+assert len(members.split(",")) == etcd["spec"]["replicas"] == 3
+for i in range(3):
+    assert f"portico-etcd-{i}.portico-etcd:2379" in env["PORTICO_ETCD_ENDPOINTS"]
 for doc in yaml.safe_load_all(open("deploy/k8s/data-plane.yaml")):
     if doc["kind"] == "Deployment":
         c = doc["spec"]["template"]["spec"]["containers"][0]

@@ -55,6 +55,10 @@ struct Args {
     /// host name and process id).
     #[arg(long, env = "PORTICO_REPLICA_ID")]
     replica_id: Option<String>,
+    /// The gRPC address other replicas dial to reach this one (default: the
+    /// address --grpc-listen bound; set it when that is 0.0.0.0).
+    #[arg(long, env = "PORTICO_ADVERTISE_GRPC")]
+    advertise_grpc: Option<String>,
     #[command(flatten)]
     tls: portico_proto::tls::TlsFiles,
     /// How long a session without a home connection keeps its routes, e.g. 60s.
@@ -224,6 +228,7 @@ impl Args {
     fn config(&self) -> anyhow::Result<Config> {
         Ok(Config {
             replica_id: self.replica(),
+            advertise_grpc: self.advertise_grpc.clone(),
             registry_listen: self.registry_listen.clone(),
             grpc_listen: self.grpc_listen.clone(),
             admin_listen: self.admin_listen.clone(),

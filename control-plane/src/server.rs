@@ -28,6 +28,8 @@ use parking_lot::RwLock;
 pub struct Config {
     /// This control plane's name among replicas (docs/HA.md).
     pub replica_id: String,
+    /// The gRPC address other replicas dial (default: the bound one).
+    pub advertise_grpc: Option<String>,
     pub registry_listen: String,
     pub grpc_listen: String,
     pub admin_listen: String,
@@ -111,7 +113,10 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     let replica = store::ReplicaRecord {
         id: args.replica_id.clone(),
         registry: registry.local_addr()?.to_string(),
-        grpc: grpc.local_addr()?.to_string(),
+        grpc: match &args.advertise_grpc {
+            Some(addr) => addr.clone(),
+            None => grpc.local_addr()?.to_string(),
+        },
         admin: admin.local_addr()?.to_string(),
         started_unix_ms: portico_proto::time::unix_ms(std::time::SystemTime::now()),
     };

@@ -1,0 +1,233 @@
+//! Chaos, bounded in time: three control-plane replicas on one etcd, four
+//! data planes, twenty sessions applying without pause, and a replica
+//! SIGKILLed and started again every 5 s for 60 s. Nothing acknowledged is
+//! lost, nothing refused appears, the fleet converges, and a steady route
+//! never fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portico_e2e::etcd::Etcd;
+use portico_e2e::*;
+
+const SESSIONS: usize = 20;
+const CHAOS: Duration = Duration::from_secs(60);
+const KILL_EVERY: Duration = Duration::from_secs(5);
+
+/// A registry connection that reports a broken link instead of panicking.
+struct Link {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Link {
+    fn open(addr: SocketAddr) -> std::io::Result<Link> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Link {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    fn send(&mut self, line: &str) -> std::io::Result<String> {
+        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply)?;
+        if !reply.ends_with('\n') {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(reply.trim_end().to_string())
+    }
+}
+
+/// What the sessions were told: the hosts whose apply answered OK, ERROR,
+/// or nothing (the replica died under it: either outcome is allowed).
+#[derive(Default)]
+struct Outcomes {
+    ok: Vec<String>,
+    error: Vec<(String, String)>,
+    unknown: Vec<String>,
+}
+
+/// One session: stages and applies a new host at a time; when its replica
+/// goes away it RECONNECTs to the next replica that answers.
+fn run_session(
+    i: usize,
+    registries: Vec<SocketAddr>,
+    backend: String,
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Outcomes>>,
+) {
+    let mut at = i % registries.len();
+    let mut link = Link::open(registries[at]).expect("the first registry");
+    let id = link
+        .send(&format!("REGISTER|svc{i}|one|0|{{}}"))
+        .expect("REGISTER")
+        .strip_prefix("ACK|")
+        .expect("ACK")
+        .to_string();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let host = format!("s{i}-{n}.test");
+        let applied = link
+            .send(&format!("ROUTE_ADD|{id}|{host}|/|{backend}|0"))
+            .and_then(|added| {
+                assert!(added.starts_with("ROUTE_OK|"), "{added}");
+                link.send(&format!("CONFIG_APPLY|{id}"))
+            });
+        let mut out = outcomes.lock().unwrap();
+        match applied {
+            Ok(reply) if reply == "OK" => out.ok.push(host),
+            Ok(reply) => out.error.push((host, reply)),
+            Err(_) => {
+                out.unknown.push(host);
+                drop(out);
+                // Its replica died: any other takes the session over.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    assert!(Instant::now() < deadline, "session {id} found no replica");
+                    at = (at + 1) % registries.len();
+                    let reconnected = Link::open(registries[at]).and_then(|mut l| {
+                        let reply = l.send(&format!("RECONNECT|{id}"))?;
+                        Ok((l, reply))
+                    });
+                    match reconnected {
+                        Ok((l, reply)) if reply == "OK" => {
+                            link = l;
+                            break;
+                        }
+                        Ok((_, reply)) => panic!("RECONNECT|{id} answered {reply}"),
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let args = [
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &url,
+        "--etcd-prefix",
+        "/chaos",
+    ];
+    let mut cps: Vec<ControlPlane> = (0..3).map(|_| ControlPlane::start_with(&args)).collect();
+    let urls: Vec<String> = cps.iter().map(|c| c.grpc_url()).collect();
+    // Each data plane starts on a different replica and knows all three.
+    let dps: Vec<DataPlane> = (0..4)
+        .map(|i| {
+            let mut list = urls.clone();
+            list.rotate_left(i % 3);
+            DataPlane::start(&list.join(","), &format!("chaos-dp-{i}"))
+        })
+        .collect();
+    let nodes: Vec<String> = (0..4).map(|i| format!("chaos-dp-{i}")).collect();
+    for cp in &cps {
+        wait_for("the whole fleet on every replica", Duration::from_secs(10), || {
+            let planes = dataplanes(cp);
+            nodes
+                .iter()
+                .all(|n| planes.iter().any(|p| p["node_id"] == n.as_str() && p["state"] == "connected"))
+                .then_some(())
+        });
+    }
+    let backend = FakeBackend::start("chaos");
+    let mut steady = Session::register(cps[0].registry, "steady", "st-1");
+    steady.add_route("steady.test", "/", &backend.url());
+    steady.apply();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let traffic = {
+        let proxies: Vec<SocketAddr> = dps.iter().map(|d| d.proxy).collect();
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for proxy in &proxies {
+                    match http_get(*proxy, "steady.test", "/") {
+                        Ok(r) if r.status == 200 => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failed.lock().unwrap().push(format!("{proxy}: {:?}", other.map(|r| r.status))),
+                    }
+                }
+            }
+        })
+    };
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let registries: Vec<SocketAddr> = cps.iter().map(|c| c.registry).collect();
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|i| {
+            let (registries, backend, stop, outcomes) =
+                (registries.clone(), backend.url(), stop.clone(), outcomes.clone());
+            std::thread::spawn(move || run_session(i, registries, backend, stop, outcomes))
+        })
+        .collect();
+
+    // A fixed pseudo-random order of victims, so a failure can be replayed.
+    let started = Instant::now();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    while started.elapsed() < CHAOS {
+        std::thread::sleep(KILL_EVERY);
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let victim = (seed >> 33) as usize % cps.len();
+        cps[victim].proc.kill();
+        cps[victim].start_again();
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in sessions {
+        s.join().expect("a session");
+    }
+    traffic.join().expect("the steady traffic");
+    let outcomes = outcomes.lock().unwrap();
+    eprintln!(
+        "chaos: {kills} kills, {} OK, {} ERROR, {} unknown, {} steady requests served",
+        outcomes.ok.len(),
+        outcomes.error.len(),
+        outcomes.unknown.len(),
+        served.load(Ordering::Relaxed)
+    );
+    assert!(outcomes.ok.len() > SESSIONS, "the sessions made progress");
+    let failed = failed.lock().unwrap();
+    assert!(failed.is_empty(), "{} steady requests failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+
+    // Every replica and every data plane end at the same version.
+    let version = wait_for("the replicas to agree", Duration::from_secs(20), || {
+        let versions: Vec<u64> = cps
+            .iter()
+            .map(|cp| {
+                let snapshot: serde_json::Value =
+                    serde_json::from_str(&ctl(cp, &["snapshot", "--json"])).unwrap();
+                snapshot["version"].as_u64().unwrap()
+            })
+            .collect();
+        versions.windows(2).all(|w| w[0] == w[1]).then(|| versions[0])
+    });
+    for dp in &dps {
+        wait_for("the data plane at the final version", Duration::from_secs(20), || {
+            (dp.config()["version"] == version).then_some(())
+        });
+    }
+    // What got OK is served everywhere; what got ERROR nowhere.
+    for dp in &dps {
+        for host in &outcomes.ok {
+            assert_eq!(dp.get(host, "/").status, 200, "{host} got OK");
+        }
+        for (host, reply) in &outcomes.error {
+            assert_eq!(dp.get(host, "/").status, 404, "{host} got {reply}");
+        }
+    }
+}
