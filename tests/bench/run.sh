@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-./scripts/setup.sh wrk:wrk nginx:nginx-light haproxy:haproxy caddy:caddy taskset:util-linux
+./scripts/setup.sh wrk:wrk nginx:nginx-light haproxy:haproxy caddy:caddy taskset:util-linux etcd:etcd-server
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v oha >/dev/null 2>&1; then
   echo "bench: installing oha from crates.io (a few minutes, once)" >&2
