@@ -19,6 +19,7 @@ use tracing::info;
 use crate::committer::Committer;
 use crate::global::{GlobalConfig, SharedConfig};
 use crate::publisher::Publisher;
+pub use crate::session::Limits;
 use crate::session::{Directory, SessionSettings, Shared};
 use crate::{admin, grpc, plane_commands, registry, session, store, telemetry};
 use parking_lot::RwLock;
@@ -49,29 +50,6 @@ pub struct Config {
     pub cert_dir: Option<PathBuf>,
     /// `--acme-*`: obtain certificates for routed hosts no file covers.
     pub acme: Option<crate::certs::acme::AcmeConfig>,
-}
-
-/// What one client may take of the registry.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub connections: usize,
-    pub connections_per_ip: usize,
-    pub sessions: usize,
-    pub routes_per_session: usize,
-    /// A connection holding an unfinished line this long is closed.
-    pub line: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            connections: 10_000,
-            connections_per_ip: 1_000,
-            sessions: 10_000,
-            routes_per_session: 10_000,
-            line: Duration::from_secs(30),
-        }
-    }
 }
 
 /// Runs the control plane on `store`. A store that cannot be written ends

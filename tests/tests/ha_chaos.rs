@@ -134,13 +134,21 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
         .collect();
     let nodes: Vec<String> = (0..4).map(|i| format!("chaos-dp-{i}")).collect();
     for cp in &cps {
-        wait_for("the whole fleet on every replica", Duration::from_secs(10), || {
-            let planes = dataplanes(cp);
-            nodes
-                .iter()
-                .all(|n| planes.iter().any(|p| p["node_id"] == n.as_str() && p["state"] == "connected"))
-                .then_some(())
-        });
+        wait_for(
+            "the whole fleet on every replica",
+            Duration::from_secs(10),
+            || {
+                let planes = dataplanes(cp);
+                nodes
+                    .iter()
+                    .all(|n| {
+                        planes
+                            .iter()
+                            .any(|p| p["node_id"] == n.as_str() && p["state"] == "connected")
+                    })
+                    .then_some(())
+            },
+        );
     }
     let backend = FakeBackend::start("chaos");
     let mut steady = Session::register(cps[0].registry, "steady", "st-1");
@@ -148,7 +156,10 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
     steady.apply();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (served, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let traffic = {
         let proxies: Vec<SocketAddr> = dps.iter().map(|d| d.proxy).collect();
         let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
@@ -159,7 +170,10 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
                         Ok(r) if r.status == 200 => {
                             served.fetch_add(1, Ordering::Relaxed);
                         }
-                        other => failed.lock().unwrap().push(format!("{proxy}: {:?}", other.map(|r| r.status))),
+                        other => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{proxy}: {:?}", other.map(|r| r.status))),
                     }
                 }
             }
@@ -169,8 +183,12 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
     let registries: Vec<SocketAddr> = cps.iter().map(|c| c.registry).collect();
     let sessions: Vec<_> = (0..SESSIONS)
         .map(|i| {
-            let (registries, backend, stop, outcomes) =
-                (registries.clone(), backend.url(), stop.clone(), outcomes.clone());
+            let (registries, backend, stop, outcomes) = (
+                registries.clone(),
+                backend.url(),
+                stop.clone(),
+                outcomes.clone(),
+            );
             std::thread::spawn(move || run_session(i, registries, backend, stop, outcomes))
         })
         .collect();
@@ -181,7 +199,9 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
     let mut kills = 0;
     while started.elapsed() < CHAOS {
         std::thread::sleep(KILL_EVERY);
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let victim = (seed >> 33) as usize % cps.len();
         cps[victim].proc.kill();
         cps[victim].start_again();
@@ -202,7 +222,12 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
     );
     assert!(outcomes.ok.len() > SESSIONS, "the sessions made progress");
     let failed = failed.lock().unwrap();
-    assert!(failed.is_empty(), "{} steady requests failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} steady requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 
     // Every replica and every data plane end at the same version.
     let version = wait_for("the replicas to agree", Duration::from_secs(20), || {
@@ -214,12 +239,17 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
                 snapshot["version"].as_u64().unwrap()
             })
             .collect();
-        versions.windows(2).all(|w| w[0] == w[1]).then(|| versions[0])
+        versions
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then(|| versions[0])
     });
     for dp in &dps {
-        wait_for("the data plane at the final version", Duration::from_secs(20), || {
-            (dp.config()["version"] == version).then_some(())
-        });
+        wait_for(
+            "the data plane at the final version",
+            Duration::from_secs(20),
+            || (dp.config()["version"] == version).then_some(()),
+        );
     }
     // What got OK is served everywhere; what got ERROR nowhere.
     for dp in &dps {

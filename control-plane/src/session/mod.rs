@@ -13,5 +13,5 @@ pub use actor::{
     Describe, Exec, Home, HomeClosed, NotifyShutdown, RouteEvent, SessionActor, Surrender,
 };
 pub use directory::Directory;
-pub use shared::{SessionSettings, Shared};
+pub use shared::{Limits, SessionSettings, Shared};
 pub use state::{Identity, SessionState};

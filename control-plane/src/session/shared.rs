@@ -11,8 +11,30 @@ use super::Directory;
 use crate::auth::RegistryAuth;
 use crate::committer::Committer;
 use crate::plane_commands::PlaneCommands;
-use crate::server::Limits;
 use crate::telemetry::Telemetry;
+
+/// What one client may take of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub sessions: usize,
+    pub routes_per_session: usize,
+    /// A connection holding an unfinished line this long is closed.
+    pub line: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 10_000,
+            connections_per_ip: 1_000,
+            sessions: 10_000,
+            routes_per_session: 10_000,
+            line: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Settings every session shares.
 #[derive(Debug, Clone)]
