@@ -10,9 +10,6 @@ use std::collections::HashMap;
 
 use crate::global::{CommitError, GlobalConfig, SharedConfig};
 use crate::history::{Commit, TlsChange};
-
-/// How soon a replica that could not read the shared store tries again.
-const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::publisher::{AckReport, Publish, Publisher};
 use crate::store::{Batch, Fatal, Observed, SessionRecord, Store, StoreError, StoreFailed};
 use crate::telemetry::Telemetry;
@@ -30,15 +27,17 @@ pub enum ProposeError {
 /// Commits retried after another replica's (each on its state) before the
 /// store counts as unavailable.
 const MAX_ATTEMPTS: usize = 32;
+/// How soon a replica that could not read the shared store tries again.
+const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A stored session as the global configuration holds it; `None` (logged)
 /// for a record this build cannot read.
-fn routes_of(record: &SessionRecord) -> Result<(String, String, Vec<v1::Route>), ()> {
+fn routes_of(record: &SessionRecord) -> Option<(String, String, Vec<v1::Route>)> {
     match record.active_routes() {
-        Ok(routes) => Ok((record.id.clone(), record.service.clone(), routes)),
+        Ok(routes) => Some((record.id.clone(), record.service.clone(), routes)),
         Err(e) => {
             error!(session_id = %record.id, error = %e, "a stored session cannot be read; its routes are left out");
-            Err(())
+            None
         }
     }
 }
@@ -169,11 +168,7 @@ impl Committer {
     /// what other replicas changed.
     fn resync(&self, global: &mut GlobalConfig) -> Result<Option<Commit>, StoreError> {
         let loaded = self.store.load()?;
-        let sessions = loaded
-            .sessions
-            .iter()
-            .filter_map(|r| routes_of(r).ok())
-            .collect();
+        let sessions = loaded.sessions.iter().filter_map(routes_of).collect();
         let commit = global.resync(
             loaded.version,
             sessions,
@@ -451,7 +446,7 @@ impl Handler<Followed> for Committer {
             Observed::Write(batch) if batch.version == Some(current + 1) => {
                 let batch = *batch;
                 let version = current + 1;
-                let sessions = batch.put.iter().filter_map(|r| routes_of(r).ok()).collect();
+                let sessions = batch.put.iter().filter_map(routes_of).collect();
                 let tls = TlsChange {
                     certificates: batch.certificates_put,
                     certificates_removed: batch.certificates_delete,

@@ -48,6 +48,16 @@ struct Args {
         default_value = "http://127.0.0.1:2379"
     )]
     etcd_endpoints: Vec<String>,
+    /// CA (PEM) trusted for etcd's certificate, with https endpoints
+    /// (default: the system's roots).
+    #[arg(long, env = "PORTICO_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth, with --etcd-key.
+    #[arg(long, env = "PORTICO_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "PORTICO_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// The key prefix of this control plane's state in etcd.
     #[arg(long, env = "PORTICO_ETCD_PREFIX", default_value = "/portico")]
     etcd_prefix: String,
@@ -191,10 +201,16 @@ fn main() -> anyhow::Result<()> {
                 "--reset-state works on the embedded store only; delete the etcd prefix {} instead",
                 args.etcd_prefix
             );
+            let tls = store::EtcdTls {
+                ca: args.etcd_ca.clone(),
+                cert: args.etcd_cert.clone(),
+                key: args.etcd_key.clone(),
+            };
             Arc::new(store::EtcdStore::connect(
                 &args.etcd_endpoints,
                 &args.etcd_prefix,
                 &args.replica(),
+                &tls,
             )?)
         }
     };

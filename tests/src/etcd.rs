@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::dns::free_port;
 use crate::process::{tempdir::TempDir, Proc};
+use crate::tls::Pki;
 use crate::{http_get, wait_for};
 
 pub struct Etcd {
@@ -14,27 +15,52 @@ pub struct Etcd {
     client: SocketAddr,
     peer: SocketAddr,
     dir: TempDir,
+    /// With TLS: its PKI (server certificate for 127.0.0.1, client
+    /// certificates required).
+    tls: Option<Pki>,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
-        let dir = TempDir::new("portico-etcd");
+        Self::start_with(None)
+    }
+
+    /// An etcd serving TLS on its client port and requiring client
+    /// certificates signed by the same CA (`tls()` has them).
+    pub fn start_tls() -> Etcd {
+        let dir = TempDir::new("portico-etcd-tls");
+        let pki = Pki::generate(dir.path(), false);
+        Self::start_with(Some((dir, pki)))
+    }
+
+    fn start_with(tls: Option<(TempDir, Pki)>) -> Etcd {
+        let (dir, tls) = match tls {
+            Some((dir, pki)) => (dir, Some(pki)),
+            None => (TempDir::new("portico-etcd"), None),
+        };
         let client = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let peer = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let proc = Self::spawn(&dir, client, peer);
+        let proc = Self::spawn(&dir, client, peer, tls.as_ref());
         let etcd = Etcd {
             proc,
             client,
             peer,
             dir,
+            tls,
         };
         etcd.wait_healthy();
         etcd
     }
 
-    fn spawn(dir: &TempDir, client: SocketAddr, peer: SocketAddr) -> Proc {
-        let (client, peer) = (format!("http://{client}"), format!("http://{peer}"));
-        let args: Vec<String> = [
+    /// The PKI of a TLS etcd.
+    pub fn tls(&self) -> Option<&Pki> {
+        self.tls.as_ref()
+    }
+
+    fn spawn(dir: &TempDir, client: SocketAddr, peer: SocketAddr, tls: Option<&Pki>) -> Proc {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (client, peer) = (format!("{scheme}://{client}"), format!("http://{peer}"));
+        let mut args: Vec<String> = [
             "--name",
             "portico-test",
             "--data-dir",
@@ -53,20 +79,45 @@ impl Etcd {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(pki) = tls {
+            for (flag, path) in [
+                ("--cert-file", &pki.server_cert),
+                ("--key-file", &pki.server_key),
+                ("--trusted-ca-file", &pki.ca),
+            ] {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+            args.push("--client-cert-auth".into());
+        }
         Proc::spawn_program(Path::new("etcd"), "etcd", &args, &[])
     }
 
     fn wait_healthy(&self) {
         wait_for("etcd /health", Duration::from_secs(20), || {
-            http_get(self.client, "localhost", "/health")
-                .ok()
-                .filter(|r| r.body.contains("\"health\":\"true\""))
+            let body = match &self.tls {
+                None => http_get(self.client, "localhost", "/health").ok()?.body,
+                Some(pki) => {
+                    let out = std::process::Command::new("curl")
+                        .args(["-s", "--max-time", "2", "--cacert"])
+                        .arg(&pki.ca)
+                        .arg("--cert")
+                        .arg(&pki.client_cert)
+                        .arg("--key")
+                        .arg(&pki.client_key)
+                        .arg(format!("{}/health", self.url()))
+                        .output()
+                        .ok()?;
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                }
+            };
+            body.contains("\"health\":\"true\"").then_some(())
         });
     }
 
     /// The client url the control plane dials.
     pub fn url(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
     }
 
     pub fn stop(&mut self) {
@@ -75,7 +126,7 @@ impl Etcd {
 
     /// Starts it again on the same ports and data.
     pub fn start_again(&mut self) {
-        self.proc = Self::spawn(&self.dir, self.client, self.peer);
+        self.proc = Self::spawn(&self.dir, self.client, self.peer, self.tls.as_ref());
         self.wait_healthy();
     }
 }

@@ -177,6 +177,13 @@ impl ControlPlane {
         Self::ready(proc, data_dir, extra)
     }
 
+    /// Spawns a control plane on ephemeral ports without waiting for it,
+    /// for starts that are meant to fail.
+    pub fn spawn_only(data_dir: &tempdir::TempDir, extra: &[&str]) -> Proc {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, ["127.0.0.1:0"; 3].map(String::from), &extra)
+    }
+
     fn spawn(data_dir: &tempdir::TempDir, listen: [String; 3], extra: &[String]) -> Proc {
         let mut args: Vec<String> = [
             "--registry-listen",

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico_e2e::process::{bin, Proc};
+use portico_e2e::process::bin;
 use portico_e2e::*;
 use serde_json::Value;
 
@@ -202,21 +202,7 @@ fn a_corrupt_store_stops_the_start_and_names_the_file() {
     let data_dir = portico_e2e::process::tempdir::TempDir::new("portico-corrupt");
     let file = data_dir.path().join("state.redb");
     std::fs::write(&file, vec![0x5au8; 8192]).unwrap();
-    let dir = data_dir.path().display().to_string();
-    let args: Vec<String> = [
-        "--registry-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut proc = Proc::spawn("portico-cp", &args);
+    let mut proc = ControlPlane::spawn_only(&data_dir, &[]);
     let status = wait_for(
         "the control plane to refuse",
         Duration::from_secs(10),
@@ -235,9 +221,7 @@ fn a_corrupt_store_stops_the_start_and_names_the_file() {
         "the file is left as it was"
     );
     // --reset-state is the explicit way out.
-    let mut args = args;
-    args.push("--reset-state".into());
-    let proc = Proc::spawn("portico-cp", &args);
+    let proc = ControlPlane::spawn_only(&data_dir, &["--reset-state"]);
     wait_for("a fresh start", Duration::from_secs(10), || {
         proc.log_contains("portico-cp ready").then_some(())
     });

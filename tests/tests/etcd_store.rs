@@ -57,11 +57,15 @@ fn the_state_lives_in_etcd_and_survives_a_crash() {
     assert_eq!(planes[0]["acked_version"], 2, "{planes:?}");
 }
 
+/// A bound on waiting for acknowledgements that a loaded test machine
+/// cannot reach, so `OK` is never an apply timeout's.
+const APPLY_TIMEOUT: [&str; 2] = ["--apply-timeout", "20s"];
+
 /// Starts `n` replicas on one prefix.
 fn replicas(etcd: &str, prefix: &str, n: usize) -> Vec<ControlPlane> {
-    (0..n)
-        .map(|_| ControlPlane::start_with(&etcd_args(etcd, prefix)))
-        .collect()
+    let mut args = etcd_args(etcd, prefix).to_vec();
+    args.extend(APPLY_TIMEOUT);
+    (0..n).map(|_| ControlPlane::start_with(&args)).collect()
 }
 
 /// The version `porticoctl snapshot` shows on `cp`.
@@ -268,6 +272,7 @@ fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
     let url = etcd.url();
     let mut args = etcd_args(&url, "/failover").to_vec();
     args.extend(["--session-grace", "3s"]);
+    args.extend(APPLY_TIMEOUT);
     let mut cps: Vec<ControlPlane> = (0..3).map(|_| ControlPlane::start_with(&args)).collect();
     let all = cps
         .iter()
@@ -413,4 +418,40 @@ fn stats_breakers_and_health_events_reach_a_session_on_a_replica_without_data_pl
     // BACKEND_TEST answers from any replica.
     let reply = s.cmd("BACKEND_TEST", &cb.url());
     assert!(reply.starts_with("BACKEND_OK|"), "{reply}");
+}
+
+#[test]
+fn etcd_over_tls_takes_the_replica_with_its_client_certificate_and_refuses_it_without() {
+    let etcd = Etcd::start_tls();
+    let pki = etcd.tls().expect("a TLS etcd");
+    let url = etcd.url();
+    let (ca, cert, key) = (
+        pki.ca.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let mut args = etcd_args(&url, "/tls").to_vec();
+    args.extend(["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key]);
+    let cp = ControlPlane::start_with(&args);
+    let dp = DataPlane::start(&cp.grpc_url(), "tls-etcd-dp");
+    let backend = FakeBackend::start("tls-etcd");
+    let mut s = Session::register(cp.registry, "web", "web-1");
+    s.add_route("over-tls.test", "/", &backend.url());
+    s.apply();
+    assert_eq!(dp.get("over-tls.test", "/").status, 200);
+    assert_eq!(version_on(&cp), 1);
+
+    // Without a client certificate etcd refuses the handshake: the replica
+    // does not start, and says why.
+    let dir = portico_e2e::process::tempdir::TempDir::new("portico-cp-no-cert");
+    let mut refused = etcd_args(&url, "/tls").to_vec();
+    refused.extend(["--etcd-ca", &ca]);
+    let mut proc = ControlPlane::spawn_only(&dir, &refused);
+    let status = proc.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        proc.log_contains("the etcd state store at"),
+        "{}",
+        proc.log_text()
+    );
 }

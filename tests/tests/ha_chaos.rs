@@ -121,6 +121,9 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
         &url,
         "--etcd-prefix",
         "/chaos",
+        // Never reached on a loaded machine: every OK waits for the fleet.
+        "--apply-timeout",
+        "20s",
     ];
     let mut cps: Vec<ControlPlane> = (0..3).map(|_| ControlPlane::start_with(&args)).collect();
     let urls: Vec<String> = cps.iter().map(|c| c.grpc_url()).collect();

@@ -130,10 +130,6 @@ impl Directory {
         self.sessions.lock().by_id.values().cloned().collect()
     }
 
-    /// Creates a session with a fresh unguessable id and starts its actor. A
-    /// live session of the same service and instance is taken over: it ends,
-    /// and the new one inherits its active routes and settings.
-    /// An error when the store cannot keep the new session.
     /// A session of this service instance exists (a REGISTER would take it over).
     pub fn has_instance(&self, service: &str, instance: &str) -> bool {
         self.sessions
@@ -142,6 +138,10 @@ impl Directory {
             .contains_key(&(service.to_string(), instance.to_string()))
     }
 
+    /// Creates a session with a fresh unguessable id and starts its actor. A
+    /// live session of the same service and instance is taken over: it ends,
+    /// and the new one inherits its active routes and settings. An error
+    /// when the store cannot keep the new session.
     pub async fn register(
         shared: &Arc<Shared>,
         mut identity: Identity,

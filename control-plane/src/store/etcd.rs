@@ -47,12 +47,48 @@ fn key(prefix: &str, rest: &str) -> String {
     format!("{prefix}/{rest}")
 }
 
+/// TLS to etcd (`--etcd-ca`, `--etcd-cert`, `--etcd-key`; https endpoints).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    /// Trusted for etcd's certificate (else the system's roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// This replica's client certificate and key, for etcd's
+    /// `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTls {
+    fn enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    fn options(&self) -> Result<etcd_client::TlsOptions, String> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        tls = match &self.ca {
+            Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?)),
+            None => tls.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                Ok(tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?)))
+            }
+            (None, None) => Ok(tls),
+            _ => Err("--etcd-cert and --etcd-key go together".into()),
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects to `endpoints` and stamps (or checks) the format under `prefix`.
     pub fn connect(
         endpoints: &[String],
         prefix: &str,
         replica: &str,
+        tls: &EtcdTls,
     ) -> Result<EtcdStore, StoreError> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let joined = endpoints.join(",");
@@ -65,9 +101,16 @@ impl EtcdStore {
                 endpoints: joined.clone(),
                 reason: e.to_string(),
             })?;
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT);
+        if tls.enabled() {
+            let tls = tls.options().map_err(|reason| StoreError::Etcd {
+                endpoints: joined.clone(),
+                reason,
+            })?;
+            options = options.with_tls(tls);
+        }
         let eps = endpoints.to_vec();
         let (tx, rx) = mpsc::channel();
         runtime.spawn(async move {

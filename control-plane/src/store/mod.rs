@@ -13,7 +13,7 @@ mod etcd;
 mod presence;
 mod records;
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls};
 pub use records::{MemberRecord, ReplicaRecord, RouteRecord, SessionRecord, TargetRecord};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
