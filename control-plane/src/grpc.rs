@@ -147,6 +147,18 @@ impl ReplicaService for ReplicaApi {
         self.shared.planes.reset_here(&route_id).await;
         Ok(Response::new(v1::PeerBreakerResetDone {}))
     }
+
+    async fn backend_test(
+        &self,
+        request: Request<v1::PeerBackendTest>,
+    ) -> Result<Response<v1::PeerBackendTestDone>, Status> {
+        let url = request.into_inner().url;
+        let result = match self.shared.planes.backend_test_here(&url).await {
+            crate::plane_commands::Tested::Answered(result) => Some(result),
+            _ => None,
+        };
+        Ok(Response::new(v1::PeerBackendTestDone { result }))
+    }
 }
 
 #[tonic::async_trait]

@@ -1,7 +1,8 @@
 //! The other replicas sharing the etcd prefix (docs/HA.md), found through
 //! their records: this replica passes its data planes' reports on to each,
 //! so telemetry, breaker states and health events reach every session
-//! whichever replica runs it, and asks each to reset a route's breakers.
+//! whichever replica runs it, and asks them to reset a route's breakers or
+//! to test a backend from their data planes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,6 +121,34 @@ impl Peers {
                 message: Some(message.clone()),
             });
         }
+    }
+
+    /// Asks the other replicas, one after another, to run a backend test
+    /// from one of their data planes; the first answer, or `None` when none
+    /// has a data plane or `within` passed.
+    pub async fn backend_test(
+        self: &Arc<Self>,
+        url: &str,
+        within: Duration,
+    ) -> Option<v1::BackendTestResult> {
+        let targets: Vec<String> = self.links.lock().values().map(|l| l.grpc.clone()).collect();
+        let ask = async {
+            for grpc in targets {
+                let Ok(mut client) = self.client(&grpc).await else {
+                    continue;
+                };
+                let request = v1::PeerBackendTest {
+                    url: url.to_string(),
+                };
+                if let Ok(done) = client.backend_test(request).await {
+                    if let Some(result) = done.into_inner().result {
+                        return Some(result);
+                    }
+                }
+            }
+            None
+        };
+        tokio::time::timeout(within, ask).await.ok().flatten()
     }
 
     /// Asks every other replica to close a route's breakers on its data

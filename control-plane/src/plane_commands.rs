@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use portico_proto::{probe, BackendUrl};
+use portico_proto::{probe, v1, BackendUrl};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -15,6 +15,17 @@ use crate::publisher::{AskBackendTest, Publisher, ResetBreakers};
 
 /// How long CIRCUIT_BREAKER_RESET waits for data planes to confirm.
 const RESET_WAIT: Duration = Duration::from_secs(2);
+/// How long BACKEND_TEST waits for a data plane's answer.
+const TEST_WAIT: Duration = Duration::from_secs(7);
+
+/// What asking this replica's data planes for a backend test gave.
+pub enum Tested {
+    /// None is connected here.
+    NoPlane,
+    /// The one asked did not answer in time.
+    Silent,
+    Answered(v1::BackendTestResult),
+}
 
 #[derive(Clone)]
 pub struct PlaneCommands {
@@ -51,8 +62,8 @@ impl PlaneCommands {
         }
     }
 
-    /// BACKEND_TEST from a connected data plane, or from here when none is.
-    pub async fn backend_test(&self, url: BackendUrl) -> Reply {
+    /// BACKEND_TEST from one of this replica's data planes.
+    pub async fn backend_test_here(&self, url: &str) -> Tested {
         let (tx, rx) = oneshot::channel();
         let asked = self
             .publisher
@@ -62,13 +73,22 @@ impl PlaneCommands {
             })
             .await
             .unwrap_or(false);
-        let remote = if asked {
-            tokio::time::timeout(Duration::from_secs(7), rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
+        if !asked {
+            return Tested::NoPlane;
+        }
+        match tokio::time::timeout(TEST_WAIT, rx).await {
+            Ok(Ok(result)) => Tested::Answered(result),
+            _ => Tested::Silent,
+        }
+    }
+
+    /// BACKEND_TEST from a data plane: this replica's, else another
+    /// replica's, else from here when the fleet has none (or it was silent).
+    pub async fn backend_test(&self, url: BackendUrl) -> Reply {
+        let remote = match self.backend_test_here(&url.to_string()).await {
+            Tested::Answered(result) => Some(result),
+            Tested::Silent => None,
+            Tested::NoPlane => self.peers.backend_test(&url.to_string(), TEST_WAIT).await,
         };
         let result = match remote {
             Some(r) => probe::ProbeResult {

@@ -340,7 +340,8 @@ fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
 }
 
 #[test]
-fn stats_breakers_and_health_events_reach_a_session_on_a_replica_without_data_planes() {
+fn stats_breakers_health_events_and_backend_tests_work_for_a_session_on_a_replica_without_data_planes(
+) {
     let etcd = Etcd::start();
     let url = etcd.url();
     let cps = replicas(&url, "/ops", 2);
@@ -415,9 +416,14 @@ fn stats_breakers_and_health_events_reach_a_session_on_a_replica_without_data_pl
     assert_eq!(payload["healthy"], false);
     assert_eq!(payload["reason"], "status 503");
 
-    // BACKEND_TEST answers from any replica.
+    // BACKEND_TEST runs on the data plane of the other replica.
+    assert!(!dp.proc.log_contains("backend test"));
     let reply = s.cmd("BACKEND_TEST", &cb.url());
     assert!(reply.starts_with("BACKEND_OK|"), "{reply}");
+    assert!(
+        dp.proc.log_contains("backend test"),
+        "run where traffic flows"
+    );
 }
 
 #[test]
