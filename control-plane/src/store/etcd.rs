@@ -702,3 +702,81 @@ impl Store for EtcdStore {
         Some(rx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": id, "service": "web", "instance": "web-1", "maintenance_port": 0,
+            "metadata": {}, "peer_ip": null, "connected_at_ms": 1, "last_apply_ms": null,
+            "routes": [], "headers": [], "options": [], "health": [], "ratelimit": [],
+            "breaker": [], "maintenance": [], "maintenance_backend": null, "drain": null,
+            "replica": "r1",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_watched_revision_comes_back_as_the_batch_its_writer_committed() {
+        let member = serde_json::to_vec(&MemberRecord {
+            node_id: "dp".into(),
+            address: "a".into(),
+            acked_version: 7,
+            last_seen_unix_ms: 1,
+            replica: "r1".into(),
+            state: "connected".into(),
+        })
+        .unwrap();
+        let cert = prost::Message::encode_to_vec(&v1::Certificate {
+            name: "file:a".into(),
+            ..Default::default()
+        });
+        let s1 = session("s1");
+        let writes: [(&str, Option<&[u8]>); 10] = [
+            ("meta/version", Some(b"7")),
+            ("meta/route_reserved", Some(b"2048")),
+            ("sessions/s1", Some(&s1)),
+            ("sessions/s2", None),
+            ("fleet/dp", Some(&member)),
+            ("tls/cert/file:a", Some(&cert)),
+            ("tls/challenge/t", Some(b"t.k")),
+            ("tls/challenge/u", None),
+            ("replicas/r2", None),
+            ("something/else", Some(b"?")),
+        ];
+        let mut batch = Batch::default();
+        let mut gone = Vec::new();
+        for (key, value) in writes {
+            match Record::decode(key, value).unwrap() {
+                Some(Record::Replica(id, false)) => gone.push(id),
+                Some(record) => record.into_batch(&mut batch),
+                None => assert_eq!(key, "something/else"),
+            }
+        }
+        assert_eq!((batch.version, batch.route_reserved), (Some(7), Some(2048)));
+        assert_eq!(
+            (batch.put[0].id.as_str(), batch.put[0].replica.as_str()),
+            ("s1", "r1")
+        );
+        assert_eq!(batch.delete, ["s2"]);
+        assert_eq!(batch.fleet_put[0].acked_version, 7);
+        assert_eq!(batch.certificates_put[0].name, "file:a");
+        assert_eq!(batch.challenges_put[0].key_authorization, "t.k");
+        assert_eq!(batch.challenges_delete, ["u"]);
+        assert_eq!(gone, ["r2"]);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error_that_names_it() {
+        let err = Record::decode("sessions/s9", Some(b"{not json"))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("session s9: "), "{err}");
+        let err = Record::decode("tls/cert/x", Some(b"\xff\xff"))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("certificate x: "), "{err}");
+    }
+}
