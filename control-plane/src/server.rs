@@ -161,7 +161,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     } else {
         // Replicas: only sessions no live replica runs are this one's to
         // restore; the others keep theirs.
-        let orphans = store.claim_orphans()?;
+        let orphans = store.claim_orphans(true)?;
         Directory::adopt(&shared, orphans, args.restore_grace);
         if let Some(writes) = store.follow() {
             actix_rt::spawn(follow(
@@ -310,7 +310,9 @@ async fn follow(
                 info!(%replica, "replica gone; taking its sessions over");
                 let (claiming, shared) = (store.clone(), shared.clone());
                 actix_rt::spawn(async move {
-                    match actix_rt::task::spawn_blocking(move || claiming.claim_orphans()).await {
+                    match actix_rt::task::spawn_blocking(move || claiming.claim_orphans(false))
+                        .await
+                    {
                         Ok(Ok(orphans)) => {
                             let grace = shared.settings.grace;
                             Directory::adopt(&shared, orphans, grace);

@@ -461,3 +461,35 @@ fn etcd_over_tls_takes_the_replica_with_its_client_certificate_and_refuses_it_wi
         proc.log_text()
     );
 }
+
+#[test]
+fn a_replica_restarted_under_its_id_runs_its_own_sessions_again() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let mut args = etcd_args(&url, "/stable").to_vec();
+    args.extend(["--replica-id", "cp-0", "--restore-grace", "2s"]);
+    args.extend(APPLY_TIMEOUT);
+    let mut cp = ControlPlane::start_with(&args);
+    let dp = DataPlane::start(&cp.grpc_url(), "stable-dp");
+    let backend = FakeBackend::start("stable");
+    let mut kept = Session::register(cp.registry, "kept", "k-1");
+    kept.add_route("kept-stable.test", "/", &backend.url());
+    kept.apply();
+    let mut left = Session::register(cp.registry, "left", "l-1");
+    left.add_route("left-stable.test", "/", &backend.url());
+    left.apply();
+
+    // Restarted as a pod is, under the same id, while its lease still runs.
+    cp.proc.kill();
+    cp.start_again();
+    let mut c = LineClient::connect(cp.registry);
+    assert_eq!(c.send(&format!("RECONNECT|{}", kept.id)), "OK");
+    // The session nobody reconnects is this replica's again: its restore
+    // grace ends here.
+    wait_for(
+        "the unclaimed session's routes to go",
+        Duration::from_secs(20),
+        || (dp.get("left-stable.test", "/").status == 404).then_some(()),
+    );
+    assert_eq!(dp.get("kept-stable.test", "/").status, 200);
+}

@@ -662,7 +662,7 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn claim_orphans(&self) -> Result<Vec<SessionRecord>, StoreError> {
+    fn claim_orphans(&self, at_start: bool) -> Result<Vec<SessionRecord>, StoreError> {
         let live: std::collections::HashSet<String> =
             self.replicas()?.into_iter().map(|r| r.id).collect();
         let mut client = self.client.clone();
@@ -673,7 +673,12 @@ impl Store for EtcdStore {
                 .await
         })?;
         self.claim(response.kvs(), |r| {
-            r.replica != self.replica && !live.contains(&r.replica)
+            if r.replica == self.replica {
+                // Ours from a run before this one (a stable id restarted).
+                at_start
+            } else {
+                !live.contains(&r.replica)
+            }
         })
     }
 

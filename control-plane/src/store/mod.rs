@@ -163,8 +163,10 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
     /// Shared store: takes over the sessions whose replica is not live
-    /// (it died, or stopped), each by exactly one replica; their records.
-    fn claim_orphans(&self) -> Result<Vec<SessionRecord>, StoreError> {
+    /// (it died, or stopped), each by exactly one replica, and `at_start`
+    /// those of an earlier run of this replica (same `--replica-id`); their
+    /// records.
+    fn claim_orphans(&self, _at_start: bool) -> Result<Vec<SessionRecord>, StoreError> {
         Ok(Vec::new())
     }
     /// Shared store: this replica stops; what lives only as long as it
