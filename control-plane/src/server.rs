@@ -161,6 +161,9 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     } else {
         // Replicas: only sessions no live replica runs are this one's to
         // restore; the others keep theirs.
+        for record in &loaded.sessions {
+            shared.directory.stored(record);
+        }
         let orphans = store.claim_orphans(true)?;
         Directory::adopt(&shared, orphans, args.restore_grace);
         if let Some(writes) = store.follow() {
@@ -294,6 +297,12 @@ async fn follow(
                 );
                 if !put.is_empty() || !gone.is_empty() {
                     publisher.do_send(crate::publisher::RemoteMembers { put, gone });
+                }
+                for record in &batch.put {
+                    shared.directory.stored(record);
+                }
+                for id in &batch.delete {
+                    shared.directory.stored_gone(id);
                 }
                 let here = store.replica_id();
                 let moved = batch

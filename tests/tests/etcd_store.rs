@@ -493,3 +493,31 @@ fn a_replica_restarted_under_its_id_runs_its_own_sessions_again() {
     );
     assert_eq!(dp.get("kept-stable.test", "/").status, 200);
 }
+
+#[test]
+fn a_register_on_another_replica_takes_over_its_instances_session() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let mut cps = replicas(&url, "/reregister", 2);
+    let dp = DataPlane::start(&cps[1].grpc_url(), "rereg-dp");
+    wait_fleet(&cps[0], &["rereg-dp"]);
+    let backend = FakeBackend::start("rereg");
+    let mut old = Session::register(cps[0].registry, "web", "web-1");
+    let route = old.add_route("inherited.test", "/", &backend.url());
+    old.apply();
+
+    // Its replica dies; the instance registers again, on the other one.
+    cps[0].proc.kill();
+    let mut new = Session::register(cps[1].registry, "web", "web-1");
+    assert_ne!(new.id, old.id);
+    let list = new.json("ROUTE_LIST", "", "ROUTE_LIST_OK");
+    assert_eq!(list[0]["route_id"], route.as_str(), "{list}");
+    assert_eq!(list[0]["status"], "active");
+    assert_eq!(dp.get("inherited.test", "/").status, 200);
+    let mut c = LineClient::connect(cps[1].registry);
+    assert_eq!(c.send(&format!("RECONNECT|{}", old.id)), "REREGISTER");
+    // The new session owns the route: it goes when the session says so.
+    assert_eq!(new.cmd("ROUTE_REMOVE", &route), "ROUTE_OK");
+    new.apply();
+    assert_eq!(dp.get("inherited.test", "/").status, 404);
+}

@@ -26,8 +26,18 @@ struct Sessions {
     by_instance: HashMap<(String, String), String>,
 }
 
+/// With a shared store: the session of each service instance, whichever
+/// replica runs it (from the stored records, kept up by the watch), so a
+/// REGISTER here can take over a session another replica runs.
+#[derive(Default)]
+struct Stored {
+    by_instance: HashMap<(String, String), String>,
+    by_id: HashMap<String, (String, String)>,
+}
+
 pub struct Directory {
     sessions: Mutex<Sessions>,
+    stored: Mutex<Stored>,
     next_route: AtomicU64,
     /// Route ids up to this are reserved in the store, so none is ever
     /// reused after a restart, even one that was only staged.
@@ -48,6 +58,7 @@ impl Directory {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Directory {
             sessions: Mutex::new(Sessions::default()),
+            stored: Mutex::new(Stored::default()),
             next_route: AtomicU64::new(route_reserved),
             route_reserved: Mutex::new(route_reserved),
             store,
@@ -138,10 +149,33 @@ impl Directory {
             .contains_key(&(service.to_string(), instance.to_string()))
     }
 
+    /// A session record as stored now (shared store).
+    pub fn stored(&self, record: &SessionRecord) {
+        let key = (record.service.clone(), record.instance.clone());
+        let mut stored = self.stored.lock();
+        stored.by_instance.insert(key.clone(), record.id.clone());
+        stored.by_id.insert(record.id.clone(), key);
+    }
+
+    /// A session record deleted (shared store).
+    pub fn stored_gone(&self, id: &str) {
+        let mut stored = self.stored.lock();
+        if let Some(key) = stored.by_id.remove(id) {
+            if stored
+                .by_instance
+                .get(&key)
+                .is_some_and(|owner| owner == id)
+            {
+                stored.by_instance.remove(&key);
+            }
+        }
+    }
+
     /// Creates a session with a fresh unguessable id and starts its actor. A
     /// live session of the same service and instance is taken over: it ends,
-    /// and the new one inherits its active routes and settings. An error
-    /// when the store cannot keep the new session.
+    /// and the new one inherits its active routes and settings (with
+    /// replicas, also one that another replica runs, or ran and died). An
+    /// error when the store cannot keep the new session.
     pub async fn register(
         shared: &Arc<Shared>,
         mut identity: Identity,
@@ -150,6 +184,21 @@ impl Directory {
         let id = new_session_id(&identity.instance);
         identity.id = id.clone();
         let key = (identity.service.clone(), identity.instance.clone());
+        if !shared.directory.has_instance(&key.0, &key.1) {
+            let elsewhere = shared
+                .directory
+                .stored
+                .lock()
+                .by_instance
+                .get(&key)
+                .cloned();
+            if let Some(old) = elsewhere {
+                // Brought here first, then taken over as a local one is.
+                if let Err(e) = Directory::claim(shared, &old).await {
+                    tracing::warn!(session = %old, error = %e, "cannot take over this instance's session from another replica");
+                }
+            }
+        }
         let previous = {
             let mut sessions = shared.directory.sessions.lock();
             let old = sessions.by_instance.insert(key.clone(), id.clone());
