@@ -141,12 +141,33 @@ fn data_plane_metrics_count_each_request_once_by_class() {
     );
     assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
 
-    // A backend that refuses connections: counted as a connect error.
+    // A backend that refuses connections: counted as a connect error. It
+    // goes away only after its route's first probe found it up, or that
+    // probe (run at once) could mark it down first and the request would
+    // be answered 503 without trying it.
     let gone = FakeBackend::start("gone");
     let url = gone.url();
-    gone.stop();
     let r_gone = s.add_route("gone.test", "/", &url);
+    // Probed every 2 s: the request below comes well before the next probe.
+    assert_eq!(
+        s.cmd("HEALTH_SET", &format!("{r_gone}|/|2s|500ms")),
+        "HEALTH_OK"
+    );
     s.apply();
+    wait_for(
+        "the first probe to find it up",
+        Duration::from_secs(10),
+        || {
+            let text = metrics(dp.admin);
+            (sample(
+                &text,
+                "portico_backend_up",
+                &[("route_id", &r_gone), ("backend", &url)],
+            ) == Some(1.0))
+            .then_some(())
+        },
+    );
+    gone.stop();
     assert_eq!(dp.get("gone.test", "/").status, 502);
     // A page is reused for up to a second.
     wait_for("the connect error counted", Duration::from_secs(5), || {
