@@ -287,7 +287,8 @@ impl Handler<Propose> for Committer {
             g.check(service, routes)?;
             Ok(g.changes(session, routes))
         };
-        let apply = |g: &mut GlobalConfig, routes| g.commit(session, service, routes);
+        // Checked by the plan, against the same state, under the same lock.
+        let apply = |g: &mut GlobalConfig, routes| Ok(g.apply(session, service, routes));
         let commit = self.change(batch, routes, plan, apply)?;
         Ok(self.publish(commit, &msg.session_id))
     }

@@ -95,11 +95,22 @@ impl GlobalConfig {
         routes: Vec<v1::Route>,
     ) -> Result<Option<Commit>, CommitError> {
         self.check(service, &routes)?;
+        Ok(self.apply(session_id, service, routes))
+    }
+
+    /// `commit` of routes already checked (the committer checks while it
+    /// plans, before the store is written).
+    pub fn apply(
+        &mut self,
+        session_id: &str,
+        service: &str,
+        routes: Vec<v1::Route>,
+    ) -> Option<Commit> {
         let commit = self.replace(session_id, service, routes);
         if commit.upserted.is_empty() && commit.removed.is_empty() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(self.seal(self.version + 1, commit)))
+        Some(self.seal(self.version + 1, commit))
     }
 
     /// Whether replacing a session's active routes with `routes` changes any.

@@ -34,6 +34,26 @@ pub fn dataplanes(cp: &ControlPlane) -> Vec<Value> {
         .clone()
 }
 
+/// Waits until `cp` lists every one of `nodes` as connected (to any
+/// replica, with replicas sharing etcd).
+pub fn wait_fleet(cp: &ControlPlane, nodes: &[&str]) {
+    crate::wait_for(
+        "the whole fleet on the control plane",
+        std::time::Duration::from_secs(10),
+        || {
+            let planes = dataplanes(cp);
+            nodes
+                .iter()
+                .all(|n| {
+                    planes
+                        .iter()
+                        .any(|p| p["node_id"] == *n && p["state"] == "connected")
+                })
+                .then_some(())
+        },
+    );
+}
+
 /// `porticoctl watch --json`, keeping the events of one kind (`push`,
 /// `ack`, `member`, …); killed when dropped.
 pub struct Watch {

@@ -17,7 +17,7 @@ pub use backend::FakeBackend;
 pub use client::{
     http_get, http_post, http_request, json_after, one_shot, HttpResponse, LineClient, Session,
 };
-pub use ctl::{ctl, dataplanes, Watch};
+pub use ctl::{ctl, dataplanes, wait_fleet, Watch};
 pub use process::{ControlPlane, DataPlane};
 
 use std::time::{Duration, Instant};

@@ -75,25 +75,6 @@ fn version_on(cp: &ControlPlane) -> u64 {
     snapshot["version"].as_u64().unwrap()
 }
 
-/// Waits until `cp` counts `nodes` in its fleet, connected (to any replica).
-fn wait_fleet(cp: &ControlPlane, nodes: &[&str]) {
-    wait_for(
-        "the whole fleet on a replica",
-        Duration::from_secs(10),
-        || {
-            let planes = dataplanes(cp);
-            nodes
-                .iter()
-                .all(|n| {
-                    planes
-                        .iter()
-                        .any(|p| p["node_id"] == *n && p["state"] == "connected")
-                })
-                .then_some(())
-        },
-    );
-}
-
 #[test]
 fn replicas_share_one_order_of_commits_and_ok_means_served_fleet_wide() {
     let etcd = Etcd::start();

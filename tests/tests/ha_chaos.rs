@@ -136,22 +136,9 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
         })
         .collect();
     let nodes: Vec<String> = (0..4).map(|i| format!("chaos-dp-{i}")).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
     for cp in &cps {
-        wait_for(
-            "the whole fleet on every replica",
-            Duration::from_secs(10),
-            || {
-                let planes = dataplanes(cp);
-                nodes
-                    .iter()
-                    .all(|n| {
-                        planes
-                            .iter()
-                            .any(|p| p["node_id"] == n.as_str() && p["state"] == "connected")
-                    })
-                    .then_some(())
-            },
-        );
+        wait_fleet(cp, &nodes);
     }
     let backend = FakeBackend::start("chaos");
     let mut steady = Session::register(cps[0].registry, "steady", "st-1");
