@@ -20,6 +20,8 @@ pub struct FakeBackend {
     pub last_request: Arc<Mutex<String>>,
     behaviour: Arc<Behaviour>,
     tls: bool,
+    /// The accept loop, joined on stop so the listener is closed by then.
+    accept_loop: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -103,6 +105,7 @@ impl FakeBackend {
                 ..Default::default()
             }),
             tls: false,
+            accept_loop: Mutex::default(),
         };
         let (hits, stopped, conns, last, behaviour) = (
             backend.hits.clone(),
@@ -112,7 +115,7 @@ impl FakeBackend {
             backend.behaviour.clone(),
         );
         let body = name.to_string();
-        std::thread::spawn(move || {
+        let accept_loop = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::Acquire) {
                     break;
@@ -138,6 +141,7 @@ impl FakeBackend {
                 });
             }
         });
+        *backend.accept_loop.lock().unwrap() = Some(accept_loop);
         backend
     }
 
@@ -187,10 +191,15 @@ impl FakeBackend {
             .store(delay.as_millis() as u64, Ordering::Release);
     }
 
-    /// Stops accepting and closes every open connection.
+    /// Stops accepting and closes every open connection. Returns once the
+    /// listener is closed: a connection attempt after this is refused, never
+    /// queued in the backlog and then reset.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(accept_loop) = self.accept_loop.lock().unwrap().take() {
+            let _ = accept_loop.join();
+        }
         for conn in self.conns.lock().unwrap().drain(..) {
             let _ = conn.shutdown(Shutdown::Both);
         }
