@@ -50,14 +50,15 @@ struct Args {
     etcd_endpoints: Vec<String>,
     /// CA (PEM) trusted for etcd's certificate, with https endpoints
     /// (default: the system's roots).
-    #[arg(long, env = "PORTICO_ETCD_CA")]
-    etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd's --client-cert-auth, with --etcd-key.
-    #[arg(long, env = "PORTICO_ETCD_CERT", requires = "etcd_key")]
-    etcd_cert: Option<PathBuf>,
+    #[arg(long, env = "PORTICO_ETCD_TLS_CA")]
+    etcd_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth, with
+    /// --etcd-tls-key.
+    #[arg(long, env = "PORTICO_ETCD_TLS_CERT", requires = "etcd_tls_key")]
+    etcd_tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "PORTICO_ETCD_KEY", requires = "etcd_cert")]
-    etcd_key: Option<PathBuf>,
+    #[arg(long, env = "PORTICO_ETCD_TLS_KEY", requires = "etcd_tls_cert")]
+    etcd_tls_key: Option<PathBuf>,
     /// The key prefix of this control plane's state in etcd.
     #[arg(long, env = "PORTICO_ETCD_PREFIX", default_value = "/portico")]
     etcd_prefix: String,
@@ -202,9 +203,9 @@ fn main() -> anyhow::Result<()> {
                 args.etcd_prefix
             );
             let tls = store::EtcdTls {
-                ca: args.etcd_ca.clone(),
-                cert: args.etcd_cert.clone(),
-                key: args.etcd_key.clone(),
+                ca: args.etcd_tls_ca.clone(),
+                cert: args.etcd_tls_cert.clone(),
+                key: args.etcd_tls_key.clone(),
             };
             Arc::new(store::EtcdStore::connect(
                 &args.etcd_endpoints,

@@ -418,7 +418,14 @@ fn etcd_over_tls_takes_the_replica_with_its_client_certificate_and_refuses_it_wi
         pki.client_key.display().to_string(),
     );
     let mut args = etcd_args(&url, "/tls").to_vec();
-    args.extend(["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key]);
+    args.extend([
+        "--etcd-tls-ca",
+        &ca,
+        "--etcd-tls-cert",
+        &cert,
+        "--etcd-tls-key",
+        &key,
+    ]);
     let cp = ControlPlane::start_with(&args);
     let dp = DataPlane::start(&cp.grpc_url(), "tls-etcd-dp");
     let backend = FakeBackend::start("tls-etcd");
@@ -432,7 +439,7 @@ fn etcd_over_tls_takes_the_replica_with_its_client_certificate_and_refuses_it_wi
     // does not start, and says why.
     let dir = portico_e2e::process::tempdir::TempDir::new("portico-cp-no-cert");
     let mut refused = etcd_args(&url, "/tls").to_vec();
-    refused.extend(["--etcd-ca", &ca]);
+    refused.extend(["--etcd-tls-ca", &ca]);
     let mut proc = ControlPlane::spawn_only(&dir, &refused);
     let status = proc.wait_exit(Duration::from_secs(30));
     assert!(!status.success());

@@ -47,7 +47,7 @@ fn key(prefix: &str, rest: &str) -> String {
     format!("{prefix}/{rest}")
 }
 
-/// TLS to etcd (`--etcd-ca`, `--etcd-cert`, `--etcd-key`; https endpoints).
+/// TLS to etcd (`--etcd-tls-ca`, `--etcd-tls-cert`, `--etcd-tls-key`; https endpoints).
 #[derive(Debug, Clone, Default)]
 pub struct EtcdTls {
     /// Trusted for etcd's certificate (else the system's roots).
@@ -77,7 +77,7 @@ impl EtcdTls {
                 Ok(tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?)))
             }
             (None, None) => Ok(tls),
-            _ => Err("--etcd-cert and --etcd-key go together".into()),
+            _ => Err("--etcd-tls-cert and --etcd-tls-key go together".into()),
         }
     }
 }
