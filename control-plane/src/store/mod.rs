@@ -2,7 +2,7 @@
 //! their active configuration, the configuration version, the route-id
 //! reservation, the members of the data-plane fleet, and the certificates
 //! (with their keys), ACME challenges and ACME account. The default is redb,
-//! an embedded ACID store: one file, no server, crash-safe commits; `etcd.rs`
+//! an embedded ACID store: one file, no server, crash-safe commits; `etcd/`
 //! keeps the same records in etcd (see docs/DURABILITY.md).
 
 use std::path::{Path, PathBuf};

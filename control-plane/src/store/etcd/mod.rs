@@ -3,21 +3,23 @@
 //! the version this control plane last saw, so a writer it does not know of
 //! can never be overwritten silently.
 
-use std::sync::mpsc;
-use std::time::Duration;
+mod keys;
+mod tls;
 
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
 };
-use portico_proto::v1;
 
 use super::presence::{Presence, Write};
 use super::{
     Batch, Loaded, MemberRecord, Observed, ReplicaRecord, SessionRecord, Store, StoreError, FORMAT,
 };
+use keys::{number, Record};
+pub use tls::EtcdTls;
 
 /// How long one etcd call may take before the store counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,41 +47,6 @@ pub struct EtcdStore {
 
 fn key(prefix: &str, rest: &str) -> String {
     format!("{prefix}/{rest}")
-}
-
-/// TLS to etcd (`--etcd-tls-ca`, `--etcd-tls-cert`, `--etcd-tls-key`; https endpoints).
-#[derive(Debug, Clone, Default)]
-pub struct EtcdTls {
-    /// Trusted for etcd's certificate (else the system's roots).
-    pub ca: Option<std::path::PathBuf>,
-    /// This replica's client certificate and key, for etcd's
-    /// `--client-cert-auth`.
-    pub cert: Option<std::path::PathBuf>,
-    pub key: Option<std::path::PathBuf>,
-}
-
-impl EtcdTls {
-    fn enabled(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
-    }
-
-    fn options(&self) -> Result<etcd_client::TlsOptions, String> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
-        };
-        let mut tls = etcd_client::TlsOptions::new();
-        tls = match &self.ca {
-            Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?)),
-            None => tls.with_native_roots(),
-        };
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                Ok(tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?)))
-            }
-            (None, None) => Ok(tls),
-            _ => Err("--etcd-tls-cert and --etcd-tls-key go together".into()),
-        }
-    }
 }
 
 impl EtcdStore {
@@ -212,113 +179,6 @@ impl Drop for EtcdStore {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
-        }
-    }
-}
-
-fn number(bytes: &[u8]) -> Option<u64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-/// One stored record, written (`Some` value) or deleted (`None`), in the
-/// shape the embedded store keeps it.
-enum Record {
-    Version(u64),
-    RouteReserved(u64),
-    Session(String, Option<Box<SessionRecord>>),
-    Member(String, Option<MemberRecord>),
-    Certificate(String, Option<Arc<v1::Certificate>>),
-    Challenge(String, Option<String>),
-    AcmeAccount(Vec<u8>),
-    /// `replicas/<id>`: only its going matters to the others.
-    Replica(String, bool),
-}
-
-impl Record {
-    /// Reads the record at `rest` (the key under the prefix); `None` for a
-    /// key this build does not know.
-    fn decode(rest: &str, value: Option<&[u8]>) -> Result<Option<Record>, String> {
-        fn bad(what: String, e: &dyn std::fmt::Display) -> String {
-            format!("{what}: {e}")
-        }
-        fn json<T: serde::de::DeserializeOwned>(
-            value: Option<&[u8]>,
-            what: String,
-        ) -> Result<Option<T>, String> {
-            value
-                .map(|v| serde_json::from_slice(v).map_err(|e| bad(what, &e)))
-                .transpose()
-        }
-        Ok(Some(if rest == "meta/version" {
-            Record::Version(value.and_then(number).unwrap_or(0))
-        } else if rest == "meta/route_reserved" {
-            Record::RouteReserved(value.and_then(number).unwrap_or(0))
-        } else if let Some(id) = rest.strip_prefix("sessions/") {
-            Record::Session(id.to_string(), json(value, format!("session {id}"))?)
-        } else if let Some(node) = rest.strip_prefix("fleet/") {
-            Record::Member(node.to_string(), json(value, format!("data plane {node}"))?)
-        } else if let Some(name) = rest.strip_prefix("tls/cert/") {
-            let cert = value
-                .map(|v| {
-                    <v1::Certificate as prost::Message>::decode(v)
-                        .map_err(|e| bad(format!("certificate {name}"), &e))
-                })
-                .transpose()?;
-            Record::Certificate(name.to_string(), cert.map(Arc::new))
-        } else if let Some(token) = rest.strip_prefix("tls/challenge/") {
-            let answer = value.map(|v| String::from_utf8_lossy(v).into_owned());
-            Record::Challenge(token.to_string(), answer)
-        } else if let Some(id) = rest.strip_prefix("replicas/") {
-            Record::Replica(id.to_string(), value.is_some())
-        } else if rest == "tls/acme/account" {
-            match value {
-                Some(v) => Record::AcmeAccount(v.to_vec()),
-                None => return Ok(None),
-            }
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    /// Adds this write to `batch`, as the writer's batch had it.
-    fn into_batch(self, batch: &mut Batch) {
-        match self {
-            Record::Version(v) => batch.version = Some(v),
-            Record::RouteReserved(r) => batch.route_reserved = Some(r),
-            Record::Session(_, Some(r)) => batch.put.push(*r),
-            Record::Session(id, None) => batch.delete.push(id),
-            Record::Member(_, Some(m)) => batch.fleet_put.push(m),
-            Record::Member(node, None) => batch.fleet_delete.push(node),
-            Record::Certificate(_, Some(c)) => batch.certificates_put.push(c),
-            Record::Certificate(name, None) => batch.certificates_delete.push(name),
-            Record::Challenge(token, Some(key_authorization)) => {
-                batch.challenges_put.push(v1::AcmeChallenge {
-                    token,
-                    key_authorization,
-                })
-            }
-            Record::Challenge(token, None) => batch.challenges_delete.push(token),
-            Record::AcmeAccount(a) => batch.acme_account = Some(a),
-            Record::Replica(..) => {}
-        }
-    }
-
-    fn into_loaded(self, loaded: &mut Loaded) {
-        match self {
-            Record::Version(v) => loaded.version = v,
-            Record::RouteReserved(r) => loaded.route_reserved = r,
-            Record::Session(_, Some(r)) => loaded.sessions.push(*r),
-            Record::Member(_, Some(m)) => loaded.fleet.push(m),
-            Record::Certificate(_, Some(c)) => loaded
-                .certificates
-                .push(Arc::try_unwrap(c).unwrap_or_else(|c| c.as_ref().clone())),
-            Record::Challenge(token, Some(answer)) => loaded.challenges.push((token, answer)),
-            Record::AcmeAccount(a) => loaded.acme_account = Some(a),
-            Record::Replica(..)
-            | Record::Session(_, None)
-            | Record::Member(_, None)
-            | Record::Certificate(_, None)
-            | Record::Challenge(_, None) => {}
         }
     }
 }
@@ -475,69 +335,14 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let k = |rest: String| key(&self.prefix, &rest);
-        let mut ops = Vec::new();
-        if let Some(v) = batch.version {
-            ops.push(TxnOp::put(k("meta/version".into()), v.to_string(), None));
-        }
-        if let Some(r) = batch.route_reserved {
-            ops.push(TxnOp::put(
-                k("meta/route_reserved".into()),
-                r.to_string(),
-                None,
-            ));
-        }
-        for id in &batch.delete {
-            ops.push(TxnOp::delete(k(format!("sessions/{id}")), None));
-        }
-        for record in &batch.put {
-            let bytes = serde_json::to_vec(record).map_err(|e| self.failed(e))?;
-            ops.push(TxnOp::put(
-                k(format!("sessions/{}", record.id)),
-                bytes,
-                None,
-            ));
-        }
-        for node in &batch.fleet_delete {
-            ops.push(TxnOp::delete(k(format!("fleet/{node}")), None));
-        }
-        for member in &batch.fleet_put {
-            let bytes = serde_json::to_vec(member).map_err(|e| self.failed(e))?;
-            ops.push(TxnOp::put(
-                k(format!("fleet/{}", member.node_id)),
-                bytes,
-                None,
-            ));
-        }
-        for name in &batch.certificates_delete {
-            ops.push(TxnOp::delete(k(format!("tls/cert/{name}")), None));
-        }
-        for cert in &batch.certificates_put {
-            let bytes = prost::Message::encode_to_vec(cert.as_ref());
-            ops.push(TxnOp::put(
-                k(format!("tls/cert/{}", cert.name)),
-                bytes,
-                None,
-            ));
-        }
-        for token in &batch.challenges_delete {
-            ops.push(TxnOp::delete(k(format!("tls/challenge/{token}")), None));
-        }
-        for c in &batch.challenges_put {
-            let answer = c.key_authorization.clone();
-            ops.push(TxnOp::put(
-                k(format!("tls/challenge/{}", c.token)),
-                answer,
-                None,
-            ));
-        }
-        if let Some(account) = &batch.acme_account {
-            ops.push(TxnOp::put(
-                k("tls/acme/account".into()),
-                account.clone(),
-                None,
-            ));
-        }
+        let ops: Vec<TxnOp> = keys::writes(batch)
+            .map_err(|e| self.failed(e))?
+            .into_iter()
+            .map(|(rest, value)| match value {
+                Some(value) => TxnOp::put(key(&self.prefix, &rest), value, None),
+                None => TxnOp::delete(key(&self.prefix, &rest), None),
+            })
+            .collect();
         let mut client = self.client.clone();
         let Some(next) = batch.version else {
             // Records beside the versions (a new session, the fleet, route
@@ -550,7 +355,7 @@ impl Store for EtcdStore {
         // time, each on top of the version the last one (or a read) left.
         let mut version = self.version.lock();
         let expected = *version;
-        let version_key = k("meta/version".into());
+        let version_key = key(&self.prefix, "meta/version");
         let txn = Txn::new()
             .when([Compare::value(
                 version_key.clone(),
@@ -705,83 +510,5 @@ impl Store for EtcdStore {
             tx,
         ));
         Some(rx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(id: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "id": id, "service": "web", "instance": "web-1", "maintenance_port": 0,
-            "metadata": {}, "peer_ip": null, "connected_at_ms": 1, "last_apply_ms": null,
-            "routes": [], "headers": [], "options": [], "health": [], "ratelimit": [],
-            "breaker": [], "maintenance": [], "maintenance_backend": null, "drain": null,
-            "replica": "r1",
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_watched_revision_comes_back_as_the_batch_its_writer_committed() {
-        let member = serde_json::to_vec(&MemberRecord {
-            node_id: "dp".into(),
-            address: "a".into(),
-            acked_version: 7,
-            last_seen_unix_ms: 1,
-            replica: "r1".into(),
-            state: "connected".into(),
-        })
-        .unwrap();
-        let cert = prost::Message::encode_to_vec(&v1::Certificate {
-            name: "file:a".into(),
-            ..Default::default()
-        });
-        let s1 = session("s1");
-        let writes: [(&str, Option<&[u8]>); 10] = [
-            ("meta/version", Some(b"7")),
-            ("meta/route_reserved", Some(b"2048")),
-            ("sessions/s1", Some(&s1)),
-            ("sessions/s2", None),
-            ("fleet/dp", Some(&member)),
-            ("tls/cert/file:a", Some(&cert)),
-            ("tls/challenge/t", Some(b"t.k")),
-            ("tls/challenge/u", None),
-            ("replicas/r2", None),
-            ("something/else", Some(b"?")),
-        ];
-        let mut batch = Batch::default();
-        let mut gone = Vec::new();
-        for (key, value) in writes {
-            match Record::decode(key, value).unwrap() {
-                Some(Record::Replica(id, false)) => gone.push(id),
-                Some(record) => record.into_batch(&mut batch),
-                None => assert_eq!(key, "something/else"),
-            }
-        }
-        assert_eq!((batch.version, batch.route_reserved), (Some(7), Some(2048)));
-        assert_eq!(
-            (batch.put[0].id.as_str(), batch.put[0].replica.as_str()),
-            ("s1", "r1")
-        );
-        assert_eq!(batch.delete, ["s2"]);
-        assert_eq!(batch.fleet_put[0].acked_version, 7);
-        assert_eq!(batch.certificates_put[0].name, "file:a");
-        assert_eq!(batch.challenges_put[0].key_authorization, "t.k");
-        assert_eq!(batch.challenges_delete, ["u"]);
-        assert_eq!(gone, ["r2"]);
-    }
-
-    #[test]
-    fn an_unreadable_record_is_an_error_that_names_it() {
-        let err = Record::decode("sessions/s9", Some(b"{not json"))
-            .err()
-            .unwrap();
-        assert!(err.starts_with("session s9: "), "{err}");
-        let err = Record::decode("tls/cert/x", Some(b"\xff\xff"))
-            .err()
-            .unwrap();
-        assert!(err.starts_with("certificate x: "), "{err}");
     }
 }
