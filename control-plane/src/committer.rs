@@ -407,8 +407,8 @@ impl Handler<GlobalSubscription> for Committer {
     }
 }
 
-/// Stores a session that has no routes yet (REGISTER), so it can RECONNECT
-/// after a restart.
+/// Stores a session's record without a new version: a new session (REGISTER),
+/// so it can RECONNECT after a restart, and new subscriptions.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreFailed>")]
 pub struct SaveSession(pub SessionRecord);

@@ -39,6 +39,7 @@ fn traffic_flows_through_a_restart_and_sessions_reconnect() {
     let r1 = s.add_route("kept.test", "/", &backend.url());
     s.cmd("HEADERS_SET", "ALL|X-Kept|yes");
     s.apply();
+    assert_eq!(s.cmd("SUBSCRIBE", "global_config_changed"), "SUBSCRIBE_OK");
     let before = dp_version(&dp);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -78,7 +79,11 @@ fn traffic_flows_through_a_restart_and_sessions_reconnect() {
         r2 > r1[1..].parse::<u64>().unwrap(),
         "route ids continue: {added}"
     );
-    assert_eq!(c.send(&format!("CONFIG_APPLY|{}", s.id)), "OK");
+    // The subscription came back with the session: it hears of its own
+    // commit before the reply.
+    let event = c.send(&format!("CONFIG_APPLY|{}", s.id));
+    assert!(event.starts_with("EVENT|global_config_changed|"), "{event}");
+    assert_eq!(c.read_line(), "OK");
     assert!(
         dp_version(&dp) > before,
         "a new apply gets a higher version"

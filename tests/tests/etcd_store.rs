@@ -185,6 +185,8 @@ fn applies_answer_store_unavailable_while_etcd_is_down_and_work_again_after() {
     etcd.stop();
     s.add_route("during.test", "/", &backend.url());
     assert_eq!(s.cmd("CONFIG_APPLY", ""), "ERROR|store unavailable");
+    // A subscription is kept with the session, so it cannot be made either.
+    assert_eq!(s.cmd("SUBSCRIBE", "all"), "ERROR|store unavailable");
     // Traffic goes on, for the whole outage.
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let mut served = 0;
@@ -273,6 +275,7 @@ fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
     let mut orphan = Session::register(cps[0].registry, "batch", "b-1");
     orphan.add_route("orphan.test", "/", &backend.url());
     orphan.apply();
+    assert_eq!(s.cmd("SUBSCRIBE", "global_config_changed"), "SUBSCRIBE_OK");
     let steady = Steady::start(vec![dp_a.proxy, dp_b.proxy], vec!["kept.test".into()]);
 
     // The replica holding both sessions (and data plane a's stream) dies.
@@ -289,7 +292,11 @@ fn a_session_survives_its_replica_and_a_detached_ones_grace_still_fires() {
         backend.url()
     ));
     assert!(reply.starts_with("ROUTE_OK|"), "{reply}");
-    assert_eq!(c.send(&format!("CONFIG_APPLY|{}", s.id)), "OK");
+    // The subscription came along: the session hears of its own commit
+    // before the reply.
+    let event = c.send(&format!("CONFIG_APPLY|{}", s.id));
+    assert!(event.starts_with("EVENT|global_config_changed|"), "{event}");
+    assert_eq!(c.read_line(), "OK");
     // Served right after OK, on both planes (a moved to another replica),
     // with the session's settings.
     for dp in [&dp_a, &dp_b] {

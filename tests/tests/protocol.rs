@@ -982,6 +982,10 @@ fn take_over_inherits_routes_and_ends_the_old_session() {
     let r1 = old.add_route("t.test", "/", &backend.url());
     old.cmd("HEADERS_SET", "ALL|X-Kept|yes");
     old.apply();
+    assert_eq!(
+        old.cmd("SUBSCRIBE", "global_config_changed"),
+        "SUBSCRIBE_OK"
+    );
     old.add_route("staged.test", "/", &backend.url());
     let mut new = Session::register(cp.registry, "svc", "svc-1");
     assert_ne!(old.id, new.id);
@@ -997,12 +1001,21 @@ fn take_over_inherits_routes_and_ends_the_old_session() {
     assert_eq!(route["session_id"], new.id.as_str());
     assert_eq!(route["response_headers"], json!([["X-Kept", "yes"]]));
     assert_eq!(new.cmd("ROUTE_REMOVE", &r1), "ROUTE_OK");
-    new.apply();
+    // The subscription was inherited: the new session hears of its own
+    // commit before the reply, and of other sessions' commits.
+    let event = new.cmd("CONFIG_APPLY", "");
+    assert!(event.starts_with("EVENT|global_config_changed|"), "{event}");
+    assert_eq!(new.client.read_line(), "OK");
     assert_eq!(dp.get("t.test", "/").status, 404);
     // A different instance is a separate session, not a take-over.
     let mut other = Session::register(cp.registry, "svc", "svc-2");
     assert_eq!(new.cmd("PING", ""), "PONG");
     assert_eq!(other.cmd("PING", ""), "PONG");
+    other.add_route("o.test", "/", &backend.url());
+    other.apply();
+    let event = new.cmd("PING", "");
+    assert!(event.starts_with("EVENT|global_config_changed|"), "{event}");
+    assert_eq!(new.client.read_line(), "PONG");
 }
 
 #[test]

@@ -84,6 +84,22 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const EVERY: [EventType; 6] = [
+        EventType::BackendHealthChanged,
+        EventType::GlobalConfigChanged,
+        EventType::CertRenewed,
+        EventType::DrainCompleted,
+        EventType::CircuitBreakerChanged,
+        EventType::All,
+    ];
+
+    /// The type with this name, in any case.
+    pub fn from_name(raw: &str) -> Option<EventType> {
+        Self::EVERY
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(raw))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::BackendHealthChanged => "backend_health_changed",

@@ -352,17 +352,7 @@ pub(super) fn parse_maint_target(raw: &str) -> Result<MaintTarget, String> {
 }
 
 pub(super) fn parse_event(raw: &str) -> Result<EventType, String> {
-    [
-        EventType::BackendHealthChanged,
-        EventType::GlobalConfigChanged,
-        EventType::CertRenewed,
-        EventType::DrainCompleted,
-        EventType::CircuitBreakerChanged,
-        EventType::All,
-    ]
-    .into_iter()
-    .find(|e| e.as_str().eq_ignore_ascii_case(raw))
-    .ok_or_else(|| {
+    EventType::from_name(raw).ok_or_else(|| {
         format!(
             "invalid event type \"{}\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all",
             clip(raw)

@@ -17,7 +17,9 @@ use tracing::{info, info_span, warn};
 
 use super::state::{Identity, Ops, SessionState};
 use super::Shared;
-use crate::committer::{GlobalChanged, GlobalSubscription, Propose, RemoveSession, TakeOver};
+use crate::committer::{
+    GlobalChanged, GlobalSubscription, Propose, RemoveSession, SaveSession, TakeOver,
+};
 use crate::protocol::{Command, EventType, Reply, ReplyCode};
 use crate::store::SessionRecord;
 
@@ -50,7 +52,6 @@ pub struct SessionActor {
     pub(super) last_activity: Instant,
     pub(super) last_activity_wall: SystemTime,
     pub(super) home_closed_at: Option<Instant>,
-    pub(super) subscriptions: BTreeSet<EventType>,
     expiry: Option<SpawnHandle>,
     pub(super) drain_timer: Option<SpawnHandle>,
     /// A session taken over from this one (same service and instance).
@@ -59,26 +60,19 @@ pub struct SessionActor {
     restore_grace: Option<std::time::Duration>,
 }
 
-/// What a new session inherits when it takes over an old one.
-pub struct Inherited {
-    pub state: SessionState,
-    pub subscriptions: BTreeSet<EventType>,
-}
-
 impl SessionActor {
     pub fn new(
         identity: Identity,
         shared: Arc<Shared>,
         home: Home,
-        inherited: Option<(String, Inherited)>,
+        inherited: Option<(String, SessionState)>,
     ) -> Self {
-        let (state, subscriptions, adopt_from) = match inherited {
-            Some((old_id, inherited)) => {
-                let mut state = inherited.state;
+        let (state, adopt_from) = match inherited {
+            Some((old_id, mut state)) => {
                 state.identity = identity;
-                (state, inherited.subscriptions, Some(old_id))
+                (state, Some(old_id))
             }
-            None => (SessionState::new(identity), BTreeSet::new(), None),
+            None => (SessionState::new(identity), None),
         };
         SessionActor {
             state,
@@ -87,7 +81,6 @@ impl SessionActor {
             last_activity: Instant::now(),
             last_activity_wall: SystemTime::now(),
             home_closed_at: None,
-            subscriptions,
             expiry: None,
             drain_timer: None,
             adopt_from,
@@ -105,7 +98,6 @@ impl SessionActor {
             last_activity: Instant::now(),
             last_activity_wall: SystemTime::now(),
             home_closed_at: Some(Instant::now()),
-            subscriptions: BTreeSet::new(),
             expiry: None,
             drain_timer: None,
             adopt_from: None,
@@ -169,6 +161,43 @@ impl SessionActor {
             })
             .map(move |answer, _, _| {
                 let _ = tx.send(answer);
+            });
+        ctx.wait(work);
+        answer_from(rx)
+    }
+
+    /// Makes `events` the session's subscriptions once its record holds
+    /// them (so they come along to a restart or another replica), then
+    /// answers `code`.
+    pub(super) fn subscribe(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: BTreeSet<EventType>,
+        code: ReplyCode,
+    ) -> ResponseFuture<Answer> {
+        if events == self.state.subscriptions {
+            return ready(Reply::code(code));
+        }
+        let mut record = self.state.record();
+        record.subscriptions = SessionRecord::subscription_names(&events);
+        let (tx, rx) = oneshot::channel();
+        let work = self
+            .shared
+            .committer
+            .send(SaveSession(record))
+            .into_actor(self)
+            .map(move |saved, act, ctx| {
+                let reply = match saved {
+                    Ok(Ok(())) => {
+                        act.state.subscriptions = events;
+                        let global = act.wants_global().then(|| ctx.address().recipient());
+                        act.set_global_subscription(global);
+                        Reply::code(code)
+                    }
+                    Ok(Err(e)) => Reply::error(e.to_string()),
+                    Err(_) => Reply::error("internal error: committer unavailable"),
+                };
+                let _ = tx.send(reply.into());
             });
         ctx.wait(work);
         answer_from(rx)
@@ -263,8 +292,8 @@ impl SessionActor {
 
     /// Sends `EVENT|type|json` home if the session subscribed to it.
     pub(super) fn emit(&self, event: EventType, payload: Value) {
-        let wanted =
-            self.subscriptions.contains(&event) || self.subscriptions.contains(&EventType::All);
+        let subscribed = &self.state.subscriptions;
+        let wanted = subscribed.contains(&event) || subscribed.contains(&EventType::All);
         if let (true, Some(home)) = (wanted, &self.home) {
             let _ = home
                 .events
@@ -286,8 +315,8 @@ impl SessionActor {
     }
 
     pub(super) fn wants_global(&self) -> bool {
-        self.subscriptions.contains(&EventType::GlobalConfigChanged)
-            || self.subscriptions.contains(&EventType::All)
+        let subscribed = &self.state.subscriptions;
+        subscribed.contains(&EventType::GlobalConfigChanged) || subscribed.contains(&EventType::All)
     }
 }
 
@@ -312,6 +341,10 @@ impl Actor for SessionActor {
         info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
         if self.home.is_none() {
             self.shared.metrics.detached(true);
+        }
+        // Subscriptions come along from a session taken over or a record.
+        if self.wants_global() {
+            self.set_global_subscription(Some(ctx.address().recipient()));
         }
         if let Some(old) = self.adopt_from.take() {
             // Re-home the inherited routes under this session in one commit,
@@ -418,22 +451,19 @@ impl Handler<HomeClosed> for SessionActor {
 /// Sent when the same service and instance registers again: this session
 /// hands over its active state and stops without removing its routes.
 #[derive(Message)]
-#[rtype(result = "Option<Inherited>")]
+#[rtype(result = "Option<SessionState>")]
 pub struct Surrender;
 
 impl Handler<Surrender> for SessionActor {
-    type Result = Option<Inherited>;
+    type Result = Option<SessionState>;
 
-    fn handle(&mut self, _: Surrender, ctx: &mut Context<Self>) -> Option<Inherited> {
+    fn handle(&mut self, _: Surrender, ctx: &mut Context<Self>) -> Option<SessionState> {
         info!(session = %self.id(), "session taken over");
         self.set_global_subscription(None);
         let mut state = self.state.clone();
         state.rollback();
         ctx.stop();
-        Some(Inherited {
-            state,
-            subscriptions: std::mem::take(&mut self.subscriptions),
-        })
+        Some(state)
     }
 }
 

@@ -278,22 +278,18 @@ impl SessionActor {
             }
 
             Command::Subscribe(event) => {
-                self.subscriptions.insert(event);
-                if self.wants_global() {
-                    self.set_global_subscription(Some(ctx.address().recipient()));
-                }
-                Reply::code(ReplyCode::SubscribeOk)
+                let mut events = self.state.subscriptions.clone();
+                events.insert(event);
+                return self.subscribe(ctx, events, ReplyCode::SubscribeOk);
             }
             Command::Unsubscribe(event) => {
+                let mut events = self.state.subscriptions.clone();
                 if event == EventType::All {
-                    self.subscriptions.clear();
+                    events.clear();
                 } else {
-                    self.subscriptions.remove(&event);
+                    events.remove(&event);
                 }
-                if !self.wants_global() {
-                    self.set_global_subscription(None);
-                }
-                Reply::code(ReplyCode::UnsubscribeOk)
+                return self.subscribe(ctx, events, ReplyCode::UnsubscribeOk);
             }
         };
         ready(reply)

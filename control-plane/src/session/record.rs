@@ -2,7 +2,7 @@
 //! identity, active routes, active settings and operational state. Staged
 //! changes are not kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use portico_proto::time::{from_unix_ms as time_of, unix_ms};
@@ -12,7 +12,7 @@ use super::settings::Settings;
 use super::state::{Drain, Identity, Ops, Proposal, SessionState};
 use crate::auth::TokenHash;
 use crate::protocol::{
-    BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
+    BreakerSpec, EventType, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
 };
 use crate::store::{RouteRecord, SessionRecord, TargetRecord};
 
@@ -60,6 +60,7 @@ impl SessionRecord {
             token_sha256: id.token.map(TokenHash::to_hex),
             last_apply_ms: state.last_apply.map(unix_ms),
             replica: String::new(),
+            subscriptions: Self::subscription_names(&state.subscriptions),
             routes: routes
                 .iter()
                 .map(|(rid, r)| RouteRecord {
@@ -122,6 +123,11 @@ impl SessionRecord {
             maintenance_backend: ops.maintenance_backend.as_ref().map(|b| b.to_string()),
             drain: ops.drain.map(|d| (unix_ms(d.started_at), ms(d.duration))),
         }
+    }
+
+    /// Event types by name, as a record keeps them.
+    pub fn subscription_names(events: &BTreeSet<EventType>) -> Vec<String> {
+        events.iter().map(|e| e.as_str().to_string()).collect()
     }
 
     /// Its active routes as the data planes get them.
@@ -223,6 +229,13 @@ impl SessionRecord {
                 duration: Duration::from_millis(duration),
             }),
         };
+        state.subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|name| {
+                EventType::from_name(name).ok_or_else(|| fail(format!("unknown event type {name}")))
+            })
+            .collect::<Result<_, _>>()?;
         state.restore_active(routes, settings, ops, self.last_apply_ms.map(time_of));
         Ok(state)
     }
@@ -312,12 +325,36 @@ mod tests {
             duration: Duration::from_secs(60),
         });
         s.ops.maintenance.insert(r1, time_of(1_700_000_003_000));
+        s.subscriptions
+            .extend([EventType::DrainCompleted, EventType::GlobalConfigChanged]);
         let record = s.record();
         let json = serde_json::to_string(&record).unwrap();
         let back: SessionRecord = serde_json::from_str(&json).unwrap();
         let restored = back.restore().unwrap();
         assert_eq!(restored.record(), record);
+        assert_eq!(restored.subscriptions, s.subscriptions);
         assert_eq!(restored.list_json(), s.list_json());
         assert_eq!(restored.settings.resolve(r1), s.settings.resolve(r1));
+    }
+
+    #[test]
+    fn a_record_with_an_unknown_event_type_is_refused_by_name() {
+        let mut record = SessionState::new(Identity {
+            id: "web-1-abc".into(),
+            service: "web".into(),
+            instance: "web-1".into(),
+            maintenance_port: 0,
+            metadata: Map::new(),
+            peer_ip: None,
+            connected_at: time_of(1),
+            token: None,
+        })
+        .record();
+        record.subscriptions = vec!["weather".into()];
+        let err = record.restore().err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "session web-1-abc: unknown event type weather"
+        );
     }
 }

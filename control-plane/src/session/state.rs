@@ -14,7 +14,7 @@ use crate::auth::TokenHash;
 use serde_json::{json, Map, Value};
 
 use super::settings::Settings;
-use crate::protocol::{MaintTarget, RouteField, RouteId, RouteInput, Scopes};
+use crate::protocol::{EventType, MaintTarget, RouteField, RouteId, RouteInput, Scopes};
 
 /// Why a session command was refused; the text goes to the service verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +82,9 @@ pub struct SessionState {
     pub settings: Settings,
     pub ops: Ops,
     pub last_apply: Option<SystemTime>,
+    /// The event types sent home (`SUBSCRIBE`); kept with the session, so
+    /// they survive a restart and a move to another replica.
+    pub subscriptions: BTreeSet<EventType>,
 }
 
 fn input_hash(input: &RouteInput) -> u64 {
@@ -100,6 +103,7 @@ impl SessionState {
             settings: Settings::default(),
             ops: Ops::default(),
             last_apply: None,
+            subscriptions: BTreeSet::new(),
         }
     }
 

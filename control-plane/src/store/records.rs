@@ -50,6 +50,9 @@ pub struct SessionRecord {
     /// one control plane).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub replica: String,
+    /// The event types it subscribed to (`SUBSCRIBE`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
 }
 
 /// A data plane of the fleet as stored, so that applies after a restart
