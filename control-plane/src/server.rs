@@ -185,6 +185,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         actix_rt::spawn(crate::certs::acme::run(
             certs.clone(),
             acme,
+            store.clone(),
             loaded.acme_account,
         ));
     }

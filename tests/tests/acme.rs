@@ -1,7 +1,8 @@
 //! Certificates from a real ACME server (Pebble): a routed domain gets one
 //! with HTTP-01 answered by the data plane, verified against Pebble's root;
 //! it is renewed when it looks near expiry; issuance survives a control
-//! plane killed midway; a CA that is down changes nothing on HTTP.
+//! plane killed midway; a CA that is down changes nothing on HTTP; with
+//! replicas, one orders and another takes over when it dies.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use portico_e2e::acme::Pebble;
 use portico_e2e::dns::free_port;
 use portico_e2e::edge::{curl_https, served_serial};
+use portico_e2e::etcd::Etcd;
 use portico_e2e::process::tempdir::TempDir;
 use portico_e2e::{ctl, wait_for, ControlPlane, DataPlane, FakeBackend, Session};
 
@@ -190,5 +192,83 @@ fn an_acme_server_that_is_down_leaves_http_serving_and_says_why() {
     assert!(
         table.contains("WAITING FOR ACME") && table.contains("down.test"),
         "{table}"
+    );
+}
+
+#[test]
+fn with_replicas_one_orders_the_certificates_and_another_takes_over_when_it_dies() {
+    let etcd = Etcd::start();
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, &[("PEBBLE_VA_NOSLEEP", "1")]);
+    let url = etcd.url();
+    let mut args = vec![
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &url,
+        "--etcd-prefix",
+        "/acme",
+    ];
+    let acme_args = pebble.cp_args();
+    args.extend(acme_args.iter().map(String::as_str));
+    let mut cps: Vec<ControlPlane> = (0..2).map(|_| ControlPlane::start_with(&args)).collect();
+    let all = cps
+        .iter()
+        .map(|c| c.grpc_url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut dp = DataPlane::spawn_on(
+        &all,
+        "acme-ha-dp",
+        &format!("127.0.0.1:{http_port}"),
+        &["--listen-tls", "127.0.0.1:0"],
+    );
+    let tls = dp.proc.listening("tls");
+    dp.wait_ready();
+    const HOLDER: &str = "this replica orders the certificates";
+    let holder = wait_for("a replica to order", Duration::from_secs(20), || {
+        cps.iter().position(|cp| cp.proc.log_contains(HOLDER))
+    });
+    let other = 1 - holder;
+
+    // A session on the replica that does not order: the certificate comes
+    // from the one that does, through the shared store.
+    let backend = FakeBackend::start("acme-ha");
+    let mut s = Session::register(cps[other].registry, "shop", "shop-1");
+    s.add_route("one.acme.test", "/", &backend.url());
+    s.apply();
+    let first = wait_for("the first certificate", ISSUANCE, || {
+        acme_cert(&cps[other], "one.acme.test")
+    });
+    assert_eq!(first["source"], "acme");
+    assert!(cps[holder].proc.log_contains("ACME account created"));
+    assert!(!cps[other].proc.log_contains(HOLDER));
+    assert!(!cps[other].proc.log_contains("challenge answer served"));
+
+    // The ordering replica dies: the other takes the role once its lease
+    // runs out, and orders with the account the first one made.
+    cps[holder].proc.kill();
+    wait_for(
+        "the other replica to order",
+        Duration::from_secs(30),
+        || cps[other].proc.log_contains(HOLDER).then_some(()),
+    );
+    s.add_route("two.acme.test", "/", &backend.url());
+    s.apply();
+    let second = wait_for("the second certificate", ISSUANCE, || {
+        acme_cert(&cps[other], "two.acme.test")
+    });
+    assert!(!cps[other].proc.log_contains("ACME account created"));
+    let dir = TempDir::new("portico-acme-ha");
+    let root = dir.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    let serial = wait_for("the second certificate served", ISSUANCE, || {
+        served_serial(tls, "two.acme.test", &root)
+    });
+    assert_eq!(second["serial"], serial);
+    // The first one stays, not ordered again.
+    assert_eq!(
+        acme_cert(&cps[other], "one.acme.test").unwrap()["serial"],
+        first["serial"]
     );
 }

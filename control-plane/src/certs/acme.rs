@@ -26,6 +26,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::{files, Certs, InstallError, Pending};
 use crate::history::TlsChange;
+use crate::store::Store;
 
 pub const SOURCE: &str = "acme";
 const POLL: Duration = Duration::from_secs(1);
@@ -111,46 +112,93 @@ struct Manager {
 /// How often the hosts are read again while the configuration stays.
 const RECHECK: Duration = Duration::from_secs(60);
 
-/// Runs for as long as the control plane does.
-pub async fn run(certs: Certs, config: AcmeConfig, stored_account: Option<Vec<u8>>) {
-    // Orders of a previous run are not resumed: their answers are withdrawn
-    // and the domains ordered again.
-    let leftover: Vec<String> = certs
-        .config
-        .read()
-        .tls()
-        .challenges
-        .keys()
-        .cloned()
-        .collect();
-    if !leftover.is_empty() {
-        let change = TlsChange {
-            challenges_removed: leftover,
-            ..Default::default()
-        };
-        if let Err(e) = certs.install(change, None).await {
-            warn!(error = %e, "cannot withdraw the ACME challenges of the previous run");
-        }
-    }
-    let mut manager = Manager {
-        certs,
-        config,
-        account: None,
-        stored: stored_account,
-        backoff: HashMap::new(),
-        issued: HashMap::new(),
-        wanted: BTreeSet::new(),
-        checked: None,
-    };
+/// The role of the one replica that orders certificates, when replicas
+/// share a store: the others install what it stored.
+pub const ROLE: &str = "acme";
+
+/// Runs for as long as the control plane does; orders certificates while
+/// this replica holds the ACME role (always, with a store of its own).
+pub async fn run(
+    certs: Certs,
+    config: AcmeConfig,
+    store: Arc<dyn Store>,
+    stored_account: Option<Vec<u8>>,
+) {
+    let mut manager: Option<Manager> = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !store.holds(ROLE) {
+            if manager.take().is_some() {
+                info!("another replica orders the certificates now");
+            }
+            continue;
+        }
+        let manager = match &mut manager {
+            Some(manager) => manager,
+            None => {
+                let account = match shared_account(&store).await {
+                    Ok(account) => account.or_else(|| stored_account.clone()),
+                    Err(error) => {
+                        warn!(%error, "cannot read the ACME account; trying again");
+                        continue;
+                    }
+                };
+                if !store.replica_id().is_empty() {
+                    info!("this replica orders the certificates");
+                }
+                manager.insert(Manager::begin(certs.clone(), config.clone(), account).await)
+            }
+        };
         manager.round().await;
     }
 }
 
+/// The account as the last holder stored it, if it made one (`None` from a
+/// store of one's own: the account loaded at start is current).
+async fn shared_account(store: &Arc<dyn Store>) -> Result<Option<Vec<u8>>, String> {
+    let store = store.clone();
+    match actix_rt::task::spawn_blocking(move || store.acme_account()).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Manager {
+    /// Takes the ordering over: orders of a previous run, or of a replica
+    /// that held the role before, are not resumed; their answers are
+    /// withdrawn and the domains ordered again.
+    async fn begin(certs: Certs, config: AcmeConfig, account: Option<Vec<u8>>) -> Manager {
+        let leftover: Vec<String> = certs
+            .config
+            .read()
+            .tls()
+            .challenges
+            .keys()
+            .cloned()
+            .collect();
+        if !leftover.is_empty() {
+            let change = TlsChange {
+                challenges_removed: leftover,
+                ..Default::default()
+            };
+            if let Err(e) = certs.install(change, None).await {
+                warn!(error = %e, "cannot withdraw the ACME challenges of the previous run");
+            }
+        }
+        Manager {
+            certs,
+            config,
+            account: None,
+            stored: account,
+            backoff: HashMap::new(),
+            issued: HashMap::new(),
+            wanted: BTreeSet::new(),
+            checked: None,
+        }
+    }
+
     /// Domains that need a certificate now: hosts of active routes that no
     /// file covers, without an ACME certificate or with one due for renewal.
     fn wanted(&self, now: SystemTime) -> BTreeSet<String> {

@@ -172,6 +172,17 @@ pub trait Store: Send + Sync {
     /// Shared store: this replica stops; what lives only as long as it
     /// (its record, its data planes' records) goes now.
     fn close(&self) {}
+    /// Whether this replica holds `role`, which one replica at a time holds
+    /// while it lives (the first call campaigns for it). Always, for a
+    /// store of one's own.
+    fn holds(&self, _role: &str) -> bool {
+        true
+    }
+    /// Shared store: the ACME account as stored now (another replica may
+    /// have made it). `None` where the account loaded at start is current.
+    fn acme_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A write to a shared store, as a replica watching it sees it.

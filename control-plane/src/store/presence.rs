@@ -1,12 +1,15 @@
 //! What a replica keeps in etcd only while it lives: its own record under
-//! `replicas/<id>` and the records of the data planes whose streams it
-//! holds (`fleet/<node>`), all under one lease, so they go when it dies.
+//! `replicas/<id>`, the records of the data planes whose streams it holds
+//! (`fleet/<node>`) and the roles it holds (`roles/<name>`), all under one
+//! lease, so they go when it dies.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tokio::sync::mpsc;
 
@@ -31,9 +34,13 @@ pub enum Write {
     Stop(std::sync::mpsc::Sender<()>),
 }
 
+/// Roles one replica at a time holds: name -> whether this one does now.
+type Roles = Arc<parking_lot::Mutex<HashMap<String, bool>>>;
+
 /// The writer: one task on the store's runtime, so writes keep their order.
 pub struct Presence {
     tx: mpsc::UnboundedSender<Write>,
+    roles: Roles,
 }
 
 impl Presence {
@@ -44,9 +51,16 @@ impl Presence {
         replica: &str,
     ) -> Presence {
         let (tx, rx) = mpsc::unbounded_channel();
-        let replica_key = format!("{prefix}/replicas/{replica}");
-        runtime.spawn(Writer::new(client, prefix, replica_key).run(rx));
-        Presence { tx }
+        let roles = Roles::default();
+        runtime.spawn(Writer::new(client, prefix, replica, roles.clone()).run(rx));
+        Presence { tx, roles }
+    }
+
+    /// Whether this replica holds `role` now. The first call campaigns for
+    /// it: from then on the writer takes it whenever no live replica holds
+    /// it (within a tick of the holder's lease ending).
+    pub fn holds(&self, role: &str) -> bool {
+        *self.roles.lock().entry(role.to_string()).or_insert(false)
     }
 
     pub fn send(&self, write: Write) {
@@ -65,7 +79,10 @@ impl Presence {
 struct Writer {
     client: Client,
     prefix: String,
+    /// This replica's id, the value of the roles it holds.
+    replica_id: String,
     replica_key: String,
+    roles: Roles,
     /// 0 until granted, and again once lost.
     lease: i64,
     keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
@@ -78,11 +95,13 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(client: Client, prefix: String, replica_key: String) -> Writer {
+    fn new(client: Client, prefix: String, replica: &str, roles: Roles) -> Writer {
         Writer {
             client,
+            replica_key: format!("{prefix}/replicas/{replica}"),
             prefix,
-            replica_key,
+            replica_id: replica.to_string(),
+            roles,
             lease: 0,
             keeper: None,
             replica: None,
@@ -119,6 +138,17 @@ impl Writer {
         if self.lease != 0 {
             let _ = self.client.lease_revoke(self.lease).await;
             self.lease = 0;
+        }
+        self.lose_roles();
+    }
+
+    /// Without a lease nothing is held; the roles are campaigned for again
+    /// under the next one.
+    fn lose_roles(&self) {
+        for (role, held) in self.roles.lock().iter_mut() {
+            if std::mem::take(held) {
+                tracing::info!(%role, "this replica no longer holds the role");
+            }
         }
     }
 
@@ -195,6 +225,46 @@ impl Writer {
             );
             self.lease = 0;
             self.keeper = None;
+            self.lose_roles();
+        }
+    }
+
+    /// Takes each role no one holds; keeps knowing which ones are this
+    /// replica's (written under its lease, or under an earlier one of the
+    /// same id that has not run out yet).
+    async fn campaign(&mut self, lease: &Option<PutOptions>) {
+        let names: Vec<String> = self.roles.lock().keys().cloned().collect();
+        for role in names {
+            let key = format!("{}/roles/{role}", self.prefix);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    self.replica_id.clone(),
+                    lease.clone(),
+                )])
+                .or_else([TxnOp::get(key, None)]);
+            let held = match self.client.txn(txn).await {
+                Ok(r) if r.succeeded() => true,
+                Ok(r) => r.op_responses().into_iter().any(|op| match op {
+                    TxnOpResponse::Get(got) => got
+                        .kvs()
+                        .first()
+                        .is_some_and(|kv| kv.value() == self.replica_id.as_bytes()),
+                    _ => false,
+                }),
+                // Not knowing counts as not holding: never two holders.
+                Err(error) => {
+                    tracing::warn!(%error, %role, "cannot campaign for a role in etcd; trying again");
+                    false
+                }
+            };
+            if let Some(was) = self.roles.lock().get_mut(&role) {
+                if *was != held {
+                    tracing::info!(%role, held, "role changed hands");
+                }
+                *was = held;
+            }
         }
     }
 
@@ -243,5 +313,6 @@ impl Writer {
                 }
             }
         }
+        self.campaign(&lease).await;
     }
 }

@@ -7,6 +7,9 @@ use portico_proto::v1;
 
 use crate::store::{Batch, Loaded, MemberRecord, SessionRecord};
 
+/// The ACME account's key.
+pub(super) const ACME_ACCOUNT: &str = "tls/acme/account";
+
 pub(super) fn number(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
@@ -61,7 +64,7 @@ impl Record {
             Record::Challenge(token.to_string(), answer)
         } else if let Some(id) = rest.strip_prefix("replicas/") {
             Record::Replica(id.to_string(), value.is_some())
-        } else if rest == "tls/acme/account" {
+        } else if rest == ACME_ACCOUNT {
             match value {
                 Some(v) => Record::AcmeAccount(v.to_vec()),
                 None => return Ok(None),
@@ -167,7 +170,7 @@ pub(super) fn writes(batch: &Batch) -> Result<Vec<Write>, serde_json::Error> {
         ));
     }
     if let Some(account) = &batch.acme_account {
-        out.push(("tls/acme/account".into(), Some(account.clone())));
+        out.push((ACME_ACCOUNT.into(), Some(account.clone())));
     }
     Ok(out)
 }

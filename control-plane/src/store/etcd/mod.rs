@@ -493,6 +493,17 @@ impl Store for EtcdStore {
         }
     }
 
+    fn holds(&self, role: &str) -> bool {
+        self.presence.as_ref().is_some_and(|p| p.holds(role))
+    }
+
+    fn acme_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut client = self.client.clone();
+        let account = key(&self.prefix, keys::ACME_ACCOUNT);
+        let got = self.run(async move { client.get(account, None).await })?;
+        Ok(got.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
     fn unshare_member(&self, node_id: &str) {
         if let Some(presence) = &self.presence {
             presence.send(Write::MemberGone(node_id.to_string()));
