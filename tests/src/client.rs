@@ -194,6 +194,13 @@ fn exchange(addr: SocketAddr, request: String) -> std::io::Result<HttpResponse> 
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        // Closed before any byte of an answer (a server stopping).
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before any answer",
+        ));
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

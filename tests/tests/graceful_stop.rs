@@ -351,11 +351,12 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
     new.kill();
 }
 
-/// The connection failed before any answer came back.
+/// The connection failed before any answer came back: refused, reset, or
+/// closed before the first byte.
 fn connection_error(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
     )
 }
 
@@ -372,9 +373,10 @@ fn a_rolling_restart_of_two_data_planes_fails_no_request() {
     s.apply();
 
     // The balancer: request n goes to target n % 2, and to the other one on
-    // a connection error (refused, or reset before any answer), as nginx's
-    // default `proxy_next_upstream error` does. A listener that closes
-    // resets the connections still in its accept queue.
+    // a connection error (refused, reset or closed before any answer), as
+    // nginx's default `proxy_next_upstream error` does for a GET. A listener
+    // that closes resets the connections still in its accept queue, and
+    // Pingora closes those accepted whose request has not arrived yet.
     let targets = Arc::new(Mutex::new([planes[0].proxy, planes[1].proxy]));
     let next = Arc::new(AtomicU64::new(0));
     let retried = Arc::new(AtomicU64::new(0));
