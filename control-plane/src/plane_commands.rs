@@ -85,10 +85,11 @@ impl PlaneCommands {
     /// BACKEND_TEST from a data plane: this replica's, else another
     /// replica's, else from here when the fleet has none (or it was silent).
     pub async fn backend_test(&self, url: BackendUrl) -> Reply {
-        let remote = match self.backend_test_here(&url.to_string()).await {
+        let target = url.to_string();
+        let remote = match self.backend_test_here(&target).await {
             Tested::Answered(result) => Some(result),
             Tested::Silent => None,
-            Tested::NoPlane => self.peers.backend_test(&url.to_string(), TEST_WAIT).await,
+            Tested::NoPlane => self.peers.backend_test(&target, TEST_WAIT).await,
         };
         let result = match remote {
             Some(r) => probe::ProbeResult {

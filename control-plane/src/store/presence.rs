@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
 };
 use tokio::sync::mpsc;
 
+use super::etcd::keys::read_back;
 use super::MemberRecord;
 
 /// The lease's time to live: how long a dead replica's records outlive it.
@@ -246,13 +246,7 @@ impl Writer {
                 .or_else([TxnOp::get(key, None)]);
             let held = match self.client.txn(txn).await {
                 Ok(r) if r.succeeded() => true,
-                Ok(r) => r.op_responses().into_iter().any(|op| match op {
-                    TxnOpResponse::Get(got) => got
-                        .kvs()
-                        .first()
-                        .is_some_and(|kv| kv.value() == self.replica_id.as_bytes()),
-                    _ => false,
-                }),
+                Ok(r) => read_back(r).is_some_and(|holder| holder == self.replica_id.as_bytes()),
                 // Not knowing counts as not holding: never two holders.
                 Err(error) => {
                     tracing::warn!(%error, %role, "cannot campaign for a role in etcd; trying again");

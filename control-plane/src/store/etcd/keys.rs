@@ -1,5 +1,6 @@
 //! The key layout under the prefix: a batch to the key writes that store
-//! it, and each watched or loaded key back to the record it holds.
+//! it, each watched or loaded key back to the record it holds, and single
+//! values (a counter, what a transaction read back).
 
 use std::sync::Arc;
 
@@ -12,6 +13,14 @@ pub(super) const ACME_ACCOUNT: &str = "tls/acme/account";
 
 pub(super) fn number(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// The value a failed transaction's `or_else` get read, if the key exists.
+pub(in crate::store) fn read_back(response: etcd_client::TxnResponse) -> Option<Vec<u8>> {
+    response.op_responses().into_iter().find_map(|op| match op {
+        etcd_client::TxnOpResponse::Get(got) => got.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    })
 }
 
 /// One stored record, written (`Some` value) or deleted (`None`), in the

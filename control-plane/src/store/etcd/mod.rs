@@ -3,7 +3,7 @@
 //! the version this control plane last saw, so a writer it does not know of
 //! can never be overwritten silently.
 
-mod keys;
+pub(super) mod keys;
 mod tls;
 
 use std::sync::atomic::AtomicI64;
@@ -18,7 +18,7 @@ use super::presence::{Presence, Write};
 use super::{
     Batch, Loaded, MemberRecord, Observed, ReplicaRecord, SessionRecord, Store, StoreError, FORMAT,
 };
-use keys::{number, Record};
+use keys::{number, read_back, Record};
 pub use tls::EtcdTls;
 
 /// How long one etcd call may take before the store counts as unavailable.
@@ -134,10 +134,34 @@ impl EtcdStore {
         }
     }
 
+    /// One transaction.
+    fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        let mut client = self.client.clone();
+        self.run(async move { client.txn(txn).await })
+    }
+
+    /// The key `rest` under the prefix.
+    fn get_one(&self, rest: &str) -> Result<etcd_client::GetResponse, StoreError> {
+        self.get(rest, None)
+    }
+
+    /// Every key under the prefix that begins with `rest`.
+    fn get_all(&self, rest: &str) -> Result<etcd_client::GetResponse, StoreError> {
+        self.get(rest, Some(GetOptions::new().with_prefix()))
+    }
+
+    fn get(
+        &self,
+        rest: &str,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        let (mut client, key) = (self.client.clone(), key(&self.prefix, rest));
+        self.run(async move { client.get(key, options).await })
+    }
+
     fn init(&self) -> Result<(), StoreError> {
         let format = key(&self.prefix, "meta/format");
         let version = key(&self.prefix, "meta/version");
-        let mut client = self.client.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(
                 format.clone(),
@@ -149,20 +173,11 @@ impl EtcdStore {
                 TxnOp::put(version, "0", None),
             ])
             .or_else([TxnOp::get(format.clone(), None)]);
-        let response = self.run(async move { client.txn(txn).await })?;
+        let response = self.txn(txn)?;
         if response.succeeded() {
             return Ok(());
         }
-        let found = response
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            })
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        match found {
+        match read_back(response).as_deref().and_then(number) {
             Some(FORMAT) => Ok(()),
             Some(found) => Err(StoreError::EtcdFormat {
                 prefix: self.prefix.clone(),
@@ -294,8 +309,7 @@ impl EtcdStore {
                     kv.mod_revision(),
                 )])
                 .and_then([TxnOp::put(key, bytes, None)]);
-            let mut client = self.client.clone();
-            if self.run(async move { client.txn(txn).await })?.succeeded() {
+            if self.txn(txn)?.succeeded() {
                 claimed.push(record);
             }
         }
@@ -305,16 +319,10 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        let mut client = self.client.clone();
-        let prefix = format!("{}/", self.prefix);
         // Held while reading, so no commit of this process moves the
         // version between the read and its record.
         let mut version = self.version.lock();
-        let response = self.run(async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
-        })?;
+        let response = self.get_all("")?;
         let mut loaded = Loaded::default();
         for kv in response.kvs() {
             let Some(rest) = self.rest(kv.key()) else {
@@ -343,12 +351,10 @@ impl Store for EtcdStore {
                 None => TxnOp::delete(key(&self.prefix, &rest), None),
             })
             .collect();
-        let mut client = self.client.clone();
         let Some(next) = batch.version else {
             // Records beside the versions (a new session, the fleet, route
             // ids) never conflict: each has one writer.
-            let txn = Txn::new().and_then(ops);
-            self.run(async move { client.txn(txn).await })?;
+            self.txn(Txn::new().and_then(ops))?;
             return Ok(());
         };
         // Held across the transaction: this process's commits go one at a
@@ -364,18 +370,9 @@ impl Store for EtcdStore {
             )])
             .and_then(ops)
             .or_else([TxnOp::get(version_key, None)]);
-        let response = self.run(async move { client.txn(txn).await })?;
+        let response = self.txn(txn)?;
         if !response.succeeded() {
-            let found = response
-                .op_responses()
-                .into_iter()
-                .find_map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => {
-                        g.kvs().first().and_then(|kv| number(kv.value()))
-                    }
-                    _ => None,
-                })
-                .unwrap_or(0);
+            let found = read_back(response).as_deref().and_then(number).unwrap_or(0);
             return Err(StoreError::Conflict { expected, found });
         }
         *version = next;
@@ -385,8 +382,7 @@ impl Store for EtcdStore {
     fn reserve_routes(&self, at_least: u64, count: u64) -> Result<u64, StoreError> {
         let key = key(&self.prefix, "meta/route_reserved");
         for _ in 0..RESERVE_ATTEMPTS {
-            let (mut client, get) = (self.client.clone(), key.clone());
-            let response = self.run(async move { client.get(get, None).await })?;
+            let response = self.get_one("meta/route_reserved")?;
             let (reserved, revision) = response.kvs().first().map_or((0, 0), |kv| {
                 (number(kv.value()).unwrap_or(0), kv.mod_revision())
             });
@@ -402,8 +398,7 @@ impl Store for EtcdStore {
                     (first + count - 1).to_string(),
                     None,
                 )]);
-            let mut client = self.client.clone();
-            if self.run(async move { client.txn(txn).await })?.succeeded() {
+            if self.txn(txn)?.succeeded() {
                 return Ok(first);
             }
         }
@@ -426,13 +421,7 @@ impl Store for EtcdStore {
     }
 
     fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError> {
-        let mut client = self.client.clone();
-        let prefix = key(&self.prefix, "replicas/");
-        let response = self.run(async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
-        })?;
+        let response = self.get_all("replicas/")?;
         let mut replicas: Vec<ReplicaRecord> = response
             .kvs()
             .iter()
@@ -450,16 +439,12 @@ impl Store for EtcdStore {
     }
 
     fn claim_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let key = key(&self.prefix, &format!("sessions/{id}"));
-        let (mut client, get) = (self.client.clone(), key.clone());
-        let response = self.run(async move { client.get(get, None).await })?;
+        let response = self.get_one(&format!("sessions/{id}"))?;
         Ok(self.claim(response.kvs(), |_| true)?.into_iter().next())
     }
 
     fn session_replica(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let key = key(&self.prefix, &format!("sessions/{id}"));
-        let mut client = self.client.clone();
-        let response = self.run(async move { client.get(key, None).await })?;
+        let response = self.get_one(&format!("sessions/{id}"))?;
         Ok(response.kvs().first().map(|kv| {
             serde_json::from_slice::<SessionRecord>(kv.value())
                 .map(|r| r.replica)
@@ -470,13 +455,7 @@ impl Store for EtcdStore {
     fn claim_orphans(&self, at_start: bool) -> Result<Vec<SessionRecord>, StoreError> {
         let live: std::collections::HashSet<String> =
             self.replicas()?.into_iter().map(|r| r.id).collect();
-        let mut client = self.client.clone();
-        let prefix = key(&self.prefix, "sessions/");
-        let response = self.run(async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
-        })?;
+        let response = self.get_all("sessions/")?;
         self.claim(response.kvs(), |r| {
             if r.replica == self.replica {
                 // Ours from a run before this one (a stable id restarted).
@@ -498,9 +477,7 @@ impl Store for EtcdStore {
     }
 
     fn acme_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut client = self.client.clone();
-        let account = key(&self.prefix, keys::ACME_ACCOUNT);
-        let got = self.run(async move { client.get(account, None).await })?;
+        let got = self.get_one(keys::ACME_ACCOUNT)?;
         Ok(got.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
