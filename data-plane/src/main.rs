@@ -15,13 +15,17 @@ use pingora::services::listening::Service;
 use portico_proto::duration::{parse_duration, parse_duration_or_zero};
 use tracing::{info, warn};
 
-use portico_data_plane::config::{ConfigState, Live};
-use portico_data_plane::connections::{ClientConnections, ConnLimits};
-use portico_data_plane::shutdown::{StopPolicy, Stopper};
-use portico_data_plane::{
-    access_log, admin, allocator, cache, certs, dns, dns_refresh, health, proxy, request_checks,
-    sync, telemetry,
-};
+use portico_data_plane::allocator;
+use portico_data_plane::backends::{dns, dns_refresh, health};
+use portico_data_plane::config::install::ConfigState;
+use portico_data_plane::config::live::Live;
+use portico_data_plane::config::{cache, sync};
+use portico_data_plane::edge::certs;
+use portico_data_plane::edge::connections::{ClientConnections, ConnLimits};
+use portico_data_plane::edge::shutdown::{StopPolicy, Stopper};
+use portico_data_plane::filters::request_checks;
+use portico_data_plane::observe::{access_log, admin, telemetry};
+use portico_data_plane::pipeline::proxy;
 
 #[derive(Debug, Parser)]
 #[command(name = "portico-dp", version, about = "Portico data plane")]
@@ -263,15 +267,15 @@ fn main() -> anyhow::Result<()> {
     let connections = ClientConnections::new(
         pingora::proxy::http_proxy(
             &server.configuration,
-            proxy::Proxy {
-                live: live.clone(),
-                head_limits: request_checks::HeadLimits {
+            proxy::Proxy::new(
+                live.clone(),
+                request_checks::HeadLimits {
                     count: args.max_request_headers,
                     bytes: args.max_request_header_bytes,
                 },
-                upstream_idle: args.upstream_idle_timeout,
-                https_port: listen_tls.map(|a| a.port()),
-            },
+                args.upstream_idle_timeout,
+                listen_tls.map(|a| a.port()),
+            ),
         ),
         limits,
         live.connections.clone(),

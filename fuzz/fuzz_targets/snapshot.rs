@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use portico_data_plane::config::{ConfigState, Live};
+use portico_data_plane::config::install::ConfigState;
+use portico_data_plane::config::live::Live;
 use portico_proto::v1;
 use prost::Message;
 

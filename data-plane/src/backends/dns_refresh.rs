@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::config::Live;
-use crate::names::Name;
+use crate::backends::names::Name;
+use crate::config::live::Live;
 
 /// Runs for the life of the process.
 pub async fn run(live: Arc<Live>) {

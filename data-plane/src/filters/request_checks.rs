@@ -6,6 +6,8 @@
 use http::header::{HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
+use crate::pipeline::chain::{Admission, Answer, Filter, Flow, Request};
+
 /// How big a request head may be.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -13,6 +15,20 @@ pub struct HeadLimits {
     pub count: usize,
     /// Bytes of the target and every header's name and value.
     pub bytes: usize,
+}
+
+/// The filter: a refused request is answered and its connection closed.
+pub struct RequestChecks(pub HeadLimits);
+
+impl Filter for RequestChecks {
+    fn on_request(&self, req: &Request<'_>, _: &mut Admission) -> Flow {
+        match problem(req.head, req.raw_head, self.0) {
+            Some((status, why)) => {
+                Flow::Answer(Answer::text(status, format!("portico: {why}\n")).close())
+            }
+            None => Flow::Next,
+        }
+    }
 }
 
 /// Why a request is refused, with the status to answer, or `None`.

@@ -11,9 +11,11 @@ use portico_proto::model::{match_prefix, prefix_matches};
 use portico_proto::settings::Drain;
 use portico_proto::{BackendUrl, RouteSpec};
 
-use crate::names::Name;
-use crate::policy::{Policy, PolicyError};
-use crate::runtime::{Availability, BackendRuntime, Registry, RouteRuntime};
+use crate::backends::names::Name;
+use crate::backends::runtime::{Availability, BackendRuntime, Registry, RouteRuntime};
+use crate::config::policy::{Policy, PolicyError};
+use crate::filters::{self, RouteParts};
+use crate::pipeline::chain::Chain;
 
 /// Where maintenance traffic of a route goes; `None` is the built-in page.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct RouteEntry {
     pub maintenance: Option<Option<MaintenanceTarget>>,
     pub runtime: Arc<RouteRuntime>,
     pub backend: Arc<BackendRuntime>,
+    /// The filters a request to this route passes, built from its settings.
+    pub chain: Chain,
 }
 
 impl RouteEntry {
@@ -54,6 +58,8 @@ impl RouteEntry {
 /// weighted round-robin (weights change per request during drains).
 pub struct Pool {
     pub entries: Vec<Arc<RouteEntry>>,
+    /// The filters run before a route of the pool is chosen.
+    pub chain: Chain,
     current: Mutex<Vec<i64>>,
 }
 
@@ -188,18 +194,28 @@ fn compile_entry(spec: &Arc<RouteSpec>, registry: &Registry) -> Result<RouteEntr
         source,
     })?;
     let (runtime, backend) = registry.route(&spec.route_id, &spec.backend);
+    let maintenance = spec.maintenance.as_ref().map(|m| {
+        m.backend.as_ref().map(|url| MaintenanceTarget {
+            url: url.clone(),
+            name: registry.names.get(url),
+        })
+    });
+    let chain = filters::route_chain(RouteParts {
+        spec,
+        policy: &policy,
+        maintenance: maintenance.as_ref().map(Option::is_some),
+        runtime: &runtime,
+        backend: &backend,
+        outbound: &registry.outbound,
+    });
     Ok(RouteEntry {
         backend_url: spec.backend.to_string().into(),
         policy,
         drain: spec.drain,
-        maintenance: spec.maintenance.as_ref().map(|m| {
-            m.backend.as_ref().map(|url| MaintenanceTarget {
-                url: url.clone(),
-                name: registry.names.get(url),
-            })
-        }),
+        maintenance,
         runtime,
         backend,
+        chain,
         spec: spec.clone(),
     })
 }
@@ -224,6 +240,7 @@ fn host_entries(routes: &[Arc<RouteEntry>]) -> Arc<[Entry]> {
                 prefix_len: prefix.len(),
                 priority,
                 pool: Arc::new(Pool {
+                    chain: filters::pool_chain(members.iter().map(|m| &m.policy)),
                     entries: members,
                     current: Mutex::new(Vec::new()),
                 }),

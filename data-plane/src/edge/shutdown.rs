@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::Live;
+use crate::config::live::Live;
 
 /// After a hand-off, the old process keeps accepting beside the new one this
 /// long (or the shutdown delay, if longer), answering with `Connection:
@@ -77,7 +77,7 @@ impl Stopper {
 
     async fn run(&self) -> std::io::Result<ShutdownSignal> {
         let mut signals = Signals::new()?;
-        crate::systemd::notify_ready();
+        crate::edge::systemd::notify_ready();
         let reason = loop {
             match signals.next().await {
                 Kind::Terminate => break "terminate",
@@ -88,7 +88,7 @@ impl Stopper {
         };
         let lifecycle = &self.live.lifecycle;
         lifecycle.stop(reason);
-        self.live.outbound.send_stopping(reason);
+        self.live.registry.outbound.send_stopping(reason);
         let upgrade = reason == "upgrade";
         let delay = if upgrade {
             self.policy.delay.max(HAND_OFF_OVERLAP)

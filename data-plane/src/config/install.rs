@@ -1,21 +1,19 @@
-//! The data plane's view of the configuration: the checked routes at the
-//! applied version, and the compiled table the proxy reads. A push is
-//! validated and compiled before anything is swapped, so a bad push changes
-//! nothing.
+//! Installing a push: the sync task's copy of the checked routes at the
+//! applied version, from which it compiles the table the proxy reads. A push
+//! is validated and compiled before anything is swapped, so a bad push
+//! changes nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use portico_proto::route::RouteError;
 use portico_proto::v1::{self, config_push::Body};
 use portico_proto::RouteSpec;
 
-use crate::certs::{CertPushError, CertStore, Served};
-use crate::outbound::Outbound;
-use crate::runtime::Registry;
-use crate::table::RouteTable;
+use crate::config::live::Live;
+use crate::config::table::RouteTable;
+use crate::edge::certs::{CertPushError, CertStore, Served};
 
 /// Why a push was refused; sent back to the control plane in the NACK.
 #[derive(Debug, thiserror::Error)]
@@ -29,46 +27,11 @@ pub enum PushError {
     #[error(transparent)]
     Invalid(#[from] RouteError),
     #[error(transparent)]
-    Compile(#[from] crate::table::CompileError),
+    Compile(#[from] crate::config::table::CompileError),
     #[error("{count} routes is more than this data plane's limit of {max} (--max-routes)")]
     TooMany { count: usize, max: usize },
     #[error(transparent)]
     Cert(#[from] CertPushError),
-}
-
-/// What the proxy and the admin listener read, shared across threads.
-#[derive(Default)]
-pub struct Live {
-    pub table: ArcSwap<RouteTable>,
-    /// The certificates the TLS listener serves.
-    pub certs: Arc<ArcSwap<CertStore>>,
-    /// ACME HTTP-01 answers: token -> key authorization.
-    pub challenges: ArcSwap<HashMap<String, String>>,
-    pub version: AtomicU64,
-    /// A configuration from the control plane is applied (not only a cached one).
-    pub ready: AtomicBool,
-    /// Serving a configuration read from the snapshot cache, not yet
-    /// confirmed by the control plane.
-    pub from_cache: AtomicBool,
-    pub registry: Registry,
-    /// Stats of routes that were removed, for the next telemetry report.
-    pub leftover_stats: parking_lot::Mutex<Vec<v1::RouteStats>>,
-    /// The stream to the control plane, for what is sent besides ACKs.
-    pub outbound: Outbound,
-    /// Health probe tasks running now.
-    pub probes: std::sync::atomic::AtomicUsize,
-    /// Stopping or not, and the requests in flight.
-    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
-    /// Client connections open and refused.
-    pub connections: Arc<crate::connections::ConnCounts>,
-    /// Looks backend names up.
-    pub dns: crate::dns::Dns,
-    /// Requests that matched no route, for `/metrics`.
-    pub unrouted: crate::route_metrics::RouteMetrics,
-    /// `--access-log`, when set.
-    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
-    /// The last `/metrics` page and when it was rendered.
-    pub metrics_page: parking_lot::Mutex<Option<(std::time::Instant, Arc<String>)>>,
 }
 
 /// The sync task's own copy of the routes; only it writes `Live`.

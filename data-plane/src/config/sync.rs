@@ -19,7 +19,8 @@ use portico_proto::backend_policy::BackendPolicy;
 use portico_proto::probe::{self, ProbeResult};
 use portico_proto::BackendUrl;
 
-use crate::config::{ConfigState, Live};
+use crate::config::install::ConfigState;
+use crate::config::live::Live;
 
 /// Waits between failed dials: the first redial after a lost stream goes
 /// out at once, and so does each dial of another replica; once every
@@ -64,7 +65,7 @@ pub async fn run(
         )
         .instrument(span)
         .await;
-        state.live.outbound.set(None);
+        state.live.registry.outbound.set(None);
         // A stream that was up and broke is redialled at once (the next
         // replica, or a restarted control plane): a dial, not a backoff step.
         let mut wait = None;
@@ -127,7 +128,7 @@ async fn stream_once(
         "connected to the control plane"
     );
     *streamed = true;
-    let outbound = state.live.outbound.clone();
+    let outbound = state.live.registry.outbound.clone();
     outbound.set(Some(tx.clone()));
     // After the sender is set: a stop that began before is told here, one
     // that begins after finds the sender.
@@ -219,7 +220,7 @@ async fn stream_once(
         if let (true, Some(path)) = (acked, cache) {
             let (certificates, challenges) = state.tls_state();
             if let Err(e) =
-                crate::cache::save(path, version, state.routes(), certificates, challenges)
+                crate::config::cache::save(path, version, state.routes(), certificates, challenges)
             {
                 warn!(error = %e, path = %path.display(), "cannot write the snapshot cache");
             }
@@ -256,14 +257,16 @@ async fn backend_test(request: v1::BackendTestRequest, live: Arc<Live>) {
         },
         Err(e) => failed(e.to_string()),
     };
-    live.outbound.send(data_plane_message::Msg::BackendTest(
-        v1::BackendTestResult {
-            id: request.id,
-            reachable: result.status_code.is_some(),
-            status_code: result.status_code.map_or(0, u32::from),
-            response_time_ms: result.response_time_ms,
-            tls_valid: result.tls_valid,
-            error: result.error.unwrap_or_default(),
-        },
-    ));
+    live.registry
+        .outbound
+        .send(data_plane_message::Msg::BackendTest(
+            v1::BackendTestResult {
+                id: request.id,
+                reachable: result.status_code.is_some(),
+                status_code: result.status_code.map_or(0, u32::from),
+                response_time_ms: result.response_time_ms,
+                tls_valid: result.tls_valid,
+                error: result.error.unwrap_or_default(),
+            },
+        ));
 }

@@ -12,7 +12,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::config::Live;
+use crate::config::live::Live;
 
 pub struct AdminApp {
     pub live: Arc<Live>,
@@ -25,7 +25,7 @@ impl ServeHttp for AdminApp {
         let ready = self.live.ready.load(Ordering::Acquire);
         let version = self.live.version.load(Ordering::Acquire);
         if path == "/metrics" {
-            let body = crate::metrics::page(&self.live);
+            let body = crate::observe::metrics::page(&self.live);
             return Response::builder()
                 .status(200)
                 .header("content-type", portico_proto::metrics::content_type())
@@ -37,8 +37,12 @@ impl ServeHttp for AdminApp {
             "/healthz" => (200, "ok\n".to_string()),
             "/config" => (
                 200,
-                crate::view::config_json(version, &self.live.table.load(), &self.live.certs.load())
-                    .to_string(),
+                crate::observe::view::config_json(
+                    version,
+                    &self.live.table.load(),
+                    &self.live.certs.load(),
+                )
+                .to_string(),
             ),
             "/ready" => {
                 let source = if self.live.from_cache.load(Ordering::Acquire) {

@@ -14,9 +14,9 @@ use portico_proto::v1;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::Live;
-use crate::outbound::Outbound;
-use crate::table::RouteEntry;
+use crate::config::live::Live;
+use crate::config::outbound::Outbound;
+use crate::config::table::RouteEntry;
 use portico_proto::settings::HealthCheck;
 
 /// (backend url, probe, http2): what one probe task checks.
@@ -56,7 +56,7 @@ pub async fn run(live: Arc<Live>) {
                         let task = tokio::spawn(probe_loop(
                             key.clone(),
                             members.clone(),
-                            live.outbound.clone(),
+                            live.registry.outbound.clone(),
                         ));
                         tasks.insert(key, (task, members));
                     }

@@ -5,9 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::certs::CertStore;
-use crate::runtime::BackendRuntime;
-use crate::table::RouteTable;
+use crate::backends::runtime::BackendRuntime;
+use crate::config::table::RouteTable;
+use crate::edge::certs::CertStore;
 
 pub fn config_json(version: u64, table: &RouteTable, certs: &CertStore) -> Value {
     let mut routes: Vec<Value> = table

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use portico_proto::metrics::{render_into, Family, Kind};
 
-use crate::config::Live;
-use crate::route_metrics::{RouteMetrics, CODES, KINDS};
-use crate::runtime::Availability;
+use crate::backends::runtime::Availability;
+use crate::config::live::Live;
+use crate::observe::route_metrics::{RouteMetrics, CODES, KINDS};
 
 /// A page rendered less than this ago is served again: rendering 10,000
 /// routes costs ~20 ms of CPU, so scrapes in a tight loop cost at most that
@@ -108,7 +108,10 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
         "1 while the stream to the control plane is up.",
         Kind::Gauge,
     );
-    connected.add(&[], f64::from(u8::from(live.outbound.is_connected())));
+    connected.add(
+        &[],
+        f64::from(u8::from(live.registry.outbound.is_connected())),
+    );
     let mut dropped = Family::new(
         "portico_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind.",
@@ -148,7 +151,7 @@ mod tests {
                 Arc::new(portico_proto::RouteSpec::try_from(&wire).unwrap())
             })
             .collect();
-        let table = crate::table::RouteTable::compile(&specs, &live.registry).unwrap();
+        let table = crate::config::table::RouteTable::compile(&specs, &live.registry).unwrap();
         live.table.store(Arc::new(table));
         let started = std::time::Instant::now();
         let text = scrape(&live, 0);

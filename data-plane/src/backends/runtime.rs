@@ -13,9 +13,9 @@ use parking_lot::Mutex;
 use pingora_limits::rate::Rate;
 use portico_proto::{v1, BackendUrl};
 
-use crate::breaker::{Breaker, BreakerSpec, State};
-use crate::names::Name;
-use crate::names::Names;
+use crate::backends::breaker::{Breaker, BreakerSpec, State};
+use crate::backends::names::Name;
+use crate::backends::names::Names;
 
 /// A fixed-window limit per client IP. The estimator (a count-min sketch)
 /// has bounded memory whatever the number of clients, and never undercounts.
@@ -52,10 +52,10 @@ impl Limiter {
 pub struct RouteRuntime {
     /// Counters since the last telemetry report; boxed on the first
     /// request so idle routes stay small.
-    counters: Mutex<Option<Box<crate::route_window::Window>>>,
+    counters: Mutex<Option<Box<crate::observe::route_window::Window>>>,
     limiter: Mutex<Option<Arc<Limiter>>>,
     /// Totals since start, for `/metrics`.
-    pub metrics: crate::route_metrics::RouteMetrics,
+    pub metrics: crate::observe::route_metrics::RouteMetrics,
 }
 
 impl RouteRuntime {
@@ -271,6 +271,9 @@ pub struct Registry {
     routes: Mutex<HashMap<String, Slot>>,
     /// The backends' names and their addresses.
     pub names: Names,
+    /// The stream to the control plane, for what is sent besides ACKs
+    /// (breaker changes from the request path, probes, telemetry).
+    pub outbound: crate::config::outbound::Outbound,
 }
 
 impl Registry {

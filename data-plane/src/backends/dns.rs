@@ -17,7 +17,7 @@ use portico_proto::backend_policy::{not_allowed, BackendPolicy};
 use portico_proto::{v1, BackendUrl};
 use tracing::{debug, info, warn};
 
-use crate::names::{Change, Name, Names};
+use crate::backends::names::{Change, Name, Names};
 
 /// A TTL shorter than this is looked up again only after it.
 const MIN_TTL: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portico_proto::v1;
 
-use crate::config::Live;
+use crate::config::live::Live;
 
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -18,7 +18,7 @@ pub async fn run(live: Arc<Live>) {
         tick.tick().await;
         // Built while holding the stream, so it cannot overtake a breaker
         // transition sent after these states were read.
-        live.outbound.send_with(|| {
+        live.registry.outbound.send_with(|| {
             let mut routes = std::mem::take(&mut *live.leftover_stats.lock());
             routes.extend(live.registry.take_stats());
             let breakers = live.registry.breakers();

@@ -1,0 +1,74 @@
+//! One access-log line per request, serialized straight into the log's
+//! batch as a JSON object.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use pingora::proxy::Session;
+
+use crate::observe::access_log::AccessLog;
+use crate::pipeline::ctx::{request_host, RequestCtx};
+
+/// A value written into the access log as its `Display` text, without
+/// building a `String` first.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(bound(serialize = "Time: std::fmt::Display"))]
+struct AccessLine<'a, Time: std::fmt::Display> {
+    time: Shown<Time>,
+    client: Option<Shown<&'a pingora::protocols::l4::socket::SocketAddr>>,
+    host: &'a str,
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    upstream: Option<SocketAddr>,
+    upstream_duration_ms: Option<f64>,
+    route_id: Option<&'a str>,
+    service: Option<&'a str>,
+    request_id: &'a str,
+}
+
+/// Writes one access-log line.
+pub fn log_access(
+    log: &AccessLog,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: Option<u16>,
+    took: Duration,
+    (bytes_in, bytes_out): (u64, u64),
+) {
+    let req = session.req_header();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let host = request_host(req).unwrap_or_default();
+    let line = AccessLine {
+        time: Shown(portico_proto::time::rfc3339_millis_display(
+            SystemTime::now() - took,
+        )),
+        client: session.client_addr().map(Shown),
+        host: &host,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        status,
+        bytes_in,
+        bytes_out,
+        duration_ms: ms(took),
+        upstream: ctx.upstream.map(|(a, _)| a),
+        upstream_duration_ms: ctx.upstream_took.map(ms),
+        route_id: ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
+        service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
+        request_id: ctx.request_id.to_str().unwrap_or_default(),
+    };
+    log.write(&line);
+}

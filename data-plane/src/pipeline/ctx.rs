@@ -1,0 +1,130 @@
+//! One request's state across Pingora's phase callbacks, and what is read
+//! from its head once: the host and the request id.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+
+use crate::config::table::{Pool, RouteEntry};
+use crate::edge::lifecycle::InFlight;
+use crate::pipeline::chain::Admission;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub pool: Option<Arc<Pool>>,
+    /// The route chosen; its chain's `on_done` runs when the request ends.
+    pub route: Option<Arc<RouteEntry>>,
+    pub admission: Admission,
+    /// Route ids tried already, for retries.
+    pub tried: Vec<String>,
+    /// Sent to the backend and back to the client as `X-Request-Id`.
+    pub request_id: HeaderValue,
+    /// The address dialled last, when the upstream was tried, and how long
+    /// until its response head came.
+    pub upstream: Option<(SocketAddr, Instant)>,
+    pub upstream_took: Option<Duration>,
+    /// The request came over TLS.
+    pub tls: bool,
+    /// Counts the request until it is done, so a stopping data plane waits for it.
+    pub _in_flight: InFlight,
+}
+
+impl RequestCtx {
+    pub fn new(in_flight: InFlight) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            pool: None,
+            route: None,
+            admission: Admission::default(),
+            tried: Vec::new(),
+            request_id: HeaderValue::from_static(""),
+            upstream: None,
+            upstream_took: None,
+            tls: false,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+/// The request's host, lower case and without a port; borrowed unless it
+/// had upper-case letters.
+pub fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())?;
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
+}
+
+/// The client's `X-Request-Id` when it is sane (1–128 of `A-Z a-z 0-9 - _ . : +`),
+/// otherwise a new random one. One value, shared by the request to the
+/// backend and the response: cloning it copies no bytes.
+pub fn request_id(req: &RequestHeader) -> HeaderValue {
+    let given = req.headers.get("x-request-id").filter(|v| {
+        (1..=128).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(b))
+    });
+    match given {
+        Some(v) => v.clone(),
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = rand::random::<u128>();
+            let hex: [u8; 32] = std::array::from_fn(|i| HEX[(n >> (124 - 4 * i)) as usize & 0xf]);
+            // An owner-backed `Bytes` is reference-counted from the start,
+            // so the two clones allocate nothing.
+            HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
+                .expect("hex digits are a valid header value")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(id: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(id) = id {
+            req.insert_header("x-request-id", id).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_any_other_is_replaced_by_32_hex_digits() {
+        assert_eq!(request_id(&head(Some("abc-1.2:3+_"))), "abc-1.2:3+_");
+        let made = [
+            request_id(&head(None)),
+            request_id(&head(Some("has space"))),
+        ];
+        for id in &made {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 32, "{text}");
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert_ne!(made[0], made[1]);
+        assert_ne!(
+            request_id(&head(Some(&"a".repeat(129)))),
+            "a".repeat(129).as_str()
+        );
+    }
+}
