@@ -10,19 +10,19 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, Instant};
 
-use crate::committer::Committer;
-use crate::global::SharedConfig;
-use crate::history::Commit;
-use crate::plane_commands::PlaneCommands;
-use crate::protocol::parse;
-use crate::publisher::{
+use crate::config::committer::Committer;
+use crate::config::global::SharedConfig;
+use crate::config::history::Commit;
+use crate::observe::telemetry::Telemetry;
+use crate::planes::plane_commands::PlaneCommands;
+use crate::planes::publisher::{
     CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, Publish, Publisher,
 };
+use crate::protocol::parse;
 use crate::session::{
     Directory, Exec, Home, HomeClosed, Identity, SessionActor, SessionSettings, Shared,
 };
 use crate::store::{Batch, Fatal, Loaded, Store, StoreError};
-use crate::telemetry::Telemetry;
 
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_secs(60);
@@ -143,7 +143,7 @@ fn shared_on(
         telemetry,
         planes: PlaneCommands::new(
             publisher.clone(),
-            crate::peers::Peers::new(store, Default::default()),
+            crate::planes::peers::Peers::new(store, Default::default()),
         ),
         settings: SessionSettings {
             grace: GRACE,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use portico_cp::server::{self, Config, Limits};
-use portico_cp::{state_file, store};
+use portico_cp::store::{self, state_file};
 use portico_proto::backend_policy::{BackendPolicy, DEFAULT_DENY};
 
 #[derive(Debug, Parser)]

@@ -16,12 +16,15 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-use crate::committer::Committer;
-use crate::global::{GlobalConfig, SharedConfig};
-use crate::publisher::Publisher;
+use crate::config::committer::Committer;
+use crate::config::global::{GlobalConfig, SharedConfig};
+use crate::observe::{admin, telemetry};
+use crate::planes::publisher::Publisher;
+use crate::planes::{grpc, plane_commands};
+use crate::registry::connection as registry;
 pub use crate::session::Limits;
 use crate::session::{Directory, SessionSettings, Shared};
-use crate::{admin, grpc, plane_commands, registry, session, store, telemetry};
+use crate::{session, store};
 use parking_lot::RwLock;
 
 /// Everything `run` needs, as the flags of `portico-cp` give it.
@@ -78,7 +81,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
 
     let auth = match &args.registry_auth {
         Some(path) => Some(Arc::new(
-            crate::auth::RegistryAuth::load(path).context("--registry-auth")?,
+            crate::registry::auth::RegistryAuth::load(path).context("--registry-auth")?,
         )),
         None => None,
     };
@@ -116,7 +119,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         )
     });
     let telemetry = telemetry::Telemetry::new(global.clone());
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(crate::observe::metrics::Metrics::default());
     let committer = Committer::new(
         global.clone(),
         publisher.clone(),
@@ -126,7 +129,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         metrics.clone(),
     )
     .start();
-    let peers = crate::peers::Peers::new(store.clone(), args.tls.clone());
+    let peers = crate::planes::peers::Peers::new(store.clone(), args.tls.clone());
     actix_rt::spawn(peers.clone().run());
     let threads = args.session_threads.max(1);
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -191,11 +194,11 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     }
 
     let ready = Arc::new(AtomicBool::new(false));
-    let api = crate::dashboard::Api {
+    let api = crate::observe::dashboard::Api {
         shared: shared.clone(),
         config: global.clone(),
         publisher: publisher.clone(),
-        events: crate::dashboard::Events::watch(&publisher),
+        events: crate::observe::dashboard::Events::watch(&publisher),
     };
     let counted = admin::Counted {
         shared: shared.clone(),
@@ -297,7 +300,7 @@ async fn follow(
                     std::mem::take(&mut batch.fleet_delete),
                 );
                 if !put.is_empty() || !gone.is_empty() {
-                    publisher.do_send(crate::publisher::RemoteMembers { put, gone });
+                    publisher.do_send(crate::planes::publisher::RemoteMembers { put, gone });
                 }
                 for record in &batch.put {
                     shared.directory.stored(record);
@@ -333,7 +336,9 @@ async fn follow(
             }
             store::Observed::Missed => {}
         }
-        shared.committer.do_send(crate::committer::Followed(write));
+        shared
+            .committer
+            .do_send(crate::config::committer::Followed(write));
     }
 }
 

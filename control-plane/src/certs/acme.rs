@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::{files, Certs, InstallError, Pending};
-use crate::history::TlsChange;
+use crate::config::history::TlsChange;
 use crate::store::Store;
 
 pub const SOURCE: &str = "acme";

@@ -13,7 +13,7 @@ use portico_proto::v1;
 use tracing::{info, warn};
 
 use super::Certs;
-use crate::history::TlsChange;
+use crate::config::history::TlsChange;
 
 pub const SOURCE: &str = "file";
 const CHAIN: &str = "fullchain.pem";

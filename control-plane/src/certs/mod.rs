@@ -14,11 +14,11 @@ use portico_proto::cert::covers;
 use portico_proto::v1;
 use serde_json::json;
 
-use crate::committer::{ChangeTls, ProposeError};
-use crate::global::SharedConfig;
-use crate::history::TlsChange;
+use crate::config::committer::{ChangeTls, ProposeError};
+use crate::config::global::SharedConfig;
+use crate::config::history::TlsChange;
+use crate::planes::publisher::{ListPlanes, Publisher};
 use crate::protocol::EventType;
-use crate::publisher::{ListPlanes, Publisher};
 use crate::session::{RouteEvent, Shared};
 
 /// Why a certificate change was not installed.

@@ -1,9 +1,11 @@
-//! The registry line protocol: framing, the pure parser, typed commands and replies.
+//! The registry line protocol: framing, the pure parser, typed commands and
+//! replies, and the JSON payloads replies carry.
 
 pub mod command;
 mod fields;
 pub mod framing;
 pub mod parser;
+pub mod payload;
 pub mod reply;
 
 pub use command::*;

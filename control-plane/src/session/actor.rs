@@ -17,7 +17,7 @@ use tracing::{info, info_span, warn};
 
 use super::state::{Identity, Ops, SessionState};
 use super::Shared;
-use crate::committer::{
+use crate::config::committer::{
     GlobalChanged, GlobalSubscription, Propose, RemoveSession, SaveSession, TakeOver,
 };
 use crate::protocol::{Command, EventType, Reply, ReplyCode};

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use rand::RngCore;
 
 use super::{Home, Identity, SessionActor, SessionState, Shared, Surrender};
-use crate::committer::SaveSession;
+use crate::config::committer::SaveSession;
 use crate::protocol::RouteId;
 use crate::store::{Fatal, SessionRecord, Store, StoreFailed};
 

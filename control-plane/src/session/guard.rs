@@ -8,8 +8,8 @@ use portico_proto::backend_policy::{not_allowed, BackendPolicy};
 use portico_proto::BackendUrl;
 
 use super::state::SessionState;
-use crate::auth::Grant;
 use crate::protocol::{Command, RouteField, RouteInput};
+use crate::registry::auth::Grant;
 
 /// The session's standing with the registry's auth.
 pub enum Standing<'a> {

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::actor::{ready, Answer, SessionActor};
 use super::guard::{Guard, Standing};
 use super::state::{Drain, Ops, SessionState};
-use crate::payload::json_reply;
+use crate::protocol::payload::json_reply;
 use crate::protocol::{Command, EventType, MaintTarget, Reply, ReplyCode, RouteId, Scopes, Target};
 use portico_proto::probe;
 use portico_proto::time::rfc3339;

@@ -10,10 +10,10 @@ use portico_proto::BackendUrl;
 
 use super::settings::Settings;
 use super::state::{Drain, Identity, Ops, Proposal, SessionState};
-use crate::auth::TokenHash;
 use crate::protocol::{
     BreakerSpec, EventType, HealthCheck, OptionKey, RateLimit, RouteId, RouteInput, Target,
 };
+use crate::registry::auth::TokenHash;
 use crate::store::{RouteRecord, SessionRecord, TargetRecord};
 
 fn target_record(t: &Target) -> TargetRecord {

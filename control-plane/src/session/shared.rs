@@ -8,10 +8,10 @@ use actix::Addr;
 use portico_proto::backend_policy::BackendPolicy;
 
 use super::Directory;
-use crate::auth::RegistryAuth;
-use crate::committer::Committer;
-use crate::plane_commands::PlaneCommands;
-use crate::telemetry::Telemetry;
+use crate::config::committer::Committer;
+use crate::observe::telemetry::Telemetry;
+use crate::planes::plane_commands::PlaneCommands;
+use crate::registry::auth::RegistryAuth;
 
 /// What one client may take of the registry.
 #[derive(Debug, Clone, Copy)]
@@ -60,5 +60,5 @@ pub struct Shared {
     /// Registry tokens, when `--registry-auth` is set.
     pub auth: Option<Arc<RegistryAuth>>,
     /// Counters for `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::observe::metrics::Metrics>,
 }

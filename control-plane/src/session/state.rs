@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use portico_proto::time::unix_ms;
 use portico_proto::{v1, BackendUrl};
 
-use crate::auth::TokenHash;
+use crate::registry::auth::TokenHash;
 use serde_json::{json, Map, Value};
 
 use super::settings::Settings;

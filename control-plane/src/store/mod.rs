@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 mod etcd;
-mod presence;
 mod records;
+pub mod state_file;
 
 pub use etcd::{EtcdStore, EtcdTls};
 pub use records::{MemberRecord, ReplicaRecord, RouteRecord, SessionRecord, TargetRecord};

@@ -4,6 +4,7 @@
 //! can never be overwritten silently.
 
 pub(super) mod keys;
+mod presence;
 mod tls;
 
 use std::sync::atomic::AtomicI64;
@@ -14,11 +15,11 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
 };
 
-use super::presence::{Presence, Write};
 use super::{
     Batch, Loaded, MemberRecord, Observed, ReplicaRecord, SessionRecord, Store, StoreError, FORMAT,
 };
 use keys::{number, read_back, Record};
+use presence::{Presence, Write};
 pub use tls::EtcdTls;
 
 /// How long one etcd call may take before the store counts as unavailable.

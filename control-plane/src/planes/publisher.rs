@@ -17,13 +17,13 @@ use portico_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::fleet::{Fleet, MemberState, StreamEnd};
-use crate::global::SharedConfig;
-use crate::history;
-use crate::history::Commit;
+use crate::config::global::SharedConfig;
+use crate::config::history;
+use crate::config::history::Commit;
+use crate::planes::fleet::{Fleet, MemberState, StreamEnd};
 use crate::store::{Batch, MemberRecord, Store};
 
-pub use crate::fleet::{AckReport, PushSender};
+pub use crate::planes::fleet::{AckReport, PushSender};
 
 pub struct Publisher {
     apply_timeout: Duration,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use portico_proto::model::match_prefix;
 use portico_proto::v1;
 
-use crate::history::{self, Commit, History, Key, Tls, TlsChange};
+use crate::config::history::{self, Commit, History, Key, Tls, TlsChange};
 
 /// A proposal that cannot be committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::committer::SubscriberCount;
-use crate::global::SharedConfig;
-use crate::publisher::{Counts, ListPlanes, Publisher};
+use crate::config::committer::SubscriberCount;
+use crate::config::global::SharedConfig;
+use crate::planes::publisher::{Counts, ListPlanes, Publisher};
 use crate::session::Shared;
 
 /// What `/debug/counts`, `/metrics` and the API read.
@@ -22,7 +22,7 @@ pub struct Counted {
     pub shared: Arc<Shared>,
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
-    pub api: crate::dashboard::Api,
+    pub api: crate::observe::dashboard::Api,
 }
 
 impl Counted {
@@ -124,7 +124,7 @@ async fn answer(
             return write(&mut stream, "200 OK", "application/json", &view.to_string()).await;
         }
         if path == "/" {
-            let page = crate::dashboard::PAGE;
+            let page = crate::observe::dashboard::PAGE;
             return write(&mut stream, "200 OK", "text/html; charset=utf-8", page).await;
         }
     }

@@ -12,8 +12,8 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::etcd::keys::read_back;
-use super::MemberRecord;
+use super::keys::read_back;
+use crate::store::MemberRecord;
 
 /// The lease's time to live: how long a dead replica's records outlive it.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);

@@ -14,11 +14,11 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::protocol::EventType;
-use crate::publisher::{
+use crate::planes::publisher::{
     CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, PlaneStopping, Publisher,
     Watch,
 };
+use crate::protocol::EventType;
 use crate::session::{RouteEvent, Shared};
 use portico_proto::v1::operator_service_server::OperatorService;
 
@@ -154,7 +154,7 @@ impl ReplicaService for ReplicaApi {
     ) -> Result<Response<v1::PeerBackendTestDone>, Status> {
         let url = request.into_inner().url;
         let result = match self.shared.planes.backend_test_here(&url).await {
-            crate::plane_commands::Tested::Answered(result) => Some(result),
+            crate::planes::plane_commands::Tested::Answered(result) => Some(result),
             _ => None,
         };
         Ok(Response::new(v1::PeerBackendTestDone { result }))
@@ -284,7 +284,7 @@ impl DataPlaneService for DataPlaneApi {
 /// The operator API: what is pushed, to whom, and what they answered.
 pub struct OperatorApi {
     publisher: Addr<Publisher>,
-    config: crate::global::SharedConfig,
+    config: crate::config::global::SharedConfig,
     acme: crate::certs::AcmeStatus,
     /// This replica as it announces itself, and the store that lists the others.
     replica: crate::store::ReplicaRecord,
@@ -294,7 +294,7 @@ pub struct OperatorApi {
 impl OperatorApi {
     pub fn new(
         publisher: Addr<Publisher>,
-        config: crate::global::SharedConfig,
+        config: crate::config::global::SharedConfig,
         acme: crate::certs::AcmeStatus,
         replica: crate::store::ReplicaRecord,
         store: Arc<dyn crate::store::Store>,

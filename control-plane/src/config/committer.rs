@@ -8,11 +8,11 @@ use tracing::{debug, error, info, warn};
 
 use std::collections::HashMap;
 
-use crate::global::{CommitError, GlobalConfig, SharedConfig};
-use crate::history::{Commit, TlsChange};
-use crate::publisher::{AckReport, Publish, Publisher};
+use crate::config::global::{CommitError, GlobalConfig, SharedConfig};
+use crate::config::history::{Commit, TlsChange};
+use crate::observe::telemetry::Telemetry;
+use crate::planes::publisher::{AckReport, Publish, Publisher};
 use crate::store::{Batch, Fatal, Observed, SessionRecord, Store, StoreError, StoreFailed};
-use crate::telemetry::Telemetry;
 use std::sync::Arc;
 
 /// Why a proposal was not committed.
@@ -52,7 +52,7 @@ pub struct Committer {
     failed: bool,
     /// Sessions subscribed to global_config_changed.
     subscribers: HashMap<String, Recipient<GlobalChanged>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::observe::metrics::Metrics>,
 }
 
 impl Committer {
@@ -62,7 +62,7 @@ impl Committer {
         store: Arc<dyn Store>,
         fatal: Fatal,
         telemetry: Telemetry,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::observe::metrics::Metrics>,
     ) -> Self {
         Committer {
             global,

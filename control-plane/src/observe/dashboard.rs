@@ -12,9 +12,9 @@ use portico_proto::{v1, RouteSpec};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::global::SharedConfig;
+use crate::config::global::SharedConfig;
+use crate::planes::publisher::{ListPlanes, Publisher, Watch};
 use crate::protocol::RouteId;
-use crate::publisher::{ListPlanes, Publisher, Watch};
 use crate::session::{Describe, Shared};
 
 /// The page, with its script and style inline: nothing is fetched from

@@ -11,7 +11,7 @@ use portico_proto::time::{from_unix_ms, rfc3339};
 use portico_proto::{histogram, v1};
 use serde_json::{json, Value};
 
-use crate::global::SharedConfig;
+use crate::config::global::SharedConfig;
 use crate::protocol::RouteId;
 
 #[derive(Default)]

@@ -17,11 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
-use crate::auth::TokenHash;
-use crate::conn_limits::ConnCounter;
 use crate::protocol::framing::{Frame, LineFramer, MAX_LINE};
 use crate::protocol::parser::command_names;
 use crate::protocol::{parse, Command, Reply, ReplyCode};
+use crate::registry::auth::TokenHash;
+use crate::registry::conn_limits::ConnCounter;
 use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
 
 /// A connection that sends nothing for this long is closed.

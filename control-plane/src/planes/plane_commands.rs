@@ -9,9 +9,9 @@ use portico_proto::{probe, v1, BackendUrl};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::peers::Peers;
+use crate::planes::peers::Peers;
+use crate::planes::publisher::{AskBackendTest, Publisher, ResetBreakers};
 use crate::protocol::{Reply, ReplyCode, RouteId};
-use crate::publisher::{AskBackendTest, Publisher, ResetBreakers};
 
 /// How long CIRCUIT_BREAKER_RESET waits for data planes to confirm.
 const RESET_WAIT: Duration = Duration::from_secs(2);
