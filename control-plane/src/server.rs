@@ -67,7 +67,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         .context("restoring sessions")?;
     let mut global = GlobalConfig::new(loaded.version);
     for s in &sessions {
-        global.restore(&s.identity.id, &s.identity.service, s.active_proto(&s.ops));
+        global.restore(&s.identity.id, &s.identity.service, s.active_specs(&s.ops));
     }
     global.restore_tls(loaded.certificates, loaded.challenges);
     info!(

@@ -34,6 +34,35 @@ pub struct RouteSpec {
     pub maintenance: Option<Maintenance>,
 }
 
+impl RouteSpec {
+    /// The (host, matched path prefix) pairs it claims: the unit of
+    /// ownership between services.
+    pub fn owner_keys(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let prefix = crate::model::match_prefix(&self.path);
+        self.domains.iter().map(move |d| (d.as_str(), prefix))
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl RouteSpec {
+    /// A route with default settings, for tests.
+    pub fn for_test(id: &str, service: &str, hosts: &[&str], path: &str, backend: &str) -> Self {
+        RouteSpec {
+            route_id: id.into(),
+            session_id: format!("s-{id}"),
+            service: service.into(),
+            instance: "i".into(),
+            domains: hosts.iter().map(|h| h.to_string()).collect(),
+            path: path.into(),
+            backend: BackendUrl::parse(backend).expect("a valid backend url"),
+            priority: 0,
+            settings: RouteSettings::default(),
+            drain: None,
+            maintenance: None,
+        }
+    }
+}
+
 impl TryFrom<&v1::Route> for RouteSpec {
     type Error = RouteError;
 

@@ -14,6 +14,12 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// `t` cut to whole milliseconds, the precision times are stored and sent
+/// with, so a time compares equal after a round trip.
+pub fn whole_ms(t: SystemTime) -> SystemTime {
+    from_unix_ms(unix_ms(t))
+}
+
 /// RFC 3339 in UTC, to the second: what services and operators read.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

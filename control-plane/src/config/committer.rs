@@ -2,7 +2,7 @@
 //! serialised by its mailbox, so each is all-or-nothing and versions are dense.
 
 use actix::prelude::*;
-use portico_proto::v1;
+use portico_proto::RouteSpec;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
@@ -32,7 +32,7 @@ const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A stored session as the global configuration holds it; `None` (logged)
 /// for a record this build cannot read.
-fn routes_of(record: &SessionRecord) -> Option<(String, String, Vec<v1::Route>)> {
+fn routes_of(record: &SessionRecord) -> Option<(String, String, Vec<RouteSpec>)> {
     match record.active_routes() {
         Ok(routes) => Some((record.id.clone(), record.service.clone(), routes)),
         Err(e) => {
@@ -264,7 +264,7 @@ pub struct GlobalChanged {
 pub struct Propose {
     pub session_id: String,
     pub service: String,
-    pub routes: Vec<v1::Route>,
+    pub routes: Vec<RouteSpec>,
     /// The session as it will be stored once committed.
     pub record: SessionRecord,
     pub dry_run: bool,
@@ -283,7 +283,7 @@ impl Handler<Propose> for Committer {
             ..Default::default()
         };
         let (session, service, routes) = (&msg.session_id, &msg.service, msg.routes);
-        let plan = |g: &GlobalConfig, routes: &Vec<v1::Route>| {
+        let plan = |g: &GlobalConfig, routes: &Vec<RouteSpec>| {
             g.check(service, routes)?;
             Ok(g.changes(session, routes))
         };
@@ -331,7 +331,7 @@ pub struct TakeOver {
     pub old_session: String,
     pub new_session: String,
     pub service: String,
-    pub routes: Vec<v1::Route>,
+    pub routes: Vec<RouteSpec>,
     pub record: SessionRecord,
 }
 
@@ -348,7 +348,7 @@ impl Handler<TakeOver> for Committer {
         let (old, new, service) = (&msg.old_session, &msg.new_session, &msg.service);
         // The routes were the old session's, so they cannot conflict.
         let transfer = |g: &mut GlobalConfig, routes| g.transfer(old, new, service, routes);
-        let plan = |g: &GlobalConfig, routes: &Vec<v1::Route>| Ok(g.changes(old, routes));
+        let plan = |g: &GlobalConfig, routes: &Vec<RouteSpec>| Ok(g.changes(old, routes));
         match self.change(batch, msg.routes, plan, transfer) {
             Ok(commit) => MessageResult(self.publish(commit, &msg.new_session)),
             Err(_) => MessageResult(Self::not_applied()),

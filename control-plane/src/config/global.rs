@@ -9,8 +9,7 @@ pub type SharedConfig = Arc<parking_lot::RwLock<GlobalConfig>>;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use portico_proto::model::match_prefix;
-use portico_proto::v1;
+use portico_proto::{v1, RouteSpec};
 
 use crate::config::history::{self, Commit, History, Key, Tls, TlsChange};
 
@@ -29,7 +28,7 @@ pub enum CommitError {
 #[derive(Debug, Default)]
 struct SessionRoutes {
     service: String,
-    routes: BTreeMap<String, Arc<v1::Route>>,
+    routes: BTreeMap<String, Arc<RouteSpec>>,
 }
 
 /// Host and path prefix (as matched), the unit of ownership.
@@ -51,12 +50,10 @@ pub struct GlobalConfig {
     failed: bool,
 }
 
-fn owner_keys(route: &v1::Route) -> impl Iterator<Item = OwnerKey> + '_ {
-    let prefix = match_prefix(&route.path).to_string();
+fn owner_keys(route: &RouteSpec) -> impl Iterator<Item = OwnerKey> + '_ {
     route
-        .domains
-        .iter()
-        .map(move |d| (d.clone(), prefix.clone()))
+        .owner_keys()
+        .map(|(host, prefix)| (host.to_string(), prefix.to_string()))
 }
 
 impl GlobalConfig {
@@ -68,7 +65,7 @@ impl GlobalConfig {
     }
 
     /// Refuses routes whose host and path another service already serves.
-    pub fn check(&self, service: &str, routes: &[v1::Route]) -> Result<(), CommitError> {
+    pub fn check(&self, service: &str, routes: &[RouteSpec]) -> Result<(), CommitError> {
         for route in routes {
             for (host, prefix) in owner_keys(route) {
                 if let Some((owner, _)) = self.owners.get(&(host.clone(), prefix)) {
@@ -92,7 +89,7 @@ impl GlobalConfig {
         &mut self,
         session_id: &str,
         service: &str,
-        routes: Vec<v1::Route>,
+        routes: Vec<RouteSpec>,
     ) -> Result<Option<Commit>, CommitError> {
         self.check(service, &routes)?;
         Ok(self.apply(session_id, service, routes))
@@ -104,7 +101,7 @@ impl GlobalConfig {
         &mut self,
         session_id: &str,
         service: &str,
-        routes: Vec<v1::Route>,
+        routes: Vec<RouteSpec>,
     ) -> Option<Commit> {
         let commit = self.replace(session_id, service, routes);
         if commit.upserted.is_empty() && commit.removed.is_empty() {
@@ -114,7 +111,7 @@ impl GlobalConfig {
     }
 
     /// Whether replacing a session's active routes with `routes` changes any.
-    pub fn changes(&self, session_id: &str, routes: &[v1::Route]) -> bool {
+    pub fn changes(&self, session_id: &str, routes: &[RouteSpec]) -> bool {
         match self.sessions.get(session_id) {
             None => !routes.is_empty(),
             Some(old) => {
@@ -128,7 +125,7 @@ impl GlobalConfig {
 
     /// Replaces a session's routes, unchecked and without a new version:
     /// what changed, for `seal`.
-    fn replace(&mut self, session_id: &str, service: &str, routes: Vec<v1::Route>) -> Commit {
+    fn replace(&mut self, session_id: &str, service: &str, routes: Vec<RouteSpec>) -> Commit {
         let old = self.sessions.remove(session_id).unwrap_or_default();
         let mut next = SessionRoutes {
             service: service.to_string(),
@@ -196,7 +193,7 @@ impl GlobalConfig {
     pub fn follow(
         &mut self,
         version: u64,
-        sessions: Vec<(String, String, Vec<v1::Route>)>,
+        sessions: Vec<(String, String, Vec<RouteSpec>)>,
         gone: Vec<String>,
         tls: TlsChange,
     ) -> Option<Commit> {
@@ -224,7 +221,7 @@ impl GlobalConfig {
     pub fn resync(
         &mut self,
         version: u64,
-        sessions: Vec<(String, String, Vec<v1::Route>)>,
+        sessions: Vec<(String, String, Vec<RouteSpec>)>,
         certificates: Vec<v1::Certificate>,
         challenges: Vec<(String, String)>,
     ) -> Option<Commit> {
@@ -361,7 +358,7 @@ impl GlobalConfig {
         old_session: &str,
         new_session: &str,
         service: &str,
-        routes: Vec<v1::Route>,
+        routes: Vec<RouteSpec>,
     ) -> Result<Option<Commit>, CommitError> {
         if let Some(entry) = self.sessions.remove(old_session) {
             self.sessions.insert(new_session.to_string(), entry);
@@ -370,7 +367,7 @@ impl GlobalConfig {
     }
 
     /// Puts back a session's routes as they were stored, without a new version.
-    pub fn restore(&mut self, session_id: &str, service: &str, routes: Vec<v1::Route>) {
+    pub fn restore(&mut self, session_id: &str, service: &str, routes: Vec<RouteSpec>) {
         let mut entry = SessionRoutes {
             service: service.to_string(),
             routes: BTreeMap::new(),
@@ -384,7 +381,7 @@ impl GlobalConfig {
     }
 
     /// Every route, as a data plane's first snapshot needs them.
-    pub fn all_routes(&self) -> impl Iterator<Item = &Arc<v1::Route>> {
+    pub fn all_routes(&self) -> impl Iterator<Item = &Arc<RouteSpec>> {
         self.sessions.values().flat_map(|s| s.routes.values())
     }
 
@@ -431,8 +428,9 @@ impl GlobalConfig {
 
     /// Every route at this version, in route-id order.
     pub fn snapshot(&self) -> v1::GetSnapshotResponse {
-        let mut routes: Vec<v1::Route> = self.all_routes().map(|r| r.as_ref().clone()).collect();
+        let mut routes: Vec<&Arc<RouteSpec>> = self.all_routes().collect();
         routes.sort_by_key(|r| portico_proto::model::parse_route_id(&r.route_id).unwrap_or(0));
+        let routes = routes.into_iter().map(|r| v1::Route::from(&**r)).collect();
         v1::GetSnapshotResponse {
             version: self.version,
             snapshot: Some(v1::Snapshot {
@@ -449,7 +447,7 @@ impl GlobalConfig {
             .expect("removing routes cannot conflict")
     }
 
-    fn claim(&mut self, service: &str, route: &v1::Route) {
+    fn claim(&mut self, service: &str, route: &RouteSpec) {
         for key in owner_keys(route) {
             self.owners
                 .entry(key)
@@ -458,7 +456,7 @@ impl GlobalConfig {
         }
     }
 
-    fn release(&mut self, route: &v1::Route) {
+    fn release(&mut self, route: &RouteSpec) {
         for key in owner_keys(route) {
             if let Some(entry) = self.owners.get_mut(&key) {
                 entry.1 -= 1;
@@ -474,15 +472,8 @@ impl GlobalConfig {
 mod tests {
     use super::*;
 
-    fn route(id: &str, host: &str, path: &str) -> v1::Route {
-        v1::Route {
-            route_id: id.into(),
-            domains: vec![host.into()],
-            path: path.into(),
-            backend_url: "http://127.0.0.1:1".into(),
-            service: "x".into(),
-            ..Default::default()
-        }
+    fn route(id: &str, host: &str, path: &str) -> RouteSpec {
+        RouteSpec::for_test(id, "x", &[host], path, "http://127.0.0.1:1")
     }
 
     #[test]

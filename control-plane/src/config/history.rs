@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use portico_proto::time::unix_ms;
-use portico_proto::v1;
+use portico_proto::{v1, RouteSpec};
 
 /// What one commit changed, at which version. Upserted routes are shared
 /// with the global configuration rather than copied.
@@ -18,7 +18,7 @@ pub struct Commit {
     /// The version it follows: `version - 1`, or older when it took in
     /// several versions another replica wrote.
     pub base: u64,
-    pub upserted: Vec<Arc<v1::Route>>,
+    pub upserted: Vec<Arc<RouteSpec>>,
     /// The upserted route ids that are new (the rest changed).
     pub added: Vec<String>,
     pub removed: Vec<String>,
@@ -193,7 +193,7 @@ pub fn catch_up<'a>(
     history: &History,
     version: u64,
     applied: u64,
-    routes: impl Iterator<Item = &'a Arc<v1::Route>>,
+    routes: impl Iterator<Item = &'a Arc<RouteSpec>>,
     tls: &Tls,
 ) -> v1::ControlPlaneMessage {
     if applied == version && applied > 0 {
@@ -217,7 +217,7 @@ pub fn catch_up<'a>(
             let mut found = HashSet::new();
             for route in routes.filter(|r| changed_routes.contains(r.route_id.as_str())) {
                 found.insert(route.route_id.as_str());
-                delta.upserted.push(route.as_ref().clone());
+                delta.upserted.push(v1::Route::from(route.as_ref()));
             }
             delta.removed = changed_routes
                 .iter()
@@ -229,7 +229,7 @@ pub fn catch_up<'a>(
         }
     }
     let mut snapshot = v1::Snapshot {
-        routes: routes.map(|r| r.as_ref().clone()).collect(),
+        routes: routes.map(|r| v1::Route::from(r.as_ref())).collect(),
         ..Default::default()
     };
     tls.fill(&mut snapshot);
@@ -254,7 +254,11 @@ pub fn publish(commit: &Commit) -> (v1::ControlPlaneMessage, v1::PushEvent) {
     }
     let tls = &commit.tls;
     let delta = v1::Delta {
-        upserted: commit.upserted.iter().map(|r| r.as_ref().clone()).collect(),
+        upserted: commit
+            .upserted
+            .iter()
+            .map(|r| v1::Route::from(r.as_ref()))
+            .collect(),
         removed: commit.removed.clone(),
         certificates_upserted: tls
             .certificates
@@ -288,14 +292,14 @@ fn push(version: u64, base_version: u64, body: v1::config_push::Body) -> v1::Con
 mod tests {
     use super::*;
 
-    fn route(id: &str, backend: &str) -> Arc<v1::Route> {
-        Arc::new(v1::Route {
-            route_id: id.to_string(),
-            domains: vec![format!("{id}.test")],
-            path: "/".to_string(),
-            backend_url: backend.to_string(),
-            ..Default::default()
-        })
+    fn route(id: &str, backend: &str) -> Arc<RouteSpec> {
+        Arc::new(RouteSpec::for_test(
+            id,
+            "x",
+            &[&format!("{id}.test")],
+            "/",
+            backend,
+        ))
     }
 
     fn ids(ids: &[&str]) -> Vec<Key> {

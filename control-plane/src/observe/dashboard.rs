@@ -125,16 +125,15 @@ impl Api {
     }
 
     fn routes(&self) -> Value {
-        let (version, routes): (u64, Vec<Arc<v1::Route>>) = {
+        let (version, routes): (u64, Vec<Arc<RouteSpec>>) = {
             let config = self.config.read();
             (config.version(), config.all_routes().cloned().collect())
         };
         let telemetry = &self.shared.telemetry;
         let mut views: Vec<Value> = routes
             .iter()
-            .filter_map(|r| RouteSpec::try_from(r.as_ref()).ok())
             .map(|spec| {
-                let mut view = portico_proto::json::route_json(&spec);
+                let mut view = portico_proto::json::route_json(spec);
                 let id = spec
                     .route_id
                     .strip_prefix('r')

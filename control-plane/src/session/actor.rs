@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use actix::prelude::*;
-use portico_proto::v1;
+use portico_proto::RouteSpec;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
@@ -115,7 +115,7 @@ impl SessionActor {
     pub(super) fn commit<F>(
         &mut self,
         ctx: &mut Context<Self>,
-        routes: Vec<v1::Route>,
+        routes: Vec<RouteSpec>,
         record: SessionRecord,
         dry_run: bool,
         then: F,
@@ -213,7 +213,7 @@ impl SessionActor {
     where
         F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
     {
-        let routes = self.state.active_proto(&ops);
+        let routes = self.state.active_specs(&ops);
         let record = self.state.record_with(&ops);
         self.commit(ctx, routes, record, false, move |act, ctx| {
             act.state.ops = ops;
@@ -349,7 +349,7 @@ impl Actor for SessionActor {
         if let Some(old) = self.adopt_from.take() {
             // Re-home the inherited routes under this session in one commit,
             // before any command of the new session is handled.
-            let routes = self.state.active_proto(&self.state.ops);
+            let routes = self.state.active_specs(&self.state.ops);
             let take_over = TakeOver {
                 old_session: old,
                 new_session: self.id().to_string(),

@@ -338,7 +338,7 @@ impl SessionActor {
         };
         let routes = self
             .state
-            .to_proto(&proposal.routes, &proposal.settings, &self.state.ops);
+            .to_specs(&proposal.routes, &proposal.settings, &self.state.ops);
         let at = SystemTime::now();
         let record = self.state.record_after(&proposal, &self.state.ops, at);
         self.commit(ctx, routes, record, dry_run, move |act, _| {

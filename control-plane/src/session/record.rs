@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use portico_proto::time::{from_unix_ms as time_of, unix_ms};
-use portico_proto::BackendUrl;
+use portico_proto::{BackendUrl, RouteSpec};
 
 use super::settings::Settings;
 use super::state::{Drain, Identity, Ops, Proposal, SessionState};
@@ -131,9 +131,9 @@ impl SessionRecord {
     }
 
     /// Its active routes as the data planes get them.
-    pub fn active_routes(&self) -> Result<Vec<portico_proto::v1::Route>, RecordError> {
+    pub fn active_routes(&self) -> Result<Vec<RouteSpec>, RecordError> {
         let state = self.restore()?;
-        Ok(state.active_proto(&state.ops))
+        Ok(state.active_specs(&state.ops))
     }
 
     /// The session this record describes, with nothing staged.

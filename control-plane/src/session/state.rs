@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use portico_proto::time::unix_ms;
-use portico_proto::{v1, BackendUrl};
+use portico_proto::settings::Maintenance;
+use portico_proto::time::whole_ms;
+use portico_proto::{BackendUrl, RouteSpec};
 
 use crate::registry::auth::TokenHash;
 use serde_json::{json, Map, Value};
@@ -330,38 +331,39 @@ impl SessionState {
     }
 
     /// The active routes with `ops` in place of the current operational state.
-    pub fn active_proto(&self, ops: &Ops) -> Vec<v1::Route> {
-        self.to_proto(&self.active, &self.settings, ops)
+    pub fn active_specs(&self, ops: &Ops) -> Vec<RouteSpec> {
+        self.to_specs(&self.active, &self.settings, ops)
     }
 
-    /// Routes as they travel to the data planes.
-    pub fn to_proto(
+    /// Routes as the global configuration holds them and the data planes
+    /// serve them. Times are cut to whole milliseconds, as they are stored,
+    /// so a restored session's routes equal the ones it committed.
+    pub fn to_specs(
         &self,
         routes: &BTreeMap<RouteId, RouteInput>,
         settings: &Settings,
         ops: &Ops,
-    ) -> Vec<v1::Route> {
-        let drain = ops.drain.as_ref().map(v1::Drain::from);
+    ) -> Vec<RouteSpec> {
+        let drain = ops.drain.map(|d| Drain {
+            started_at: whole_ms(d.started_at),
+            duration: Duration::from_millis(d.duration.as_millis() as u64),
+        });
         routes
             .iter()
-            .map(|(id, r)| v1::Route {
+            .map(|(id, r)| RouteSpec {
                 route_id: id.to_string(),
                 session_id: self.identity.id.clone(),
                 service: self.identity.service.clone(),
                 instance: self.identity.instance.clone(),
                 domains: r.domains.clone(),
                 path: r.path.clone(),
-                backend_url: r.backend.to_string(),
+                backend: r.backend.clone(),
                 priority: r.priority,
-                settings: Some((&settings.resolve(*id)).into()),
+                settings: settings.resolve(*id),
                 drain,
-                maintenance: ops.maintenance.get(id).map(|at| v1::Maintenance {
-                    backend_url: ops
-                        .maintenance_backend
-                        .as_ref()
-                        .map(|b| b.to_string())
-                        .unwrap_or_default(),
-                    entered_at_unix_ms: unix_ms(*at),
+                maintenance: ops.maintenance.get(id).map(|at| Maintenance {
+                    backend: ops.maintenance_backend.clone(),
+                    entered_at: whole_ms(*at),
                 }),
             })
             .collect()

@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::{HealthCheck, OptionKey, OptionValue, Target};
-use portico_proto::BackendUrl;
+use portico_proto::{v1, BackendUrl};
 use std::time::Duration;
 
 fn session() -> SessionState {

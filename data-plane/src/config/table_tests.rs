@@ -11,17 +11,8 @@ fn route(
     priority: i64,
 ) -> Arc<RouteSpec> {
     Arc::new(RouteSpec {
-        route_id: id.into(),
-        session_id: format!("s-{id}"),
-        service: service.into(),
-        instance: "i".into(),
-        domains: hosts.iter().map(|h| h.to_string()).collect(),
-        path: path.into(),
-        backend: BackendUrl::parse(backend).unwrap(),
         priority,
-        settings: Default::default(),
-        drain: None,
-        maintenance: None,
+        ..RouteSpec::for_test(id, service, hosts, path, backend)
     })
 }
 

@@ -13,17 +13,9 @@ use crate::pipeline::chain::{Admission, Answer, Flow, Request, Target};
 
 fn spec(backend: &str, settings: RouteSettings, maintenance: Option<Maintenance>) -> RouteSpec {
     RouteSpec {
-        route_id: "r1".into(),
-        session_id: "s".into(),
-        service: "web".into(),
-        instance: "web-1".into(),
-        domains: vec!["a.test".into()],
-        path: "/".into(),
-        backend: BackendUrl::parse(backend).unwrap(),
-        priority: 0,
         settings,
-        drain: None,
         maintenance,
+        ..RouteSpec::for_test("r1", "web", &["a.test"], "/", backend)
     }
 }
 
