@@ -342,6 +342,15 @@ impl DataPlane {
         serde_json::from_str(&body).expect("config json")
     }
 
+    /// The admin `/debug/counts` view: client connections, requests in
+    /// flight, runtime state per route.
+    pub fn counts(&self) -> serde_json::Value {
+        let body = http_get(self.admin, "localhost", "/debug/counts")
+            .expect("GET /debug/counts")
+            .body;
+        serde_json::from_str(&body).expect("counts json")
+    }
+
     pub fn get(&self, host: &str, path: &str) -> crate::HttpResponse {
         http_get(self.proxy, host, path).expect("request through the data plane")
     }

@@ -127,12 +127,7 @@ fn connections_beyond_the_limit_are_closed_at_accept_and_the_others_keep_working
     for conn in &mut held {
         ask(conn);
     }
-    let counts: serde_json::Value = serde_json::from_str(
-        &http_get(dp.admin, "localhost", "/debug/counts")
-            .unwrap()
-            .body,
-    )
-    .unwrap();
+    let counts = dp.counts();
     assert_eq!(counts["client_connections"], 5);
     assert!(counts["client_connections_refused"].as_u64() >= Some(1));
     assert!(dp.proc.log_contains("too many client connections"));
@@ -143,15 +138,6 @@ fn connections_beyond_the_limit_are_closed_at_accept_and_the_others_keep_working
         c.set_read_timeout(Some(BOUND)).ok()?;
         try_ask(&mut c).ok()
     });
-}
-
-/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what} within {BOUND:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -169,8 +155,8 @@ fn a_pooled_backend_connection_is_reused_then_closed_after_the_upstream_idle_tim
         "the second request reused the pooled connection"
     );
     assert_eq!(backend.connections_for("/pooled-again"), (0, 0));
-    wait_until("the idle pooled connection closed", || {
-        backend.connections_for("/pooled") == (1, 0)
+    wait_for("the idle pooled connection closed", BOUND, || {
+        (backend.connections_for("/pooled") == (1, 0)).then_some(())
     });
     get("/after-idle");
     assert_eq!(
@@ -196,14 +182,22 @@ fn an_idle_keep_alive_connection_costs_under_8_kb() {
     let (_cp, dp, _b) = setup(&[]);
     // Warm up what every process allocates once, then measure.
     drop((0..100).map(|_| kept_alive(dp.proxy)).collect::<Vec<_>>());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_client_connections(&dp, 0);
     let before = rss_kb(dp.proc.pid());
     let held: Vec<TcpStream> = (0..CONNS).map(|_| kept_alive(dp.proxy)).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_client_connections(&dp, CONNS as u64);
     let per_conn = (rss_kb(dp.proc.pid()).saturating_sub(before)) as f64 / CONNS as f64;
     println!("{CONNS} idle keep-alive connections: {per_conn:.2} KB each");
     assert!(per_conn < 8.0, "{per_conn:.2} KB per idle connection");
     drop(held);
+}
+
+/// Waits until the data plane counts `open` client connections (those
+/// just closed by the client are seen closed, the new ones parked idle).
+fn wait_client_connections(dp: &DataPlane, open: u64) {
+    wait_for(&format!("{open} client connections"), BOUND, || {
+        (dp.counts()["client_connections"].as_u64() == Some(open)).then_some(())
+    });
 }
 
 fn raise_open_files(want: u64) {

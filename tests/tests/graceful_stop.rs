@@ -50,7 +50,6 @@ fn a_request_in_flight_at_sigterm_completes_and_the_process_exits_after_it() {
     wait_for("the backend to see the request", EXIT, || {
         (backend.hits_for("/") >= 1).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
     dp.proc.signal("TERM");
     wait_log(&dp.proc, "proxy listener closed");
     assert!(
@@ -222,13 +221,14 @@ struct Tally {
 
 /// Open-loop load: one request every `every` for `length`, each on its own
 /// connection, sent on schedule whatever the previous ones are doing.
-/// `send` makes one request and says how it went.
+/// `send` makes one request and says how it went; `tally` counts, and can
+/// be watched while the load runs.
 fn open_loop(
+    tally: Arc<Tally>,
     length: Duration,
     every: Duration,
     send: impl Fn() -> Result<(), String> + Send + Sync + 'static,
 ) -> Arc<Tally> {
-    let tally = Arc::new(Tally::default());
     let send = Arc::new(send);
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -253,6 +253,13 @@ fn open_loop(
     tally
 }
 
+/// Waits until `tally` counts `ok` answered requests.
+fn wait_answered(tally: &Tally, ok: u64) {
+    wait_for(&format!("{ok} requests answered"), EXIT, || {
+        (tally.ok.load(Ordering::Relaxed) >= ok).then_some(())
+    });
+}
+
 fn expect_ok(response: std::io::Result<HttpResponse>) -> Result<(), String> {
     match response {
         Ok(r) if r.status == 200 => Ok(()),
@@ -271,14 +278,20 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
     let (cp, mut old) = setup(&flags, &backend);
     let (proxy, admin) = (old.proxy, old.admin);
 
-    let load = std::thread::spawn(move || {
-        open_loop(
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            move || expect_ok(http_get(proxy, "app.stop.test", "/")),
-        )
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let tally = Arc::new(Tally::default());
+    let load = {
+        let tally = tally.clone();
+        std::thread::spawn(move || {
+            open_loop(
+                tally,
+                Duration::from_secs(10),
+                Duration::from_millis(10),
+                move || expect_ok(http_get(proxy, "app.stop.test", "/")),
+            )
+        })
+    };
+    // The upgrade comes once the old process has served for a while.
+    wait_answered(&tally, 300);
     let mut args = vec![
         "--control-plane".to_string(),
         cp.grpc_url(),
@@ -380,10 +393,12 @@ fn a_rolling_restart_of_two_data_planes_fails_no_request() {
     let targets = Arc::new(Mutex::new([planes[0].proxy, planes[1].proxy]));
     let next = Arc::new(AtomicU64::new(0));
     let retried = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     let load = {
-        let (targets, retried) = (targets.clone(), retried.clone());
+        let (targets, retried, tally) = (targets.clone(), retried.clone(), tally.clone());
         std::thread::spawn(move || {
             open_loop(
+                tally,
                 Duration::from_secs(10),
                 Duration::from_millis(10),
                 move || {
@@ -401,7 +416,7 @@ fn a_rolling_restart_of_two_data_planes_fails_no_request() {
             )
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
+    wait_answered(&tally, 100);
     for (i, name) in ["dp-a2", "dp-b2"].into_iter().enumerate() {
         planes[i].proc.signal("TERM");
         assert_eq!(planes[i].proc.wait_exit(EXIT).code(), Some(0));
@@ -409,7 +424,9 @@ fn a_rolling_restart_of_two_data_planes_fails_no_request() {
         // Like a load balancer's health check: in rotation once ready.
         targets.lock().unwrap()[i] = replacement.proxy;
         planes[i] = replacement;
-        std::thread::sleep(Duration::from_secs(1));
+        // Traffic reaches the replacement before the next plane stops.
+        let served = tally.ok.load(Ordering::Relaxed);
+        wait_answered(&tally, served + 100);
     }
     let tally = load.join().unwrap();
     let failed = tally.failed.lock().unwrap().clone();

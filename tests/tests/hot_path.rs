@@ -158,8 +158,10 @@ fn a_breaker_opens_after_exactly_threshold_failures() {
 
     // After the timeout one trial decides: success closes it.
     backend.set_status(200);
-    std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(dp.get("cb.test", "/w").status, 200);
+    // Refused (503) without reaching the backend until the timeout ends.
+    wait_for("the breaker's trial", Duration::from_secs(10), || {
+        (dp.get("cb.test", "/w").status == 200).then_some(())
+    });
     assert_eq!(backend.hits_for("/w"), 4);
     assert_eq!(dp.get("cb.test", "/w").status, 200);
 
@@ -530,7 +532,10 @@ fn a_client_going_away_is_not_a_backend_failure() {
         );
         drop(raw);
     }
-    std::thread::sleep(Duration::from_millis(400));
+    // Each request ends once its answer finds the client gone.
+    wait_for("no request in flight", Duration::from_secs(10), || {
+        (dp.counts()["in_flight"] == 0).then_some(())
+    });
     backend.set_delay(Duration::ZERO);
     assert_eq!(
         dp.get("gone.test", "/ok").status,

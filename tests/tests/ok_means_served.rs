@@ -215,12 +215,17 @@ fn a_breaker_transition_reaches_the_control_plane_and_subscribers_at_once() {
         assert_eq!(dp.get("trip.test", "/t").status, 500, "failure {i}");
     }
     // Periodic telemetry comes once a second; the transition must not wait for it.
-    std::thread::sleep(Duration::from_millis(100));
-    let status = json_after(
-        &c.send(&format!("CIRCUIT_BREAKER_STATUS|{id}|{r}")),
-        "CIRCUIT_STATUS_OK",
+    let status = wait_for(
+        "the open breaker reported",
+        Duration::from_millis(500),
+        || {
+            let status = json_after(
+                &c.send(&format!("CIRCUIT_BREAKER_STATUS|{id}|{r}")),
+                "CIRCUIT_STATUS_OK",
+            );
+            (status["state"] == "open").then_some(status)
+        },
     );
-    assert_eq!(status["state"], "open", "{status}");
     assert_eq!(status["failures"], 3);
     let event = home.read_line();
     let payload = event
