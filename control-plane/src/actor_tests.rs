@@ -20,7 +20,8 @@ use crate::planes::publisher::{
 };
 use crate::protocol::parse;
 use crate::session::{
-    Directory, Exec, Home, HomeClosed, Identity, SessionActor, SessionSettings, Shared,
+    Directory, Exec, Home, HomeClosed, Identity, RouteIds, SessionActor, SessionEnv,
+    SessionSettings, Sessions,
 };
 use crate::store::{Batch, Fatal, Loaded, Store, StoreError};
 
@@ -109,7 +110,7 @@ fn commit(version: u64) -> Commit {
 }
 
 /// Everything a session needs, with no data plane connected.
-fn shared() -> (Arc<Shared>, Addr<Publisher>) {
+fn shared() -> (Arc<Sessions>, Addr<Publisher>) {
     let (shared, publisher, _, _) = shared_on(Arc::new(MemStore::default()));
     (shared, publisher)
 }
@@ -118,7 +119,7 @@ fn shared() -> (Arc<Shared>, Addr<Publisher>) {
 fn shared_on(
     store: Arc<MemStore>,
 ) -> (
-    Arc<Shared>,
+    Arc<Sessions>,
     Addr<Publisher>,
     SharedConfig,
     mpsc::UnboundedReceiver<StoreError>,
@@ -137,13 +138,14 @@ fn shared_on(
         Default::default(),
     )
     .start();
-    let shared = Arc::new(Shared {
-        directory: Directory::new(vec![Arbiter::current()], 0, store.clone(), fatal),
+    let directory = Arc::new(Directory::new(vec![Arbiter::current()]));
+    let leaving = directory.clone();
+    let env = Arc::new(SessionEnv {
         committer,
         telemetry,
         planes: PlaneCommands::new(
             publisher.clone(),
-            crate::planes::peers::Peers::new(store, Default::default()),
+            crate::planes::peers::Peers::new(store.clone(), Default::default()),
         ),
         settings: SessionSettings {
             grace: GRACE,
@@ -154,13 +156,16 @@ fn shared_on(
         },
         auth: None,
         metrics: Default::default(),
+        route_ids: RouteIds::new(0, store.clone(), fatal),
+        leave: Box::new(move |id, identity| leaving.remove(id, identity)),
     });
+    let shared = Arc::new(Sessions::new(env, directory, store));
     (shared, publisher, config, failures)
 }
 
 /// A registered session, its home connection and the events sent there.
 async fn session(
-    shared: &Arc<Shared>,
+    shared: &Arc<Sessions>,
 ) -> (Addr<SessionActor>, Home, mpsc::UnboundedReceiver<String>) {
     let (events, received) = mpsc::unbounded_channel();
     let home = Home { conn_id: 1, events };
@@ -174,7 +179,8 @@ async fn session(
         connected_at: SystemTime::now(),
         token: None,
     };
-    let id = Directory::register(shared, identity, home.clone())
+    let id = shared
+        .register(identity, home.clone())
         .await
         .expect("registered");
     let addr = shared.directory.lookup(&id).expect("a live session");

@@ -16,14 +16,19 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::certs::Certs;
 use crate::config::committer::Committer;
 use crate::config::global::{GlobalConfig, SharedConfig};
-use crate::observe::{admin, telemetry};
+use crate::observe::admin;
+use crate::observe::telemetry::Telemetry;
+use crate::planes::grpc;
+use crate::planes::peers::Peers;
+use crate::planes::plane_commands::PlaneCommands;
 use crate::planes::publisher::Publisher;
-use crate::planes::{grpc, plane_commands};
+use crate::registry::auth::RegistryAuth;
 use crate::registry::connection as registry;
 pub use crate::session::Limits;
-use crate::session::{Directory, SessionSettings, Shared};
+use crate::session::{Directory, RouteIds, SessionEnv, SessionSettings, SessionState, Sessions};
 use crate::{session, store};
 use parking_lot::RwLock;
 
@@ -58,197 +63,24 @@ pub struct Config {
 /// Runs the control plane on `store`. A store that cannot be written ends
 /// it with a `store::StoreError`, for `main` to turn into an exit code.
 pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
-    let loaded = store.load()?;
-    let sessions = loaded
-        .sessions
-        .iter()
-        .map(|r| r.restore())
-        .collect::<Result<Vec<_>, _>>()
-        .context("restoring sessions")?;
-    let mut global = GlobalConfig::new(loaded.version);
-    for s in &sessions {
-        global.restore(&s.identity.id, &s.identity.service, s.active_specs(&s.ops));
-    }
-    global.restore_tls(loaded.certificates, loaded.challenges);
-    info!(
-        version = loaded.version,
-        sessions = sessions.len(),
-        routes = global.all_routes().count(),
-        certificates = global.tls().certificates.len(),
-        data_planes = loaded.fleet.len(),
-        "state restored"
-    );
-
-    let auth = match &args.registry_auth {
-        Some(path) => Some(Arc::new(
-            crate::registry::auth::RegistryAuth::load(path).context("--registry-auth")?,
-        )),
-        None => None,
-    };
-    let registry = bind(&args.registry_listen, "registry").await?;
-    if auth.is_none() && !registry.local_addr()?.ip().is_loopback() {
-        tracing::warn!(addr = %args.registry_listen, "the registry listens beyond loopback without --registry-auth: anyone who reaches it can register any service");
-    }
-    let grpc = bind(&args.grpc_listen, "grpc").await?;
-    let admin = bind(&args.admin_listen, "admin").await?;
-    let replica = store::ReplicaRecord {
-        id: args.replica_id.clone(),
-        registry: registry.local_addr()?.to_string(),
-        grpc: match &args.advertise_grpc {
-            Some(addr) => addr.clone(),
-            None => grpc.local_addr()?.to_string(),
-        },
-        admin: admin.local_addr()?.to_string(),
-        started_unix_ms: portico_proto::time::unix_ms(std::time::SystemTime::now()),
-    };
-
+    let (loaded, restored, global) = restore(&store)?;
+    let auth = load_auth(&args)?;
+    let listeners = Listeners::bind(&args, auth.is_some()).await?;
+    let replica = listeners.replica(&args)?;
     let (fatal, mut fatal_rx) = store::Fatal::channel();
-    // On a thread of its own, so a commit's fsync never delays acknowledgements.
-    let publisher_thread = Arbiter::new();
-    let global: SharedConfig = Arc::new(RwLock::new(global));
-    let (apply_timeout, fleet_grace, members) =
-        (args.apply_timeout, args.fleet_grace, loaded.fleet);
-    let (publisher_config, publisher_store) = (global.clone(), store.clone());
-    let publisher = Publisher::start_in_arbiter(&publisher_thread.handle(), move |_| {
-        Publisher::new(
-            apply_timeout,
-            fleet_grace,
-            publisher_config,
-            members,
-            publisher_store,
-        )
-    });
-    let telemetry = telemetry::Telemetry::new(global.clone());
-    let metrics = Arc::new(crate::observe::metrics::Metrics::default());
-    let committer = Committer::new(
-        global.clone(),
-        publisher.clone(),
-        store.clone(),
-        fatal.clone(),
-        telemetry.clone(),
-        metrics.clone(),
-    )
-    .start();
-    let peers = crate::planes::peers::Peers::new(store.clone(), args.tls.clone());
-    actix_rt::spawn(peers.clone().run());
-    let threads = args.session_threads.max(1);
-    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-    let shared = Arc::new(Shared {
-        directory: Directory::new(
-            arbiters.iter().map(Arbiter::handle).collect(),
-            loaded.route_reserved,
-            store.clone(),
-            fatal,
-        ),
-        committer,
-        telemetry,
-        planes: plane_commands::PlaneCommands::new(publisher.clone(), peers.clone()),
-        settings: SessionSettings {
-            grace: args.session_grace,
-            staged_ttl: args.staged_ttl,
-            maintenance_probe_limit: args.maintenance_probe_limit,
-            backend_policy: args.backend_policy.clone(),
-            limits: args.limits,
-        },
-        auth: auth.clone(),
-        metrics,
-    });
-    if let Some(auth) = auth {
-        actix_rt::spawn(auth.watch());
-    }
-
-    if store.replica_id().is_empty() {
-        for state in sessions {
-            Directory::restore(&shared, state, args.restore_grace);
-        }
-    } else {
-        // Replicas: only sessions no live replica runs are this one's to
-        // restore; the others keep theirs.
-        for record in &loaded.sessions {
-            shared.directory.stored(record);
-        }
-        let orphans = store.claim_orphans(true)?;
-        Directory::adopt(&shared, orphans, args.restore_grace);
-        if let Some(writes) = store.follow() {
-            actix_rt::spawn(follow(
-                writes,
-                shared.clone(),
-                publisher.clone(),
-                store.clone(),
-            ));
-        }
-    }
-    let certs = crate::certs::Certs::new(shared.clone(), global.clone());
-    if let Some(dir) = args.cert_dir.clone() {
-        info!(dir = %dir.display(), "serving the certificate pairs of this directory");
-        actix_rt::spawn(crate::certs::files::watch(certs.clone(), dir));
-    }
-    if let Some(acme) = args.acme.clone() {
-        info!(directory = %acme.directory, renew_before = ?acme.renew_before, "obtaining certificates by ACME (HTTP-01)");
-        actix_rt::spawn(crate::certs::acme::run(
-            certs.clone(),
-            acme,
-            store.clone(),
-            loaded.acme_account,
-        ));
-    }
-
+    let core = Core::start(&args, &store, global, fatal, &loaded, auth);
+    bring_sessions_back(
+        &core,
+        &store,
+        restored,
+        &loaded.sessions,
+        args.restore_grace,
+    )?;
+    let certs = start_certs(&args, &core, &store, loaded.acme_account);
     let ready = Arc::new(AtomicBool::new(false));
-    let api = crate::observe::dashboard::Api {
-        shared: shared.clone(),
-        config: global.clone(),
-        publisher: publisher.clone(),
-        events: crate::observe::dashboard::Events::watch(&publisher),
-    };
-    let counted = admin::Counted {
-        shared: shared.clone(),
-        config: global.clone(),
-        publisher: publisher.clone(),
-        api,
-    };
-    actix_rt::spawn(admin::serve(admin, ready.clone(), counted));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()
-        .await;
-    health
-        .set_serving::<OperatorServiceServer<grpc::OperatorApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-    let tls = &args.tls;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(config) = tls.server()? {
-        builder = builder.tls_config(config).context("configuring TLS")?;
-    }
-    let grpc_server = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
-            publisher.clone(),
-            shared.clone(),
-            tls.enabled(),
-        )))
-        .add_service(ReplicaServiceServer::new(grpc::ReplicaApi::new(
-            shared.clone(),
-        )))
-        .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
-            publisher,
-            global.clone(),
-            certs.status.clone(),
-            replica.clone(),
-            store.clone(),
-        )))
-        .serve_with_incoming(TcpListenerStream::new(grpc));
-    actix_rt::spawn(async move {
-        if let Err(e) = grpc_server.await {
-            tracing::error!(error = %e, "grpc server failed");
-        }
-    });
-    actix_rt::spawn(registry::serve(registry, shared.clone()));
+    actix_rt::spawn(admin::serve(listeners.admin, ready.clone(), core.counted()));
+    serve_grpc(listeners.grpc, &args, &core, &certs, &replica, &store).await?;
+    actix_rt::spawn(registry::serve(listeners.registry, core.sessions.clone()));
     store.announce(replica);
     ready.store(true, Ordering::Release);
     info!(
@@ -269,16 +101,312 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         System::current().stop();
         return Err(e.into());
     }
-    info!(sessions = shared.directory.len(), "portico-cp stopping");
-    // Tell every home connection, then give the connections a moment to write it.
-    let notices = shared
-        .directory
-        .all()
-        .into_iter()
-        .map(|s| s.send(session::NotifyShutdown));
-    futures::future::join_all(notices).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    System::current().stop();
+    core.stop().await;
+    Ok(())
+}
+
+/// The stored state, its sessions read back, and the global configuration
+/// made of them.
+fn restore(
+    store: &Arc<dyn store::Store>,
+) -> anyhow::Result<(store::Loaded, Vec<SessionState>, GlobalConfig)> {
+    let loaded = store.load()?;
+    let sessions = loaded
+        .sessions
+        .iter()
+        .map(|r| r.restore())
+        .collect::<Result<Vec<_>, _>>()
+        .context("restoring sessions")?;
+    let mut global = GlobalConfig::new(loaded.version);
+    for s in &sessions {
+        global.restore(&s.identity.id, &s.identity.service, s.active_specs(&s.ops));
+    }
+    global.restore_tls(loaded.certificates.clone(), loaded.challenges.clone());
+    info!(
+        version = loaded.version,
+        sessions = sessions.len(),
+        routes = global.all_routes().count(),
+        certificates = global.tls().certificates.len(),
+        data_planes = loaded.fleet.len(),
+        "state restored"
+    );
+    Ok((loaded, sessions, global))
+}
+
+fn load_auth(args: &Config) -> anyhow::Result<Option<Arc<RegistryAuth>>> {
+    let Some(path) = &args.registry_auth else {
+        return Ok(None);
+    };
+    let auth = Arc::new(RegistryAuth::load(path).context("--registry-auth")?);
+    actix_rt::spawn(auth.clone().watch());
+    Ok(Some(auth))
+}
+
+struct Listeners {
+    registry: TcpListener,
+    grpc: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(args: &Config, auth: bool) -> anyhow::Result<Listeners> {
+        let registry = bind(&args.registry_listen, "registry").await?;
+        if !auth && !registry.local_addr()?.ip().is_loopback() {
+            tracing::warn!(addr = %args.registry_listen, "the registry listens beyond loopback without --registry-auth: anyone who reaches it can register any service");
+        }
+        Ok(Listeners {
+            registry,
+            grpc: bind(&args.grpc_listen, "grpc").await?,
+            admin: bind(&args.admin_listen, "admin").await?,
+        })
+    }
+
+    /// How this replica announces itself to the others.
+    fn replica(&self, args: &Config) -> anyhow::Result<store::ReplicaRecord> {
+        Ok(store::ReplicaRecord {
+            id: args.replica_id.clone(),
+            registry: self.registry.local_addr()?.to_string(),
+            grpc: match &args.advertise_grpc {
+                Some(addr) => addr.clone(),
+                None => self.grpc.local_addr()?.to_string(),
+            },
+            admin: self.admin.local_addr()?.to_string(),
+            started_unix_ms: portico_proto::time::unix_ms(std::time::SystemTime::now()),
+        })
+    }
+}
+
+/// The actors and handles every listener serves from.
+struct Core {
+    global: SharedConfig,
+    publisher: Addr<Publisher>,
+    peers: Arc<Peers>,
+    sessions: Arc<Sessions>,
+    /// The publisher's thread and the session arbiters, kept for the life
+    /// of the process.
+    _threads: (Arbiter, Vec<Arbiter>),
+}
+
+impl Core {
+    fn start(
+        args: &Config,
+        store: &Arc<dyn store::Store>,
+        global: GlobalConfig,
+        fatal: store::Fatal,
+        loaded: &store::Loaded,
+        auth: Option<Arc<RegistryAuth>>,
+    ) -> Core {
+        // On a thread of its own, so a commit's fsync never delays acknowledgements.
+        let publisher_thread = Arbiter::new();
+        let global: SharedConfig = Arc::new(RwLock::new(global));
+        let (apply_timeout, fleet_grace) = (args.apply_timeout, args.fleet_grace);
+        let (config, members, for_publisher) =
+            (global.clone(), loaded.fleet.clone(), store.clone());
+        let publisher = Publisher::start_in_arbiter(&publisher_thread.handle(), move |_| {
+            Publisher::new(apply_timeout, fleet_grace, config, members, for_publisher)
+        });
+        let telemetry = Telemetry::new(global.clone());
+        let metrics = Arc::new(crate::observe::metrics::Metrics::default());
+        let committer = Committer::new(
+            global.clone(),
+            publisher.clone(),
+            store.clone(),
+            fatal.clone(),
+            telemetry.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let peers = Peers::new(store.clone(), args.tls.clone());
+        actix_rt::spawn(peers.clone().run());
+        let arbiters: Vec<Arbiter> = (0..args.session_threads.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
+        let directory = Arc::new(Directory::new(
+            arbiters.iter().map(Arbiter::handle).collect(),
+        ));
+        let leaving = directory.clone();
+        let env = Arc::new(SessionEnv {
+            committer,
+            telemetry,
+            planes: PlaneCommands::new(publisher.clone(), peers.clone()),
+            settings: SessionSettings {
+                grace: args.session_grace,
+                staged_ttl: args.staged_ttl,
+                maintenance_probe_limit: args.maintenance_probe_limit,
+                backend_policy: args.backend_policy.clone(),
+                limits: args.limits,
+            },
+            auth,
+            metrics,
+            route_ids: RouteIds::new(loaded.route_reserved, store.clone(), fatal),
+            leave: Box::new(move |id, identity| leaving.remove(id, identity)),
+        });
+        Core {
+            global,
+            publisher,
+            peers,
+            sessions: Arc::new(Sessions::new(env, directory, store.clone())),
+            _threads: (publisher_thread, arbiters),
+        }
+    }
+
+    fn env(&self) -> &SessionEnv {
+        &self.sessions.env
+    }
+
+    /// What `/debug/counts`, `/metrics` and the dashboard's API read.
+    fn counted(&self) -> admin::Counted {
+        let api = crate::observe::dashboard::Api {
+            directory: self.sessions.directory.clone(),
+            telemetry: self.env().telemetry.clone(),
+            config: self.global.clone(),
+            publisher: self.publisher.clone(),
+            events: crate::observe::dashboard::Events::watch(&self.publisher),
+        };
+        admin::Counted {
+            sessions: self.sessions.clone(),
+            config: self.global.clone(),
+            publisher: self.publisher.clone(),
+            api,
+        }
+    }
+
+    /// What the data planes' and the replicas' services reach.
+    fn plane_side(&self, args: &Config) -> Arc<grpc::PlaneSide> {
+        Arc::new(grpc::PlaneSide {
+            directory: self.sessions.directory.clone(),
+            telemetry: self.env().telemetry.clone(),
+            planes: PlaneCommands::new(self.publisher.clone(), self.peers.clone()),
+            backend_policy: args.backend_policy.clone(),
+        })
+    }
+
+    /// Tells every home connection, then gives the connections a moment to
+    /// write it.
+    async fn stop(self) {
+        let directory = &self.sessions.directory;
+        info!(sessions = directory.len(), "portico-cp stopping");
+        let notices = directory
+            .all()
+            .into_iter()
+            .map(|s| s.send(session::NotifyShutdown));
+        futures::future::join_all(notices).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        System::current().stop();
+    }
+}
+
+/// Sessions of the stored state run again, detached with the restore
+/// grace: all of them with a store of one's own; with replicas, those no
+/// live replica runs, and the watch of the others' writes starts.
+fn bring_sessions_back(
+    core: &Core,
+    store: &Arc<dyn store::Store>,
+    restored: Vec<SessionState>,
+    records: &[store::SessionRecord],
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let sessions = &core.sessions;
+    if store.replica_id().is_empty() {
+        for state in restored {
+            sessions.restore(state, grace);
+        }
+        return Ok(());
+    }
+    for record in records {
+        sessions.directory.stored(record);
+    }
+    let orphans = store.claim_orphans(true)?;
+    sessions.adopt(orphans, grace);
+    if let Some(writes) = store.follow() {
+        actix_rt::spawn(follow(
+            writes,
+            sessions.clone(),
+            core.publisher.clone(),
+            store.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// The certificate sources: the watched directory and the ACME client.
+fn start_certs(
+    args: &Config,
+    core: &Core,
+    store: &Arc<dyn store::Store>,
+    acme_account: Option<Vec<u8>>,
+) -> Certs {
+    let certs = Certs::new(
+        core.env().committer.clone(),
+        core.sessions.directory.clone(),
+        core.global.clone(),
+    );
+    if let Some(dir) = args.cert_dir.clone() {
+        info!(dir = %dir.display(), "serving the certificate pairs of this directory");
+        actix_rt::spawn(crate::certs::files::watch(certs.clone(), dir));
+    }
+    if let Some(acme) = args.acme.clone() {
+        info!(directory = %acme.directory, renew_before = ?acme.renew_before, "obtaining certificates by ACME (HTTP-01)");
+        actix_rt::spawn(crate::certs::acme::run(
+            certs.clone(),
+            acme,
+            store.clone(),
+            acme_account,
+        ));
+    }
+    certs
+}
+
+/// The gRPC services: data planes, replicas and operators, with health and
+/// reflection, over TLS when configured.
+async fn serve_grpc(
+    listener: TcpListener,
+    args: &Config,
+    core: &Core,
+    certs: &Certs,
+    replica: &store::ReplicaRecord,
+    store: &Arc<dyn store::Store>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DataPlaneServiceServer<grpc::DataPlaneApi>>()
+        .await;
+    health
+        .set_serving::<OperatorServiceServer<grpc::OperatorApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let tls = &args.tls;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(config) = tls.server()? {
+        builder = builder.tls_config(config).context("configuring TLS")?;
+    }
+    let side = core.plane_side(args);
+    let grpc_server = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DataPlaneServiceServer::new(grpc::DataPlaneApi::new(
+            core.publisher.clone(),
+            side.clone(),
+            tls.enabled(),
+        )))
+        .add_service(ReplicaServiceServer::new(grpc::ReplicaApi::new(side)))
+        .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
+            core.publisher.clone(),
+            core.global.clone(),
+            certs.status.clone(),
+            replica.clone(),
+            store.clone(),
+        )))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    actix_rt::spawn(async move {
+        if let Err(e) = grpc_server.await {
+            tracing::error!(error = %e, "grpc server failed");
+        }
+    });
     Ok(())
 }
 
@@ -288,7 +416,7 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
 /// a replica gone has its sessions taken over (by one replica each).
 async fn follow(
     mut writes: tokio::sync::mpsc::UnboundedReceiver<store::Observed>,
-    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     publisher: Addr<Publisher>,
     store: Arc<dyn store::Store>,
 ) {
@@ -303,10 +431,10 @@ async fn follow(
                     publisher.do_send(crate::planes::publisher::RemoteMembers { put, gone });
                 }
                 for record in &batch.put {
-                    shared.directory.stored(record);
+                    sessions.directory.stored(record);
                 }
                 for id in &batch.delete {
-                    shared.directory.stored_gone(id);
+                    sessions.directory.stored_gone(id);
                 }
                 let here = store.replica_id();
                 let moved = batch
@@ -316,19 +444,18 @@ async fn follow(
                     .map(|r| r.id.clone())
                     .chain(batch.delete.iter().cloned());
                 for id in moved {
-                    actix_rt::spawn(Directory::release_if_moved(shared.clone(), id));
+                    actix_rt::spawn(sessions.clone().release_if_moved(id));
                 }
             }
             store::Observed::ReplicaGone(replica) => {
                 info!(%replica, "replica gone; taking its sessions over");
-                let (claiming, shared) = (store.clone(), shared.clone());
+                let (claiming, sessions) = (store.clone(), sessions.clone());
                 actix_rt::spawn(async move {
                     match actix_rt::task::spawn_blocking(move || claiming.claim_orphans(false))
                         .await
                     {
                         Ok(Ok(orphans)) => {
-                            let grace = shared.settings.grace;
-                            Directory::adopt(&shared, orphans, grace);
+                            sessions.adopt(orphans, sessions.env.settings.grace);
                         }
                         _ => tracing::warn!("cannot take the sessions of a gone replica over"),
                     }
@@ -336,7 +463,8 @@ async fn follow(
             }
             store::Observed::Missed => {}
         }
-        shared
+        sessions
+            .env
             .committer
             .do_send(crate::config::committer::Followed(write));
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -136,13 +137,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    init_logging();
     allocator::no_huge_pages();
     let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
     let threads = args
@@ -155,11 +150,74 @@ fn main() -> anyhow::Result<()> {
         args.listen_tls.as_deref(),
         args.upgrade,
     )?;
-
     if let Some(path) = &args.upstream_ca {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
+    let live = live(&args)?;
+    let mut state = ConfigState::new(live.clone(), args.max_routes)
+        .with_default_cert(args.default_cert.clone());
+    if let Some(path) = &args.snapshot_cache {
+        serve_cached(&mut state, path);
+    }
+    start_background(&args, &live, state, node_id.clone())?;
+
+    let mut server = pingora_server(&args, threads);
+    let stopper = Stopper::new(
+        live.clone(),
+        StopPolicy {
+            delay: args.shutdown_delay,
+            grace: args.shutdown_grace,
+            upgrade_sock: args.upgrade_sock.clone(),
+        },
+    );
+    let open_files = raise_open_files_limit();
+    let counts = live.connections.clone();
+    allocator::start_collector(move || counts.swing(), args.upstream_idle_timeout)
+        .context("starting the memory collector")?;
+    let limits = ConnLimits {
+        keepalive: args.keepalive_timeout,
+        header: args.header_timeout,
+        max: args
+            .max_client_connections
+            .unwrap_or((open_files / 2) as usize)
+            .max(1),
+    };
+    let proxy = proxy_service(&args, &server, &live, limits, listen, listen_tls)?;
+    let mut admin = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(admin::AdminApp { live }),
+    );
+    admin.add_tcp(&admin_listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(stopper.proxy(proxy));
+    server.add_service(stopper.admin(admin));
+    // Tests start with port 0 and read the real ports from these lines.
+    info!(listener = "proxy", addr = %listen, threads, max_connections = limits.max, open_files, keepalive = ?limits.keepalive, header_timeout = ?limits.header, "listening");
+    if let Some(addr) = listen_tls {
+        info!(listener = "tls", %addr, "listening");
+    }
+    info!(listener = "admin", addr = %admin_listen, "listening");
+    info!(%node_id, control_plane = %args.control_plane.join(","), "portico-dp starting");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(stopper),
+    });
+    std::process::exit(0)
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+}
+
+/// What the proxy and the admin listener share, with the access log and the
+/// resolver the flags ask for.
+fn live(args: &Args) -> anyhow::Result<Arc<Live>> {
     let access_log = match &args.access_log {
         Some(target) => Some(
             access_log::AccessLog::start(access_log::Target::parse(target), args.access_log_buffer)
@@ -167,7 +225,7 @@ fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let live = Arc::new(Live {
+    Ok(Arc::new(Live {
         access_log,
         dns: dns::Dns::new(dns::Settings {
             server: args.resolver,
@@ -175,27 +233,37 @@ fn main() -> anyhow::Result<()> {
             stale_grace: args.dns_stale_grace,
         }),
         ..Live::default()
-    });
-    let mut state = ConfigState::new(live.clone(), args.max_routes)
-        .with_default_cert(args.default_cert.clone());
-    if let Some(path) = &args.snapshot_cache {
-        match cache::load(path) {
-            Ok(Some(push)) => {
-                let version = push.version;
-                match state.apply_cached(push) {
-                    Ok(()) => {
-                        info!(version, path = %path.display(), "serving the cached configuration until the control plane answers")
-                    }
-                    Err(e) => {
-                        warn!(error = %e, path = %path.display(), "ignoring an invalid snapshot cache")
-                    }
+    }))
+}
+
+/// Serves the cached configuration until the control plane answers; a
+/// missing or bad cache is only logged.
+fn serve_cached(state: &mut ConfigState, path: &std::path::Path) {
+    match cache::load(path) {
+        Ok(Some(push)) => {
+            let version = push.version;
+            match state.apply_cached(push) {
+                Ok(()) => {
+                    info!(version, path = %path.display(), "serving the cached configuration until the control plane answers")
+                }
+                Err(e) => {
+                    warn!(error = %e, path = %path.display(), "ignoring an invalid snapshot cache")
                 }
             }
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "ignoring the snapshot cache"),
         }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "ignoring the snapshot cache"),
     }
-    let cache_path = args.snapshot_cache.clone();
+}
+
+/// The threads beside the proxy: probes, name lookups and the access log's
+/// reopening on one, the link to the control plane and telemetry on another.
+fn start_background(
+    args: &Args,
+    live: &Arc<Live>,
+    state: ConfigState,
+    node_id: String,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.control_plane.iter().all(|u| !u.trim().is_empty()),
         "--control-plane needs at least one url"
@@ -205,11 +273,9 @@ fn main() -> anyhow::Result<()> {
     for url in &args.control_plane {
         tls = args.tls.client(url)?;
     }
-    let control_plane = args.control_plane.clone();
-    let sync_node = node_id.clone();
+    let (control_plane, cache_path) = (args.control_plane.clone(), args.snapshot_cache.clone());
     let (health_live, telemetry_live) = (live.clone(), live.clone());
-    let dns_live = live.clone();
-    let hup_live = live.clone();
+    let (dns_live, hup_live) = (live.clone(), live.clone());
     on_own_thread("portico-health", async move {
         tokio::spawn(dns_refresh::run(dns_live));
         tokio::spawn(reopen_on_hup(hup_live));
@@ -217,9 +283,14 @@ fn main() -> anyhow::Result<()> {
     })?;
     on_own_thread("portico-sync", async move {
         tokio::spawn(telemetry::run(telemetry_live));
-        sync::run(control_plane, sync_node, state, cache_path, tls).await
+        sync::run(control_plane, node_id, state, cache_path, tls).await
     })?;
+    Ok(())
+}
 
+/// Pingora's server; with `--upgrade` it takes the running process's
+/// listening sockets over here (and exits if none come within 5 s).
+fn pingora_server(args: &Args, threads: usize) -> Server {
     // The stop is run by `Stopper` (it waits for the requests, not a fixed
     // time); Pingora then only winds down what is left.
     let conf = ServerConf {
@@ -242,28 +313,20 @@ fn main() -> anyhow::Result<()> {
     if args.upgrade {
         info!(upgrade_sock = %args.upgrade_sock, "waiting for the running portico-dp's listening sockets");
     }
-    // With --upgrade: takes the sockets over (exits if none come within 5 s).
     server.bootstrap();
-    let stopper = Stopper::new(
-        live.clone(),
-        StopPolicy {
-            delay: args.shutdown_delay,
-            grace: args.shutdown_grace,
-            upgrade_sock: args.upgrade_sock.clone(),
-        },
-    );
-    let open_files = raise_open_files_limit();
-    let counts = live.connections.clone();
-    allocator::start_collector(move || counts.swing(), args.upstream_idle_timeout)
-        .context("starting the memory collector")?;
-    let limits = ConnLimits {
-        keepalive: args.keepalive_timeout,
-        header: args.header_timeout,
-        max: args
-            .max_client_connections
-            .unwrap_or((open_files / 2) as usize)
-            .max(1),
-    };
+    server
+}
+
+/// The proxy service on the plain listener (and the TLS one), with the
+/// client-connection limits around Pingora's proxy.
+fn proxy_service(
+    args: &Args,
+    server: &Server,
+    live: &Arc<Live>,
+    limits: ConnLimits,
+    listen: SocketAddr,
+    listen_tls: Option<SocketAddr>,
+) -> anyhow::Result<Service<ClientConnections<HttpProxy<proxy::Proxy>>>> {
     let connections = ClientConnections::new(
         pingora::proxy::http_proxy(
             &server.configuration,
@@ -290,25 +353,7 @@ fn main() -> anyhow::Result<()> {
         let settings = certs::tls_settings(live.certs.clone()).context("TLS listener settings")?;
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(settings));
     }
-    let mut admin = Service::new(
-        "admin".to_string(),
-        HttpServer::new_app(admin::AdminApp { live }),
-    );
-    admin.add_tcp(&admin_listen.to_string());
-    admin.threads = Some(1);
-    server.add_service(stopper.proxy(proxy));
-    server.add_service(stopper.admin(admin));
-    // Tests start with port 0 and read the real ports from these lines.
-    info!(listener = "proxy", addr = %listen, threads, max_connections = limits.max, open_files, keepalive = ?limits.keepalive, header_timeout = ?limits.header, "listening");
-    if let Some(addr) = listen_tls {
-        info!(listener = "tls", %addr, "listening");
-    }
-    info!(listener = "admin", addr = %admin_listen, "listening");
-    info!(%node_id, control_plane = %args.control_plane.join(","), "portico-dp starting");
-    server.run(RunArgs {
-        shutdown_signal: Box::new(stopper),
-    });
-    std::process::exit(0)
+    Ok(proxy)
 }
 
 /// Raises the open-file limit to its hard limit (each client and backend

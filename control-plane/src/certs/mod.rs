@@ -14,12 +14,12 @@ use portico_proto::cert::covers;
 use portico_proto::v1;
 use serde_json::json;
 
-use crate::config::committer::{ChangeTls, ProposeError};
+use crate::config::committer::{ChangeTls, Committer, ProposeError};
 use crate::config::global::SharedConfig;
 use crate::config::history::TlsChange;
 use crate::planes::publisher::{ListPlanes, Publisher};
 use crate::protocol::EventType;
-use crate::session::{RouteEvent, Shared};
+use crate::session::{Directory, RouteEvent};
 
 /// Why a certificate change was not installed.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +43,23 @@ pub type AcmeStatus = Arc<parking_lot::Mutex<BTreeMap<String, Pending>>>;
 /// What both certificate sources install through.
 #[derive(Clone)]
 pub struct Certs {
-    pub shared: Arc<Shared>,
+    /// Commits certificate changes.
+    pub committer: Addr<Committer>,
+    /// Finds the sessions to tell of a renewed certificate.
+    pub directory: Arc<Directory>,
     pub config: SharedConfig,
     pub status: AcmeStatus,
 }
 
 impl Certs {
-    pub fn new(shared: Arc<Shared>, config: SharedConfig) -> Self {
+    pub fn new(
+        committer: Addr<Committer>,
+        directory: Arc<Directory>,
+        config: SharedConfig,
+    ) -> Self {
         Certs {
-            shared,
+            committer,
+            directory,
             config,
             status: AcmeStatus::default(),
         }
@@ -66,7 +74,6 @@ impl Certs {
     ) -> Result<Option<u64>, InstallError> {
         let installed = change.certificates.clone();
         let applied = self
-            .shared
             .committer
             .send(ChangeTls {
                 change,
@@ -97,7 +104,7 @@ impl Certs {
             "source": cert.source,
         });
         for id in sessions {
-            if let Some(session) = self.shared.directory.lookup(&id) {
+            if let Some(session) = self.directory.lookup(&id) {
                 session.do_send(RouteEvent {
                     event: EventType::CertRenewed,
                     payload: payload.clone(),

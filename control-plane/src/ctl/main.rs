@@ -254,109 +254,14 @@ async fn main() -> anyhow::Result<()> {
                 .list_data_planes(v1::ListDataPlanesRequest {})
                 .await?
                 .into_inner();
-            if args.json {
-                let planes: Vec<Value> = list
-                    .data_planes
-                    .iter()
-                    .map(|p| {
-                        json!({
-                            "node_id": p.node_id,
-                            "address": p.address,
-                            "state": p.state,
-                            "connected_since": maybe_time(p.connected_since_unix_ms),
-                            "last_seen": maybe_time(p.last_seen_unix_ms),
-                            "acked_version": p.acked_version,
-                            "lag": p.lag,
-                            "replica": p.replica,
-                            "last_nack": if p.last_nack_reason.is_empty() { Value::Null } else {
-                                json!({"version": p.last_nack_version, "reason": p.last_nack_reason})
-                            },
-                        })
-                    })
-                    .collect();
-                println!("{}", Value::Array(planes));
-            } else {
-                let rows = list
-                    .data_planes
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.node_id.clone(),
-                            p.state.clone(),
-                            p.address.clone(),
-                            maybe_time(p.connected_since_unix_ms)
-                                .as_str()
-                                .unwrap_or("-")
-                                .to_string(),
-                            p.acked_version.to_string(),
-                            p.lag.to_string(),
-                            if p.last_nack_reason.is_empty() {
-                                "-".into()
-                            } else {
-                                format!("v{}: {}", p.last_nack_version, p.last_nack_reason)
-                            },
-                            p.replica.clone(),
-                        ]
-                    })
-                    .collect();
-                println!("version {}", list.version);
-                table(
-                    &[
-                        "NODE ID",
-                        "STATE",
-                        "ADDRESS",
-                        "CONNECTED SINCE",
-                        "ACKED",
-                        "LAG",
-                        "LAST NACK",
-                        "REPLICA",
-                    ],
-                    rows,
-                );
-            }
+            dataplanes(&list, args.json);
         }
         Cmd::Replicas => {
             let list = client
                 .list_replicas(v1::ListReplicasRequest {})
                 .await?
                 .into_inner();
-            if args.json {
-                let replicas: Vec<Value> = list
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "id": r.id,
-                            "registry": r.registry,
-                            "grpc": r.grpc,
-                            "admin": r.admin,
-                            "started": maybe_time(r.started_unix_ms),
-                            "self": r.is_self,
-                        })
-                    })
-                    .collect();
-                println!("{}", Value::Array(replicas));
-            } else {
-                let rows = list
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        let marked = if r.is_self {
-                            format!("{} *", r.id)
-                        } else {
-                            r.id.clone()
-                        };
-                        vec![
-                            marked,
-                            r.registry.clone(),
-                            r.grpc.clone(),
-                            r.admin.clone(),
-                            time(r.started_unix_ms),
-                        ]
-                    })
-                    .collect();
-                table(&["REPLICA", "REGISTRY", "GRPC", "ADMIN", "STARTED"], rows);
-            }
+            replicas(&list, args.json);
         }
         Cmd::Certs => {
             let list = client
@@ -370,35 +275,147 @@ async fn main() -> anyhow::Result<()> {
                 .get_snapshot(v1::GetSnapshotRequest {})
                 .await?
                 .into_inner();
-            let routes = snap
-                .snapshot
-                .map(|s| s.routes)
-                .unwrap_or_default()
-                .iter()
-                .map(RouteSpec::try_from)
-                .collect::<Result<Vec<_>, _>>()
-                .context("the control plane sent an invalid route")?;
-            let view = |r: &RouteSpec| {
-                let mut v = route_json(r);
-                if matches!(args.command, Cmd::Snapshot) {
-                    // Also nested, as snapshot consumers have read them so far.
-                    v["settings"] = settings_json(&r.settings);
-                }
-                v
-            };
-            match (&args.command, args.json) {
-                (Cmd::Routes, true) => {
-                    println!("{}", Value::Array(routes.iter().map(view).collect()))
-                }
-                (Cmd::Snapshot, true) => println!(
-                    "{}",
-                    json!({"version": snap.version, "routes": routes.iter().map(view).collect::<Vec<_>>()})
-                ),
-                _ => {
-                    println!("version {}, {} routes", snap.version, routes.len());
-                    routes_table(&routes);
-                }
-            }
+            routes(snap, &args.command, args.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// `porticoctl dataplanes`: the fleet, every replica's planes.
+fn dataplanes(list: &v1::ListDataPlanesResponse, as_json: bool) {
+    if as_json {
+        let planes: Vec<Value> = list
+            .data_planes
+            .iter()
+            .map(|p| {
+                json!({
+                    "node_id": p.node_id,
+                    "address": p.address,
+                    "state": p.state,
+                    "connected_since": maybe_time(p.connected_since_unix_ms),
+                    "last_seen": maybe_time(p.last_seen_unix_ms),
+                    "acked_version": p.acked_version,
+                    "lag": p.lag,
+                    "replica": p.replica,
+                    "last_nack": if p.last_nack_reason.is_empty() { Value::Null } else {
+                        json!({"version": p.last_nack_version, "reason": p.last_nack_reason})
+                    },
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(planes));
+    } else {
+        let rows = list
+            .data_planes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node_id.clone(),
+                    p.state.clone(),
+                    p.address.clone(),
+                    maybe_time(p.connected_since_unix_ms)
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_string(),
+                    p.acked_version.to_string(),
+                    p.lag.to_string(),
+                    if p.last_nack_reason.is_empty() {
+                        "-".into()
+                    } else {
+                        format!("v{}: {}", p.last_nack_version, p.last_nack_reason)
+                    },
+                    p.replica.clone(),
+                ]
+            })
+            .collect();
+        println!("version {}", list.version);
+        table(
+            &[
+                "NODE ID",
+                "STATE",
+                "ADDRESS",
+                "CONNECTED SINCE",
+                "ACKED",
+                "LAG",
+                "LAST NACK",
+                "REPLICA",
+            ],
+            rows,
+        );
+    }
+}
+
+/// `porticoctl replicas`: the live control-plane replicas, this one marked.
+fn replicas(list: &v1::ListReplicasResponse, as_json: bool) {
+    if as_json {
+        let replicas: Vec<Value> = list
+            .replicas
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "registry": r.registry,
+                    "grpc": r.grpc,
+                    "admin": r.admin,
+                    "started": maybe_time(r.started_unix_ms),
+                    "self": r.is_self,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(replicas));
+    } else {
+        let rows = list
+            .replicas
+            .iter()
+            .map(|r| {
+                let marked = if r.is_self {
+                    format!("{} *", r.id)
+                } else {
+                    r.id.clone()
+                };
+                vec![
+                    marked,
+                    r.registry.clone(),
+                    r.grpc.clone(),
+                    r.admin.clone(),
+                    time(r.started_unix_ms),
+                ]
+            })
+            .collect();
+        table(&["REPLICA", "REGISTRY", "GRPC", "ADMIN", "STARTED"], rows);
+    }
+}
+
+/// `porticoctl routes` and `snapshot`: the current configuration's routes,
+/// every one checked (a route that does not convert is an error, never left out).
+fn routes(snap: v1::GetSnapshotResponse, command: &Cmd, as_json: bool) -> anyhow::Result<()> {
+    let routes = snap
+        .snapshot
+        .map(|s| s.routes)
+        .unwrap_or_default()
+        .iter()
+        .map(RouteSpec::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .context("the control plane sent an invalid route")?;
+    let view = |r: &RouteSpec| {
+        let mut v = route_json(r);
+        if matches!(command, Cmd::Snapshot) {
+            // Also nested, as snapshot consumers have read them so far.
+            v["settings"] = settings_json(&r.settings);
+        }
+        v
+    };
+    match (command, as_json) {
+        (Cmd::Routes, true) => {
+            println!("{}", Value::Array(routes.iter().map(view).collect()))
+        }
+        (Cmd::Snapshot, true) => println!(
+            "{}",
+            json!({"version": snap.version, "routes": routes.iter().map(view).collect::<Vec<_>>()})
+        ),
+        _ => {
+            println!("version {}, {} routes", snap.version, routes.len());
+            routes_table(&routes);
         }
     }
     Ok(())

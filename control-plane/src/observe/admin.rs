@@ -14,12 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::committer::SubscriberCount;
 use crate::config::global::SharedConfig;
 use crate::planes::publisher::{Counts, ListPlanes, Publisher};
-use crate::session::Shared;
+use crate::session::Sessions;
 
 /// What `/debug/counts`, `/metrics` and the API read.
 #[derive(Clone)]
 pub struct Counted {
-    pub shared: Arc<Shared>,
+    pub sessions: Arc<Sessions>,
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
     pub api: crate::observe::dashboard::Api,
@@ -31,7 +31,7 @@ impl Counted {
         let mut tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
-        for arbiter in self.shared.directory.arbiters() {
+        for arbiter in self.sessions.directory.arbiters() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let asked = arbiter.spawn(async move {
                 let alive = tokio::runtime::Handle::current()
@@ -55,19 +55,20 @@ impl Counted {
             .map(|r| r.data_planes)
             .unwrap_or_default();
         let version = self.config.read().version();
-        let sessions = self.shared.directory.len();
-        self.shared.metrics.scrape(sessions, version, &planes)
+        let sessions = self.sessions.directory.len();
+        self.sessions.env.metrics.scrape(sessions, version, &planes)
     }
 
     async fn json(&self) -> Value {
-        let (sessions, instances) = self.shared.directory.counts();
+        let (sessions, instances) = self.sessions.directory.counts();
         let mut counts = json!({
             "sessions": sessions,
             "instances": instances,
             "tasks": self.tasks().await,
         });
         let subscriptions = self
-            .shared
+            .sessions
+            .env
             .committer
             .send(SubscriberCount)
             .await
@@ -76,7 +77,7 @@ impl Counted {
         let publisher = self.publisher.send(Counts).await.unwrap_or_default();
         let parts = [
             self.config.read().counts(),
-            self.shared.telemetry.counts(),
+            self.sessions.env.telemetry.counts(),
             publisher,
         ];
         for part in parts {

@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::config::global::SharedConfig;
+use crate::observe::telemetry::Telemetry;
 use crate::planes::publisher::{ListPlanes, Publisher, Watch};
 use crate::protocol::RouteId;
-use crate::session::{Describe, Shared};
+use crate::session::{Describe, Directory};
 
 /// The page, with its script and style inline: nothing is fetched from
 /// elsewhere.
@@ -90,7 +91,8 @@ fn event_json(event: v1::WatchEvent) -> Option<Value> {
 /// What the API reads.
 #[derive(Clone)]
 pub struct Api {
-    pub shared: Arc<Shared>,
+    pub directory: Arc<Directory>,
+    pub telemetry: Telemetry,
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
     pub events: Events,
@@ -109,12 +111,7 @@ impl Api {
     }
 
     async fn sessions(&self) -> Value {
-        let asked = self
-            .shared
-            .directory
-            .all()
-            .into_iter()
-            .map(|s| s.send(Describe));
+        let asked = self.directory.all().into_iter().map(|s| s.send(Describe));
         let mut sessions: Vec<Value> = futures::future::join_all(asked)
             .await
             .into_iter()
@@ -129,7 +126,7 @@ impl Api {
             let config = self.config.read();
             (config.version(), config.all_routes().cloned().collect())
         };
-        let telemetry = &self.shared.telemetry;
+        let telemetry = &self.telemetry;
         let mut views: Vec<Value> = routes
             .iter()
             .map(|spec| {

@@ -14,26 +14,39 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::observe::telemetry::Telemetry;
+use crate::planes::plane_commands::PlaneCommands;
 use crate::planes::publisher::{
     CurrentSnapshot, ListPlanes, PlaneConnected, PlaneGone, PlaneReply, PlaneStopping, Publisher,
     Watch,
 };
 use crate::protocol::EventType;
-use crate::session::{RouteEvent, Shared};
+use crate::session::{Directory, RouteEvent};
+use portico_proto::backend_policy::BackendPolicy;
 use portico_proto::v1::operator_service_server::OperatorService;
+
+/// What the planes' services reach on the sessions' side: the telemetry
+/// their reports feed, the sessions their events go to, the commands relayed
+/// to data planes, and the backend policy each plane is told first.
+pub struct PlaneSide {
+    pub directory: Arc<Directory>,
+    pub telemetry: Telemetry,
+    pub planes: PlaneCommands,
+    pub backend_policy: BackendPolicy,
+}
 
 pub struct DataPlaneApi {
     publisher: Addr<Publisher>,
-    shared: Arc<Shared>,
+    side: Arc<PlaneSide>,
     /// The gRPC listener speaks TLS, so private keys may go to any plane.
     tls: bool,
 }
 
 impl DataPlaneApi {
-    pub fn new(publisher: Addr<Publisher>, shared: Arc<Shared>, tls: bool) -> Self {
+    pub fn new(publisher: Addr<Publisher>, side: Arc<PlaneSide>, tls: bool) -> Self {
         DataPlaneApi {
             publisher,
-            shared,
+            side,
             tls,
         }
     }
@@ -59,8 +72,8 @@ fn without_keys(mut message: v1::ControlPlaneMessage) -> v1::ControlPlaneMessage
 }
 
 /// Tells the session owning a route, which forwards it if subscribed.
-fn announce(shared: &Shared, session_id: &str, event: EventType, payload: serde_json::Value) {
-    if let Some(session) = shared.directory.lookup(session_id) {
+fn announce(side: &PlaneSide, session_id: &str, event: EventType, payload: serde_json::Value) {
+    if let Some(session) = side.directory.lookup(session_id) {
         session.do_send(RouteEvent { event, payload });
     }
 }
@@ -68,10 +81,10 @@ fn announce(shared: &Shared, session_id: &str, event: EventType, payload: serde_
 /// Takes in a data plane's telemetry, breaker change or breaker reset,
 /// from its stream here or passed on by the replica holding it: merged
 /// into the telemetry, with events to the sessions this replica runs.
-fn report(shared: &Shared, node_id: &str, message: v1::DataPlaneMessage) {
+fn report(side: &PlaneSide, node_id: &str, message: v1::DataPlaneMessage) {
     match message.msg {
         Some(Msg::Telemetry(report)) => {
-            for change in shared.telemetry.record(node_id, report) {
+            for change in side.telemetry.record(node_id, report) {
                 let payload = json!({
                     "route_id": change.route_id,
                     "backend": change.backend_url,
@@ -79,7 +92,7 @@ fn report(shared: &Shared, node_id: &str, message: v1::DataPlaneMessage) {
                     "reason": change.reason,
                 });
                 announce(
-                    shared,
+                    side,
                     &change.session_id,
                     EventType::BackendHealthChanged,
                     payload,
@@ -97,16 +110,11 @@ fn report(shared: &Shared, node_id: &str, message: v1::DataPlaneMessage) {
                 "state": state.state,
                 "failures": state.failures,
             });
-            shared.telemetry.breaker_changed(node_id, state);
-            announce(
-                shared,
-                &session_id,
-                EventType::CircuitBreakerChanged,
-                payload,
-            );
+            side.telemetry.breaker_changed(node_id, state);
+            announce(side, &session_id, EventType::CircuitBreakerChanged, payload);
         }
         // After every report this plane sent before its reset.
-        Some(Msg::BreakerReset(reset)) => shared
+        Some(Msg::BreakerReset(reset)) => side
             .telemetry
             .forget_breakers(&reset.route_id, Some(node_id)),
         _ => {}
@@ -115,12 +123,12 @@ fn report(shared: &Shared, node_id: &str, message: v1::DataPlaneMessage) {
 
 /// What replicas sharing an etcd prefix ask each other (docs/HA.md).
 pub struct ReplicaApi {
-    shared: Arc<Shared>,
+    side: Arc<PlaneSide>,
 }
 
 impl ReplicaApi {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        ReplicaApi { shared }
+    pub fn new(side: Arc<PlaneSide>) -> Self {
+        ReplicaApi { side }
     }
 }
 
@@ -133,7 +141,7 @@ impl ReplicaService for ReplicaApi {
         let mut reports = request.into_inner();
         while let Some(shared_report) = reports.message().await? {
             if let Some(message) = shared_report.message {
-                report(&self.shared, &shared_report.node_id, message);
+                report(&self.side, &shared_report.node_id, message);
             }
         }
         Ok(Response::new(v1::PeerReportsDone {}))
@@ -144,7 +152,7 @@ impl ReplicaService for ReplicaApi {
         request: Request<v1::PeerBreakerReset>,
     ) -> Result<Response<v1::PeerBreakerResetDone>, Status> {
         let route_id = request.into_inner().route_id;
-        self.shared.planes.reset_here(&route_id).await;
+        self.side.planes.reset_here(&route_id).await;
         Ok(Response::new(v1::PeerBreakerResetDone {}))
     }
 
@@ -153,7 +161,7 @@ impl ReplicaService for ReplicaApi {
         request: Request<v1::PeerBackendTest>,
     ) -> Result<Response<v1::PeerBackendTestDone>, Status> {
         let url = request.into_inner().url;
-        let result = match self.shared.planes.backend_test_here(&url).await {
+        let result = match self.side.planes.backend_test_here(&url).await {
             crate::planes::plane_commands::Tested::Answered(result) => Some(result),
             _ => None,
         };
@@ -188,7 +196,7 @@ impl DataPlaneService for DataPlaneApi {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         // First on the stream, before any push: which addresses may be dialled.
-        let policy = self.shared.settings.backend_policy.to_wire();
+        let policy = self.side.backend_policy.to_wire();
         let _ = tx.send(Ok(v1::ControlPlaneMessage {
             msg: Some(v1::control_plane_message::Msg::BackendPolicy(policy)),
         }));
@@ -203,7 +211,7 @@ impl DataPlaneService for DataPlaneApi {
             .await
             .map_err(|_| Status::unavailable("control plane is shutting down"))?;
         let publisher = self.publisher.clone();
-        let shared = self.shared.clone();
+        let side = self.side.clone();
         let node_id = hello.node_id.clone();
         tokio::spawn(async move {
             loop {
@@ -235,12 +243,12 @@ impl DataPlaneService for DataPlaneApi {
                                 ),
                         },
                     )) => {
-                        shared.planes.peers.share(&node_id, &message);
+                        side.planes.peers.share(&node_id, &message);
                         let reset = match &message.msg {
                             Some(Msg::BreakerReset(reset)) => Some(reset.route_id.clone()),
                             _ => None,
                         };
-                        report(&shared, &node_id, message);
+                        report(&side, &node_id, message);
                         if let Some(route_id) = reset {
                             publisher.do_send(PlaneReply::BreakerReset { conn, route_id });
                         }
@@ -266,7 +274,7 @@ impl DataPlaneService for DataPlaneApi {
                     }
                 }
             }
-            shared.telemetry.forget_node(&node_id);
+            side.telemetry.forget_node(&node_id);
             publisher.do_send(PlaneGone { conn });
         });
         let pushes = UnboundedReceiverStream::new(rx);

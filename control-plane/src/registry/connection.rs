@@ -22,7 +22,7 @@ use crate::protocol::parser::command_names;
 use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::registry::auth::TokenHash;
 use crate::registry::conn_limits::ConnCounter;
-use crate::session::{Directory, Exec, Home, HomeClosed, Identity, Shared};
+use crate::session::{Exec, Home, HomeClosed, Identity, Sessions};
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -49,7 +49,7 @@ type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>
 
 type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
     let counter = Arc::new(ConnCounter::default());
     let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
@@ -61,7 +61,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let limits = shared.settings.limits;
+        let limits = sessions.env.settings.limits;
         let Some(slot) = counter.acquire(peer.ip(), limits.connections, limits.connections_per_ip)
         else {
             if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -82,10 +82,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
-        shared.directory.arbiter().spawn(async move {
+        let sessions = sessions.clone();
+        sessions.directory.arbiter().spawn(async move {
             match TcpStream::from_std(std_stream) {
-                Ok(stream) => serve_connection(stream, peer, shared).await,
+                Ok(stream) => serve_connection(stream, peer, sessions).await,
                 Err(e) => warn!(error = %e, "registry connection hand-off failed"),
             }
             drop(slot);
@@ -100,7 +100,7 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>) {
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     debug!(conn_id, %peer, "registry connection opened");
     let (read, write) = stream.into_split();
@@ -118,7 +118,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut auth_failures = 0;
     let idle = tokio::time::sleep(IDLE_TIMEOUT);
     tokio::pin!(idle);
-    let line_limit = shared.settings.limits.line;
+    let line_limit = sessions.env.settings.limits.line;
     let mut line_check = tokio::time::interval(
         (line_limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
     );
@@ -172,7 +172,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
                 Some(Ok(frame)) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    pending.push_back(counted(frame, peer, &home, &shared));
+                    pending.push_back(counted(frame, peer, &home, &sessions));
                 }
                 Some(Err(e)) => {
                     debug!(conn_id, error = %e, "registry read failed");
@@ -197,7 +197,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
     }
     for id in homes {
-        if let Some(addr) = shared.directory.lookup(&id) {
+        if let Some(addr) = sessions.directory.lookup(&id) {
             addr.do_send(HomeClosed { conn_id });
         }
     }
@@ -225,7 +225,7 @@ impl Outcome {
 }
 
 /// [`handle_frame`], with its command and time kept for the metrics.
-fn counted(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {
+fn counted(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>) -> Pending {
     let command = match &frame {
         Frame::Line(line) => {
             let first = line.split('|').next().unwrap_or("");
@@ -234,8 +234,8 @@ fn counted(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) ->
         _ => None,
     };
     let started = std::time::Instant::now();
-    let metrics = shared.metrics.clone();
-    let outcome = handle_frame(frame, peer, home, shared);
+    let metrics = sessions.env.metrics.clone();
+    let outcome = handle_frame(frame, peer, home, sessions);
     Box::pin(async move {
         let outcome = outcome.await;
         let ok = !outcome.line.starts_with("ERROR");
@@ -247,7 +247,7 @@ fn counted(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) ->
     })
 }
 
-fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared>) -> Pending {
+fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>) -> Pending {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLong => {
@@ -271,7 +271,7 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
     {
         // The token is never kept, logged or shown, whether auth is on or not.
         let token = metadata.remove("token");
-        let token = match &shared.auth {
+        let token = match &sessions.env.auth {
             None => None,
             Some(auth) => {
                 let presented = token.as_ref().and_then(|t| t.as_str()).map(TokenHash::of);
@@ -290,8 +290,9 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
                 granted
             }
         };
-        let max = shared.settings.limits.sessions;
-        if shared.directory.len() >= max && !shared.directory.has_instance(&service, &instance) {
+        let max = sessions.env.settings.limits.sessions;
+        if sessions.directory.len() >= max && !sessions.directory.has_instance(&service, &instance)
+        {
             let reply = Reply::error(format!("too many sessions (max {max})"));
             return immediate(reply.render(txn.as_deref()));
         }
@@ -305,9 +306,9 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
             connected_at: SystemTime::now(),
             token,
         };
-        let (shared, home) = (shared.clone(), home.clone());
+        let (sessions, home) = (sessions.clone(), home.clone());
         return Box::pin(async move {
-            let id = match Directory::register(&shared, identity, home).await {
+            let id = match sessions.register(identity, home).await {
                 Ok(id) => id,
                 Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
             };
@@ -325,17 +326,17 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, shared: &Arc<Shared
         conn: home.clone(),
     };
     // Sent now, so pipelined commands reach the session in order.
-    let sent = match shared.directory.lookup(&session) {
+    let sent = match sessions.directory.lookup(&session) {
         Some(addr) => Ok(addr.send(exec)),
         None if reconnect => Err(exec),
         None => return immediate(Reply::invalid_session().render(txn.as_deref())),
     };
-    let shared = shared.clone();
+    let sessions = sessions.clone();
     Box::pin(async move {
         let sent = match sent {
             Ok(sent) => sent,
             // Another replica may run it (or ran it, and died).
-            Err(exec) => match Directory::claim(&shared, &session).await {
+            Err(exec) => match sessions.claim(&session).await {
                 Ok(Some(addr)) => addr.send(exec),
                 Ok(None) => {
                     return Outcome::line(Reply::code(ReplyCode::Reregister).render(txn.as_deref()))

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
 
+use super::env::SessionEnv;
 use super::state::{Identity, Ops, SessionState};
-use super::Shared;
 use crate::config::committer::{
     GlobalChanged, GlobalSubscription, Propose, RemoveSession, SaveSession, TakeOver,
 };
@@ -47,7 +47,7 @@ impl From<Reply> for Answer {
 
 pub struct SessionActor {
     pub(super) state: SessionState,
-    pub(super) shared: Arc<Shared>,
+    pub(super) env: Arc<SessionEnv>,
     pub(super) home: Option<Home>,
     pub(super) last_activity: Instant,
     pub(super) last_activity_wall: SystemTime,
@@ -63,7 +63,7 @@ pub struct SessionActor {
 impl SessionActor {
     pub fn new(
         identity: Identity,
-        shared: Arc<Shared>,
+        env: Arc<SessionEnv>,
         home: Home,
         inherited: Option<(String, SessionState)>,
     ) -> Self {
@@ -76,7 +76,7 @@ impl SessionActor {
         };
         SessionActor {
             state,
-            shared,
+            env,
             home: Some(home),
             last_activity: Instant::now(),
             last_activity_wall: SystemTime::now(),
@@ -90,10 +90,10 @@ impl SessionActor {
 
     /// A session restored from the store after a restart: detached, with
     /// `grace` to RECONNECT.
-    pub fn restored(state: SessionState, shared: Arc<Shared>, grace: std::time::Duration) -> Self {
+    pub fn restored(state: SessionState, env: Arc<SessionEnv>, grace: std::time::Duration) -> Self {
         SessionActor {
             state,
-            shared,
+            env,
             home: None,
             last_activity: Instant::now(),
             last_activity_wall: SystemTime::now(),
@@ -131,8 +131,7 @@ impl SessionActor {
             dry_run,
         };
         let (tx, rx) = oneshot::channel();
-        let work = self
-            .shared
+        let work = self.env
             .committer
             .send(propose)
             .into_actor(self)
@@ -182,7 +181,7 @@ impl SessionActor {
         record.subscriptions = SessionRecord::subscription_names(&events);
         let (tx, rx) = oneshot::channel();
         let work = self
-            .shared
+            .env
             .committer
             .send(SaveSession(record))
             .into_actor(self)
@@ -228,13 +227,11 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Answer> {
         info!(session = %self.id(), reason, "session ending");
-        self.shared
-            .directory
-            .remove(self.id(), &self.state.identity);
+        (self.env.leave)(self.id(), &self.state.identity);
         self.set_global_subscription(None);
         let (tx, rx) = oneshot::channel();
         let work = self
-            .shared
+            .env
             .committer
             .send(RemoveSession {
                 session_id: self.id().to_string(),
@@ -265,7 +262,7 @@ impl SessionActor {
         if self.home.is_some() {
             return;
         }
-        let grace = self.restore_grace.unwrap_or(self.shared.settings.grace);
+        let grace = self.restore_grace.unwrap_or(self.env.settings.grace);
         let deadline = closed_at.max(self.last_activity) + grace;
         let now = Instant::now();
         if now >= deadline {
@@ -280,7 +277,7 @@ impl SessionActor {
         if let Some(handle) = self.expiry.take() {
             ctx.cancel_future(handle);
         }
-        let ttl = self.shared.settings.staged_ttl;
+        let ttl = self.env.settings.staged_ttl;
         self.expiry = Some(ctx.run_later(ttl, |act, _| {
             act.expiry = None;
             if act.state.has_staged() {
@@ -303,7 +300,7 @@ impl SessionActor {
 
     /// Registers (or with `None` removes) this session for global_config_changed.
     pub(super) fn set_global_subscription(&self, recipient: Option<Recipient<GlobalChanged>>) {
-        self.shared.committer.do_send(GlobalSubscription {
+        self.env.committer.do_send(GlobalSubscription {
             session_id: self.id().to_string(),
             recipient,
         });
@@ -333,14 +330,14 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if self.home.is_none() {
-            self.shared.metrics.detached(false);
+            self.env.metrics.detached(false);
         }
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
         if self.home.is_none() {
-            self.shared.metrics.detached(true);
+            self.env.metrics.detached(true);
         }
         // Subscriptions come along from a session taken over or a record.
         if self.wants_global() {
@@ -358,7 +355,7 @@ impl Actor for SessionActor {
                 record: self.state.record(),
             };
             let work =
-                self.shared
+                self.env
                     .committer
                     .send(take_over)
                     .into_actor(self)
@@ -441,7 +438,7 @@ impl Handler<HomeClosed> for SessionActor {
     fn handle(&mut self, msg: HomeClosed, ctx: &mut Context<Self>) {
         if self.home.as_ref().is_some_and(|h| h.conn_id == msg.conn_id) {
             self.home = None;
-            self.shared.metrics.detached(true);
+            self.env.metrics.detached(true);
             self.home_closed_at = Some(Instant::now());
             self.check_grace(ctx);
         }

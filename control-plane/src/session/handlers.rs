@@ -1,51 +1,83 @@
-//! What each protocol command does to a session: the big match, kept apart
-//! from the actor's plumbing in `actor.rs`.
+//! What each protocol command does to a session, by family: `execute`
+//! dispatches; routes, settings and applies are here, the operational
+//! commands in `operations.rs`, the actor's plumbing in `actor.rs`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use actix::prelude::*;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use super::actor::{ready, Answer, SessionActor};
 use super::guard::{Guard, Standing};
-use super::state::{Drain, Ops, SessionState};
+use super::state::SessionState;
 use crate::protocol::payload::json_reply;
-use crate::protocol::{Command, EventType, MaintTarget, Reply, ReplyCode, RouteId, Scopes, Target};
-use portico_proto::probe;
+use crate::protocol::{Command, Reply, ReplyCode, RouteId, Scopes, Target};
 use portico_proto::time::rfc3339;
 
 impl SessionActor {
+    /// Runs one command, by family; the answer may come later (applies,
+    /// probes, data-plane round trips).
     pub(super) fn execute(
         &mut self,
         command: Command,
-        conn: super::Home,
+        conn: super::actor::Home,
         ctx: &mut Context<Self>,
     ) -> actix::ResponseFuture<Answer> {
         if let Err(why) = self.guard(&command) {
             return ready(Reply::error(why));
         }
-        let directory = &self.shared.directory;
-        let reply = match command {
-            Command::Register { .. } => Reply::error("internal error: REGISTER reached a session"),
-            Command::Reconnect => {
-                if self.home.is_none() {
-                    self.shared.metrics.detached(false);
-                }
-                self.home = Some(conn);
-                self.home_closed_at = None;
-                self.forget_restore_grace();
-                Reply::ok()
+        use Command as C;
+        match command {
+            C::Register { .. } => ready(Reply::error("internal error: REGISTER reached a session")),
+            C::Reconnect => ready(self.reconnect(conn)),
+            C::Ping => ready(Reply::code(ReplyCode::Pong)),
+            C::SessionInfo => ready(self.session_info()),
+            C::ClientShutdown => self.end("client shutdown", ctx),
+            c @ (C::RouteAdd(_)
+            | C::RouteAddBulk(_)
+            | C::RouteUpdate { .. }
+            | C::RouteRemove(_)
+            | C::RouteList { .. }) => ready(self.route_command(c, ctx)),
+            c @ (C::HeadersSet { .. }
+            | C::HeadersRemove { .. }
+            | C::OptionsSet { .. }
+            | C::OptionsRemove { .. }
+            | C::HealthSet { .. }
+            | C::RateLimitSet { .. }
+            | C::CircuitBreakerSet { .. }) => ready(self.settings_command(c, ctx)),
+            c @ (C::ConfigValidate
+            | C::ConfigApply
+            | C::ConfigApplyPartial(_)
+            | C::ConfigRollback
+            | C::ConfigDiff) => self.config_command(c, ctx),
+            c @ (C::CircuitBreakerStatus(_)
+            | C::CircuitBreakerReset(_)
+            | C::StatsGet { .. }
+            | C::BackendTest(_)) => self.telemetry_command(c),
+            c @ (C::DrainStart(_) | C::DrainStatus | C::DrainCancel) => self.drain_command(c, ctx),
+            c @ (C::MaintEnter { .. } | C::MaintExit(_) | C::MaintStatus) => {
+                self.maint_command(c, ctx)
             }
-            Command::Ping => Reply::code(ReplyCode::Pong),
-            Command::SessionInfo => self.session_info(),
-            Command::ClientShutdown => return self.end("client shutdown", ctx),
+            c @ (C::Subscribe(_) | C::Unsubscribe(_)) => self.subscription_command(c, ctx),
+        }
+    }
 
+    fn reconnect(&mut self, conn: super::actor::Home) -> Reply {
+        if self.home.is_none() {
+            self.env.metrics.detached(false);
+        }
+        self.home = Some(conn);
+        self.home_closed_at = None;
+        self.forget_restore_grace();
+        Reply::ok()
+    }
+
+    /// ROUTE_*: staged route changes and the list.
+    fn route_command(&mut self, command: Command, ctx: &mut Context<Self>) -> Reply {
+        let route_ids = &self.env.route_ids;
+        match command {
             Command::RouteAdd(input) => {
-                match self
-                    .state
-                    .add_route_with(input, || directory.allocate_route())
-                {
+                match self.state.add_route_with(input, || route_ids.allocate()) {
                     Ok(id) => {
                         self.touch_staged(ctx);
                         Reply::with(ReplyCode::RouteOk, id.to_string())
@@ -56,10 +88,7 @@ impl SessionActor {
             Command::RouteAddBulk(inputs) => {
                 let ids: Result<Vec<_>, _> = inputs
                     .into_iter()
-                    .map(|input| {
-                        self.state
-                            .add_route_with(input, || directory.allocate_route())
-                    })
+                    .map(|input| self.state.add_route_with(input, || route_ids.allocate()))
                     .collect();
                 self.touch_staged(ctx);
                 match ids {
@@ -94,6 +123,16 @@ impl SessionActor {
                 json_reply(ReplyCode::RouteListOk, &self.state.list_json(), compressed)
             }
 
+            other => Reply::error(format!(
+                "internal error: {other:?} reached the wrong handler"
+            )),
+        }
+    }
+
+    /// HEADERS_*, OPTIONS_*, HEALTH_SET, RATELIMIT_SET, CIRCUIT_BREAKER_SET:
+    /// staged settings, checked against the session's routes.
+    fn settings_command(&mut self, command: Command, ctx: &mut Context<Self>) -> Reply {
+        match command {
             Command::HeadersSet {
                 target,
                 name,
@@ -150,27 +189,19 @@ impl SessionActor {
                     s.breaker.edit().insert(target, spec);
                 })
             }
-            Command::CircuitBreakerStatus(route) => {
-                if !self.state.owns(route) {
-                    Reply::error("route not found")
-                } else {
-                    let status = self.shared.telemetry.breaker_status(route);
-                    json_reply(ReplyCode::CircuitStatusOk, &status, false)
-                }
-            }
-            Command::CircuitBreakerReset(route) => {
-                if !self.state.owns(route) {
-                    Reply::error("route not found")
-                } else {
-                    self.shared.telemetry.forget_breakers(route, None);
-                    let planes = self.shared.planes.clone();
-                    return Box::pin(async move {
-                        planes.reset_breaker(route).await;
-                        Reply::code(ReplyCode::CircuitOk).into()
-                    });
-                }
-            }
+            other => Reply::error(format!(
+                "internal error: {other:?} reached the wrong handler"
+            )),
+        }
+    }
 
+    /// CONFIG_*: validate, apply (whole or partial), roll back, diff.
+    fn config_command(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseFuture<Answer> {
+        let reply = match command {
             Command::ConfigValidate => return self.apply(Scopes::EVERYTHING, true, ctx),
             Command::ConfigApply => return self.apply(Scopes::EVERYTHING, false, ctx),
             Command::ConfigApplyPartial(scopes) => return self.apply(scopes, false, ctx),
@@ -180,117 +211,9 @@ impl SessionActor {
             }
             Command::ConfigDiff => json_reply(ReplyCode::DiffOk, &self.state.diff_json(), false),
 
-            Command::StatsGet { target, compressed } => match target {
-                Target::Route(id) if !self.state.owns(id) => Reply::error("route not found"),
-                Target::Route(id) => json_reply(
-                    ReplyCode::StatsOk,
-                    &self.shared.telemetry.route_stats(id),
-                    compressed,
-                ),
-                Target::All => {
-                    let all: Vec<_> = self
-                        .state
-                        .active_ids()
-                        .map(|id| self.shared.telemetry.route_stats(id))
-                        .collect();
-                    json_reply(
-                        ReplyCode::StatsOk,
-                        &serde_json::Value::Array(all),
-                        compressed,
-                    )
-                }
-            },
-            Command::BackendTest(url) => {
-                let planes = self.shared.planes.clone();
-                return Box::pin(async move { planes.backend_test(url).await.into() });
-            }
-
-            Command::DrainStart(duration) => {
-                let started_at = SystemTime::now();
-                let drain = Drain {
-                    started_at,
-                    duration,
-                };
-                let ops = Ops {
-                    drain: Some(drain),
-                    ..self.state.ops.clone()
-                };
-                return self.commit_ops(ctx, ops, move |act, ctx| {
-                    act.schedule_drain_completed(ctx);
-                    Reply::with(ReplyCode::DrainOk, rfc3339(drain.ends_at())).into()
-                });
-            }
-            Command::DrainStatus => match self.state.ops.drain {
-                None => Reply::error("no drain in progress"),
-                Some(d) => {
-                    let now = SystemTime::now();
-                    let elapsed = now
-                        .duration_since(d.started_at)
-                        .unwrap_or_default()
-                        .min(d.duration);
-                    json_reply(
-                        ReplyCode::DrainStatusOk,
-                        &json!({
-                            "active": true,
-                            "started_at": rfc3339(d.started_at),
-                            "duration_seconds": d.duration.as_secs_f64(),
-                            "elapsed_seconds": elapsed.as_secs_f64().floor(),
-                            "remaining_seconds": (d.duration - elapsed).as_secs_f64().ceil(),
-                            "traffic_percent": (100.0 * d.weight_at(now)).round(),
-                        }),
-                        false,
-                    )
-                }
-            },
-            Command::DrainCancel => {
-                if self.state.ops.drain.is_none() {
-                    Reply::error("no drain in progress")
-                } else {
-                    let ops = Ops {
-                        drain: None,
-                        ..self.state.ops.clone()
-                    };
-                    return self.commit_ops(ctx, ops, |act, ctx| {
-                        if let Some(handle) = act.drain_timer.take() {
-                            ctx.cancel_future(handle);
-                        }
-                        Reply::code(ReplyCode::DrainOk).into()
-                    });
-                }
-            }
-
-            Command::MaintEnter { target, backend } => {
-                return self.maint_enter(target, backend, ctx)
-            }
-            Command::MaintExit(target) => return self.maint_exit(target, ctx),
-            Command::MaintStatus => {
-                let ops = &self.state.ops;
-                let entered = ops.maintenance.values().min().copied();
-                json_reply(
-                    ReplyCode::MaintStatusOk,
-                    &json!({
-                        "in_maintenance": ops.maintenance.keys().map(RouteId::to_string).collect::<Vec<_>>(),
-                        "maintenance_backend": if ops.maintenance.is_empty() { None } else { ops.maintenance_backend.as_ref().map(|b| b.to_string()) },
-                        "entered_at": entered.map(rfc3339),
-                    }),
-                    false,
-                )
-            }
-
-            Command::Subscribe(event) => {
-                let mut events = self.state.subscriptions.clone();
-                events.insert(event);
-                return self.subscribe(ctx, events, ReplyCode::SubscribeOk);
-            }
-            Command::Unsubscribe(event) => {
-                let mut events = self.state.subscriptions.clone();
-                if event == EventType::All {
-                    events.clear();
-                } else {
-                    events.remove(&event);
-                }
-                return self.subscribe(ctx, events, ReplyCode::UnsubscribeOk);
-            }
+            other => Reply::error(format!(
+                "internal error: {other:?} reached the wrong handler"
+            )),
         };
         ready(reply)
     }
@@ -349,84 +272,10 @@ impl SessionActor {
         })
     }
 
-    fn maint_enter(
-        &mut self,
-        target: MaintTarget,
-        backend: Option<portico_proto::BackendUrl>,
-        ctx: &mut Context<Self>,
-    ) -> actix::ResponseFuture<Answer> {
-        let ids = match self.state.maintenance_targets(&target) {
-            Ok(ids) => ids,
-            Err(e) => return ready(Reply::error(e.to_string())),
-        };
-        let identity = &self.state.identity;
-        let backend = backend.or_else(|| match (identity.peer_ip, identity.maintenance_port) {
-            (Some(ip), port) if port != 0 => portico_proto::BackendUrl::parse(&format!(
-                "http://{}",
-                std::net::SocketAddr::new(ip, port)
-            ))
-            .ok(),
-            _ => None,
-        });
-        let mut ops = self.state.ops.clone();
-        let now = SystemTime::now();
-        for id in ids {
-            ops.maintenance.entry(id).or_insert(now);
-        }
-        ops.maintenance_backend = backend.clone();
-        let limit = self.shared.settings.maintenance_probe_limit;
-        self.commit_ops(ctx, ops, move |_, _| {
-            let urls: Vec<_> = backend.into_iter().collect();
-            follow_up_probe(urls, limit, target, "maintenance page")
-        })
-    }
-
-    fn maint_exit(
-        &mut self,
-        target: MaintTarget,
-        ctx: &mut Context<Self>,
-    ) -> actix::ResponseFuture<Answer> {
-        let ids = match self.state.maintenance_targets(&target) {
-            Ok(ids) => ids,
-            Err(e) => return ready(Reply::error(e.to_string())),
-        };
-        let mut ops = self.state.ops.clone();
-        for id in &ids {
-            ops.maintenance.remove(id);
-        }
-        let urls = self.state.backends_of(&ids);
-        let limit = self.shared.settings.maintenance_probe_limit;
-        self.commit_ops(ctx, ops, move |_, _| {
-            follow_up_probe(urls, limit, target, "backend")
-        })
-    }
-
-    pub(super) fn schedule_drain_completed(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.drain_timer.take() {
-            ctx.cancel_future(handle);
-        }
-        let Some(drain) = self.state.ops.drain else {
-            return;
-        };
-        let wait = drain
-            .ends_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        self.drain_timer = Some(ctx.run_later(wait, move |act, _| {
-            act.drain_timer = None;
-            if act.state.ops.drain == Some(drain) {
-                act.emit(
-                    EventType::DrainCompleted,
-                    json!({"session_id": act.id(), "completed_at": rfc3339(drain.ends_at())}),
-                );
-            }
-        }));
-    }
-
     /// Checks a command against the backend policy and the session's grant.
     fn guard(&self, command: &Command) -> Result<(), String> {
-        let settings = &self.shared.settings;
-        let tokens = self.shared.auth.as_ref().map(|auth| auth.tokens());
+        let settings = &self.env.settings;
+        let tokens = self.env.auth.as_ref().map(|auth| auth.tokens());
         let grant = match (&tokens, self.state.identity.token) {
             (Some(tokens), Some(hash)) => tokens.grant(&hash),
             _ => None,
@@ -464,27 +313,5 @@ impl SessionActor {
             }),
             false,
         )
-    }
-}
-
-/// `ACK` now; `MAINT_OK|target` once every url answers below 500 (none: at once).
-fn follow_up_probe(
-    urls: Vec<portico_proto::BackendUrl>,
-    limit: Duration,
-    target: MaintTarget,
-    what: &'static str,
-) -> Answer {
-    let (tx, rx) = oneshot::channel();
-    actix::spawn(async move {
-        let reply = if probe::wait_healthy(urls, limit).await {
-            Reply::with(ReplyCode::MaintOk, target.to_string())
-        } else {
-            Reply::error(format!("timeout waiting for {what} to become reachable"))
-        };
-        let _ = tx.send(reply);
-    });
-    Answer {
-        reply: Reply::code(ReplyCode::Ack),
-        follow_up: Some(rx),
     }
 }

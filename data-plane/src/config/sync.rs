@@ -98,18 +98,7 @@ async fn stream_once(
     cache: Option<&std::path::Path>,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> Result<(), SyncError> {
-    let mut endpoint = Endpoint::from_shared(url.to_string())?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let mut client = DataPlaneServiceClient::new(channel);
+    let mut client = connect(url, tls).await?;
     let (tx, rx) = mpsc::channel(1024);
     let hello = v1::DataPlaneMessage {
         msg: Some(data_plane_message::Msg::Hello(v1::DataPlaneHello {
@@ -151,62 +140,11 @@ async fn stream_once(
                 continue;
             }
         };
-        let push = match message.msg {
-            Some(Msg::Push(push)) => push,
-            Some(Msg::ResetBreaker(reset)) => {
-                state.live.registry.reset_breakers(&reset.route_id);
-                info!(route_id = %reset.route_id, "circuit breakers reset");
-                outbound.send(data_plane_message::Msg::BreakerReset(v1::BreakerReset {
-                    route_id: reset.route_id,
-                }));
-                continue;
-            }
-            Some(Msg::BackendPolicy(wire)) => {
-                match BackendPolicy::from_wire(&wire) {
-                    Ok(policy) => {
-                        info!(deny = ?wire.deny, allow = ?wire.allow, "backend address policy");
-                        state.live.dns.set_policy(policy);
-                    }
-                    Err(e) => warn!(error = %e, "ignoring a backend policy that does not parse"),
-                }
-                continue;
-            }
-            Some(Msg::BackendTest(request)) => {
-                tokio::spawn(backend_test(request, state.live.clone()));
-                continue;
-            }
-            None => continue,
+        let Some(push) = take_push(state, &outbound, message.msg) else {
+            continue;
         };
         let version = push.version;
-        let kind = match &push.body {
-            Some(v1::config_push::Body::Snapshot(_)) => "snapshot",
-            _ => "delta",
-        };
-        // Held until the table holds them.
-        let _names = state
-            .live
-            .dns
-            .prepare(&state.live.registry.names, &push)
-            .await;
-        let applied = state.apply(push);
-        let reply = match applied {
-            Ok(()) => {
-                info!(
-                    version,
-                    kind,
-                    routes = state.live.table.load().len(),
-                    "applied configuration"
-                );
-                data_plane_message::Msg::Ack(v1::Ack { version })
-            }
-            Err(e) => {
-                warn!(version, error = %e, "rejected configuration; keeping the last good one");
-                data_plane_message::Msg::Nack(v1::Nack {
-                    version,
-                    reason: e.to_string(),
-                })
-            }
-        };
+        let reply = install(state, push).await;
         let acked = matches!(reply, data_plane_message::Msg::Ack(_));
         collect_at = Some(tokio::time::Instant::now() + COLLECT_AFTER);
         if tx
@@ -227,6 +165,89 @@ async fn stream_once(
         }
     }
     Err(SyncError::Closed)
+}
+
+/// A channel to the control plane at `url`, kept alive by HTTP/2 pings.
+async fn connect(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<DataPlaneServiceClient<tonic::transport::Channel>, SyncError> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(DataPlaneServiceClient::new(channel))
+}
+
+/// A configuration push, for `install`; any other message from the control
+/// plane (breaker reset, backend policy, backend test) is carried out here.
+fn take_push(
+    state: &ConfigState,
+    outbound: &crate::config::outbound::Outbound,
+    message: Option<Msg>,
+) -> Option<v1::ConfigPush> {
+    match message? {
+        Msg::Push(push) => return Some(push),
+        Msg::ResetBreaker(reset) => {
+            state.live.registry.reset_breakers(&reset.route_id);
+            info!(route_id = %reset.route_id, "circuit breakers reset");
+            outbound.send(data_plane_message::Msg::BreakerReset(v1::BreakerReset {
+                route_id: reset.route_id,
+            }));
+        }
+        Msg::BackendPolicy(wire) => match BackendPolicy::from_wire(&wire) {
+            Ok(policy) => {
+                info!(deny = ?wire.deny, allow = ?wire.allow, "backend address policy");
+                state.live.dns.set_policy(policy);
+            }
+            Err(e) => warn!(error = %e, "ignoring a backend policy that does not parse"),
+        },
+        Msg::BackendTest(request) => {
+            tokio::spawn(backend_test(request, state.live.clone()));
+        }
+    }
+    None
+}
+
+/// Applies a push (its backend names looked up first) and says ACK, or
+/// NACK with the reason and the last good configuration kept.
+async fn install(state: &mut ConfigState, push: v1::ConfigPush) -> data_plane_message::Msg {
+    let version = push.version;
+    let kind = match &push.body {
+        Some(v1::config_push::Body::Snapshot(_)) => "snapshot",
+        _ => "delta",
+    };
+    // Held until the table holds them.
+    let _names = state
+        .live
+        .dns
+        .prepare(&state.live.registry.names, &push)
+        .await;
+    match state.apply(push) {
+        Ok(()) => {
+            info!(
+                version,
+                kind,
+                routes = state.live.table.load().len(),
+                "applied configuration"
+            );
+            data_plane_message::Msg::Ack(v1::Ack { version })
+        }
+        Err(e) => {
+            warn!(version, error = %e, "rejected configuration; keeping the last good one");
+            data_plane_message::Msg::Nack(v1::Nack {
+                version,
+                reason: e.to_string(),
+            })
+        }
+    }
 }
 
 /// How long pushes must stop before this thread's freed memory is collected.

@@ -6,8 +6,12 @@ use std::time::{Instant, SystemTime};
 use portico_proto::time::unix_ms;
 use portico_proto::v1;
 
-use super::PushSender;
+use tokio::sync::mpsc;
+
 use crate::store::MemberRecord;
+
+/// The stream a data plane receives its pushes on.
+pub type PushSender = mpsc::UnboundedSender<Result<v1::ControlPlaneMessage, tonic::Status>>;
 
 /// A member's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

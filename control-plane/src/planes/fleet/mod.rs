@@ -9,11 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use portico_proto::time::from_unix_ms;
 use portico_proto::v1;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::store::MemberRecord;
-
-pub type PushSender = mpsc::UnboundedSender<Result<v1::ControlPlaneMessage, tonic::Status>>;
 
 /// How the fleet answered one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,8 +32,8 @@ const GONE_SHOWN: usize = 64;
 
 mod member;
 
-pub use member::MemberState;
 use member::{Member, Remote, Stream};
+pub use member::{MemberState, PushSender};
 
 struct Waiter {
     report: AckReport,

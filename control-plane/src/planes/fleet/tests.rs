@@ -1,5 +1,6 @@
 use super::*;
 use oneshot::error::TryRecvError;
+use tokio::sync::mpsc;
 
 const GRACE: Duration = Duration::from_secs(10);
 

@@ -1,5 +1,6 @@
-//! What every session actor and connection shares: the directory, the
-//! committer, telemetry and the command path to data planes, and settings.
+//! What every session actor is handed: the committer, telemetry, the command
+//! path to data planes, registry tokens, metrics, route ids, the settings,
+//! and the way out of the directory when it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use actix::Addr;
 use portico_proto::backend_policy::BackendPolicy;
 
-use super::Directory;
+use super::route_ids::RouteIds;
+use super::state::Identity;
 use crate::config::committer::Committer;
 use crate::observe::telemetry::Telemetry;
 use crate::planes::plane_commands::PlaneCommands;
@@ -50,9 +52,11 @@ pub struct SessionSettings {
     pub limits: Limits,
 }
 
-/// What session actors and connections share.
-pub struct Shared {
-    pub directory: Directory,
+/// Takes an ended session out of the directory (by id and identity).
+pub type Leave = Box<dyn Fn(&str, &Identity) + Send + Sync>;
+
+/// What a session actor needs besides its own state.
+pub struct SessionEnv {
     pub committer: Addr<Committer>,
     pub telemetry: Telemetry,
     pub planes: PlaneCommands,
@@ -61,4 +65,6 @@ pub struct Shared {
     pub auth: Option<Arc<RegistryAuth>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::observe::metrics::Metrics>,
+    pub route_ids: RouteIds,
+    pub leave: Leave,
 }

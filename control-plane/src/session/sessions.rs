@@ -1,0 +1,194 @@
+//! Starting and moving session actors: REGISTER (with take-over of the
+//! instance's earlier session), sessions restored after a restart, and with
+//! replicas the sessions claimed from, or released to, another replica.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::RngCore;
+
+use super::actor::{Home, SessionActor, Surrender};
+use super::directory::Directory;
+use super::env::SessionEnv;
+use super::state::{Identity, SessionState};
+use crate::config::committer::SaveSession;
+use crate::store::{SessionRecord, Store, StoreFailed};
+
+/// The sessions of this control plane: the directory that finds them, what
+/// their actors are handed, and the store their records live in.
+pub struct Sessions {
+    pub env: Arc<SessionEnv>,
+    pub directory: Arc<Directory>,
+    store: Arc<dyn Store>,
+}
+
+impl Sessions {
+    pub fn new(env: Arc<SessionEnv>, directory: Arc<Directory>, store: Arc<dyn Store>) -> Self {
+        Sessions {
+            env,
+            directory,
+            store,
+        }
+    }
+
+    pub fn lookup(&self, id: &str) -> Option<Addr<SessionActor>> {
+        self.directory.lookup(id)
+    }
+
+    /// Creates a session with a fresh unguessable id and starts its actor. A
+    /// live session of the same service and instance is taken over: it ends,
+    /// and the new one inherits its active routes and settings (with
+    /// replicas, also one that another replica runs, or ran and died). An
+    /// error when the store cannot keep the new session.
+    pub async fn register(
+        &self,
+        mut identity: Identity,
+        home: Home,
+    ) -> Result<String, StoreFailed> {
+        let id = new_session_id(&identity.instance);
+        identity.id = id.clone();
+        let key = (identity.service.clone(), identity.instance.clone());
+        if !self.directory.has_instance(&key.0, &key.1) {
+            if let Some(old) = self.directory.stored_instance(&key) {
+                // Brought here first, then taken over as a local one is.
+                if let Err(e) = self.claim(&old).await {
+                    tracing::warn!(session = %old, error = %e, "cannot take over this instance's session from another replica");
+                }
+            }
+        }
+        let inherited = match self.directory.claim_instance(key.clone(), &id) {
+            Some((old_id, addr)) => addr
+                .send(Surrender)
+                .await
+                .ok()
+                .flatten()
+                .map(|i| (old_id, i)),
+            None => None,
+        };
+        if inherited.is_none() {
+            // A new session is durable before its ACK, so it can RECONNECT
+            // after a restart (a take-over is stored by its commit).
+            let record = SessionState::new(identity.clone()).record();
+            let saved = match self.env.committer.send(SaveSession(record)).await {
+                Ok(saved) => saved,
+                Err(_) => Err(StoreFailed::Failed),
+            };
+            if let Err(e) = saved {
+                self.directory.forget_instance(&key);
+                return Err(e);
+            }
+        }
+        let env = self.env.clone();
+        let addr = SessionActor::start_in_arbiter(&self.directory.arbiter(), move |_| {
+            SessionActor::new(identity, env, home, inherited)
+        });
+        self.directory.insert_claimed(id.clone(), addr);
+        Ok(id)
+    }
+
+    /// Starts the sessions this replica took over in a shared store (from a
+    /// replica that died, or for a `RECONNECT` here), detached with `grace`.
+    pub fn adopt(&self, records: Vec<SessionRecord>, grace: Duration) {
+        for record in records {
+            if self.directory.lookup(&record.id).is_some() {
+                continue;
+            }
+            match record.restore() {
+                Ok(state) => {
+                    tracing::info!(session = %record.id, service = %record.service, "session taken over from another replica");
+                    self.restore(state, grace);
+                }
+                Err(e) => {
+                    tracing::error!(session = %record.id, error = %e, "a session to take over cannot be read")
+                }
+            }
+        }
+    }
+
+    /// A `RECONNECT` here for a session this replica does not run: with a
+    /// shared store, it takes the session over from whichever replica ran
+    /// it (which lets it go once it sees that), detached until the
+    /// `RECONNECT` attaches it. `None` when there is no such session.
+    pub async fn claim(&self, id: &str) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
+        let store = self.store.clone();
+        if store.replica_id().is_empty() {
+            return Ok(None);
+        }
+        let key = id.to_string();
+        let claimed = actix_rt::task::spawn_blocking(move || store.claim_session(&key))
+            .await
+            .map_err(|_| StoreFailed::Unavailable)?;
+        match claimed {
+            Ok(Some(record)) => {
+                self.adopt(vec![record], self.env.settings.grace);
+                Ok(self.directory.lookup(id))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "cannot take the session over");
+                Err(StoreFailed::Unavailable)
+            }
+        }
+    }
+
+    /// The store says another replica runs session `id` now, or that it
+    /// ended there (asked again, as the watch may show an older write):
+    /// its actor here stops and leaves its routes to that replica.
+    pub async fn release_if_moved(self: Arc<Self>, id: String) {
+        if self.directory.lookup(&id).is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        let key = id.clone();
+        let holder = actix_rt::task::spawn_blocking(move || store.session_replica(&key)).await;
+        let here = self.store.replica_id();
+        match holder {
+            Ok(Ok(Some(replica))) if replica == here => {}
+            Ok(Ok(_)) => {
+                if let Some(addr) = self.directory.take(&id) {
+                    tracing::info!(session = %id, "session moved to another replica");
+                    addr.do_send(Surrender);
+                }
+            }
+            _ => {
+                tracing::warn!(session = %id, "cannot tell which replica runs the session; keeping it")
+            }
+        }
+    }
+
+    /// Starts a session restored from the store, detached with `grace`.
+    pub fn restore(&self, state: SessionState, grace: Duration) {
+        let id = state.identity.id.clone();
+        let key = (
+            state.identity.service.clone(),
+            state.identity.instance.clone(),
+        );
+        let env = self.env.clone();
+        let addr = SessionActor::start_in_arbiter(&self.directory.arbiter(), move |_| {
+            SessionActor::restored(state, env, grace)
+        });
+        self.directory.insert(id, key, addr);
+    }
+}
+
+/// `<instance>-<32 hex digits>`: 128 random bits behind a readable prefix.
+fn new_session_id(instance: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = instance.chars().take(32).collect();
+    format!("{prefix}-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_are_long_and_distinct() {
+        let a = super::new_session_id("web-1");
+        let b = super::new_session_id("web-1");
+        assert_ne!(a, b);
+        assert!(a.starts_with("web-1-"));
+        assert_eq!(a.len(), "web-1-".len() + 32);
+    }
+}
