@@ -154,7 +154,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
                 self.limits.keepalive
             };
             let tls = !stream.as_any().is::<L4Stream>();
-            let (next, head_whole) = next_request(stream, idle_limit, shutdown).await?;
+            let (next, head_whole) = next_request(stream, idle_limit, shutdown, first).await?;
             let mut session = ServerSession::new_http1(next);
             // (Pingora turns keep-alive off itself once the listener closes.)
             match settings.take() {
@@ -193,13 +193,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
 
 /// Waits until the client sends its next request, in a future that holds
 /// no buffer; with whether its whole head came in the first read. `None` on
-/// timeout, close, error or shutdown.
+/// timeout, close or error, and on shutdown for a kept-alive connection.
+/// A new connection's `first` request is read even when stopping: it was
+/// accepted while the listener was open (perhaps an instant before it
+/// closed), so its client is owed an answer (sent with `Connection: close`).
 async fn next_request(
     stream: Stream,
     limit: Duration,
     shutdown: &ShutdownWatch,
+    first: bool,
 ) -> Option<(Stream, bool)> {
-    if *shutdown.borrow() {
+    if !first && *shutdown.borrow() {
         return None;
     }
     let mut shutdown = shutdown.clone();
@@ -212,10 +216,15 @@ async fn next_request(
         return Some((stream, false));
     }
     let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-    let head_whole = tokio::select! {
-        biased;
-        read = tokio::time::timeout(limit, FirstBytes(&mut tcp)) => read.ok()??,
-        _ = stopping => return None,
+    let read = tokio::time::timeout(limit, FirstBytes(&mut tcp));
+    let head_whole = if first {
+        read.await.ok()??
+    } else {
+        tokio::select! {
+            biased;
+            read = read => read.ok()??,
+            _ = stopping => return None,
+        }
     };
     Some((tcp as Stream, head_whole))
 }
