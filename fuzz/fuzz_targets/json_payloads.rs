@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portico_cp::auth::{TokenHash, Tokens};
+use portico_cp::registry::auth::{TokenHash, Tokens};
 use portico_cp::protocol::parse;
 
 fuzz_target!(|text: &str| {
