@@ -16,7 +16,7 @@ impl Filter for HttpsRedirect {
         }
         let target = req.head.uri.path_and_query().map_or("/", |p| p.as_str());
         Flow::Answer(Answer::redirect(https_location(
-            req.host,
+            &req.host(),
             req.https_port,
             target,
         )))

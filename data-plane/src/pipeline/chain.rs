@@ -14,8 +14,6 @@ use crate::backends::runtime::Endpoint;
 /// What a filter sees of the request.
 pub struct Request<'a> {
     pub head: &'a RequestHeader,
-    /// The host, lower case and without its port (empty when missing).
-    pub host: &'a str,
     /// The head as received, read only when a check needs its bytes (a
     /// request with `Transfer-Encoding`).
     pub raw_head: Option<&'a [u8]>,
@@ -27,6 +25,34 @@ pub struct Request<'a> {
     /// It asks to upgrade the connection (WebSocket).
     pub upgrade: bool,
     pub now: SystemTime,
+}
+
+impl<'a> Request<'a> {
+    /// The host, lower case and without its port (empty when missing); read
+    /// from the head only by the filters that need it.
+    pub fn host(&self) -> Cow<'a, str> {
+        request_host(self.head).unwrap_or_default()
+    }
+}
+
+/// The request's host, lower case and without a port; borrowed unless it
+/// had upper-case letters.
+pub fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())?;
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 /// Where the request goes once admitted.

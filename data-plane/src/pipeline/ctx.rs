@@ -1,7 +1,6 @@
 //! One request's state across Pingora's phase callbacks, and what is read
 //! from its head once: the host and the request id.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use pingora::http::RequestHeader;
 
 use crate::config::table::{Pool, RouteEntry};
 use crate::edge::lifecycle::InFlight;
+pub use crate::pipeline::chain::request_host;
 use crate::pipeline::chain::Admission;
 
 pub struct RequestCtx {
@@ -49,26 +49,6 @@ impl RequestCtx {
             _in_flight: in_flight,
         }
     }
-}
-
-/// The request's host, lower case and without a port; borrowed unless it
-/// had upper-case letters.
-pub fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())?;
-    let host = if let Some(v6) = raw.strip_prefix('[') {
-        v6.split(']').next().unwrap_or(v6)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    })
 }
 
 /// The client's `X-Request-Id` when it is sane (1–128 of `A-Z a-z 0-9 - _ . : +`),

@@ -58,10 +58,8 @@ impl Proxy {
             .as_http1()
             .filter(|_| head.headers.contains_key(http::header::TRANSFER_ENCODING))
             .map(|h1| h1.get_headers_raw_bytes());
-        let host = request_host(head).unwrap_or_default();
         let req = Request {
             head,
-            host: &host,
             raw_head: raw_head.as_deref(),
             client: session
                 .client_addr()
@@ -76,7 +74,7 @@ impl Proxy {
             return Some(a);
         }
         let Some(pool) = ctx.pool.clone() else {
-            let path = head.uri.path();
+            let (host, path) = (req.host(), head.uri.path());
             return Some(Answer::text(
                 404,
                 format!("portico: no route for {host}{path}\n"),
@@ -89,7 +87,7 @@ impl Proxy {
             Choice::Route(route) | Choice::Maintenance(route) => route,
             Choice::Unavailable(why) => {
                 ctx.route = pool.entries.first().cloned();
-                let path = head.uri.path();
+                let (host, path) = (req.host(), head.uri.path());
                 let body = format!("portico: {why} for {host}{path}\n");
                 return Some(Answer::text(503, body).retry_after(1));
             }
