@@ -342,6 +342,7 @@ fn proxy_service(
         ),
         limits,
         live.connections.clone(),
+        live.lifecycle.clone(),
     );
     let mut proxy = Service::new("proxy".to_string(), connections);
     // No read buffer per connection: requests are read straight into the

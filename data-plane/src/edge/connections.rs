@@ -21,6 +21,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 use tracing::warn;
 
+use crate::edge::lifecycle::Lifecycle;
+
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     /// An idle keep-alive connection is closed after this.
@@ -37,6 +39,8 @@ pub struct ClientConnections<A> {
     proxy: Arc<A>,
     limits: ConnLimits,
     counts: Arc<ConnCounts>,
+    /// A stop waits for each new connection's first request.
+    lifecycle: Arc<Lifecycle>,
     started: Instant,
 }
 
@@ -93,11 +97,17 @@ impl Drop for Slot<'_> {
 }
 
 impl<A> ClientConnections<A> {
-    pub fn new(proxy: A, limits: ConnLimits, counts: Arc<ConnCounts>) -> Self {
+    pub fn new(
+        proxy: A,
+        limits: ConnLimits,
+        counts: Arc<ConnCounts>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
         ClientConnections {
             proxy: Arc::new(proxy),
             limits,
             counts,
+            lifecycle,
             started: Instant::now(),
         }
     }
@@ -146,6 +156,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         let keepalive_secs = self.limits.keepalive.as_secs().max(1);
         let mut settings = None;
         let mut first = true;
+        // Until its first request is done, a stop waits for this connection
+        // (accepted an instant before the listener closed, its request may
+        // still be on the way) rather than dropping it with a reset.
+        let mut awaited = Some(self.lifecycle.await_first());
         let accepted = Instant::now();
         loop {
             let idle_limit = if first {
@@ -182,6 +196,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             } else {
                 within_head_deadline(head_limit, request).await??
             };
+            awaited.take();
             (stream, settings) = reused.consume();
         }
     }

@@ -1,4 +1,4 @@
-//! Whether this data plane is stopping, and the requests it still serves:
+//! Whether this data plane is stopping, and the requests it still owes:
 //! `/ready`, the proxy and the link to the control plane read it; the stop
 //! sequence in `shutdown` sets it and waits for the requests to finish.
 
@@ -12,6 +12,9 @@ pub struct Lifecycle {
     /// Why it stops, once it does.
     stopping: OnceLock<&'static str>,
     in_flight: AtomicUsize,
+    /// Connections accepted whose first request has not been read yet: it
+    /// is owed an answer, though no request is in flight on it.
+    awaited: AtomicUsize,
     idle: Notify,
 }
 
@@ -33,31 +36,54 @@ impl Lifecycle {
     /// Counts one request until the returned guard drops.
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+        InFlight(self.clone(), Owed::Request)
     }
 
-    /// Resolves once no request is in flight.
+    /// Counts a new connection until its first request is done (or it
+    /// closes without one).
+    pub fn await_first(self: &Arc<Self>) -> InFlight {
+        self.awaited.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone(), Owed::FirstRequest)
+    }
+
+    /// Resolves once no request is in flight and no new connection awaits
+    /// its first.
     pub async fn idle(&self) {
         loop {
             // Registered before the check, so a last request ending in
             // between still wakes it.
             let notified = self.idle.notified();
-            if self.in_flight() == 0 {
+            if self.in_flight() == 0 && self.awaited.load(Ordering::Acquire) == 0 {
                 return;
             }
             notified.await;
         }
     }
+
+    fn counter(&self, owed: Owed) -> &AtomicUsize {
+        match owed {
+            Owed::Request => &self.in_flight,
+            Owed::FirstRequest => &self.awaited,
+        }
+    }
 }
 
-/// One request being served; dropped when the proxy is done with it
-/// (response sent, or connection gone).
-pub struct InFlight(Arc<Lifecycle>);
+#[derive(Clone, Copy)]
+enum Owed {
+    Request,
+    FirstRequest,
+}
+
+/// One request being served, or a new connection's first awaited; dropped
+/// when the proxy is done with it (response sent, or connection gone).
+pub struct InFlight(Arc<Lifecycle>, Owed);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        let life = &*self.0;
+        life.counter(self.1).fetch_sub(1, Ordering::AcqRel);
+        if life.in_flight() == 0 && life.awaited.load(Ordering::Acquire) == 0 {
+            life.idle.notify_waiters();
         }
     }
 }
@@ -85,6 +111,28 @@ mod tests {
             .expect("idle after the last request")
             .unwrap();
         life.idle().await;
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_a_new_connections_first_request() {
+        let life = Arc::new(Lifecycle::default());
+        let awaited = life.await_first();
+        assert_eq!(life.in_flight(), 0, "no request is in flight yet");
+        let waiter = tokio::spawn({
+            let life = life.clone();
+            async move { life.idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the connection is owed its answer");
+        let request = life.enter();
+        drop(awaited);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "its request is in flight");
+        drop(request);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("idle once the first request is done")
+            .unwrap();
     }
 
     #[test]
