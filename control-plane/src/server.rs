@@ -258,6 +258,7 @@ impl Core {
     fn counted(&self) -> admin::Counted {
         let api = crate::observe::dashboard::Api {
             directory: self.sessions.directory.clone(),
+            replica: self.sessions.replica_id().to_string(),
             telemetry: self.env().telemetry.clone(),
             config: self.global.clone(),
             publisher: self.publisher.clone(),
@@ -393,7 +394,10 @@ async fn serve_grpc(
             side.clone(),
             tls.enabled(),
         )))
-        .add_service(ReplicaServiceServer::new(grpc::ReplicaApi::new(side)))
+        .add_service(ReplicaServiceServer::new(grpc::ReplicaApi::new(
+            side,
+            core.sessions.clone(),
+        )))
         .add_service(OperatorServiceServer::new(grpc::OperatorApi::new(
             core.publisher.clone(),
             core.global.clone(),

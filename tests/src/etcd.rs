@@ -114,6 +114,34 @@ impl Etcd {
         });
     }
 
+    /// `portico-cp` flags for a replica on `prefix` of this etcd, with an
+    /// apply timeout a loaded test machine never reaches (so every `OK`
+    /// waited for the whole fleet).
+    pub fn replica_args(&self, prefix: &str) -> Vec<String> {
+        let url = self.url();
+        [
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &url,
+            "--etcd-prefix",
+            prefix,
+        ]
+        .into_iter()
+        .chain(["--apply-timeout", "20s"])
+        .map(String::from)
+        .collect()
+    }
+
+    /// `n` replicas on `prefix`.
+    pub fn replicas(&self, prefix: &str, n: usize) -> Vec<crate::ControlPlane> {
+        let args = self.replica_args(prefix);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (0..n)
+            .map(|_| crate::ControlPlane::start_with(&args))
+            .collect()
+    }
+
     /// The client url the control plane dials.
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };

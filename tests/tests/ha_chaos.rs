@@ -1,8 +1,10 @@
 //! Chaos, bounded in time: three control-plane replicas on one etcd, four
-//! data planes, twenty sessions applying without pause, and a replica
-//! SIGKILLed and started again every 5 s for 60 s. Nothing acknowledged is
-//! lost, nothing refused appears, the fleet converges, and a steady route
-//! never fails.
+//! data planes, twenty sessions applying without pause (half on one
+//! connection that RECONNECTs when its replica dies, half with a new
+//! connection per command on the next replica), and a replica SIGKILLed and
+//! started again every 5 s for 60 s. Nothing acknowledged is lost, nothing
+//! refused appears, nothing staged is applied twice, no live session is
+//! called invalid, the fleet converges, and a steady route never fails.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,6 +53,125 @@ struct Outcomes {
     ok: Vec<String>,
     error: Vec<(String, String)>,
     unknown: Vec<String>,
+    /// Answers that must never come: `invalid session` for a live session.
+    wrong: Vec<String>,
+    /// Each rotating session's id, for the final check of its routes.
+    rotating: Vec<String>,
+}
+
+/// How a command sent on a new connection ended.
+enum Sent {
+    Reply(String),
+    /// The connection broke after the command went out: it may have run.
+    Unknown,
+}
+
+/// Sends `line` on a new connection to the next replica that accepts one.
+fn send_anywhere(registries: &[SocketAddr], at: &mut usize, line: &str) -> Sent {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no replica took {line}");
+        *at = (*at + 1) % registries.len();
+        let Ok(mut link) = Link::open(registries[*at]) else {
+            continue;
+        };
+        return match link.send(line) {
+            Ok(reply) => Sent::Reply(reply),
+            Err(_) => Sent::Unknown,
+        };
+    }
+}
+
+/// The status of `host` among the session's routes (`None`: not there);
+/// asked again after an `ERROR` saying the session's replica failed.
+fn status_of(registries: &[SocketAddr], at: &mut usize, id: &str, host: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "ROUTE_LIST|{id} never answered");
+        let Sent::Reply(reply) = send_anywhere(registries, at, &format!("ROUTE_LIST|{id}")) else {
+            continue;
+        };
+        if reply.contains("failed while running") {
+            continue;
+        }
+        let list = json_after(&reply, "ROUTE_LIST_OK");
+        return list.as_array().unwrap().iter().find_map(|r| {
+            (r["domains"][0] == host).then(|| r["status"].as_str().unwrap().to_string())
+        });
+    }
+}
+
+/// One session as a client behind a load balancer sees the registry: each
+/// command on a new connection to the next replica. An `ERROR` saying the
+/// replica running the session failed, or a connection broken under a
+/// command, is followed by `ROUTE_LIST` to see what happened.
+fn run_rotating(
+    i: usize,
+    registries: Vec<SocketAddr>,
+    backend: String,
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Outcomes>>,
+) {
+    let mut at = i % registries.len();
+    let id = loop {
+        if let Sent::Reply(ack) =
+            send_anywhere(&registries, &mut at, &format!("REGISTER|svc{i}|one|0|{{}}"))
+        {
+            break ack.strip_prefix("ACK|").expect("ACK").to_string();
+        }
+    };
+    outcomes.lock().unwrap().rotating.push(id.clone());
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let host = format!("s{i}-{n}.test");
+        let add = format!("ROUTE_ADD|{id}|{host}|/|{backend}|0");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let outcome = loop {
+            assert!(Instant::now() < deadline, "{host} was never applied");
+            let staged = match send_anywhere(&registries, &mut at, &add) {
+                Sent::Reply(reply) if reply.starts_with("ROUTE_OK|") => true,
+                Sent::Reply(reply) if reply.contains("staged changes there are lost") => false,
+                Sent::Reply(reply) => {
+                    outcomes
+                        .lock()
+                        .unwrap()
+                        .wrong
+                        .push(format!("{add}: {reply}"));
+                    false
+                }
+                Sent::Unknown => status_of(&registries, &mut at, &id, &host).is_some(),
+            };
+            if !staged {
+                continue;
+            }
+            match send_anywhere(&registries, &mut at, &format!("CONFIG_APPLY|{id}")) {
+                Sent::Reply(reply) if reply == "OK" => break Ok(()),
+                Sent::Reply(reply) if reply.contains("invalid session") => {
+                    outcomes
+                        .lock()
+                        .unwrap()
+                        .wrong
+                        .push(format!("CONFIG_APPLY: {reply}"));
+                }
+                Sent::Reply(reply) if !reply.contains("failed while running") => {
+                    break Err(reply);
+                }
+                _ => {}
+            }
+            // The replica failed under the apply: it ran or it did not.
+            // Active: it ran. Still staged (it did not run) or lost: again.
+            if status_of(&registries, &mut at, &id, &host).as_deref() == Some("active") {
+                break Err(String::new());
+            }
+        };
+        let mut out = outcomes.lock().unwrap();
+        match outcome {
+            Ok(()) => out.ok.push(host),
+            Err(reply) if reply.is_empty() => out.unknown.push(host),
+            Err(reply) => out.error.push((host, reply)),
+        }
+    }
 }
 
 /// One session: stages and applies a new host at a time; when its replica
@@ -113,19 +234,7 @@ fn run_session(
 #[test]
 fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
     let etcd = Etcd::start();
-    let url = etcd.url();
-    let args = [
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        &url,
-        "--etcd-prefix",
-        "/chaos",
-        // Never reached on a loaded machine: every OK waits for the fleet.
-        "--apply-timeout",
-        "20s",
-    ];
-    let mut cps: Vec<ControlPlane> = (0..3).map(|_| ControlPlane::start_with(&args)).collect();
+    let mut cps = etcd.replicas("/chaos", 3);
     let urls: Vec<String> = cps.iter().map(|c| c.grpc_url()).collect();
     // Each data plane starts on a different replica and knows all three.
     let dps: Vec<DataPlane> = (0..4)
@@ -179,7 +288,13 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
                 stop.clone(),
                 outcomes.clone(),
             );
-            std::thread::spawn(move || run_session(i, registries, backend, stop, outcomes))
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    run_session(i, registries, backend, stop, outcomes)
+                } else {
+                    run_rotating(i, registries, backend, stop, outcomes)
+                }
+            })
         })
         .collect();
 
@@ -211,6 +326,11 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
         served.load(Ordering::Relaxed)
     );
     assert!(outcomes.ok.len() > SESSIONS, "the sessions made progress");
+    assert!(
+        outcomes.wrong.is_empty(),
+        "wrong answers: {:?}",
+        outcomes.wrong
+    );
     let failed = failed.lock().unwrap();
     assert!(
         failed.is_empty(),
@@ -240,6 +360,26 @@ fn chaos_replicas_killed_and_restarted_lose_nothing_and_drop_no_request() {
             Duration::from_secs(20),
             || (dp.config()["version"] == version).then_some(()),
         );
+    }
+    // Nothing staged was applied twice: each host once among a session's routes.
+    for id in &outcomes.rotating {
+        let mut at = 0;
+        let registries: Vec<SocketAddr> = cps.iter().map(|c| c.registry).collect();
+        let Sent::Reply(reply) = send_anywhere(&registries, &mut at, &format!("ROUTE_LIST|{id}"))
+        else {
+            panic!("ROUTE_LIST after the chaos");
+        };
+        let list = json_after(&reply, "ROUTE_LIST_OK");
+        let mut hosts: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["domains"][0].as_str().unwrap())
+            .collect();
+        let all = hosts.len();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), all, "a host applied twice: {list}");
     }
     // What got OK is served everywhere; what got ERROR nowhere.
     for dp in &dps {

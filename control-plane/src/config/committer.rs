@@ -99,6 +99,10 @@ impl Committer {
     /// changed nothing; anything else stops the control plane (fail-stop,
     /// see `Fatal`), and nothing more is committed meanwhile.
     fn store_failed(&mut self, error: StoreError, global: &mut GlobalConfig) -> StoreFailed {
+        if matches!(error, StoreError::Moved) {
+            debug!("a session's change refused: another replica took it over");
+            return StoreFailed::Moved;
+        }
         if error.is_unavailable() {
             warn!(%error, "the state store is unavailable");
             return StoreFailed::Unavailable;

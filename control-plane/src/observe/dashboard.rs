@@ -92,6 +92,8 @@ fn event_json(event: v1::WatchEvent) -> Option<Value> {
 #[derive(Clone)]
 pub struct Api {
     pub directory: Arc<Directory>,
+    /// This replica's id (empty with a store of one's own).
+    pub replica: String,
     pub telemetry: Telemetry,
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
@@ -116,7 +118,21 @@ impl Api {
             .await
             .into_iter()
             .filter_map(Result::ok)
+            .map(|mut session| {
+                session["replica"] = json!(self.replica);
+                session
+            })
             .collect();
+        // With replicas, those the others run too, as stored.
+        sessions.extend(self.directory.stored_elsewhere().into_iter().map(|s| {
+            json!({
+                "session_id": s.id,
+                "service": s.service,
+                "instance": s.instance,
+                "state": "on another replica",
+                "replica": s.replica,
+            })
+        }));
         sessions.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
         json!({ "sessions": sessions })
     }

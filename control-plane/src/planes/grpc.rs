@@ -21,7 +21,7 @@ use crate::planes::publisher::{
     Watch,
 };
 use crate::protocol::EventType;
-use crate::session::{Directory, RouteEvent};
+use crate::session::{Directory, RouteEvent, Sessions};
 use portico_proto::backend_policy::BackendPolicy;
 use portico_proto::v1::operator_service_server::OperatorService;
 
@@ -124,16 +124,54 @@ fn report(side: &PlaneSide, node_id: &str, message: v1::DataPlaneMessage) {
 /// What replicas sharing an etcd prefix ask each other (docs/HA.md).
 pub struct ReplicaApi {
     side: Arc<PlaneSide>,
+    /// The sessions relayed commands run on.
+    sessions: Arc<Sessions>,
 }
 
 impl ReplicaApi {
-    pub fn new(side: Arc<PlaneSide>) -> Self {
-        ReplicaApi { side }
+    pub fn new(side: Arc<PlaneSide>, sessions: Arc<Sessions>) -> Self {
+        ReplicaApi { side, sessions }
     }
 }
 
+/// What a relay stream carries back.
+type RelayedLines =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::RelayDown, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl ReplicaService for ReplicaApi {
+    type RelayStream = RelayedLines;
+
+    async fn relay(
+        &self,
+        request: Request<Streaming<v1::RelayUp>>,
+    ) -> Result<Response<RelayedLines>, Status> {
+        let meant_for = request
+            .metadata()
+            .get(crate::registry::forward::REPLICA_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let here = self.sessions.replica_id();
+        if meant_for != Some(here) {
+            return Err(Status::failed_precondition(format!(
+                "this is replica {here}, not {}",
+                meant_for.unwrap_or("?")
+            )));
+        }
+        let peer = request
+            .remote_addr()
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (down, lines) = mpsc::channel(64);
+        tokio::spawn(crate::registry::relay::serve(
+            request.into_inner(),
+            peer,
+            self.sessions.clone(),
+            down,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(lines),
+        )))
+    }
+
     async fn share_reports(
         &self,
         request: Request<Streaming<v1::PeerReport>>,

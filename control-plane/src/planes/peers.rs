@@ -76,7 +76,21 @@ impl Peers {
         format!("{scheme}://{grpc}")
     }
 
-    async fn client(
+    /// Where replica `id` takes gRPC calls, if it is live: from the links,
+    /// or from the store for one that started since the last look.
+    pub async fn address(&self, id: &str) -> Option<String> {
+        if let Some(link) = self.links.lock().get(id) {
+            return Some(link.grpc.clone());
+        }
+        let store = self.store.clone();
+        let replicas = tokio::task::spawn_blocking(move || store.replicas())
+            .await
+            .ok()?
+            .ok()?;
+        replicas.into_iter().find(|r| r.id == id).map(|r| r.grpc)
+    }
+
+    pub async fn client(
         &self,
         grpc: &str,
     ) -> anyhow::Result<ReplicaServiceClient<tonic::transport::Channel>> {

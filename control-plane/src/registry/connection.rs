@@ -13,7 +13,7 @@ use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
@@ -22,7 +22,8 @@ use crate::protocol::parser::command_names;
 use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::registry::auth::TokenHash;
 use crate::registry::conn_limits::ConnCounter;
-use crate::session::{Exec, Home, HomeClosed, Identity, Sessions};
+use crate::registry::forward::{self, Forwarder};
+use crate::session::{Exec, Home, HomeClosed, Identity, SessionActor, Sessions};
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -34,20 +35,32 @@ const MAX_AUTH_FAILURES: u32 = 3;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// What one command produced: its line, and what it means for the connection.
-struct Outcome {
-    line: String,
-    close: bool,
+pub(crate) struct Outcome {
+    pub line: String,
+    pub close: bool,
     /// This connection became the home of the session.
-    home_of: Option<String>,
-    /// A second line that follows later (MAINT_OK), with the txn to echo.
-    follow_up: Option<(oneshot::Receiver<Reply>, Option<String>)>,
+    pub home_of: Option<String>,
+    /// A second line that follows later (MAINT_OK), rendered.
+    pub follow_up: Option<FollowUp>,
     /// A REGISTER refused for its token: counted towards closing.
-    unauthorized: bool,
+    pub unauthorized: bool,
+    /// Relayed here for a session this replica does not run: nothing ran.
+    pub not_here: bool,
 }
 
-type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+pub(crate) type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
 
-type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// One registry connection as its commands see it: a client's, or one
+/// relayed from another replica.
+pub(crate) struct Conn {
+    pub home: Home,
+    pub peer: SocketAddr,
+    /// Sessions other replicas run are relayed to them from here; `None` on
+    /// a relayed connection, which never relays again.
+    pub forward: Option<Arc<Forwarder>>,
+}
 
 pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
     let counter = Arc::new(ConnCounter::default());
@@ -101,15 +114,22 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>) {
-    let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let conn_id = next_conn_id();
     debug!(conn_id, %peer, "registry connection opened");
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, LineFramer::default());
     let mut out = BufWriter::new(write);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<String>();
-    let home = Home {
-        conn_id,
-        events: events_tx,
+    let conn = Conn {
+        home: Home {
+            conn_id,
+            events: events_tx.clone(),
+        },
+        peer,
+        forward: Some(Arc::new(Forwarder::new(
+            sessions.env.planes.peers.clone(),
+            events_tx,
+        ))),
     };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut follow_ups: FuturesUnordered<FollowUp> = FuturesUnordered::new();
@@ -144,10 +164,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Ses
                     if let Some(id) = outcome.home_of {
                         homes.insert(id);
                     }
-                    if let Some((rx, txn)) = outcome.follow_up {
-                        follow_ups.push(Box::pin(async move {
-                            rx.await.ok().map(|reply| reply.render(txn.as_deref()))
-                        }));
+                    if let Some(follow_up) = outcome.follow_up {
+                        follow_ups.push(follow_up);
                     }
                     if outcome.unauthorized {
                         auth_failures += 1;
@@ -172,7 +190,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Ses
             frame = frames.next(), if reading && pending.len() < MAX_IN_FLIGHT => match frame {
                 Some(Ok(frame)) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    pending.push_back(counted(frame, peer, &home, &sessions));
+                    pending.push_back(counted(frame, &conn, &sessions));
                 }
                 Some(Err(e)) => {
                     debug!(conn_id, error = %e, "registry read failed");
@@ -208,24 +226,29 @@ async fn write_line<W: AsyncWriteExt + Unpin>(out: &mut W, line: &str) -> std::i
     out.write_all(line.as_bytes()).await
 }
 
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
 fn immediate(line: String) -> Pending {
     Box::pin(std::future::ready(Outcome::line(line)))
 }
 
 impl Outcome {
-    fn line(line: String) -> Outcome {
+    pub(crate) fn line(line: String) -> Outcome {
         Outcome {
             line,
             close: false,
             home_of: None,
             follow_up: None,
             unauthorized: false,
+            not_here: false,
         }
     }
 }
 
 /// [`handle_frame`], with its command and time kept for the metrics.
-fn counted(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>) -> Pending {
+pub(crate) fn counted(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pending {
     let command = match &frame {
         Frame::Line(line) => {
             let first = line.split('|').next().unwrap_or("");
@@ -235,7 +258,7 @@ fn counted(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>
     };
     let started = std::time::Instant::now();
     let metrics = sessions.env.metrics.clone();
-    let outcome = handle_frame(frame, peer, home, sessions);
+    let outcome = handle_frame(frame, conn, sessions);
     Box::pin(async move {
         let outcome = outcome.await;
         let ok = !outcome.line.starts_with("ERROR");
@@ -247,7 +270,8 @@ fn counted(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>
     })
 }
 
-fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sessions>) -> Pending {
+fn handle_frame(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pending {
+    let peer = conn.peer;
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLong => {
@@ -306,7 +330,7 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sess
             connected_at: SystemTime::now(),
             token,
         };
-        let (sessions, home) = (sessions.clone(), home.clone());
+        let (sessions, home) = (sessions.clone(), conn.home.clone());
         return Box::pin(async move {
             let id = match sessions.register(identity, home).await {
                 Ok(id) => id,
@@ -323,26 +347,64 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sess
     let exec = Exec {
         name: request.name,
         command: request.command,
-        conn: home.clone(),
+        conn: conn.home.clone(),
     };
     // Sent now, so pipelined commands reach the session in order.
-    let sent = match sessions.directory.lookup(&session) {
-        Some(addr) => Ok(addr.send(exec)),
-        None if reconnect => Err(exec),
-        None => return immediate(Reply::invalid_session().render(txn.as_deref())),
-    };
-    let sessions = sessions.clone();
+    if let Some(addr) = sessions.directory.lookup(&session) {
+        return run_here(
+            Ok(addr.send(exec)),
+            session,
+            reconnect,
+            txn,
+            sessions.clone(),
+        );
+    }
+    if reconnect || sessions.replica_id().is_empty() {
+        // RECONNECT: another replica may run it (or ran it, and died).
+        return run_here(Err(exec), session, reconnect, txn, sessions.clone());
+    }
+    match &conn.forward {
+        Some(forward) => forward::command(forward, line, session, txn, exec, sessions),
+        // Relayed here: run here if the store says so (a move that raced a
+        // commit can leave a session stored here without its actor).
+        None => {
+            let sessions = sessions.clone();
+            Box::pin(async move {
+                match sessions.stored_replica(&session).await {
+                    Ok(Some(replica)) if replica == sessions.replica_id() => {
+                        forward::here(exec, session, txn, &sessions).await
+                    }
+                    _ => Outcome {
+                        not_here: true,
+                        ..Outcome::line(String::new())
+                    },
+                }
+            })
+        }
+    }
+}
+
+/// Runs a command on the session's actor here: `Ok` when it was sent to
+/// it, `Err` when the session is not here (a `RECONNECT` claims it from
+/// another replica; any other command gets `invalid session`).
+pub(crate) fn run_here(
+    sent: Result<actix::dev::Request<SessionActor, Exec>, Exec>,
+    session: String,
+    reconnect: bool,
+    txn: Option<String>,
+    sessions: Arc<Sessions>,
+) -> Pending {
     Box::pin(async move {
         let sent = match sent {
             Ok(sent) => sent,
-            // Another replica may run it (or ran it, and died).
-            Err(exec) => match sessions.claim(&session).await {
+            Err(exec) if reconnect => match sessions.claim(&session).await {
                 Ok(Some(addr)) => addr.send(exec),
                 Ok(None) => {
                     return Outcome::line(Reply::code(ReplyCode::Reregister).render(txn.as_deref()))
                 }
                 Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
             },
+            Err(_) => return Outcome::line(Reply::invalid_session().render(txn.as_deref())),
         };
         let answer = match sent.await {
             Ok(answer) => answer,
@@ -351,12 +413,16 @@ fn handle_frame(frame: Frame, peer: SocketAddr, home: &Home, sessions: &Arc<Sess
         };
         let reply = answer.reply;
         let home_of = (reconnect && reply.code == ReplyCode::Ok).then_some(session);
+        let line = reply.render(txn.as_deref());
+        let follow_up = answer.follow_up.map(|rx| -> FollowUp {
+            Box::pin(async move { rx.await.ok().map(|reply| reply.render(txn.as_deref())) })
+        });
         Outcome {
-            line: reply.render(txn.as_deref()),
+            line,
             close: reply.close,
             home_of,
-            follow_up: answer.follow_up.map(|rx| (rx, txn)),
-            unauthorized: false,
+            follow_up,
+            ..Outcome::line(String::new())
         }
     })
 }

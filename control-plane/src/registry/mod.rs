@@ -5,3 +5,5 @@
 pub mod auth;
 pub mod conn_limits;
 pub mod connection;
+pub mod forward;
+pub mod relay;

@@ -22,13 +22,27 @@ struct Sessions {
     by_instance: HashMap<(String, String), String>,
 }
 
-/// With a shared store: the session of each service instance, whichever
-/// replica runs it (from the stored records, kept up by the watch), so a
-/// REGISTER here can take over a session another replica runs.
+/// With a shared store: the session of each service instance, and the
+/// replica running each session (from the stored records, kept up by the
+/// watch), so a REGISTER here can take over a session another replica
+/// runs, and a command for it can be relayed there.
 #[derive(Default)]
 struct Stored {
     by_instance: HashMap<(String, String), String>,
-    by_id: HashMap<String, (String, String)>,
+    by_id: HashMap<String, StoredSession>,
+}
+
+/// A session another replica runs, as stored.
+pub struct StoredElsewhere {
+    pub id: String,
+    pub service: String,
+    pub instance: String,
+    pub replica: String,
+}
+
+struct StoredSession {
+    key: InstanceKey,
+    replica: String,
 }
 
 pub struct Directory {
@@ -109,13 +123,41 @@ impl Directory {
         let key = (record.service.clone(), record.instance.clone());
         let mut stored = self.stored.lock();
         stored.by_instance.insert(key.clone(), record.id.clone());
-        stored.by_id.insert(record.id.clone(), key);
+        let replica = record.replica.clone();
+        stored
+            .by_id
+            .insert(record.id.clone(), StoredSession { key, replica });
+    }
+
+    /// The sessions stored as run by another replica (shared store).
+    pub fn stored_elsewhere(&self) -> Vec<StoredElsewhere> {
+        let here = self.sessions.lock();
+        let stored = self.stored.lock();
+        let mut elsewhere: Vec<StoredElsewhere> = stored
+            .by_id
+            .iter()
+            .filter(|(id, _)| !here.by_id.contains_key(*id))
+            .map(|(id, s)| StoredElsewhere {
+                id: id.clone(),
+                service: s.key.0.clone(),
+                instance: s.key.1.clone(),
+                replica: s.replica.clone(),
+            })
+            .collect();
+        elsewhere.sort_by(|a, b| a.id.cmp(&b.id));
+        elsewhere
+    }
+
+    /// The replica running session `id` as last stored (shared store).
+    pub fn stored_replica(&self, id: &str) -> Option<String> {
+        let stored = self.stored.lock();
+        stored.by_id.get(id).map(|s| s.replica.clone())
     }
 
     /// A session record deleted (shared store).
     pub fn stored_gone(&self, id: &str) {
         let mut stored = self.stored.lock();
-        if let Some(key) = stored.by_id.remove(id) {
+        if let Some(StoredSession { key, .. }) = stored.by_id.remove(id) {
             if stored
                 .by_instance
                 .get(&key)

@@ -111,14 +111,26 @@ impl Sessions {
     /// it (which lets it go once it sees that), detached until the
     /// `RECONNECT` attaches it. `None` when there is no such session.
     pub async fn claim(&self, id: &str) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
+        self.claim_from(id, None).await
+    }
+
+    /// Takes session `id` over from replica `from` (which failed while a
+    /// command for it was relayed there), unless it moved elsewhere since;
+    /// from any replica with `None`.
+    pub async fn claim_from(
+        &self,
+        id: &str,
+        from: Option<&str>,
+    ) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
         let store = self.store.clone();
         if store.replica_id().is_empty() {
             return Ok(None);
         }
-        let key = id.to_string();
-        let claimed = actix_rt::task::spawn_blocking(move || store.claim_session(&key))
-            .await
-            .map_err(|_| StoreFailed::Unavailable)?;
+        let (key, from) = (id.to_string(), from.map(str::to_string));
+        let claimed =
+            actix_rt::task::spawn_blocking(move || store.claim_session(&key, from.as_deref()))
+                .await
+                .map_err(|_| StoreFailed::Unavailable)?;
         match claimed {
             Ok(Some(record)) => {
                 self.adopt(vec![record], self.env.settings.grace);
@@ -155,6 +167,21 @@ impl Sessions {
                 tracing::warn!(session = %id, "cannot tell which replica runs the session; keeping it")
             }
         }
+    }
+
+    /// Where session `id` runs, read from the store now (a record the
+    /// watch has not shown here yet); `None` without a record.
+    pub async fn stored_replica(&self, id: &str) -> Result<Option<String>, StoreFailed> {
+        let (store, key) = (self.store.clone(), id.to_string());
+        match actix_rt::task::spawn_blocking(move || store.session_replica(&key)).await {
+            Ok(Ok(replica)) => Ok(replica),
+            _ => Err(StoreFailed::Unavailable),
+        }
+    }
+
+    /// This replica's id (empty with a store of one's own).
+    pub fn replica_id(&self) -> &str {
+        self.store.replica_id()
     }
 
     /// Starts a session restored from the store, detached with `grace`.

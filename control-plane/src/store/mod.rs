@@ -50,6 +50,10 @@ pub enum StoreError {
     Conflict { expected: u64, found: u64 },
     #[error("the configuration in memory diverged from the state store")]
     Diverged,
+    /// Another replica took the session over since this one last wrote it:
+    /// nothing was written (the actor here is let go once the watch shows it).
+    #[error("the session moved to another replica")]
+    Moved,
     #[error("the etcd state store under {prefix} is unreadable: {reason}")]
     EtcdCorrupt { prefix: String, reason: String },
 }
@@ -93,6 +97,9 @@ pub enum StoreFailed {
     /// The shared store did not answer; nothing changed, try again later.
     #[error("store unavailable")]
     Unavailable,
+    /// Another replica runs the session now; nothing changed.
+    #[error("the session moved to another replica; try again")]
+    Moved,
 }
 
 /// Tells `main` that the store cannot be written: answering `OK` without
@@ -152,9 +159,14 @@ pub trait Store: Send + Sync {
     /// Shared store: a data plane this replica held left.
     fn unshare_member(&self, _node_id: &str) {}
     /// Shared store: makes this replica the one running session `id`,
-    /// whichever ran it before (a `RECONNECT` here); its record, `None`
-    /// when there is no such session.
-    fn claim_session(&self, _id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    /// whichever ran it before (a `RECONNECT` here), or only if replica
+    /// `from` still runs it; its record, `None` when there is no such
+    /// session (or another replica runs it).
+    fn claim_session(
+        &self,
+        _id: &str,
+        _from: Option<&str>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         Ok(None)
     }
     /// Shared store: the replica running session `id` as stored (`None`

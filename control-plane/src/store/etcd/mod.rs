@@ -44,6 +44,10 @@ pub struct EtcdStore {
     replica: String,
     /// What lives only as long as this replica (set once connected).
     presence: Option<Presence>,
+    /// The etcd revision at which this replica last wrote (or claimed) each
+    /// session it runs: its writes of that session are conditioned on it,
+    /// so an actor a move left behind cannot overwrite the new holder's.
+    held: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 fn key(prefix: &str, rest: &str) -> String {
@@ -100,6 +104,7 @@ impl EtcdStore {
             runtime: Some(runtime),
             version: parking_lot::Mutex::new(0),
             revision: AtomicI64::new(0),
+            held: Default::default(),
             replica: replica.to_string(),
             presence: Some(presence),
         };
@@ -284,6 +289,33 @@ impl EtcdStore {
 }
 
 impl EtcdStore {
+    /// Conditions for writing the sessions of `batch` this replica holds:
+    /// each still as this replica last wrote it.
+    fn held_guards(&self, batch: &Batch) -> Vec<Compare> {
+        let held = self.held.lock();
+        let ids = batch.put.iter().map(|r| &r.id).chain(batch.delete.iter());
+        ids.filter_map(|id| {
+            let revision = *held.get(id)?;
+            let key = key(&self.prefix, &format!("sessions/{id}"));
+            Some(Compare::mod_revision(key, CompareOp::Equal, revision))
+        })
+        .collect()
+    }
+
+    /// Remembers the revision of the sessions `batch` wrote.
+    fn wrote(&self, batch: &Batch, response: &etcd_client::TxnResponse) {
+        let Some(revision) = response.header().map(|h| h.revision()) else {
+            return;
+        };
+        let mut held = self.held.lock();
+        for record in &batch.put {
+            held.insert(record.id.clone(), revision);
+        }
+        for id in &batch.delete {
+            held.remove(id);
+        }
+    }
+
     /// Makes this replica the one running each session of `kvs` that
     /// `pick` accepts, each by a compare-and-swap on its record, so that of
     /// replicas claiming at once exactly one wins; the records it won.
@@ -310,7 +342,13 @@ impl EtcdStore {
                     kv.mod_revision(),
                 )])
                 .and_then([TxnOp::put(key, bytes, None)]);
-            if self.txn(txn)?.succeeded() {
+            let response = self.txn(txn)?;
+            if response.succeeded() {
+                if let Some(header) = response.header() {
+                    self.held
+                        .lock()
+                        .insert(record.id.clone(), header.revision());
+                }
                 claimed.push(record);
             }
         }
@@ -352,10 +390,15 @@ impl Store for EtcdStore {
                 None => TxnOp::delete(key(&self.prefix, &rest), None),
             })
             .collect();
+        let held = self.held_guards(batch);
         let Some(next) = batch.version else {
             // Records beside the versions (a new session, the fleet, route
-            // ids) never conflict: each has one writer.
-            self.txn(Txn::new().and_then(ops))?;
+            // ids) have one writer each: a session's, the replica holding it.
+            let response = self.txn(Txn::new().when(held).and_then(ops))?;
+            if !response.succeeded() {
+                return Err(StoreError::Moved);
+            }
+            self.wrote(batch, &response);
             return Ok(());
         };
         // Held across the transaction: this process's commits go one at a
@@ -363,19 +406,25 @@ impl Store for EtcdStore {
         let mut version = self.version.lock();
         let expected = *version;
         let version_key = key(&self.prefix, "meta/version");
+        let mut when = vec![Compare::value(
+            version_key.clone(),
+            CompareOp::Equal,
+            expected.to_string(),
+        )];
+        when.extend(held);
         let txn = Txn::new()
-            .when([Compare::value(
-                version_key.clone(),
-                CompareOp::Equal,
-                expected.to_string(),
-            )])
+            .when(when)
             .and_then(ops)
             .or_else([TxnOp::get(version_key, None)]);
         let response = self.txn(txn)?;
         if !response.succeeded() {
             let found = read_back(response).as_deref().and_then(number).unwrap_or(0);
+            if found == expected {
+                return Err(StoreError::Moved);
+            }
             return Err(StoreError::Conflict { expected, found });
         }
+        self.wrote(batch, &response);
         *version = next;
         Ok(())
     }
@@ -439,9 +488,16 @@ impl Store for EtcdStore {
         }
     }
 
-    fn claim_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    fn claim_session(
+        &self,
+        id: &str,
+        from: Option<&str>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let response = self.get_one(&format!("sessions/{id}"))?;
-        Ok(self.claim(response.kvs(), |_| true)?.into_iter().next())
+        let claimed = self.claim(response.kvs(), |r| {
+            from.is_none_or(|from| r.replica == from)
+        })?;
+        Ok(claimed.into_iter().next())
     }
 
     fn session_replica(&self, id: &str) -> Result<Option<String>, StoreError> {
