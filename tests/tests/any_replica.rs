@@ -151,8 +151,9 @@ fn a_replica_that_dies_under_a_relayed_command_gives_a_clear_error_and_the_next_
         wait_fleet(cp, &["gone-dp"]);
     }
     let backend = FakeBackend::start("gone");
-    let ack = nc(cps[0].registry, "REGISTER|gone|g-1|0|{}", 1).remove(0);
-    let id = ack.strip_prefix("ACK|").expect(&ack).to_string();
+    // The session's home connection stays open on the first replica.
+    let mut home = LineClient::connect(cps[0].registry);
+    let id = home.register("gone", "g-1");
     let url = backend.url();
     let added = nc(
         cps[1].registry,
@@ -186,6 +187,17 @@ fn a_replica_that_dies_under_a_relayed_command_gives_a_clear_error_and_the_next_
         Duration::from_secs(10),
         || (runs_on(&cps[1]) == holder && runs_on(&cps[2]) == holder).then_some(()),
     );
+
+    // Subscribed through another replica, events come on the home connection.
+    assert_eq!(
+        nc(cps[1].registry, &format!("SUBSCRIBE|{id}|all"), 1),
+        ["SUBSCRIBE_OK"]
+    );
+    let mut other = Session::register(cps[0].registry, "other", "o-1");
+    other.add_route("other.gone.test", "/", &url);
+    other.apply();
+    let event = home.read_line();
+    assert!(event.starts_with("EVENT|global_config_changed|"), "{event}");
 
     // A change staged through another replica, then the session's replica
     // frozen under the apply and killed.
