@@ -183,7 +183,8 @@ async fn session(
         .register(identity, home.clone())
         .await
         .expect("registered");
-    let addr = shared.directory.lookup(&id).expect("a live session");
+    let key = crate::session::key::session_key(&id);
+    let addr = shared.directory.lookup(&key).expect("a live session");
     (addr, home, received)
 }
 
@@ -195,6 +196,7 @@ async fn exec(addr: &Addr<SessionActor>, home: &Home, line: &str) -> String {
             name: request.name,
             command: request.command,
             conn: home.clone(),
+            presented: String::new(),
         })
         .await
         .expect("the session answers");

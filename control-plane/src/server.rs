@@ -105,11 +105,39 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Stores written before sessions were kept by key hold their ids: each
+/// such record is written again under its key, in one batch.
+fn key_sessions(store: &dyn store::Store) -> anyhow::Result<()> {
+    let loaded = store.load()?;
+    let old: Vec<store::SessionRecord> = loaded
+        .sessions
+        .into_iter()
+        .filter(|s| !crate::session::key::is_key(&s.id))
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    let batch = store::Batch {
+        delete: old.iter().map(|s| s.id.clone()).collect(),
+        put: old.into_iter().map(|s| s.keyed()).collect(),
+        ..Default::default()
+    };
+    store
+        .commit(&batch)
+        .context("keeping the stored sessions by key")?;
+    info!(
+        sessions = batch.put.len(),
+        "stored sessions are kept by key now, no longer by id"
+    );
+    Ok(())
+}
+
 /// The stored state, its sessions read back, and the global configuration
 /// made of them.
 fn restore(
     store: &Arc<dyn store::Store>,
 ) -> anyhow::Result<(store::Loaded, Vec<SessionState>, GlobalConfig)> {
+    key_sessions(store.as_ref())?;
     let loaded = store.load()?;
     let sessions = loaded
         .sessions
@@ -276,6 +304,7 @@ impl Core {
     fn plane_side(&self, args: &Config) -> Arc<grpc::PlaneSide> {
         Arc::new(grpc::PlaneSide {
             directory: self.sessions.directory.clone(),
+            config: self.global.clone(),
             telemetry: self.env().telemetry.clone(),
             planes: PlaneCommands::new(self.publisher.clone(), self.peers.clone()),
             backend_policy: args.backend_policy.clone(),

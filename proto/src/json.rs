@@ -12,7 +12,7 @@ use crate::time::unix_ms;
 pub fn route_json(r: &RouteSpec) -> Value {
     let mut view = json!({
         "route_id": r.route_id,
-        "session_id": r.session_id,
+        "owner": r.owner,
         "service": r.service,
         "instance": r.instance,
         "domains": r.domains,

@@ -22,7 +22,11 @@ pub enum RouteError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
     pub route_id: String,
-    pub session_id: String,
+    /// The owning session's key, on the control plane only: never pushed,
+    /// empty on data planes.
+    pub session: String,
+    /// The owning session's public handle (`instance#fingerprint`).
+    pub owner: String,
     pub service: String,
     pub instance: String,
     pub domains: Vec<String>,
@@ -49,7 +53,8 @@ impl RouteSpec {
     pub fn for_test(id: &str, service: &str, hosts: &[&str], path: &str, backend: &str) -> Self {
         RouteSpec {
             route_id: id.into(),
-            session_id: format!("s-{id}"),
+            session: format!("s-{id}"),
+            owner: format!("i#{id}"),
             service: service.into(),
             instance: "i".into(),
             domains: hosts.iter().map(|h| h.to_string()).collect(),
@@ -97,7 +102,8 @@ impl TryFrom<&v1::Route> for RouteSpec {
         };
         Ok(RouteSpec {
             route_id: route.route_id.clone(),
-            session_id: route.session_id.clone(),
+            session: String::new(),
+            owner: route.owner.clone(),
             service: route.service.clone(),
             instance: route.instance.clone(),
             domains,
@@ -119,7 +125,7 @@ impl From<&RouteSpec> for v1::Route {
     fn from(spec: &RouteSpec) -> v1::Route {
         v1::Route {
             route_id: spec.route_id.clone(),
-            session_id: spec.session_id.clone(),
+            owner: spec.owner.clone(),
             service: spec.service.clone(),
             instance: spec.instance.clone(),
             domains: spec.domains.clone(),
@@ -141,7 +147,7 @@ mod tests {
     fn a_route_round_trips_without_loss() {
         let route = v1::Route {
             route_id: "r3".into(),
-            session_id: "s".into(),
+            owner: "web-1#0123abcd".into(),
             service: "web".into(),
             instance: "web-1".into(),
             domains: vec!["a.com".into()],

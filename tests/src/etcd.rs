@@ -142,6 +142,45 @@ impl Etcd {
             .collect()
     }
 
+    /// Every key and value under `prefix` (plain-text etcd only), through
+    /// etcd's JSON gateway.
+    pub fn dump(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)});
+        let reply = self.gateway("/v3/kv/range", &body);
+        reply["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (unb64(&kv["key"]), unb64(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Writes `key` (plain-text etcd only).
+    pub fn put(&self, key: &str, value: &str) {
+        let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())});
+        self.gateway("/v3/kv/put", &body);
+    }
+
+    /// Deletes `key` (plain-text etcd only).
+    pub fn delete(&self, key: &str) {
+        self.gateway(
+            "/v3/kv/deleterange",
+            &serde_json::json!({"key": b64(key.as_bytes())}),
+        );
+    }
+
+    fn gateway(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let reply = crate::http_post(self.client, path, &body.to_string()).expect("etcd's gateway");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        serde_json::from_str(&reply.body).expect("etcd's JSON")
+    }
+
     /// The client url the control plane dials.
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -157,4 +196,17 @@ impl Etcd {
         self.proc = Self::spawn(&self.dir, self.client, self.peer, self.tls.as_ref());
         self.wait_healthy();
     }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(value: &serde_json::Value) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_str().unwrap_or_default())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -36,3 +36,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A session's public handle as views and logs show it: the instance and
+/// the first 8 hex digits of the SHA-256 of its id (docs/SECURITY.md).
+pub fn handle(instance: &str, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{instance}#{hex}")
+}
+
+/// The secret part of a session id (`instance-<32 hex>`): what no view,
+/// log or backup may show.
+pub fn secret_part(id: &str) -> &str {
+    id.rsplit('-').next().unwrap_or(id)
+}

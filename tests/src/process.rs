@@ -53,7 +53,11 @@ impl Proc {
     ) -> Proc {
         let mut child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", "info")
+            // A test that must see every log line sets PORTICO_TEST_LOG=debug.
+            .env(
+                "RUST_LOG",
+                std::env::var("PORTICO_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -271,6 +275,22 @@ impl ControlPlane {
 
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// `portico-cp export` of its data dir (stopped first: the store is
+    /// the running process's).
+    pub fn export(&self) -> String {
+        let dir = self.data_dir.path().display().to_string();
+        let export = Command::new(bin("portico-cp"))
+            .args(["--data-dir", &dir, "export"])
+            .output()
+            .expect("running portico-cp export");
+        assert!(
+            export.status.success(),
+            "{}",
+            String::from_utf8_lossy(&export.stderr)
+        );
+        String::from_utf8(export.stdout).expect("UTF-8 JSON")
     }
 }
 

@@ -516,3 +516,44 @@ fn a_register_on_another_replica_takes_over_its_instances_session() {
     new.apply();
     assert_eq!(dp.get("inherited.test", "/").status, 404);
 }
+
+#[test]
+fn a_store_kept_by_session_id_is_kept_by_key_after_a_start_and_reconnect_works() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let mut cp = ControlPlane::start_with(&etcd_args(&url, "/keyed"));
+    let dp = DataPlane::start(&cp.grpc_url(), "keyed-dp");
+    let backend = FakeBackend::start("keyed");
+    let mut s = Session::register(cp.registry, "web", "web-1");
+    s.add_route("keyed.test", "/", &backend.url());
+    s.apply();
+    let secret = secret_part(&s.id).to_string();
+    let sessions = etcd.dump("/keyed/sessions/");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let (key, value) = sessions[0].clone();
+    assert!(
+        !key.contains(&secret) && !value.contains(&secret),
+        "{key} {value}"
+    );
+
+    // Written back as a control plane before keys kept it: under its id.
+    cp.proc.kill();
+    let mut old: serde_json::Value = serde_json::from_str(&value).unwrap();
+    old["id"] = serde_json::json!(s.id);
+    etcd.delete(&key);
+    etcd.put(&format!("/keyed/sessions/{}", s.id), &old.to_string());
+    cp.start_again();
+    let mut c = LineClient::connect(cp.registry);
+    assert_eq!(c.send(&format!("RECONNECT|{}", s.id)), "OK");
+    let list = json_after(&c.send(&format!("ROUTE_LIST|{}", s.id)), "ROUTE_LIST_OK");
+    assert_eq!(list[0]["domains"][0], "keyed.test", "{list}");
+    assert_eq!(dp.get("keyed.test", "/").status, 200);
+    let after = etcd.dump("/keyed/");
+    assert!(
+        after
+            .iter()
+            .all(|(k, v)| !k.contains(&secret) && !v.contains(&secret)),
+        "{after:?}"
+    );
+    assert_eq!(etcd.dump("/keyed/sessions/").len(), 1);
+}

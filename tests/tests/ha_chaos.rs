@@ -127,42 +127,47 @@ fn run_rotating(
         let host = format!("s{i}-{n}.test");
         let add = format!("ROUTE_ADD|{id}|{host}|/|{backend}|0");
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stage = true;
         let outcome = loop {
             assert!(Instant::now() < deadline, "{host} was never applied");
-            let staged = match send_anywhere(&registries, &mut at, &add) {
-                Sent::Reply(reply) if reply.starts_with("ROUTE_OK|") => true,
-                Sent::Reply(reply) if reply.contains("staged changes there are lost") => false,
-                Sent::Reply(reply) => {
-                    outcomes
-                        .lock()
-                        .unwrap()
-                        .wrong
-                        .push(format!("{add}: {reply}"));
-                    false
+            if stage {
+                match send_anywhere(&registries, &mut at, &add) {
+                    Sent::Reply(reply) if reply.starts_with("ROUTE_OK|") => {}
+                    // Not staged: its replica failed, or it moved as it came.
+                    Sent::Reply(reply)
+                        if reply.contains("staged changes there are lost")
+                            || reply.contains("try again") =>
+                    {
+                        continue
+                    }
+                    Sent::Reply(reply) => {
+                        let wrong = format!("{add}: {reply}");
+                        outcomes.lock().unwrap().wrong.push(wrong);
+                        continue;
+                    }
+                    Sent::Unknown => {
+                        if status_of(&registries, &mut at, &id, &host).is_none() {
+                            continue;
+                        }
+                    }
                 }
-                Sent::Unknown => status_of(&registries, &mut at, &id, &host).is_some(),
-            };
-            if !staged {
-                continue;
+                stage = false;
             }
             match send_anywhere(&registries, &mut at, &format!("CONFIG_APPLY|{id}")) {
                 Sent::Reply(reply) if reply == "OK" => break Ok(()),
                 Sent::Reply(reply) if reply.contains("invalid session") => {
-                    outcomes
-                        .lock()
-                        .unwrap()
-                        .wrong
-                        .push(format!("CONFIG_APPLY: {reply}"));
-                }
-                Sent::Reply(reply) if !reply.contains("failed while running") => {
-                    break Err(reply);
+                    let wrong = format!("CONFIG_APPLY: {reply}");
+                    outcomes.lock().unwrap().wrong.push(wrong);
                 }
                 _ => {}
             }
-            // The replica failed under the apply: it ran or it did not.
-            // Active: it ran. Still staged (it did not run) or lost: again.
-            if status_of(&registries, &mut at, &id, &host).as_deref() == Some("active") {
-                break Err(String::new());
+            // Any other answer, or none: it ran or it did not. Active: it
+            // ran. Still staged: apply again. Gone (staged changes lost with
+            // a replica): stage it again.
+            match status_of(&registries, &mut at, &id, &host).as_deref() {
+                Some("active") => break Err(String::new()),
+                Some(_) => {}
+                None => stage = true,
             }
         };
         let mut out = outcomes.lock().unwrap();

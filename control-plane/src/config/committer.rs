@@ -36,7 +36,7 @@ fn routes_of(record: &SessionRecord) -> Option<(String, String, Vec<RouteSpec>)>
     match record.active_routes() {
         Ok(routes) => Some((record.id.clone(), record.service.clone(), routes)),
         Err(e) => {
-            error!(session_id = %record.id, error = %e, "a stored session cannot be read; its routes are left out");
+            error!(session = %record.handle(), error = %e, "a stored session cannot be read; its routes are left out");
             None
         }
     }

@@ -403,6 +403,18 @@ impl GlobalConfig {
         self.ids.contains(route_id)
     }
 
+    /// The key of the session whose active route `route_id` is (reports
+    /// from data planes name the route only).
+    pub fn session_of(&self, route_id: &str) -> Option<&str> {
+        if !self.has_route(route_id) {
+            return None;
+        }
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.routes.contains_key(route_id))
+            .map(|(key, _)| key.as_str())
+    }
+
     /// Sizes of what it keeps, for `/debug/counts`.
     pub fn counts(&self) -> serde_json::Value {
         let (versions, ids) = self.history.counts();

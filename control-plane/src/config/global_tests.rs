@@ -34,12 +34,12 @@ fn transfer_keeps_route_ids_and_removes_nothing() {
     g.commit("old", "web", vec![route("r1", "a.com", "/")])
         .unwrap();
     let mut moved = route("r1", "a.com", "/");
-    moved.session_id = "new".into();
+    moved.session = "new".into();
     let c = g
         .transfer("old", "new", "web", vec![moved])
         .unwrap()
         .unwrap();
-    assert_eq!(c.upserted[0].session_id, "new");
+    assert_eq!(c.upserted[0].session, "new");
     assert!(c.removed.is_empty());
     assert_eq!(g.remove_session("old"), None);
     assert_eq!(

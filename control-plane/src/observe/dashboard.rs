@@ -126,14 +126,14 @@ impl Api {
         // With replicas, those the others run too, as stored.
         sessions.extend(self.directory.stored_elsewhere().into_iter().map(|s| {
             json!({
-                "session_id": s.id,
+                "session": crate::session::key::handle(&s.instance, &s.id),
                 "service": s.service,
                 "instance": s.instance,
                 "state": "on another replica",
                 "replica": s.replica,
             })
         }));
-        sessions.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
+        sessions.sort_by(|a, b| a["session"].as_str().cmp(&b["session"].as_str()));
         json!({ "sessions": sessions })
     }
 

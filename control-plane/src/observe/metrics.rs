@@ -23,6 +23,9 @@ pub struct Metrics {
     pub apply: AtomicHistogram,
     /// A commit, its fsync included.
     pub commit: AtomicHistogram,
+    /// Commands whose session id was not found, and those refused because
+    /// their address sent too many such ids.
+    pub invalid_sessions: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -42,6 +45,7 @@ impl Default for Metrics {
             index,
             apply: AtomicHistogram::default(),
             commit: AtomicHistogram::default(),
+            invalid_sessions: Default::default(),
         }
     }
 }
@@ -131,8 +135,16 @@ impl Metrics {
             Kind::Histogram,
         );
         commit.add_histogram(&[], &self.commit);
+        let mut invalid = Family::new(
+            "portico_invalid_sessions_total",
+            "Commands with a session id that names no session (answered `invalid session`), and those refused because their address sent too many.",
+            Kind::Counter,
+        );
+        for (result, n) in ["answered", "refused"].iter().zip(&self.invalid_sessions) {
+            invalid.add(&[("result", result)], n.load(Ordering::Relaxed) as f64);
+        }
         render(vec![
-            by_state, commands, config, fleet, acked, apply, commit,
+            by_state, commands, config, fleet, acked, apply, commit, invalid,
         ])
     }
 }

@@ -30,6 +30,8 @@ use portico_proto::v1::operator_service_server::OperatorService;
 /// to data planes, and the backend policy each plane is told first.
 pub struct PlaneSide {
     pub directory: Arc<Directory>,
+    /// Which session owns a route, for the events of its reports.
+    pub config: crate::config::global::SharedConfig,
     pub telemetry: Telemetry,
     pub planes: PlaneCommands,
     pub backend_policy: BackendPolicy,
@@ -72,8 +74,9 @@ fn without_keys(mut message: v1::ControlPlaneMessage) -> v1::ControlPlaneMessage
 }
 
 /// Tells the session owning a route, which forwards it if subscribed.
-fn announce(side: &PlaneSide, session_id: &str, event: EventType, payload: serde_json::Value) {
-    if let Some(session) = side.directory.lookup(session_id) {
+fn announce(side: &PlaneSide, route_id: &str, event: EventType, payload: serde_json::Value) {
+    let owner = side.config.read().session_of(route_id).map(str::to_string);
+    if let Some(session) = owner.and_then(|key| side.directory.lookup(&key)) {
         session.do_send(RouteEvent { event, payload });
     }
 }
@@ -93,16 +96,13 @@ fn report(side: &PlaneSide, node_id: &str, message: v1::DataPlaneMessage) {
                 });
                 announce(
                     side,
-                    &change.session_id,
+                    &change.route_id,
                     EventType::BackendHealthChanged,
                     payload,
                 );
             }
         }
-        Some(Msg::BreakerChange(v1::BreakerChange {
-            state: Some(state),
-            session_id,
-        })) => {
+        Some(Msg::BreakerChange(v1::BreakerChange { state: Some(state) })) => {
             let payload = json!({
                 "route_id": state.route_id,
                 "backend": state.backend_url,
@@ -110,8 +110,9 @@ fn report(side: &PlaneSide, node_id: &str, message: v1::DataPlaneMessage) {
                 "state": state.state,
                 "failures": state.failures,
             });
+            let route_id = state.route_id.clone();
             side.telemetry.breaker_changed(node_id, state);
-            announce(side, &session_id, EventType::CircuitBreakerChanged, payload);
+            announce(side, &route_id, EventType::CircuitBreakerChanged, payload);
         }
         // After every report this plane sent before its reset.
         Some(Msg::BreakerReset(reset)) => side
@@ -183,6 +184,17 @@ impl ReplicaService for ReplicaApi {
             }
         }
         Ok(Response::new(v1::PeerReportsDone {}))
+    }
+
+    async fn release(
+        &self,
+        request: Request<v1::PeerRelease>,
+    ) -> Result<Response<v1::PeerReleaseDone>, Status> {
+        let key = request.into_inner().session_key;
+        if let Some(addr) = self.sessions.directory.take(&key) {
+            let _ = addr.send(crate::session::Surrender).await;
+        }
+        Ok(Response::new(v1::PeerReleaseDone {}))
     }
 
     async fn reset_breaker(

@@ -165,6 +165,25 @@ impl Peers {
         tokio::time::timeout(within, ask).await.ok().flatten()
     }
 
+    /// Asks replica `id` to let go of session `key` (before this one takes
+    /// it over), waiting at most `within`; false when it did not answer
+    /// (gone, or unreachable).
+    pub async fn release(&self, id: &str, key: &str, within: Duration) -> bool {
+        let ask = async {
+            let grpc = self.address(id).await?;
+            let mut client = self.client(&grpc).await.ok()?;
+            let request = v1::PeerRelease {
+                session_key: key.to_string(),
+            };
+            client.release(request).await.ok()
+        };
+        tokio::time::timeout(within, ask)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
     /// Asks every other replica to close a route's breakers on its data
     /// planes; returns once each answered or `within` passed.
     pub async fn reset_breaker(self: &Arc<Self>, route_id: &str, within: Duration) {

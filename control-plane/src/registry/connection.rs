@@ -23,6 +23,11 @@ use crate::protocol::{parse, Command, Reply, ReplyCode};
 use crate::registry::auth::TokenHash;
 use crate::registry::conn_limits::ConnCounter;
 use crate::registry::forward::{self, Forwarder};
+use crate::registry::invalid_sessions::{self, Counted, InvalidSessions};
+
+/// How every command whose session is not found is answered.
+const INVALID_SESSION: &str = "ERROR|invalid session";
+use crate::session::key::session_key;
 use crate::session::{Exec, Home, HomeClosed, Identity, SessionActor, Sessions};
 
 /// A connection that sends nothing for this long is closed.
@@ -60,10 +65,14 @@ pub(crate) struct Conn {
     /// Sessions other replicas run are relayed to them from here; `None` on
     /// a relayed connection, which never relays again.
     pub forward: Option<Arc<Forwarder>>,
+    /// Invalid session ids counted by address; `None` on a relayed
+    /// connection (the replica it came from counts them).
+    pub guessing: Option<Arc<InvalidSessions>>,
 }
 
 pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
     let counter = Arc::new(ConnCounter::default());
+    let guessing = Arc::new(InvalidSessions::default());
     let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -95,10 +104,10 @@ pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
                 continue;
             }
         };
-        let sessions = sessions.clone();
+        let (sessions, guessing) = (sessions.clone(), guessing.clone());
         sessions.directory.arbiter().spawn(async move {
             match TcpStream::from_std(std_stream) {
-                Ok(stream) => serve_connection(stream, peer, sessions).await,
+                Ok(stream) => serve_connection(stream, peer, sessions, guessing).await,
                 Err(e) => warn!(error = %e, "registry connection hand-off failed"),
             }
             drop(slot);
@@ -113,7 +122,12 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Sessions>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    sessions: Arc<Sessions>,
+    guessing: Arc<InvalidSessions>,
+) {
     let conn_id = next_conn_id();
     debug!(conn_id, %peer, "registry connection opened");
     let (read, write) = stream.into_split();
@@ -130,6 +144,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, sessions: Arc<Ses
             sessions.env.planes.peers.clone(),
             events_tx,
         ))),
+        guessing: Some(guessing),
     };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut follow_ups: FuturesUnordered<FollowUp> = FuturesUnordered::new();
@@ -258,9 +273,29 @@ pub(crate) fn counted(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pe
     };
     let started = std::time::Instant::now();
     let metrics = sessions.env.metrics.clone();
+    let carries_session = command.is_some_and(|c| c != "REGISTER");
+    let guessing = conn.guessing.clone().filter(|_| carries_session);
+    let address = conn.peer.ip();
+    if guessing
+        .as_ref()
+        .is_some_and(|g| g.refused(address, started))
+    {
+        metrics.invalid_sessions[1].fetch_add(1, Ordering::Relaxed);
+        metrics.command(command, false);
+        return immediate(
+            Reply::error("too many invalid session ids from this address; try again later")
+                .render(None),
+        );
+    }
     let outcome = handle_frame(frame, conn, sessions);
     Box::pin(async move {
         let outcome = outcome.await;
+        if let Some(guessing) = guessing.filter(|_| outcome.line.starts_with(INVALID_SESSION)) {
+            metrics.invalid_sessions[0].fetch_add(1, Ordering::Relaxed);
+            if guessing.record(address, started) == Counted::JustOver {
+                warn!(%address, limit = invalid_sessions::LIMIT, window = ?invalid_sessions::WINDOW, "too many invalid session ids from this address; its session commands are refused for the rest of the window");
+            }
+        }
         let ok = !outcome.line.starts_with("ERROR");
         metrics.command(command, ok);
         if command == Some("CONFIG_APPLY") && outcome.line.starts_with("OK") {
@@ -337,17 +372,20 @@ fn handle_frame(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pending 
                 Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
             };
             Outcome {
-                home_of: Some(id.clone()),
+                home_of: Some(session_key(&id)),
                 ..Outcome::line(Reply::with(ReplyCode::Ack, id).render(txn.as_deref()))
             }
         });
     }
-    let session = request.session.unwrap_or_default();
+    // Found by the key of the id it carries: the same work for any id.
+    let presented = request.session.unwrap_or_default();
+    let session = session_key(&presented);
     let reconnect = matches!(request.command, Command::Reconnect);
     let exec = Exec {
         name: request.name,
         command: request.command,
         conn: conn.home.clone(),
+        presented,
     };
     // Sent now, so pipelined commands reach the session in order.
     if let Some(addr) = sessions.directory.lookup(&session) {
@@ -409,6 +447,11 @@ pub(crate) fn run_here(
         let answer = match sent.await {
             Ok(answer) => answer,
             Err(_) if reconnect => Reply::code(ReplyCode::Reregister).into(),
+            // Its actor stopped before the command ran: with replicas it was
+            // let go to another one, which runs it now.
+            Err(_) if !sessions.replica_id().is_empty() => {
+                Reply::error(crate::store::StoreFailed::Moved.to_string()).into()
+            }
             Err(_) => Reply::invalid_session().into(),
         };
         let reply = answer.reply;

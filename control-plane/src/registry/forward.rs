@@ -260,7 +260,11 @@ pub(crate) async fn here(
 ) -> Outcome {
     let addr = match sessions.directory.lookup(&session) {
         Some(addr) => Ok(Some(addr)),
-        None => sessions.claim(&session).await,
+        // Stored as run here: started from its record, unless it moved since.
+        None => {
+            let here = sessions.replica_id().to_string();
+            sessions.claim_from(&session, Some(&here)).await
+        }
     };
     match addr {
         Ok(Some(addr)) => {

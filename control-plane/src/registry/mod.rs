@@ -6,4 +6,5 @@ pub mod auth;
 pub mod conn_limits;
 pub mod connection;
 pub mod forward;
+pub mod invalid_sessions;
 pub mod relay;

@@ -37,6 +37,7 @@ pub async fn serve(
         },
         peer,
         forward: None,
+        guessing: None,
     };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut follow_ups: FuturesUnordered<Numbered> = FuturesUnordered::new();

@@ -58,6 +58,9 @@ pub struct SessionActor {
     adopt_from: Option<String>,
     /// The grace of a session restored after a restart, until it reconnects.
     restore_grace: Option<std::time::Duration>,
+    /// The id its latest command carried (memory only; a session restored
+    /// from the store knows only its key until a command comes).
+    presented: Option<String>,
 }
 
 impl SessionActor {
@@ -85,6 +88,7 @@ impl SessionActor {
             drain_timer: None,
             adopt_from,
             restore_grace: None,
+            presented: None,
         }
     }
 
@@ -102,7 +106,15 @@ impl SessionActor {
             drain_timer: None,
             adopt_from: None,
             restore_grace: Some(grace),
+            presented: None,
         }
+    }
+
+    /// The id to answer its own client with: the one its commands carry.
+    pub(super) fn presented_id(&self) -> String {
+        self.presented
+            .clone()
+            .unwrap_or_else(|| self.state.identity.handle())
     }
 
     pub(super) fn id(&self) -> &str {
@@ -142,7 +154,7 @@ impl SessionActor {
                         if let (Some(version), true) = (applied.version, act.wants_global()) {
                             act.emit(EventType::GlobalConfigChanged, json!({ "version": version }));
                         }
-                        let span = info_span!("commit", session = %act.id(), version = ?applied.version);
+                        let span = info_span!("commit", session = %act.state.identity.handle(), version = ?applied.version);
                         Box::pin(async move {
                             if let Some(report) = applied.acknowledged().await {
                                 let _g = span.enter();
@@ -226,7 +238,7 @@ impl SessionActor {
         reason: &'static str,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Answer> {
-        info!(session = %self.id(), reason, "session ending");
+        info!(session = %self.state.identity.handle(), reason, "session ending");
         (self.env.leave)(self.id(), &self.state.identity);
         self.set_global_subscription(None);
         let (tx, rx) = oneshot::channel();
@@ -281,7 +293,7 @@ impl SessionActor {
         self.expiry = Some(ctx.run_later(ttl, |act, _| {
             act.expiry = None;
             if act.state.has_staged() {
-                info!(session = %act.id(), "staged changes expired");
+                info!(session = %act.state.identity.handle(), "staged changes expired");
                 act.state.rollback();
             }
         }));
@@ -335,7 +347,7 @@ impl Actor for SessionActor {
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        info!(session = %self.id(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
+        info!(session = %self.state.identity.handle(), service = %self.state.identity.service, instance = %self.state.identity.instance, "session started");
         if self.home.is_none() {
             self.env.metrics.detached(true);
         }
@@ -365,7 +377,7 @@ impl Actor for SessionActor {
                                 applied.acknowledged().await;
                             }),
                             Err(_) => {
-                                warn!(session = %act.id(), "take-over commit failed");
+                                warn!(session = %act.state.identity.handle(), "take-over commit failed");
                                 Box::pin(async {})
                             }
                         };
@@ -393,7 +405,7 @@ impl Handler<Describe> for SessionActor {
     fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
         let id = &self.state.identity;
         MessageResult(serde_json::json!({
-            "session_id": id.id,
+            "session": id.handle(),
             "service": id.service,
             "instance": id.instance,
             "state": if self.home.is_some() { "connected" } else { "detached" },
@@ -412,6 +424,9 @@ pub struct Exec {
     pub name: &'static str,
     pub command: Command,
     pub conn: Home,
+    /// The session id the command carried: answered back to its own client
+    /// (`SESSION_INFO`, `drain_completed`), never kept beyond the actor.
+    pub presented: String,
 }
 
 impl Handler<Exec> for SessionActor {
@@ -420,7 +435,8 @@ impl Handler<Exec> for SessionActor {
     fn handle(&mut self, msg: Exec, ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
         self.last_activity_wall = SystemTime::now();
-        tracing::debug!(session = %self.id(), command = msg.name, "command");
+        tracing::debug!(session = %self.state.identity.handle(), command = msg.name, "command");
+        self.presented = Some(msg.presented);
         self.execute(msg.command, msg.conn, ctx)
     }
 }
@@ -455,7 +471,7 @@ impl Handler<Surrender> for SessionActor {
     type Result = Option<SessionState>;
 
     fn handle(&mut self, _: Surrender, ctx: &mut Context<Self>) -> Option<SessionState> {
-        info!(session = %self.id(), "session taken over");
+        info!(session = %self.state.identity.handle(), "session taken over");
         self.set_global_subscription(None);
         let mut state = self.state.clone();
         state.rollback();

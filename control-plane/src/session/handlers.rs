@@ -300,7 +300,7 @@ impl SessionActor {
         json_reply(
             ReplyCode::SessionOk,
             &json!({
-                "session_id": id.id,
+                "session_id": self.presented_id(),
                 "service_name": id.service,
                 "instance_name": id.instance,
                 "connected_at": rfc3339(id.connected_at),

@@ -6,6 +6,7 @@ mod directory;
 mod env;
 mod guard;
 mod handlers;
+pub mod key;
 mod operations;
 pub mod record;
 mod route_ids;

@@ -267,7 +267,7 @@ impl SessionActor {
             if act.state.ops.drain == Some(drain) {
                 act.emit(
                     EventType::DrainCompleted,
-                    json!({"session_id": act.id(), "completed_at": rfc3339(drain.ends_at())}),
+                    json!({"session_id": act.presented_id(), "completed_at": rfc3339(drain.ends_at())}),
                 );
             }
         }));

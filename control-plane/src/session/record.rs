@@ -40,6 +40,20 @@ pub struct RecordError {
 }
 
 impl SessionRecord {
+    /// The record kept by its session's key: one written before stores
+    /// held keys holds the id itself, which is hashed here.
+    pub fn keyed(mut self) -> SessionRecord {
+        if !super::key::is_key(&self.id) {
+            self.id = super::key::session_key(&self.id);
+        }
+        self
+    }
+
+    /// The public handle of the session it keeps.
+    pub fn handle(&self) -> String {
+        super::key::handle(&self.instance, &self.id)
+    }
+
     /// The active part of a session, with `ops` as its operational state.
     pub fn of(
         state: &SessionState,

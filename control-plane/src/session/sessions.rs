@@ -15,6 +15,9 @@ use super::state::{Identity, SessionState};
 use crate::config::committer::SaveSession;
 use crate::store::{SessionRecord, Store, StoreFailed};
 
+/// How long a take-over waits for the replica running the session to let go.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// The sessions of this control plane: the directory that finds them, what
 /// their actors are handed, and the store their records live in.
 pub struct Sessions {
@@ -36,7 +39,9 @@ impl Sessions {
         self.directory.lookup(id)
     }
 
-    /// Creates a session with a fresh unguessable id and starts its actor. A
+    /// Creates a session with a fresh unguessable id and starts its actor,
+    /// kept by the id's key; the id itself is returned for the `ACK` and
+    /// kept nowhere. A
     /// live session of the same service and instance is taken over: it ends,
     /// and the new one inherits its active routes and settings (with
     /// replicas, also one that another replica runs, or ran and died). An
@@ -46,14 +51,15 @@ impl Sessions {
         mut identity: Identity,
         home: Home,
     ) -> Result<String, StoreFailed> {
-        let id = new_session_id(&identity.instance);
+        let secret = new_session_id(&identity.instance);
+        let id = super::key::session_key(&secret);
         identity.id = id.clone();
         let key = (identity.service.clone(), identity.instance.clone());
         if !self.directory.has_instance(&key.0, &key.1) {
             if let Some(old) = self.directory.stored_instance(&key) {
                 // Brought here first, then taken over as a local one is.
                 if let Err(e) = self.claim(&old).await {
-                    tracing::warn!(session = %old, error = %e, "cannot take over this instance's session from another replica");
+                    tracing::warn!(session = %super::key::handle(&key.1, &old), error = %e, "cannot take over this instance's session from another replica");
                 }
             }
         }
@@ -83,8 +89,8 @@ impl Sessions {
         let addr = SessionActor::start_in_arbiter(&self.directory.arbiter(), move |_| {
             SessionActor::new(identity, env, home, inherited)
         });
-        self.directory.insert_claimed(id.clone(), addr);
-        Ok(id)
+        self.directory.insert_claimed(id, addr);
+        Ok(secret)
     }
 
     /// Starts the sessions this replica took over in a shared store (from a
@@ -96,11 +102,11 @@ impl Sessions {
             }
             match record.restore() {
                 Ok(state) => {
-                    tracing::info!(session = %record.id, service = %record.service, "session taken over from another replica");
+                    tracing::info!(session = %record.handle(), service = %record.service, "session taken over from another replica");
                     self.restore(state, grace);
                 }
                 Err(e) => {
-                    tracing::error!(session = %record.id, error = %e, "a session to take over cannot be read")
+                    tracing::error!(session = %record.handle(), error = %e, "a session to take over cannot be read")
                 }
             }
         }
@@ -126,6 +132,17 @@ impl Sessions {
         if store.replica_id().is_empty() {
             return Ok(None);
         }
+        // A live holder lets go first, so no actor of it lingers beside
+        // the one started here (one gone does not answer, and is not waited for).
+        let holder = self.stored_replica(id).await?;
+        if let Some(holder) = holder.filter(|h| !h.is_empty() && h != store.replica_id()) {
+            if from.is_none_or(|from| from == holder) {
+                let peers = &self.env.planes.peers;
+                if !peers.release(&holder, id, RELEASE_WAIT).await {
+                    tracing::debug!(replica = %holder, "the session's replica did not answer; taking the session over");
+                }
+            }
+        }
         let (key, from) = (id.to_string(), from.map(str::to_string));
         let claimed =
             actix_rt::task::spawn_blocking(move || store.claim_session(&key, from.as_deref()))
@@ -138,7 +155,7 @@ impl Sessions {
             }
             Ok(None) => Ok(None),
             Err(e) => {
-                tracing::warn!(session = %id, error = %e, "cannot take the session over");
+                tracing::warn!(session = %super::key::fingerprint(id), error = %e, "cannot take the session over");
                 Err(StoreFailed::Unavailable)
             }
         }
@@ -159,12 +176,12 @@ impl Sessions {
             Ok(Ok(Some(replica))) if replica == here => {}
             Ok(Ok(_)) => {
                 if let Some(addr) = self.directory.take(&id) {
-                    tracing::info!(session = %id, "session moved to another replica");
+                    tracing::info!(session = %super::key::fingerprint(&id), "session moved to another replica");
                     addr.do_send(Surrender);
                 }
             }
             _ => {
-                tracing::warn!(session = %id, "cannot tell which replica runs the session; keeping it")
+                tracing::warn!(session = %super::key::fingerprint(&id), "cannot tell which replica runs the session; keeping it")
             }
         }
     }

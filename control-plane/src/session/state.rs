@@ -59,6 +59,8 @@ enum Staged {
 /// Who the session is, fixed at REGISTER.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The session's key (`session/key.rs`), never its id: the id is the
+    /// client's credential and is kept nowhere.
     pub id: String,
     pub service: String,
     pub instance: String,
@@ -69,6 +71,13 @@ pub struct Identity {
     /// With registry auth: the digest of the token it registered with, so
     /// its grant (as the auth file says now) can be looked up.
     pub token: Option<TokenHash>,
+}
+
+impl Identity {
+    /// The public handle views and logs name it by.
+    pub fn handle(&self) -> String {
+        super::key::handle(&self.instance, &self.id)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -352,7 +361,8 @@ impl SessionState {
             .iter()
             .map(|(id, r)| RouteSpec {
                 route_id: id.to_string(),
-                session_id: self.identity.id.clone(),
+                session: self.identity.id.clone(),
+                owner: self.identity.handle(),
                 service: self.identity.service.clone(),
                 instance: self.identity.instance.clone(),
                 domains: r.domains.clone(),

@@ -19,6 +19,8 @@ pub struct RouteRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
+    /// The session's key (SHA-256 of its id), never the id; stores written
+    /// before keys held the id here, and are migrated at start.
     pub id: String,
     pub service: String,
     pub instance: String,

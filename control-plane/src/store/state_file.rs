@@ -22,7 +22,8 @@ pub fn export(store: &dyn Store, mut out: impl Write) -> anyhow::Result<()> {
         format: 1,
         version: loaded.version,
         route_reserved: loaded.route_reserved,
-        sessions: loaded.sessions,
+        // Keys, never ids, even from a store not migrated yet.
+        sessions: loaded.sessions.into_iter().map(|s| s.keyed()).collect(),
     };
     serde_json::to_writer_pretty(&mut out, &file)?;
     writeln!(out)?;
@@ -33,7 +34,9 @@ pub fn export(store: &dyn Store, mut out: impl Write) -> anyhow::Result<()> {
 pub fn import(store: &dyn Store, mut input: impl Read) -> anyhow::Result<()> {
     let mut text = String::new();
     input.read_to_string(&mut text)?;
-    let file: StateFile = serde_json::from_str(&text).context("reading the state JSON")?;
+    let mut file: StateFile = serde_json::from_str(&text).context("reading the state JSON")?;
+    // An export from before keys holds ids: they are stored as keys.
+    file.sessions = file.sessions.into_iter().map(|s| s.keyed()).collect();
     anyhow::ensure!(file.format == 1, "unknown state format {}", file.format);
     for record in &file.sessions {
         record.restore().context("checking the imported sessions")?;

@@ -98,7 +98,6 @@ async fn probe_loop((_, p, http2): Key, members: Members, outbound: Outbound) {
             if route.backend.report_healthy(healthy) {
                 changes.push(v1::HealthChange {
                     route_id: route.spec.route_id.clone(),
-                    session_id: route.spec.session_id.clone(),
                     backend_url: url.to_string(),
                     healthy,
                     reason: reason.clone(),

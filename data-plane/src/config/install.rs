@@ -299,7 +299,6 @@ mod tests {
     fn route(id: &str, backend: &str) -> v1::Route {
         v1::Route {
             route_id: id.into(),
-            session_id: "s".into(),
             service: "svc".into(),
             domains: vec!["a.com".into()],
             path: "/".into(),

@@ -15,7 +15,6 @@ use crate::pipeline::chain::{Admission, Answer, Filter, Flow, Request, Target};
 pub struct Breaker {
     pub spec: BreakerSpec,
     pub route_id: Box<str>,
-    pub session_id: String,
     pub backend_url: Box<str>,
     pub backend: Arc<BackendRuntime>,
     pub outbound: Outbound,
@@ -43,10 +42,7 @@ impl Breaker {
             let state = self.backend.breaker_wire(&self.route_id, &self.backend_url);
             tracing::info!(route_id = %self.route_id, backend = %self.backend_url, state = %state.state, failures = state.failures, "circuit breaker changed");
             Some(v1::data_plane_message::Msg::BreakerChange(
-                v1::BreakerChange {
-                    state: Some(state),
-                    session_id: self.session_id.clone(),
-                },
+                v1::BreakerChange { state: Some(state) },
             ))
         });
     }

@@ -78,7 +78,6 @@ pub fn route_chain(route: RouteParts<'_>) -> Chain {
         chain.push(Box::new(breaker::Breaker {
             spec,
             route_id: route.spec.route_id.as_str().into(),
-            session_id: route.spec.session_id.clone(),
             backend_url: route.spec.backend.to_string().into(),
             backend: route.backend.clone(),
             outbound: route.outbound.clone(),

@@ -141,7 +141,6 @@ mod tests {
             .map(|i| {
                 let wire = portico_proto::v1::Route {
                     route_id: format!("r{i}"),
-                    session_id: "s".into(),
                     service: "svc".into(),
                     domains: vec![format!("h{i}.test")],
                     path: "/".into(),

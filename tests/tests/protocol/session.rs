@@ -97,7 +97,7 @@ fn take_over_inherits_routes_and_ends_the_old_session() {
     assert_eq!(old.cmd("PING", ""), "ERROR|invalid session");
     assert_eq!(dp.get("t.test", "/").status, 200, "no gap in service");
     let route = &dp.config()["routes"][0];
-    assert_eq!(route["session_id"], new.id.as_str());
+    assert_eq!(route["owner"], handle("svc-1", &new.id).as_str());
     assert_eq!(route["response_headers"], json!([["X-Kept", "yes"]]));
     assert_eq!(new.cmd("ROUTE_REMOVE", &r1), "ROUTE_OK");
     // The subscription was inherited: the new session hears of its own
