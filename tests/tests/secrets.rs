@@ -139,6 +139,32 @@ fn no_view_push_log_or_backup_shows_a_session_id() {
         .collect();
     assert!(found.is_empty(), "the session id is shown by {found:?}");
 
+    // Guessing ids from one address: past 100 unknown ids in 10 s, its session
+    // commands are refused for the rest of the window, and both are counted.
+    let mut guesser = LineClient::connect(cp.registry);
+    let refusal = "ERROR|too many invalid session ids from this address; try again later";
+    let answers: Vec<String> = (0..110)
+        .map(|n| guesser.send(&format!("PING|shop-1-{n:032x}")))
+        .collect();
+    assert!(
+        answers[..29].iter().all(|a| a == "ERROR|invalid session"),
+        "{answers:?}"
+    );
+    assert_eq!(answers.last().unwrap(), refusal);
+    assert_eq!(
+        c.send(&format!("PING|{}", s.id)),
+        refusal,
+        "the address is refused"
+    );
+    let metrics = http_get(cp.admin, "localhost", "/metrics").unwrap().body;
+    assert!(
+        metrics.contains("portico_invalid_sessions_total{result=\"refused\"}"),
+        "{metrics}"
+    );
+    assert!(cp
+        .proc
+        .log_contains("too many invalid session ids from this address"));
+
     // A backup, then the files: the store, the snapshot cache, the access log.
     cp.proc.terminate();
     let backup = cp.export();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 /// Invalid session ids one address may send per window.
-pub const LIMIT: u32 = 30;
+pub const LIMIT: u32 = 100;
 /// How long the count runs, and how long an address past it is refused.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
