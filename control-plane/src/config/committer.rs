@@ -266,7 +266,8 @@ pub struct GlobalChanged {
 #[derive(Message)]
 #[rtype(result = "Result<Applied, ProposeError>")]
 pub struct Propose {
-    pub session_id: String,
+    /// The session's key (never its id).
+    pub session_key: String,
     pub service: String,
     pub routes: Vec<RouteSpec>,
     /// The session as it will be stored once committed.
@@ -286,7 +287,7 @@ impl Handler<Propose> for Committer {
             put: vec![msg.record],
             ..Default::default()
         };
-        let (session, service, routes) = (&msg.session_id, &msg.service, msg.routes);
+        let (session, service, routes) = (&msg.session_key, &msg.service, msg.routes);
         let plan = |g: &GlobalConfig, routes: &Vec<RouteSpec>| {
             g.check(service, routes)?;
             Ok(g.changes(session, routes))
@@ -294,7 +295,7 @@ impl Handler<Propose> for Committer {
         // Checked by the plan, against the same state, under the same lock.
         let apply = |g: &mut GlobalConfig, routes| Ok(g.apply(session, service, routes));
         let commit = self.change(batch, routes, plan, apply)?;
-        Ok(self.publish(commit, &msg.session_id))
+        Ok(self.publish(commit, &msg.session_key))
     }
 }
 
@@ -302,7 +303,7 @@ impl Handler<Propose> for Committer {
 #[derive(Message)]
 #[rtype(result = "Applied")]
 pub struct RemoveSession {
-    pub session_id: String,
+    pub session_key: String,
 }
 
 impl Handler<RemoveSession> for Committer {
@@ -310,13 +311,13 @@ impl Handler<RemoveSession> for Committer {
 
     fn handle(&mut self, msg: RemoveSession, ctx: &mut Context<Self>) -> Self::Result {
         let batch = Batch {
-            delete: vec![msg.session_id.clone()],
+            delete: vec![msg.session_key.clone()],
             ..Default::default()
         };
-        let id = &msg.session_id;
+        let id = &msg.session_key;
         let plan = |g: &GlobalConfig, _: &()| Ok(g.changes(id, &[]));
         match self.change(batch, (), plan, |g, _| Ok(g.remove_session(id))) {
-            Ok(commit) => MessageResult(self.publish(commit, &msg.session_id)),
+            Ok(commit) => MessageResult(self.publish(commit, &msg.session_key)),
             Err(e) => {
                 if matches!(e, ProposeError::Store(StoreFailed::Unavailable)) {
                     // The session ended: its routes go once the store answers.
@@ -392,7 +393,7 @@ impl Handler<ChangeTls> for Committer {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct GlobalSubscription {
-    pub session_id: String,
+    pub session_key: String,
     pub recipient: Option<Recipient<GlobalChanged>>,
 }
 
@@ -402,10 +403,10 @@ impl Handler<GlobalSubscription> for Committer {
     fn handle(&mut self, msg: GlobalSubscription, _: &mut Context<Self>) {
         match msg.recipient {
             Some(r) => {
-                self.subscribers.insert(msg.session_id, r);
+                self.subscribers.insert(msg.session_key, r);
             }
             None => {
-                self.subscribers.remove(&msg.session_id);
+                self.subscribers.remove(&msg.session_key);
             }
         }
     }

@@ -87,23 +87,23 @@ impl GlobalConfig {
     /// so an empty apply does not bump the version.
     pub fn commit(
         &mut self,
-        session_id: &str,
+        session_key: &str,
         service: &str,
         routes: Vec<RouteSpec>,
     ) -> Result<Option<Commit>, CommitError> {
         self.check(service, &routes)?;
-        Ok(self.apply(session_id, service, routes))
+        Ok(self.apply(session_key, service, routes))
     }
 
     /// `commit` of routes already checked (the committer checks while it
     /// plans, before the store is written).
     pub fn apply(
         &mut self,
-        session_id: &str,
+        session_key: &str,
         service: &str,
         routes: Vec<RouteSpec>,
     ) -> Option<Commit> {
-        let commit = self.replace(session_id, service, routes);
+        let commit = self.replace(session_key, service, routes);
         if commit.upserted.is_empty() && commit.removed.is_empty() {
             return None;
         }
@@ -111,8 +111,8 @@ impl GlobalConfig {
     }
 
     /// Whether replacing a session's active routes with `routes` changes any.
-    pub fn changes(&self, session_id: &str, routes: &[RouteSpec]) -> bool {
-        match self.sessions.get(session_id) {
+    pub fn changes(&self, session_key: &str, routes: &[RouteSpec]) -> bool {
+        match self.sessions.get(session_key) {
             None => !routes.is_empty(),
             Some(old) => {
                 old.routes.len() != routes.len()
@@ -125,8 +125,8 @@ impl GlobalConfig {
 
     /// Replaces a session's routes, unchecked and without a new version:
     /// what changed, for `seal`.
-    fn replace(&mut self, session_id: &str, service: &str, routes: Vec<RouteSpec>) -> Commit {
-        let old = self.sessions.remove(session_id).unwrap_or_default();
+    fn replace(&mut self, session_key: &str, service: &str, routes: Vec<RouteSpec>) -> Commit {
+        let old = self.sessions.remove(session_key).unwrap_or_default();
         let mut next = SessionRoutes {
             service: service.to_string(),
             routes: BTreeMap::new(),
@@ -163,7 +163,7 @@ impl GlobalConfig {
         }
         self.ids.extend(commit.added.iter().cloned());
         if !next.routes.is_empty() {
-            self.sessions.insert(session_id.to_string(), next);
+            self.sessions.insert(session_key.to_string(), next);
         }
         commit
     }
@@ -367,7 +367,7 @@ impl GlobalConfig {
     }
 
     /// Puts back a session's routes as they were stored, without a new version.
-    pub fn restore(&mut self, session_id: &str, service: &str, routes: Vec<RouteSpec>) {
+    pub fn restore(&mut self, session_key: &str, service: &str, routes: Vec<RouteSpec>) {
         let mut entry = SessionRoutes {
             service: service.to_string(),
             routes: BTreeMap::new(),
@@ -377,7 +377,7 @@ impl GlobalConfig {
             self.ids.insert(route.route_id.clone());
             entry.routes.insert(route.route_id.clone(), Arc::new(route));
         }
-        self.sessions.insert(session_id.to_string(), entry);
+        self.sessions.insert(session_key.to_string(), entry);
     }
 
     /// Every route, as a data plane's first snapshot needs them.
@@ -453,9 +453,9 @@ impl GlobalConfig {
     }
 
     /// Drops every route of a session (shutdown or expiry).
-    pub fn remove_session(&mut self, session_id: &str) -> Option<Commit> {
-        let service = self.sessions.get(session_id)?.service.clone();
-        self.commit(session_id, &service, Vec::new())
+    pub fn remove_session(&mut self, session_key: &str) -> Option<Commit> {
+        let service = self.sessions.get(session_key)?.service.clone();
+        self.commit(session_key, &service, Vec::new())
             .expect("removing routes cannot conflict")
     }
 

@@ -117,6 +117,7 @@ impl SessionActor {
             .unwrap_or_else(|| self.state.identity.handle())
     }
 
+    /// The session's key (what it is found and stored by; never its id).
     pub(super) fn id(&self) -> &str {
         &self.state.identity.id
     }
@@ -136,7 +137,7 @@ impl SessionActor {
         F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
     {
         let propose = Propose {
-            session_id: self.id().to_string(),
+            session_key: self.id().to_string(),
             service: self.state.identity.service.clone(),
             routes,
             record,
@@ -246,7 +247,7 @@ impl SessionActor {
             .env
             .committer
             .send(RemoveSession {
-                session_id: self.id().to_string(),
+                session_key: self.id().to_string(),
             })
             .into_actor(self)
             .then(|result, _, _| {
@@ -313,7 +314,7 @@ impl SessionActor {
     /// Registers (or with `None` removes) this session for global_config_changed.
     pub(super) fn set_global_subscription(&self, recipient: Option<Recipient<GlobalChanged>>) {
         self.env.committer.do_send(GlobalSubscription {
-            session_id: self.id().to_string(),
+            session_key: self.id().to_string(),
             recipient,
         });
     }
