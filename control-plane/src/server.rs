@@ -339,7 +339,7 @@ fn bring_sessions_back(
     let sessions = &core.sessions;
     if store.replica_id().is_empty() {
         for state in restored {
-            sessions.restore(state, grace);
+            sessions.restore(state, grace, false);
         }
         return Ok(());
     }
@@ -347,7 +347,7 @@ fn bring_sessions_back(
         sessions.directory.stored(record);
     }
     let orphans = store.claim_orphans(true)?;
-    sessions.adopt(orphans, grace);
+    sessions.adopt(orphans, grace, true);
     if let Some(writes) = store.follow() {
         actix_rt::spawn(follow(
             writes,
@@ -488,7 +488,7 @@ async fn follow(
                         .await
                     {
                         Ok(Ok(orphans)) => {
-                            sessions.adopt(orphans, sessions.env.settings.grace);
+                            sessions.adopt(orphans, sessions.env.settings.grace, true);
                         }
                         _ => tracing::warn!("cannot take the sessions of a gone replica over"),
                     }

@@ -191,8 +191,10 @@ impl ReplicaService for ReplicaApi {
         request: Request<v1::PeerRelease>,
     ) -> Result<Response<v1::PeerReleaseDone>, Status> {
         let key = request.into_inner().session_key;
-        if let Some(addr) = self.sessions.directory.take(&key) {
+        let directory = &self.sessions.directory;
+        if let Some(addr) = directory.take_for_release(&key) {
             let _ = addr.send(crate::session::Surrender).await;
+            directory.released(&key);
         }
         Ok(Response::new(v1::PeerReleaseDone {}))
     }

@@ -258,6 +258,10 @@ pub(crate) async fn here(
     txn: Option<String>,
     sessions: &Arc<Sessions>,
 ) -> Outcome {
+    if sessions.directory.releasing(&session) {
+        let moved = crate::store::StoreFailed::Moved.to_string();
+        return Outcome::line(Reply::error(moved).render(txn.as_deref()));
+    }
     let addr = match sessions.directory.lookup(&session) {
         Some(addr) => Ok(Some(addr)),
         // Stored as run here: started from its record, unless it moved since.

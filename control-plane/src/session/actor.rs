@@ -61,6 +61,10 @@ pub struct SessionActor {
     /// The id its latest command carried (memory only; a session restored
     /// from the store knows only its key until a command comes).
     presented: Option<String>,
+    /// Taken over from a replica that died with no client told: its staged
+    /// changes are gone, which its next apply (or validate, or diff) says
+    /// instead of running; a `RECONNECT` also clears it.
+    staged_lost: bool,
 }
 
 impl SessionActor {
@@ -89,6 +93,7 @@ impl SessionActor {
             adopt_from,
             restore_grace: None,
             presented: None,
+            staged_lost: false,
         }
     }
 
@@ -107,7 +112,14 @@ impl SessionActor {
             adopt_from: None,
             restore_grace: Some(grace),
             presented: None,
+            staged_lost: false,
         }
+    }
+
+    /// Marks a session taken over from a replica gone (see `staged_lost`).
+    pub fn staged_lost(mut self, lost: bool) -> Self {
+        self.staged_lost = lost;
+        self
     }
 
     /// The id to answer its own client with: the one its commands carry.
@@ -438,6 +450,19 @@ impl Handler<Exec> for SessionActor {
         self.last_activity_wall = SystemTime::now();
         tracing::debug!(session = %self.state.identity.handle(), command = msg.name, "command");
         self.presented = Some(msg.presented);
+        if self.staged_lost {
+            use crate::protocol::Command as C;
+            match msg.command {
+                C::Reconnect => self.staged_lost = false,
+                C::ConfigApply | C::ConfigValidate | C::ConfigDiff | C::ConfigApplyPartial(_) => {
+                    self.staged_lost = false;
+                    return ready(Reply::error(
+                        "the replica that ran this session failed; staged changes there are lost; stage them again",
+                    ));
+                }
+                _ => {}
+            }
+        }
         self.execute(msg.command, msg.conn, ctx)
     }
 }

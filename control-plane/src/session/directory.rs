@@ -48,6 +48,9 @@ struct StoredSession {
 pub struct Directory {
     sessions: Mutex<Sessions>,
     stored: Mutex<Stored>,
+    /// Sessions let go to another replica whose actor has not stopped yet:
+    /// none is started again here meanwhile (two actors would diverge).
+    releasing: Mutex<std::collections::HashSet<String>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
@@ -58,6 +61,7 @@ impl Directory {
         Directory {
             sessions: Mutex::new(Sessions::default()),
             stored: Mutex::new(Stored::default()),
+            releasing: Mutex::default(),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
         }
@@ -201,6 +205,24 @@ impl Directory {
     /// Adds a started session whose instance slot was claimed already.
     pub fn insert_claimed(&self, id: String, addr: Addr<SessionActor>) {
         self.sessions.lock().by_id.insert(id, addr);
+    }
+
+    /// Takes a session out to let it go to another replica; until
+    /// `released`, `releasing` says so.
+    pub fn take_for_release(&self, id: &str) -> Option<Addr<SessionActor>> {
+        let addr = self.take(id)?;
+        self.releasing.lock().insert(id.to_string());
+        Some(addr)
+    }
+
+    /// The actor of a session let go has stopped.
+    pub fn released(&self, id: &str) {
+        self.releasing.lock().remove(id);
+    }
+
+    /// Session `id` is being let go: its actor here may still be running.
+    pub fn releasing(&self, id: &str) -> bool {
+        self.releasing.lock().contains(id)
     }
 
     /// Takes a session out that now runs elsewhere: its address, to stop it.

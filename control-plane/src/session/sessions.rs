@@ -95,7 +95,9 @@ impl Sessions {
 
     /// Starts the sessions this replica took over in a shared store (from a
     /// replica that died, or for a `RECONNECT` here), detached with `grace`.
-    pub fn adopt(&self, records: Vec<SessionRecord>, grace: Duration) {
+    /// `orphaned`: taken from a replica gone with no client told, so each
+    /// says its staged changes were lost before it applies (docs/HA.md).
+    pub fn adopt(&self, records: Vec<SessionRecord>, grace: Duration, orphaned: bool) {
         for record in records {
             if self.directory.lookup(&record.id).is_some() {
                 continue;
@@ -103,7 +105,7 @@ impl Sessions {
             match record.restore() {
                 Ok(state) => {
                     tracing::info!(session = %record.handle(), service = %record.service, "session taken over from another replica");
-                    self.restore(state, grace);
+                    self.restore(state, grace, orphaned);
                 }
                 Err(e) => {
                     tracing::error!(session = %record.handle(), error = %e, "a session to take over cannot be read")
@@ -150,7 +152,7 @@ impl Sessions {
                 .map_err(|_| StoreFailed::Unavailable)?;
         match claimed {
             Ok(Some(record)) => {
-                self.adopt(vec![record], self.env.settings.grace);
+                self.adopt(vec![record], self.env.settings.grace, false);
                 Ok(self.directory.lookup(id))
             }
             Ok(None) => Ok(None),
@@ -202,7 +204,7 @@ impl Sessions {
     }
 
     /// Starts a session restored from the store, detached with `grace`.
-    pub fn restore(&self, state: SessionState, grace: Duration) {
+    pub fn restore(&self, state: SessionState, grace: Duration, staged_lost: bool) {
         let id = state.identity.id.clone();
         let key = (
             state.identity.service.clone(),
@@ -210,7 +212,7 @@ impl Sessions {
         );
         let env = self.env.clone();
         let addr = SessionActor::start_in_arbiter(&self.directory.arbiter(), move |_| {
-            SessionActor::restored(state, env, grace)
+            SessionActor::restored(state, env, grace).staged_lost(staged_lost)
         });
         self.directory.insert(id, key, addr);
     }
