@@ -267,7 +267,10 @@ pub(crate) async fn here(
         // Stored as run here: started from its record, unless it moved since.
         None => {
             let here = sessions.replica_id().to_string();
-            sessions.claim_from(&session, Some(&here)).await
+            sessions
+                .claim_from(&session, Some(&here))
+                .await
+                .map(|(addr, _)| addr)
         }
     };
     match addr {
@@ -281,8 +284,8 @@ pub(crate) async fn here(
 
 /// The replica running `session` failed under a relayed command: the
 /// session is taken over here, and the message for the command's `ERROR`
-/// says what was lost. `None` when another replica took it over first
-/// (the command goes there).
+/// says what was lost. `None` when it had moved on before (the command
+/// goes where it runs now).
 async fn take_over(
     session: &str,
     replica: &str,
@@ -291,8 +294,10 @@ async fn take_over(
 ) -> Option<String> {
     tracing::warn!(%replica, reason, "a relayed command failed; taking its session over");
     let outcome = match sessions.claim_from(session, Some(replica)).await {
-        Ok(Some(_)) => format!("the session moved to replica {}", sessions.replica_id()),
-        Ok(None) => return None,
+        Ok((Some(_), _)) => format!("the session moved to replica {}", sessions.replica_id()),
+        // Let go, then taken by another replica first: what was staged is gone all the same.
+        Ok((None, true)) => "the session runs on another replica now".to_string(),
+        Ok((None, false)) => return None,
         Err(e) => format!("the session could not be taken over ({e})"),
     };
     Some(format!(

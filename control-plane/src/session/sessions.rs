@@ -119,31 +119,37 @@ impl Sessions {
     /// it (which lets it go once it sees that), detached until the
     /// `RECONNECT` attaches it. `None` when there is no such session.
     pub async fn claim(&self, id: &str) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
-        self.claim_from(id, None).await
+        Ok(self.claim_from(id, None).await?.0)
     }
 
     /// Takes session `id` over from replica `from` (which failed while a
     /// command for it was relayed there), unless it moved elsewhere since;
-    /// from any replica with `None`.
+    /// from any replica with `None`. With the actor, whether the replica
+    /// holding it was asked to let go (its staged changes went with it,
+    /// even if the session then moved elsewhere).
     pub async fn claim_from(
         &self,
         id: &str,
         from: Option<&str>,
-    ) -> Result<Option<Addr<SessionActor>>, StoreFailed> {
+    ) -> Result<(Option<Addr<SessionActor>>, bool), StoreFailed> {
         let store = self.store.clone();
         if store.replica_id().is_empty() {
-            return Ok(None);
+            return Ok((None, false));
         }
         // A live holder lets go first, so no actor of it lingers beside
         // the one started here (one gone does not answer, and is not waited for).
         let holder = self.stored_replica(id).await?;
+        let mut released = false;
         if let Some(holder) = holder.filter(|h| !h.is_empty() && h != store.replica_id()) {
-            if from.is_none_or(|from| from == holder) {
-                let peers = &self.env.planes.peers;
-                if !peers.release(&holder, id, RELEASE_WAIT).await {
-                    tracing::debug!(replica = %holder, "the session's replica did not answer; taking the session over");
-                }
+            if from.is_some_and(|from| from != holder) {
+                // It moved on already: not ours to take.
+                return Ok((None, false));
             }
+            let peers = &self.env.planes.peers;
+            if !peers.release(&holder, id, RELEASE_WAIT).await {
+                tracing::debug!(replica = %holder, "the session's replica did not answer; taking the session over");
+            }
+            released = true;
         }
         let (key, from) = (id.to_string(), from.map(str::to_string));
         let claimed =
@@ -153,9 +159,9 @@ impl Sessions {
         match claimed {
             Ok(Some(record)) => {
                 self.adopt(vec![record], self.env.settings.grace, false);
-                Ok(self.directory.lookup(id))
+                Ok((self.directory.lookup(id), released))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok((None, released)),
             Err(e) => {
                 tracing::warn!(session = %super::key::fingerprint(id), error = %e, "cannot take the session over");
                 Err(StoreFailed::Unavailable)
