@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,11 +23,12 @@ use crate::registry::auth::TokenHash;
 use crate::registry::conn_limits::ConnCounter;
 use crate::registry::forward::{self, Forwarder};
 use crate::registry::invalid_sessions::{self, Counted, InvalidSessions};
+use crate::registry::outcome::{run_here, FollowUp, Outcome, Pending};
 
 /// How every command whose session is not found is answered.
 const INVALID_SESSION: &str = "ERROR|invalid session";
 use crate::session::key::session_key;
-use crate::session::{Exec, Home, HomeClosed, Identity, SessionActor, Sessions};
+use crate::session::{Exec, Home, HomeClosed, Identity, Sessions};
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -38,24 +38,6 @@ const MAX_IN_FLIGHT: usize = 1024;
 const MAX_AUTH_FAILURES: u32 = 3;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
-/// What one command produced: its line, and what it means for the connection.
-pub(crate) struct Outcome {
-    pub line: String,
-    pub close: bool,
-    /// This connection became the home of the session.
-    pub home_of: Option<String>,
-    /// A second line that follows later (MAINT_OK), rendered.
-    pub follow_up: Option<FollowUp>,
-    /// A REGISTER refused for its token: counted towards closing.
-    pub unauthorized: bool,
-    /// Relayed here for a session this replica does not run: nothing ran.
-    pub not_here: bool,
-}
-
-pub(crate) type FollowUp = Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
-
-pub(crate) type Pending = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
 
 /// One registry connection as its commands see it: a client's, or one
 /// relayed from another replica.
@@ -249,19 +231,6 @@ fn immediate(line: String) -> Pending {
     Box::pin(std::future::ready(Outcome::line(line)))
 }
 
-impl Outcome {
-    pub(crate) fn line(line: String) -> Outcome {
-        Outcome {
-            line,
-            close: false,
-            home_of: None,
-            follow_up: None,
-            unauthorized: false,
-            not_here: false,
-        }
-    }
-}
-
 /// [`handle_frame`], with its command and time kept for the metrics.
 pub(crate) fn counted(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pending {
     let command = match &frame {
@@ -420,52 +389,4 @@ fn handle_frame(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pending 
             })
         }
     }
-}
-
-/// Runs a command on the session's actor here: `Ok` when it was sent to
-/// it, `Err` when the session is not here (a `RECONNECT` claims it from
-/// another replica; any other command gets `invalid session`).
-pub(crate) fn run_here(
-    sent: Result<actix::dev::Request<SessionActor, Exec>, Exec>,
-    session: String,
-    reconnect: bool,
-    txn: Option<String>,
-    sessions: Arc<Sessions>,
-) -> Pending {
-    Box::pin(async move {
-        let sent = match sent {
-            Ok(sent) => sent,
-            Err(exec) if reconnect => match sessions.claim(&session).await {
-                Ok(Some(addr)) => addr.send(exec),
-                Ok(None) => {
-                    return Outcome::line(Reply::code(ReplyCode::Reregister).render(txn.as_deref()))
-                }
-                Err(e) => return Outcome::line(Reply::error(e.to_string()).render(txn.as_deref())),
-            },
-            Err(_) => return Outcome::line(Reply::invalid_session().render(txn.as_deref())),
-        };
-        let answer = match sent.await {
-            Ok(answer) => answer,
-            Err(_) if reconnect => Reply::code(ReplyCode::Reregister).into(),
-            // Its actor stopped before the command ran: with replicas it was
-            // let go to another one, which runs it now.
-            Err(_) if !sessions.replica_id().is_empty() => {
-                Reply::error(crate::store::StoreFailed::Moved.to_string()).into()
-            }
-            Err(_) => Reply::invalid_session().into(),
-        };
-        let reply = answer.reply;
-        let home_of = (reconnect && reply.code == ReplyCode::Ok).then_some(session);
-        let line = reply.render(txn.as_deref());
-        let follow_up = answer.follow_up.map(|rx| -> FollowUp {
-            Box::pin(async move { rx.await.ok().map(|reply| reply.render(txn.as_deref())) })
-        });
-        Outcome {
-            line,
-            close: reply.close,
-            home_of,
-            follow_up,
-            ..Outcome::line(String::new())
-        }
-    })
 }

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::planes::peers::Peers;
 use crate::protocol::Reply;
-use crate::registry::connection::{run_here, FollowUp, Outcome, Pending};
+use crate::registry::outcome::{run_here, FollowUp, Outcome, Pending};
 use crate::session::{Exec, Sessions};
 
 /// Names the replica a relay is meant for.

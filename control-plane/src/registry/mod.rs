@@ -7,4 +7,5 @@ pub mod conn_limits;
 pub mod connection;
 pub mod forward;
 pub mod invalid_sessions;
+pub mod outcome;
 pub mod relay;

@@ -15,7 +15,8 @@ use tonic::Streaming;
 use tracing::debug;
 
 use crate::protocol::framing::Frame;
-use crate::registry::connection::{counted, next_conn_id, Conn, Pending};
+use crate::registry::connection::{counted, next_conn_id, Conn};
+use crate::registry::outcome::Pending;
 use crate::session::{Home, HomeClosed, Sessions};
 
 /// A follow-up line with the id the relaying replica knows it by.
