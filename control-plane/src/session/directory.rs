@@ -195,11 +195,23 @@ impl Directory {
         self.sessions.lock().by_instance.remove(key);
     }
 
-    /// Adds a started session (and makes it its instance's).
-    pub fn insert(&self, id: String, key: InstanceKey, addr: Addr<SessionActor>) {
+    /// Starts session `id` with `start` and adds it (making it its
+    /// instance's), unless it is here already: checked and added under one
+    /// lock, so two take-overs racing on this replica start one actor.
+    pub fn insert_new(
+        &self,
+        id: String,
+        key: InstanceKey,
+        start: impl FnOnce() -> Addr<SessionActor>,
+    ) -> bool {
         let mut sessions = self.sessions.lock();
+        if sessions.by_id.contains_key(&id) {
+            return false;
+        }
+        let addr = start();
         sessions.by_instance.insert(key, id.clone());
         sessions.by_id.insert(id, addr);
+        true
     }
 
     /// Adds a started session whose instance slot was claimed already.

@@ -216,11 +216,12 @@ impl Sessions {
             state.identity.service.clone(),
             state.identity.instance.clone(),
         );
-        let env = self.env.clone();
-        let addr = SessionActor::start_in_arbiter(&self.directory.arbiter(), move |_| {
-            SessionActor::restored(state, env, grace).staged_lost(staged_lost)
+        let (env, arbiter) = (self.env.clone(), self.directory.arbiter());
+        self.directory.insert_new(id, key, move || {
+            SessionActor::start_in_arbiter(&arbiter, move |_| {
+                SessionActor::restored(state, env, grace).staged_lost(staged_lost)
+            })
         });
-        self.directory.insert(id, key, addr);
     }
 }
 
