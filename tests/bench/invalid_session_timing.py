@@ -10,9 +10,8 @@ Usage: python3 tests/bench/invalid_session_timing.py [--bin target/release] [--c
 import argparse, os, socket, sys, tempfile, shutil, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Conn, Procs, median, percentile, start_control_plane  # noqa: E402
+from benchlib import ROOT, Conn, Procs, median, percentile, start_control_plane  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def ask(registry, source, line):

@@ -10,10 +10,9 @@ Usage: python3 tests/bench/relayed_apply.py [--bin target/release] [--applies 10
 import argparse, os, sys, tempfile, shutil, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Conn, Procs, median, percentile, upstream  # noqa: E402
+from benchlib import ROOT, Conn, Procs, median, percentile, upstream  # noqa: E402
 from replicated import control_planes, data_planes  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
