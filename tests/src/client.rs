@@ -128,6 +128,20 @@ pub fn json_after(reply: &str, code: &str) -> serde_json::Value {
     serde_json::from_str(payload).unwrap_or_else(|e| panic!("bad JSON in {reply}: {e}"))
 }
 
+/// The JSON of a `compressed` payload: gzip, then standard padded base64.
+pub fn gunzip_base64(payload: &str) -> serde_json::Value {
+    use base64::Engine;
+    use std::io::Read;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .expect("base64");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    serde_json::from_str(&text).expect("json")
+}
+
 /// One connection, one command, read the reply, close: the `nc` style.
 pub fn one_shot(addr: SocketAddr, line: &str) -> String {
     let mut client = LineClient::connect(addr);

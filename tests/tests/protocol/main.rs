@@ -2,10 +2,8 @@
 //! data plane where a command reaches one): success shapes parsed as JSON,
 //! error paths, ordering of events, isolation, take-over and expiry.
 
-use std::io::Read;
 use std::time::Duration;
 
-use base64::Engine;
 use portico_e2e::*;
 use serde_json::{json, Value};
 
@@ -28,15 +26,4 @@ fn route_ids(list: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn gunzip_base64(payload: &str) -> Value {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .expect("base64");
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_string(&mut text)
-        .expect("gzip");
-    serde_json::from_str(&text).expect("json")
 }
