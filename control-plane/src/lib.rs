@@ -4,6 +4,7 @@
 //! `portico-cp` is a thin `main` over `server::run`.
 
 pub mod certs;
+pub mod cli;
 pub mod config;
 pub mod observe;
 pub mod planes;

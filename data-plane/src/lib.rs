@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod backends;
+pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod filters;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::core::Collector;
 use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric as Sample, MetricFamily, MetricType,
 };
 use prometheus::{Encoder, TextEncoder};
 
@@ -64,18 +64,42 @@ impl AtomicHistogram {
 }
 
 /// The type of a family.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
     Histogram,
 }
 
-/// One metric family, filled with a sample per label set.
-pub struct Family(MetricFamily);
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
 
-fn labelled(labels: &[(&str, &str)]) -> Metric {
-    Metric::from_label(
+/// A metric family as declared once: what a scrape renders and what
+/// `docs/reference/metrics.md` lists.
+#[derive(Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// The label names every sample carries, in order.
+    pub labels: &'static [&'static str],
+}
+
+/// One metric family, filled with a sample per label set.
+pub struct Family {
+    family: MetricFamily,
+    labels: &'static [&'static str],
+}
+
+fn labelled(labels: &[(&str, &str)]) -> Sample {
+    Sample::from_label(
         labels
             .iter()
             .map(|(k, v)| {
@@ -89,22 +113,38 @@ fn labelled(labels: &[(&str, &str)]) -> Metric {
 }
 
 impl Family {
-    pub fn new(name: &str, help: &str, kind: Kind) -> Family {
+    pub fn new(metric: &'static Metric) -> Family {
         let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help.to_string());
-        f.set_field_type(match kind {
+        f.set_name(metric.name.to_string());
+        f.set_help(metric.help.to_string());
+        f.set_field_type(match metric.kind {
             Kind::Counter => MetricType::COUNTER,
             Kind::Gauge => MetricType::GAUGE,
             Kind::Histogram => MetricType::HISTOGRAM,
         });
-        Family(f)
+        Family {
+            family: f,
+            labels: metric.labels,
+        }
+    }
+
+    fn sample(&self, labels: &[(&str, &str)]) -> Sample {
+        debug_assert!(
+            labels
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(self.labels.iter().copied()),
+            "{}: labels {labels:?} are not the declared {:?}",
+            self.family.name(),
+            self.labels
+        );
+        labelled(labels)
     }
 
     /// A counter or gauge sample, by the family's type.
     pub fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut m = labelled(labels);
-        match self.0.get_field_type() {
+        let mut m = self.sample(labels);
+        match self.family.get_field_type() {
             MetricType::COUNTER => {
                 let mut c = Counter::default();
                 c.set_value(value);
@@ -116,13 +156,13 @@ impl Family {
                 m.set_gauge(g);
             }
         }
-        self.0.mut_metric().push(m);
+        self.family.mut_metric().push(m);
     }
 
     pub fn add_histogram(&mut self, labels: &[(&str, &str)], h: &AtomicHistogram) {
-        let mut m = labelled(labels);
+        let mut m = self.sample(labels);
         m.set_histogram(h.to_proto());
-        self.0.mut_metric().push(m);
+        self.family.mut_metric().push(m);
     }
 }
 
@@ -133,13 +173,30 @@ impl Family {
 pub fn render_into(families: Vec<Family>, out: &mut String) {
     let mut all: Vec<MetricFamily> = families
         .into_iter()
-        .map(|f| f.0)
+        .map(|f| f.family)
         .filter(|f| !f.get_metric().is_empty())
         .collect();
     all.extend(prometheus::process_collector::ProcessCollector::for_self().collect());
     if let Err(e) = TextEncoder::new().encode_utf8(&all, out) {
         *out = format!("# metrics could not be encoded: {e}\n");
     }
+}
+
+/// The process's own metrics (name, type, help) as this platform's
+/// collector reports them.
+pub fn process_metrics() -> Vec<(String, &'static str, String)> {
+    prometheus::process_collector::ProcessCollector::for_self()
+        .collect()
+        .into_iter()
+        .map(|f| {
+            let kind = match f.get_field_type() {
+                MetricType::COUNTER => Kind::Counter,
+                MetricType::HISTOGRAM => Kind::Histogram,
+                _ => Kind::Gauge,
+            };
+            (f.name().to_string(), kind.as_str(), f.help().to_string())
+        })
+        .collect()
 }
 
 /// [`render_into`] a new string.
@@ -164,15 +221,29 @@ mod tests {
         for s in [0.0002, 0.003, 0.003, 20.0] {
             h.observe(s);
         }
-        let mut requests = Family::new("portico_requests_total", "Requests.", Kind::Counter);
+        static REQUESTS: Metric = Metric {
+            name: "portico_requests_total",
+            help: "Requests.",
+            kind: Kind::Counter,
+            labels: &["route_id", "code"],
+        };
+        static DURATION: Metric = Metric {
+            name: "portico_request_duration_seconds",
+            help: "Durations.",
+            kind: Kind::Histogram,
+            labels: &["route_id"],
+        };
+        static UNUSED: Metric = Metric {
+            name: "portico_unused",
+            help: "Nothing.",
+            kind: Kind::Gauge,
+            labels: &[],
+        };
+        let mut requests = Family::new(&REQUESTS);
         requests.add(&[("route_id", "r1"), ("code", "2xx")], 3.0);
-        let mut duration = Family::new(
-            "portico_request_duration_seconds",
-            "Durations.",
-            Kind::Histogram,
-        );
+        let mut duration = Family::new(&DURATION);
         duration.add_histogram(&[("route_id", "r1")], &h);
-        let empty = Family::new("portico_unused", "Nothing.", Kind::Gauge);
+        let empty = Family::new(&UNUSED);
         let text = render(vec![requests, duration, empty]);
         assert!(
             text.contains("# TYPE portico_requests_total counter"),

@@ -9,14 +9,29 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsFiles {
     /// TLS between the planes: this process's certificate (PEM).
-    #[arg(long = "tls-cert", env = "PORTICO_TLS_CERT", global = true)]
+    #[arg(
+        long = "tls-cert",
+        env = "PORTICO_TLS_CERT",
+        global = true,
+        help_heading = "Security"
+    )]
     pub cert: Option<PathBuf>,
     /// TLS between the planes: the key of --tls-cert (PEM).
-    #[arg(long = "tls-key", env = "PORTICO_TLS_KEY", global = true)]
+    #[arg(
+        long = "tls-key",
+        env = "PORTICO_TLS_KEY",
+        global = true,
+        help_heading = "Security"
+    )]
     pub key: Option<PathBuf>,
     /// TLS between the planes: the authority that signs the other side's
     /// certificate (PEM). On the control plane, clients must present one.
-    #[arg(long = "tls-ca", env = "PORTICO_TLS_CA", global = true)]
+    #[arg(
+        long = "tls-ca",
+        env = "PORTICO_TLS_CA",
+        global = true,
+        help_heading = "Security"
+    )]
     pub ca: Option<PathBuf>,
 }
 

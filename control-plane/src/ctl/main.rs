@@ -2,55 +2,13 @@
 //! API only: pushes as they happen, data planes and their versions, routes.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use portico_cp::cli::ctl::{Args, Cmd};
 use portico_proto::json::{route_json, settings_json};
 use portico_proto::v1::{self, operator_service_client::OperatorServiceClient, watch_event::Event};
 use portico_proto::RouteSpec;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "porticoctl",
-    version,
-    about = "Operate a Portico control plane"
-)]
-struct Args {
-    /// gRPC address of the control plane.
-    #[arg(
-        long,
-        env = "PORTICO_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:8182",
-        global = true
-    )]
-    control_plane: String,
-    #[command(flatten)]
-    tls: portico_proto::tls::TlsFiles,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Follow every push and each data plane's ACK or NACK.
-    Watch,
-    /// The data planes of the fleet (connected, stopping, disconnected within
-    /// the fleet grace, recently gone or stopped) and the versions they
-    /// acknowledged.
-    Dataplanes,
-    /// The live control-plane replicas sharing the etcd prefix (docs/HA.md).
-    Replicas,
-    /// The routes of the current configuration.
-    Routes,
-    /// The whole current configuration.
-    Snapshot,
-    /// The certificates served (domains, source, expiry, serial, the data
-    /// planes serving each) and the ACME domains still waiting.
-    Certs,
-}
 
 fn time(ms: i64) -> String {
     portico_proto::time::rfc3339(portico_proto::time::from_unix_ms(ms))

@@ -59,7 +59,22 @@ fn time_of(ms: i64) -> Option<String> {
     (ms > 0).then(|| rfc3339(from_unix_ms(ms)))
 }
 
-fn event_json(event: v1::WatchEvent) -> Option<Value> {
+/// The kinds of [`event_json`]'s views and when each comes.
+pub const OPERATOR_EVENTS: [(&str, &str); 4] = [
+    ("push", "a version was committed and sent to the fleet"),
+    ("ack", "a data plane serves a version"),
+    (
+        "nack",
+        "a data plane refused a version and keeps its last good one",
+    ),
+    (
+        "member",
+        "a data plane joined, lost its stream, came back, began stopping or left the fleet",
+    ),
+];
+
+/// An operator event as `/api/v1/events` shows it.
+pub fn event_json(event: v1::WatchEvent) -> Option<Value> {
     use v1::watch_event::Event;
     Some(match event.event? {
         Event::Push(p) => json!({

@@ -5,10 +5,78 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use portico_proto::metrics::{render, AtomicHistogram, Family, Kind};
+use portico_proto::metrics::{render, AtomicHistogram, Family, Kind, Metric};
 use portico_proto::v1;
 
 use crate::protocol::parser::command_names;
+
+pub static SESSIONS: Metric = Metric {
+    name: "portico_sessions",
+    help: "Sessions, by whether their home connection is open (state: connected, detached).",
+    kind: Kind::Gauge,
+    labels: &["state"],
+};
+
+pub static COMMANDS_TOTAL: Metric = Metric {
+    name: "portico_commands_total",
+    help: "Registry commands answered, by command and result (ok, error); a line naming no command counts as unknown.",
+    kind: Kind::Counter,
+    labels: &["command", "result"],
+};
+
+pub static CONFIG_VERSION: Metric = Metric {
+    name: "portico_config_version",
+    help: "The committed configuration version.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub static DATAPLANES: Metric = Metric {
+    name: "portico_dataplanes",
+    help: "Data planes by state: connected (and current), lagging (behind, or away within the fleet grace), gone (or stopped).",
+    kind: Kind::Gauge,
+    labels: &["state"],
+};
+
+pub static DATAPLANE_ACKED_VERSION: Metric = Metric {
+    name: "portico_dataplane_acked_version",
+    help: "The last version each data plane (not gone) acknowledged.",
+    kind: Kind::Gauge,
+    labels: &["node_id"],
+};
+
+pub static APPLY_DURATION_SECONDS: Metric = Metric {
+    name: "portico_apply_duration_seconds",
+    help: "CONFIG_APPLY received to OK sent.",
+    kind: Kind::Histogram,
+    labels: &[],
+};
+
+pub static COMMIT_DURATION_SECONDS: Metric = Metric {
+    name: "portico_commit_duration_seconds",
+    help: "One commit, its fsync included.",
+    kind: Kind::Histogram,
+    labels: &[],
+};
+
+pub static INVALID_SESSIONS_TOTAL: Metric = Metric {
+    name: "portico_invalid_sessions_total",
+    help: "Commands with a session id that names no session (answered `invalid session`), and those refused because their address sent too many.",
+    kind: Kind::Counter,
+    labels: &["result"],
+};
+
+/// Every family the control plane exports, in scrape order.
+pub static METRICS: [&Metric; 8] = [
+    &SESSIONS,
+    &COMMANDS_TOTAL,
+    &CONFIG_VERSION,
+    &DATAPLANES,
+    &DATAPLANE_ACKED_VERSION,
+    &APPLY_DURATION_SECONDS,
+    &COMMIT_DURATION_SECONDS,
+    &INVALID_SESSIONS_TOTAL,
+];
 
 /// A command that did not parse is counted under this name.
 const UNKNOWN: &str = "unknown";
@@ -69,21 +137,13 @@ impl Metrics {
     /// The text exposition, with the facts only the caller can read.
     pub fn scrape(&self, sessions: usize, version: u64, planes: &[v1::DataPlaneInfo]) -> String {
         let detached = self.detached.load(Ordering::Relaxed).max(0) as usize;
-        let mut by_state = Family::new(
-            "portico_sessions",
-            "Sessions, by whether their home connection is open.",
-            Kind::Gauge,
-        );
+        let mut by_state = Family::new(&SESSIONS);
         by_state.add(
             &[("state", "connected")],
             sessions.saturating_sub(detached) as f64,
         );
         by_state.add(&[("state", "detached")], detached.min(sessions) as f64);
-        let mut commands = Family::new(
-            "portico_commands_total",
-            "Registry commands answered, by command and result.",
-            Kind::Counter,
-        );
+        let mut commands = Family::new(&COMMANDS_TOTAL);
         for (name, [ok, error]) in &self.commands {
             for (result, n) in [("ok", ok), ("error", error)] {
                 let n = n.load(Ordering::Relaxed);
@@ -92,22 +152,10 @@ impl Metrics {
                 }
             }
         }
-        let mut config = Family::new(
-            "portico_config_version",
-            "The committed configuration version.",
-            Kind::Gauge,
-        );
+        let mut config = Family::new(&CONFIG_VERSION);
         config.add(&[], version as f64);
-        let mut fleet = Family::new(
-            "portico_dataplanes",
-            "Data planes: connected and current, lagging (behind, or away within the fleet grace), gone.",
-            Kind::Gauge,
-        );
-        let mut acked = Family::new(
-            "portico_dataplane_acked_version",
-            "The last version each data plane acknowledged.",
-            Kind::Gauge,
-        );
+        let mut fleet = Family::new(&DATAPLANES);
+        let mut acked = Family::new(&DATAPLANE_ACKED_VERSION);
         let mut counts = [0usize; 3];
         for p in planes {
             let state = match (p.state.as_str(), p.lag) {
@@ -123,28 +171,42 @@ impl Metrics {
         for (state, n) in ["connected", "lagging", "gone"].iter().zip(counts) {
             fleet.add(&[("state", state)], n as f64);
         }
-        let mut apply = Family::new(
-            "portico_apply_duration_seconds",
-            "CONFIG_APPLY received to OK sent.",
-            Kind::Histogram,
-        );
+        let mut apply = Family::new(&APPLY_DURATION_SECONDS);
         apply.add_histogram(&[], &self.apply);
-        let mut commit = Family::new(
-            "portico_commit_duration_seconds",
-            "One commit, its fsync included.",
-            Kind::Histogram,
-        );
+        let mut commit = Family::new(&COMMIT_DURATION_SECONDS);
         commit.add_histogram(&[], &self.commit);
-        let mut invalid = Family::new(
-            "portico_invalid_sessions_total",
-            "Commands with a session id that names no session (answered `invalid session`), and those refused because their address sent too many.",
-            Kind::Counter,
-        );
+        let mut invalid = Family::new(&INVALID_SESSIONS_TOTAL);
         for (result, n) in ["answered", "refused"].iter().zip(&self.invalid_sessions) {
             invalid.add(&[("result", result)], n.load(Ordering::Relaxed) as f64);
         }
         render(vec![
             by_state, commands, config, fleet, acked, apply, commit, invalid,
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_family_is_what_a_busy_scrape_renders() {
+        let metrics = Metrics::default();
+        metrics.command(Some("PING"), true);
+        metrics.invalid_sessions[0].fetch_add(1, Ordering::Relaxed);
+        let plane = v1::DataPlaneInfo {
+            node_id: "dp-1".into(),
+            state: "connected".into(),
+            ..Default::default()
+        };
+        let text = metrics.scrape(1, 3, &[plane]);
+        let rendered: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| name.starts_with("portico_"))
+            .collect();
+        let declared: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        assert_eq!(rendered, declared, "{text}");
     }
 }

@@ -100,6 +100,34 @@ impl EventType {
             .find(|e| e.as_str().eq_ignore_ascii_case(raw))
     }
 
+    /// When the event is sent and the fields of its JSON payload, for
+    /// `docs/reference/events.md`; `emit` checks payloads against them.
+    pub fn doc(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            EventType::BackendHealthChanged => (
+                "a data plane's probe of one of the session's backends changed its mind (told once per change)",
+                &["route_id", "backend", "healthy", "reason"],
+            ),
+            EventType::GlobalConfigChanged => (
+                "another session committed, or a certificate changed",
+                &["version"],
+            ),
+            EventType::CertRenewed => (
+                "a certificate covering a host of one of the session's active routes was installed or replaced, once every data plane serves it; `source` is `file` or `acme`",
+                &["domains", "not_after", "source"],
+            ),
+            EventType::DrainCompleted => (
+                "the session's drain ramp (DRAIN_START) reached its end",
+                &["session_id", "completed_at"],
+            ),
+            EventType::CircuitBreakerChanged => (
+                "a breaker of one of the session's routes changed state on a data plane; `state` is `closed`, `open` or `half_open`",
+                &["route_id", "backend", "node_id", "state", "failures"],
+            ),
+            EventType::All => ("subscribes to every type above", &[]),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::BackendHealthChanged => "backend_health_changed",

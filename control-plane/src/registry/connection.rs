@@ -54,7 +54,9 @@ pub(crate) struct Conn {
 
 pub async fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
     let counter = Arc::new(ConnCounter::default());
-    let guessing = Arc::new(InvalidSessions::default());
+    let guessing = Arc::new(InvalidSessions::new(
+        sessions.env.settings.limits.invalid_sessions_per_ip,
+    ));
     let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -262,7 +264,7 @@ pub(crate) fn counted(frame: Frame, conn: &Conn, sessions: &Arc<Sessions>) -> Pe
         if let Some(guessing) = guessing.filter(|_| outcome.line.starts_with(INVALID_SESSION)) {
             metrics.invalid_sessions[0].fetch_add(1, Ordering::Relaxed);
             if guessing.record(address, started) == Counted::JustOver {
-                warn!(%address, limit = invalid_sessions::LIMIT, window = ?invalid_sessions::WINDOW, "too many invalid session ids from this address; its session commands are refused for the rest of the window");
+                warn!(%address, limit = guessing.limit(), window = ?invalid_sessions::WINDOW, "too many invalid session ids from this address; its session commands are refused for the rest of the window");
             }
         }
         let ok = !outcome.line.starts_with("ERROR");

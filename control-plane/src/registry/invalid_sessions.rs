@@ -8,14 +8,21 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Invalid session ids one address may send per window.
+/// Invalid session ids one address may send per window, by default.
 pub const LIMIT: u32 = 100;
 /// How long the count runs, and how long an address past it is refused.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
 pub struct InvalidSessions {
     by_address: Mutex<HashMap<IpAddr, Count>>,
+    /// Invalid ids one address may send per window.
+    limit: u32,
+}
+
+impl Default for InvalidSessions {
+    fn default() -> Self {
+        InvalidSessions::new(LIMIT)
+    }
 }
 
 struct Count {
@@ -27,18 +34,29 @@ struct Count {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Counted {
     Within,
-    /// This one crossed the limit: worth one warning.
+    /// This one reached the limit: worth one warning.
     JustOver,
     Over,
 }
 
 impl InvalidSessions {
+    pub fn new(limit: u32) -> InvalidSessions {
+        InvalidSessions {
+            by_address: Mutex::default(),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// Whether `address` sent more invalid ids than allowed in its window.
     pub fn refused(&self, address: IpAddr, now: Instant) -> bool {
         let by_address = self.by_address.lock();
         by_address
             .get(&address)
-            .is_some_and(|c| now.duration_since(c.since) < WINDOW && c.invalid > LIMIT)
+            .is_some_and(|c| now.duration_since(c.since) < WINDOW && c.invalid >= self.limit)
     }
 
     /// Counts one invalid id from `address`.
@@ -61,8 +79,8 @@ impl InvalidSessions {
         }
         count.invalid += 1;
         match count.invalid {
-            n if n <= LIMIT => Counted::Within,
-            n if n == LIMIT + 1 => Counted::JustOver,
+            n if n < self.limit => Counted::Within,
+            n if n == self.limit => Counted::JustOver,
             _ => Counted::Over,
         }
     }
@@ -77,7 +95,7 @@ mod tests {
         let limiter = InvalidSessions::default();
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let start = Instant::now();
-        for _ in 0..LIMIT {
+        for _ in 1..LIMIT {
             assert_eq!(limiter.record(a, start), Counted::Within);
         }
         assert!(!limiter.refused(a, start));

@@ -314,6 +314,13 @@ impl SessionActor {
 
     /// Sends `EVENT|type|json` home if the session subscribed to it.
     pub(super) fn emit(&self, event: EventType, payload: Value) {
+        debug_assert!(
+            payload
+                .as_object()
+                .is_some_and(|o| o.keys().map(String::as_str).eq(sorted(event.doc().1))),
+            "{} payload {payload} does not match its documented fields",
+            event.as_str()
+        );
         let subscribed = &self.state.subscriptions;
         let wanted = subscribed.contains(&event) || subscribed.contains(&EventType::All);
         if let (true, Some(home)) = (wanted, &self.home) {
@@ -547,4 +554,11 @@ impl Handler<RouteEvent> for SessionActor {
     fn handle(&mut self, msg: RouteEvent, _: &mut Context<Self>) {
         self.emit(msg.event, msg.payload);
     }
+}
+
+/// Field names in the order a JSON object (sorted keys) lists them.
+fn sorted(fields: &[&'static str]) -> Vec<&'static str> {
+    let mut fields = fields.to_vec();
+    fields.sort_unstable();
+    fields
 }

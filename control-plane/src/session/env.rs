@@ -24,6 +24,9 @@ pub struct Limits {
     pub routes_per_session: usize,
     /// A connection holding an unfinished line this long is closed.
     pub line: Duration,
+    /// Invalid session ids one address may send per 10 s before its session
+    /// commands are refused for the rest of the window.
+    pub invalid_sessions_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             sessions: 10_000,
             routes_per_session: 10_000,
             line: Duration::from_secs(30),
+            invalid_sessions_per_ip: crate::registry::invalid_sessions::LIMIT,
         }
     }
 }

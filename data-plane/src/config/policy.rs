@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use portico_proto::settings::{BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteSettings};
-
-/// Without HEALTH_SET (and without health_check_* options): `GET /` every
-/// 30 s with a 5 s timeout.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+use portico_proto::settings::{
+    BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteSettings, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT,
+};
 
 /// A response header this data plane cannot send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

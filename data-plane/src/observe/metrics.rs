@@ -6,11 +6,87 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico_proto::metrics::{render_into, Family, Kind};
+use portico_proto::metrics::{render_into, Family, Kind, Metric};
 
 use crate::backends::runtime::Availability;
 use crate::config::live::Live;
 use crate::observe::route_metrics::{RouteMetrics, CODES, KINDS};
+
+pub static REQUESTS_TOTAL: Metric = Metric {
+    name: "portico_requests_total",
+    help: "Requests proxied or answered, by route and status class (code 2xx, 3xx, 4xx, 5xx; a websocket upgrade counts as 2xx); requests that match no route have route_id=\"\" and service=\"\".",
+    kind: Kind::Counter,
+    labels: &["route_id", "service", "code"],
+};
+
+pub static REQUEST_DURATION_SECONDS: Metric = Metric {
+    name: "portico_request_duration_seconds",
+    help: "Request start to response end.",
+    kind: Kind::Histogram,
+    labels: &["route_id", "service"],
+};
+
+pub static UPSTREAM_ERRORS_TOTAL: Metric = Metric {
+    name: "portico_upstream_errors_total",
+    help: "Failed upstream attempts (retries included) and responses cut, by kind: connect, timeout, reset.",
+    kind: Kind::Counter,
+    labels: &["route_id", "kind"],
+};
+
+pub static BACKEND_UP: Metric = Metric {
+    name: "portico_backend_up",
+    help: "1 while any address of the route's backend passes its probe, 0 when none does.",
+    kind: Kind::Gauge,
+    labels: &["route_id", "backend"],
+};
+
+pub static CIRCUIT_BREAKER_OPEN: Metric = Metric {
+    name: "portico_circuit_breaker_open",
+    help: "1 while the breaker of any address of the route's backend is open; listed for routes that have a breaker.",
+    kind: Kind::Gauge,
+    labels: &["route_id", "backend"],
+};
+
+pub static RATE_LIMITED_TOTAL: Metric = Metric {
+    name: "portico_rate_limited_total",
+    help: "Requests answered 429 by the route's rate limit.",
+    kind: Kind::Counter,
+    labels: &["route_id"],
+};
+
+pub static CONFIG_VERSION: Metric = Metric {
+    name: "portico_config_version",
+    help: "The configuration version served.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub static CONTROL_PLANE_CONNECTED: Metric = Metric {
+    name: "portico_control_plane_connected",
+    help: "1 while the stream to the control plane is up.",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+
+pub static ACCESS_LOG_DROPPED_TOTAL: Metric = Metric {
+    name: "portico_access_log_dropped_total",
+    help: "Access-log lines dropped because the writer fell behind (with --access-log).",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
+/// Every family the data plane exports, in scrape order.
+pub static METRICS: [&Metric; 9] = [
+    &REQUESTS_TOTAL,
+    &REQUEST_DURATION_SECONDS,
+    &UPSTREAM_ERRORS_TOTAL,
+    &BACKEND_UP,
+    &CIRCUIT_BREAKER_OPEN,
+    &RATE_LIMITED_TOTAL,
+    &CONFIG_VERSION,
+    &CONTROL_PLANE_CONNECTED,
+    &ACCESS_LOG_DROPPED_TOTAL,
+];
 
 /// A page rendered less than this ago is served again: rendering 10,000
 /// routes costs ~20 ms of CPU, so scrapes in a tight loop cost at most that
@@ -34,36 +110,12 @@ pub fn page(live: &Live) -> Arc<String> {
 /// The text exposition of every metric, read without stopping traffic;
 /// `capacity` is a guess of its length.
 pub fn scrape(live: &Live, capacity: usize) -> String {
-    let mut requests = Family::new(
-        "portico_requests_total",
-        "Requests proxied or answered, by route and status class.",
-        Kind::Counter,
-    );
-    let mut duration = Family::new(
-        "portico_request_duration_seconds",
-        "From request start to response end.",
-        Kind::Histogram,
-    );
-    let mut upstream = Family::new(
-        "portico_upstream_errors_total",
-        "Failed upstream attempts, by kind.",
-        Kind::Counter,
-    );
-    let mut up = Family::new(
-        "portico_backend_up",
-        "1 while the route's backend is healthy, 0 when down.",
-        Kind::Gauge,
-    );
-    let mut open = Family::new(
-        "portico_circuit_breaker_open",
-        "1 while the route backend's circuit breaker is open.",
-        Kind::Gauge,
-    );
-    let mut limited = Family::new(
-        "portico_rate_limited_total",
-        "Requests refused by the route's rate limit.",
-        Kind::Counter,
-    );
+    let mut requests = Family::new(&REQUESTS_TOTAL);
+    let mut duration = Family::new(&REQUEST_DURATION_SECONDS);
+    let mut upstream = Family::new(&UPSTREAM_ERRORS_TOTAL);
+    let mut up = Family::new(&BACKEND_UP);
+    let mut open = Family::new(&CIRCUIT_BREAKER_OPEN);
+    let mut limited = Family::new(&RATE_LIMITED_TOTAL);
     let mut add_route = |route_id: &str, service: &str, m: &RouteMetrics| {
         if m.duration.count() > 0 {
             for (code, n) in CODES.iter().zip(&m.codes) {
@@ -97,26 +149,14 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
             open.add(&labels, f64::from(u8::from(route.backend.breaker_open())));
         }
     }
-    let mut version = Family::new(
-        "portico_config_version",
-        "The configuration version served.",
-        Kind::Gauge,
-    );
+    let mut version = Family::new(&CONFIG_VERSION);
     version.add(&[], live.version.load(Ordering::Acquire) as f64);
-    let mut connected = Family::new(
-        "portico_control_plane_connected",
-        "1 while the stream to the control plane is up.",
-        Kind::Gauge,
-    );
+    let mut connected = Family::new(&CONTROL_PLANE_CONNECTED);
     connected.add(
         &[],
         f64::from(u8::from(live.registry.outbound.is_connected())),
     );
-    let mut dropped = Family::new(
-        "portico_access_log_dropped_total",
-        "Access log lines dropped because the writer fell behind.",
-        Kind::Counter,
-    );
+    let mut dropped = Family::new(&ACCESS_LOG_DROPPED_TOTAL);
     if let Some(log) = &live.access_log {
         dropped.add(&[], log.dropped() as f64);
     }
@@ -169,5 +209,61 @@ mod tests {
             Arc::ptr_eq(&again, &page(&live)),
             "a page is reused within a second"
         );
+    }
+
+    /// The families of a scrape, by their `# TYPE` lines.
+    fn families(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE portico_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect()
+    }
+
+    #[test]
+    fn every_declared_family_is_what_a_busy_scrape_renders() {
+        use portico_proto::settings::{BreakerSpec, RouteSettings};
+        let live = Live {
+            access_log: Some(
+                crate::observe::access_log::AccessLog::start(
+                    crate::observe::access_log::Target::Stdout,
+                    1,
+                )
+                .unwrap(),
+            ),
+            ..Live::default()
+        };
+        let spec = portico_proto::RouteSpec {
+            settings: RouteSettings {
+                circuit_breaker: Some(BreakerSpec {
+                    threshold: 3,
+                    timeout: Duration::from_secs(5),
+                    half_open_requests: 1,
+                }),
+                ..Default::default()
+            },
+            ..portico_proto::RouteSpec::for_test(
+                "r1",
+                "web",
+                &["a.test"],
+                "/",
+                "http://127.0.0.1:9",
+            )
+        };
+        let table =
+            crate::config::table::RouteTable::compile(&[Arc::new(spec)], &live.registry).unwrap();
+        live.table.store(Arc::new(table));
+        let route = live.table.load().routes().next().unwrap().clone();
+        route.runtime.metrics.request(200, Duration::from_millis(3));
+        route
+            .runtime
+            .metrics
+            .upstream_error(crate::observe::route_metrics::UpstreamError::Connect);
+        route.runtime.metrics.rate_limited();
+        let text = scrape(&live, 0);
+        let declared: Vec<&str> = METRICS
+            .iter()
+            .map(|m| m.name.strip_prefix("portico_").unwrap())
+            .collect();
+        assert_eq!(families(&text), declared, "{text}");
     }
 }
