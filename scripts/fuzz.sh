@@ -6,10 +6,26 @@
 # With FUZZ_MERGE=1 the checked-in corpus is replaced afterwards by the
 # smallest set of old and new inputs that covers every edge reached (for
 # long runs); files named regression-* are always kept.
+# With FUZZ_IF_CHANGED=1 (the test script) nothing is built or run when the
+# code the targets cover is what the last passing run fuzzed: its digest is
+# kept in fuzz/fuzzed.sha256, which a passing run rewrites (commit it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 runs=${2:-0}
+# What the targets reach: the registry's framing, parser and tokens, every
+# type in proto, the data plane's snapshot install (its whole crate, which
+# install compiles into a table), the targets, corpus and locked versions.
+covered() {
+  git ls-files -z proto control-plane/src/protocol control-plane/src/registry/auth.rs \
+    data-plane/src fuzz Cargo.lock ':!fuzz/fuzzed.sha256' |
+    sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+digest=$(covered)
+if [ "${FUZZ_IF_CHANGED:-0}" = 1 ] && [ "$(cat fuzz/fuzzed.sha256 2>/dev/null)" = "$digest" ]; then
+  echo "fuzz: the covered code is what the last passing run fuzzed ($digest); skipped" >&2
+  exit 0
+fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # No sanitizer: the code under test is safe Rust, and this builds and runs
@@ -34,3 +50,4 @@ for target in line_protocol json_payloads snapshot duration; do
     cp -n "$min"/* "fuzz/corpus/$target/"
   fi
 done
+echo "$digest" > fuzz/fuzzed.sha256

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Installs what building and testing Portico need on a fresh Debian machine:
-# a C toolchain, cmake and OpenSSL headers for Pingora, and the tests' tools
-# (pebble-challtestsrv as a mock DNS server, pebble as an ACME CA, promtool,
-# chromium, openssl and curl). Safe to run again.
-# Extra arguments COMMAND:PACKAGE install PACKAGE when COMMAND is missing
-# (the bench harness uses this for its tools).
+# Installs what building and running Portico need on a fresh Debian machine:
+# a C toolchain, cmake, protoc and the system's OpenSSL for Pingora, nc,
+# curl and openssl. With --tests, also the tests' tools (pebble-challtestsrv
+# as a mock DNS server, pebble as an ACME CA, promtool, etcd, chromium).
+# Safe to run again. Extra arguments COMMAND:PACKAGE install PACKAGE when
+# COMMAND is missing (the bench harness uses this for its tools).
 set -euo pipefail
 
 need=()
+tests=0
 for extra in "$@"; do
+  if [ "$extra" = --tests ]; then
+    tests=1
+    continue
+  fi
   command -v "${extra%%:*}" >/dev/null 2>&1 || need+=("${extra#*:}")
 done
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -18,16 +23,19 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# The DNS tests' mock DNS server and the ACME tests' CA (pebble), and
-# promtool to check /metrics.
-command -v pebble-challtestsrv >/dev/null 2>&1 && command -v pebble >/dev/null 2>&1 || need+=(pebble)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
-# etcd for the etcd store's tests; protoc to build etcd's client.
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+# protoc builds etcd's client.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-# The dashboard test renders the page in a real browser.
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ "$tests" = 1 ]; then
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  # The DNS tests' mock DNS server and the ACME tests' CA (pebble), and
+  # promtool to check /metrics.
+  command -v pebble-challtestsrv >/dev/null 2>&1 && command -v pebble >/dev/null 2>&1 || need+=(pebble)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  # etcd for the etcd store's tests.
+  command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  # The dashboard test renders the page in a real browser.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
