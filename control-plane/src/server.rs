@@ -78,7 +78,8 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
     )?;
     let certs = start_certs(&args, &core, &store, loaded.acme_account);
     let ready = Arc::new(AtomicBool::new(false));
-    actix_rt::spawn(admin::serve(listeners.admin, ready.clone(), core.counted()));
+    let counted = core.counted(certs.status.clone(), store.clone(), replica.clone());
+    actix_rt::spawn(admin::serve(listeners.admin, ready.clone(), counted));
     serve_grpc(listeners.grpc, &args, &core, &certs, &replica, &store).await?;
     actix_rt::spawn(registry::serve(listeners.registry, core.sessions.clone()));
     store.announce(replica);
@@ -283,8 +284,16 @@ impl Core {
     }
 
     /// What `/debug/counts`, `/metrics` and the dashboard's API read.
-    fn counted(&self) -> admin::Counted {
+    fn counted(
+        &self,
+        acme: crate::certs::AcmeStatus,
+        store: Arc<dyn store::Store>,
+        me: store::ReplicaRecord,
+    ) -> admin::Counted {
         let api = crate::observe::dashboard::Api {
+            acme,
+            store,
+            me,
             directory: self.sessions.directory.clone(),
             replica: self.sessions.replica_id().to_string(),
             telemetry: self.env().telemetry.clone(),

@@ -171,3 +171,39 @@ pub async fn list(
         pending,
     })
 }
+
+/// The operators' list as JSON (porticoctl `certs --json`, the dashboard):
+/// each certificate with its days left at `now_ms`, and the ACME domains
+/// waiting.
+pub fn list_json(list: &v1::ListCertificatesResponse, now_ms: i64) -> serde_json::Value {
+    use portico_proto::time::{from_unix_ms, rfc3339};
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let time = |ms: i64| (ms > 0).then(|| rfc3339(from_unix_ms(ms)));
+    let certificates: Vec<serde_json::Value> = list
+        .certificates
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "domains": c.domains,
+                "source": c.source,
+                "not_after": time(c.not_after_unix_ms),
+                "days_left": (c.not_after_unix_ms - now_ms).div_euclid(DAY_MS),
+                "serial": c.serial,
+                "served_by": c.served_by,
+            })
+        })
+        .collect();
+    let pending: Vec<serde_json::Value> = list
+        .pending
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "domain": p.domain,
+                "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+                "next_attempt": time(p.next_attempt_unix_ms),
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": list.version, "certificates": certificates, "pending": pending })
+}

@@ -123,35 +123,8 @@ async fn watch(mut client: OperatorServiceClient<Channel>, as_json: bool) -> any
 
 fn certs(list: &v1::ListCertificatesResponse, as_json: bool) {
     if as_json {
-        let certificates: Vec<Value> = list
-            .certificates
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "domains": c.domains,
-                    "source": c.source,
-                    "not_after": time(c.not_after_unix_ms),
-                    "serial": c.serial,
-                    "served_by": c.served_by,
-                })
-            })
-            .collect();
-        let pending: Vec<Value> = list
-            .pending
-            .iter()
-            .map(|p| {
-                json!({
-                    "domain": p.domain,
-                    "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
-                    "next_attempt": maybe_time(p.next_attempt_unix_ms),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"version": list.version, "certificates": certificates, "pending": pending})
-        );
+        let now = portico_proto::time::unix_ms(std::time::SystemTime::now());
+        println!("{}", portico_cp::certs::list_json(list, now));
         return;
     }
     let rows = list

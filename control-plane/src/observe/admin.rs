@@ -91,23 +91,40 @@ impl Counted {
 
 pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, counted: Counted) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let (ready, counted) = (ready.clone(), counted.clone());
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, ready, counted)).await;
+            let Ok(Ok((method, path))) =
+                tokio::time::timeout(ANSWER_WITHIN, head(&mut stream)).await
+            else {
+                return;
+            };
+            if (method.as_str(), path.as_str()) == ("GET", STREAM) {
+                let _ = stream_ticks(stream, counted).await;
+                return;
+            }
+            let answered = answer(stream, &method, &path, ready, counted);
+            let _ = tokio::time::timeout(ANSWER_WITHIN, answered).await;
         });
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    ready: Arc<AtomicBool>,
-    counted: Counted,
-) -> std::io::Result<()> {
+/// Every request but the stream is read and answered within this.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// The dashboard's live updates, as server-sent events.
+const STREAM: &str = "/api/v1/stream";
+/// How often the stream sends a tick.
+const TICK: Duration = Duration::from_secs(2);
+/// Streams open at once; more are answered 503 (each holds a connection
+/// and costs a tick's work every 2 s).
+const MAX_STREAMS: usize = 64;
+static STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The method and path of a request head.
+async fn head(stream: &mut TcpStream) -> std::io::Result<(String, String)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
@@ -119,14 +136,66 @@ async fn answer(
     }
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let method = parts.next().unwrap_or("").to_string();
+    // The query is the page's own (`?ticks=N`); no route reads it.
+    let target = parts.next().unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    Ok((method, path.to_string()))
+}
+
+/// `text/event-stream`: a `tick` event at once and every [`TICK`] until the
+/// client goes.
+async fn stream_ticks(mut stream: TcpStream, counted: Counted) -> std::io::Result<()> {
+    if STREAMS.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
+        STREAMS.fetch_sub(1, Ordering::AcqRel);
+        return write(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain",
+            "too many streams\n",
+        )
+        .await;
+    }
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            STREAMS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _open = Open;
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut every = tokio::time::interval(TICK);
+    loop {
+        every.tick().await;
+        let tick = counted.api.tick().await;
+        stream
+            .write_all(format!("event: tick\ndata: {tick}\n\n").as_bytes())
+            .await?;
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    ready: Arc<AtomicBool>,
+    counted: Counted,
+) -> std::io::Result<()> {
     if method == "GET" {
         if let Some(view) = counted.api.get(path).await {
             return write(&mut stream, "200 OK", "application/json", &view.to_string()).await;
         }
-        if path == "/" {
-            let page = crate::observe::dashboard::PAGE;
-            return write(&mut stream, "200 OK", "text/html; charset=utf-8", page).await;
+        use crate::observe::dashboard::{PAGE, UPLOT_CSS, UPLOT_JS};
+        let asset = match path {
+            "/" => Some(("text/html; charset=utf-8", PAGE)),
+            "/assets/uplot.js" => Some(("text/javascript; charset=utf-8", UPLOT_JS)),
+            "/assets/uplot.css" => Some(("text/css; charset=utf-8", UPLOT_CSS)),
+            _ => None,
+        };
+        if let Some((content_type, body)) = asset {
+            return write(&mut stream, "200 OK", content_type, body).await;
         }
     }
     let (status, body) = match (method, path) {

@@ -18,9 +18,14 @@ use crate::planes::publisher::{ListPlanes, Publisher, Watch};
 use crate::protocol::RouteId;
 use crate::session::{Describe, Directory};
 
-/// The page, with its script and style inline: nothing is fetched from
-/// elsewhere.
+/// The page, with its script and style inline; it loads only uPlot, served
+/// from the binary too: nothing is fetched from elsewhere.
 pub const PAGE: &str = include_str!("dashboard.html");
+
+/// uPlot 1.6.32 (MIT, npm `uplot`, `dist/` as published; see
+/// `assets/README.md`): the charts.
+pub const UPLOT_JS: &str = include_str!("assets/uPlot.iife.min.js");
+pub const UPLOT_CSS: &str = include_str!("assets/uPlot.min.css");
 
 /// How many pushes, answers and member changes `/api/v1/events` keeps.
 const EVENTS_KEPT: usize = 200;
@@ -52,6 +57,10 @@ impl Events {
 
     fn list(&self) -> Vec<Value> {
         self.0.lock().iter().cloned().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -113,6 +122,11 @@ pub struct Api {
     pub config: SharedConfig,
     pub publisher: Addr<Publisher>,
     pub events: Events,
+    /// ACME domains still waiting, for the certificates view.
+    pub acme: crate::certs::AcmeStatus,
+    /// The replicas are read from the store; this one is among them.
+    pub store: Arc<dyn crate::store::Store>,
+    pub me: crate::store::ReplicaRecord,
 }
 
 impl Api {
@@ -123,8 +137,65 @@ impl Api {
             "/api/v1/routes" => self.routes(),
             "/api/v1/dataplanes" => self.dataplanes().await,
             "/api/v1/events" => json!({ "events": self.events.list() }),
-            _ => return None,
+            "/api/v1/certs" => self.certs().await,
+            "/api/v1/replicas" => self.replicas().await,
+            "/api/v1/series" => self.telemetry.fleet_series(),
+            _ => {
+                let id = path.strip_prefix("/api/v1/series/")?;
+                self.config.read().has_route(id).then_some(())?;
+                self.telemetry.route_series(id)
+            }
         })
+    }
+
+    /// What the live stream sends every tick: the version, requests/s over
+    /// the fleet and per busy route, and the data planes by state.
+    pub async fn tick(&self) -> Value {
+        let (rps, busy) = self.telemetry.live_rates();
+        let listed = self.publisher.send(ListPlanes).await.unwrap_or_default();
+        let mut states = serde_json::Map::new();
+        for p in &listed.data_planes {
+            let n = states.entry(p.state.clone()).or_insert(json!(0));
+            *n = json!(n.as_u64().unwrap_or(0) + 1);
+        }
+        let max_lag = listed.data_planes.iter().map(|p| p.lag).max().unwrap_or(0);
+        json!({
+            "version": listed.version,
+            "at": rfc3339(std::time::SystemTime::now()),
+            "rps": (rps * 10.0).round() / 10.0,
+            "routes": busy,
+            "dataplanes": states,
+            "max_lag": max_lag,
+            "events": self.events.len(),
+        })
+    }
+
+    async fn certs(&self) -> Value {
+        let Ok(list) = crate::certs::list(&self.config, &self.acme, &self.publisher).await else {
+            return json!({ "certificates": [], "pending": [] });
+        };
+        let now = portico_proto::time::unix_ms(std::time::SystemTime::now());
+        crate::certs::list_json(&list, now)
+    }
+
+    async fn replicas(&self) -> Value {
+        let replicas = crate::store::live_replicas(self.store.clone(), &self.me)
+            .await
+            .unwrap_or_else(|_| vec![self.me.clone()]);
+        let views: Vec<Value> = replicas
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "registry": r.registry,
+                    "grpc": r.grpc,
+                    "admin": r.admin,
+                    "started": time_of(r.started_unix_ms),
+                    "self": r.id == self.me.id,
+                })
+            })
+            .collect();
+        json!({ "replicas": views })
     }
 
     async fn sessions(&self) -> Value {

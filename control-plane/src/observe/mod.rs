@@ -4,4 +4,5 @@
 pub mod admin;
 pub mod dashboard;
 pub mod metrics;
+pub mod series;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use portico_proto::{histogram, v1};
 use serde_json::{json, Value};
 
 use crate::config::global::SharedConfig;
+use crate::observe::series::{self, Series};
 use crate::protocol::RouteId;
 
 #[derive(Default)]
@@ -23,6 +24,16 @@ struct Inner {
     health: HashMap<(String, String), bool>,
     /// route -> (window start, requests in it, requests/s of the last window).
     rates: HashMap<String, (std::time::Instant, u64, f64)>,
+    /// The last hour, for the dashboard's charts.
+    series: Series,
+}
+
+/// The series step of this moment.
+fn step_now() -> u64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    series::step_of(unix)
 }
 
 /// Merged reports, kept only for routes that are active: the committer says
@@ -54,7 +65,9 @@ impl Telemetry {
         let mut inner = self.inner.lock();
         let breakers = report.breakers;
         let now = std::time::Instant::now();
+        let step = step_now();
         for r in report.routes.into_iter().filter(|r| active(&r.route_id)) {
+            inner.series.record(step, &r.route_id, &r);
             let rate = inner
                 .rates
                 .entry(r.route_id.clone())
@@ -109,6 +122,9 @@ impl Telemetry {
         let mut inner = self.inner.lock();
         inner.routes.retain(|id, _| !gone.contains(id.as_str()));
         inner.rates.retain(|id, _| !gone.contains(id.as_str()));
+        for id in ids {
+            inner.series.forget(id);
+        }
         inner
             .health
             .retain(|(id, _), _| !gone.contains(id.as_str()));
@@ -121,7 +137,41 @@ impl Telemetry {
             "telemetry_routes": inner.routes.len(),
             "telemetry_health": inner.health.len(),
             "telemetry_breakers": inner.breakers.values().map(Vec::len).sum::<usize>(),
+            "series_routes": inner.series.routes(),
         })
+    }
+
+    /// A route's last hour in 10 s points, as chart columns.
+    pub fn route_series(&self, route_id: &str) -> Value {
+        self.inner.lock().series.route(route_id, step_now())
+    }
+
+    /// The whole fleet's last hour.
+    pub fn fleet_series(&self) -> Value {
+        self.inner.lock().series.fleet(step_now())
+    }
+
+    /// Requests per second now, over every route, and for each route with
+    /// traffic in the last 3 s its rate and its request and error totals:
+    /// what the dashboard's stream sends.
+    pub fn live_rates(&self) -> (f64, Vec<(String, f64, u64, u64)>) {
+        let inner = self.inner.lock();
+        let mut total = 0.0;
+        let mut busy = Vec::new();
+        for (id, (start, _, rate)) in &inner.rates {
+            if start.elapsed().as_secs_f64() <= 3.0 && *rate > 0.0 {
+                total += rate;
+                let sums = inner.routes.get(id);
+                busy.push((
+                    id.clone(),
+                    (rate * 10.0).round() / 10.0,
+                    sums.map_or(0, |s| s.requests),
+                    sums.map_or(0, |s| s.errors),
+                ));
+            }
+        }
+        busy.sort_by(|a, b| a.0.cmp(&b.0));
+        (total, busy)
     }
 
     /// A data plane went away: its breakers no longer count.
@@ -188,7 +238,9 @@ impl Telemetry {
                 .collect();
             view["healthy"] = json!(health.iter().all(|up| *up));
         }
-        view["breaker"] = self.breaker_status(id)["state"].clone();
+        let mut breakers = self.breaker_status(id);
+        view["breaker"] = breakers["state"].take();
+        view["breakers"] = breakers["data_planes"].take();
         view
     }
 

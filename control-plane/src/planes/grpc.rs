@@ -409,15 +409,9 @@ impl OperatorService for OperatorApi {
         &self,
         _: Request<v1::ListReplicasRequest>,
     ) -> Result<Response<v1::ListReplicasResponse>, Status> {
-        let store = self.store.clone();
-        let mut replicas = tokio::task::spawn_blocking(move || store.replicas())
+        let replicas = crate::store::live_replicas(self.store.clone(), &self.replica)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if !replicas.iter().any(|r| r.id == self.replica.id) {
-            // One control plane, or not announced yet: it is live all the same.
-            replicas.push(self.replica.clone());
-        }
+            .map_err(Status::unavailable)?;
         let replicas = replicas
             .into_iter()
             .map(|r| v1::ReplicaInfo {

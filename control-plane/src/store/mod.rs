@@ -408,6 +408,22 @@ impl Store for RedbStore {
     }
 }
 
+/// The live replicas, `me` among them even before it is announced (or with
+/// a store of its own); read on a blocking thread, as etcd is asked.
+pub async fn live_replicas(
+    store: std::sync::Arc<dyn Store>,
+    me: &ReplicaRecord,
+) -> Result<Vec<ReplicaRecord>, String> {
+    let mut replicas = tokio::task::spawn_blocking(move || store.replicas())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if !replicas.iter().any(|r| r.id == me.id) {
+        replicas.push(me.clone());
+    }
+    Ok(replicas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,9 @@
 //! `/ready`, the proxy and the link to the control plane read it; the stop
 //! sequence in `shutdown` sets it and waits for the requests to finish.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -15,6 +16,9 @@ pub struct Lifecycle {
     /// Connections accepted whose first request has not been read yet: it
     /// is owed an answer, though no request is in flight on it.
     awaited: AtomicUsize,
+    /// Connections and requests counted so far, to see whether any came
+    /// during a quiet period.
+    arrivals: AtomicU64,
     idle: Notify,
 }
 
@@ -35,6 +39,7 @@ impl Lifecycle {
 
     /// Counts one request until the returned guard drops.
     pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone(), Owed::Request)
     }
@@ -42,6 +47,7 @@ impl Lifecycle {
     /// Counts a new connection until its first request is done (or it
     /// closes without one).
     pub fn await_first(self: &Arc<Self>) -> InFlight {
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.awaited.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone(), Owed::FirstRequest)
     }
@@ -57,6 +63,23 @@ impl Lifecycle {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Resolves once idle for `quiet` with nothing new counted meanwhile.
+    /// Pingora spawns each accepted connection as a task on the proxy's
+    /// runtime: one accepted an instant before the listener closed may not
+    /// have run, and so not be counted, when [`Lifecycle::idle`] looks;
+    /// the quiet period gives it the time to be.
+    pub async fn settled(&self, quiet: Duration) {
+        loop {
+            self.idle().await;
+            let seen = self.arrivals.load(Ordering::Acquire);
+            tokio::time::sleep(quiet).await;
+            let still = self.in_flight() == 0 && self.awaited.load(Ordering::Acquire) == 0;
+            if still && self.arrivals.load(Ordering::Acquire) == seen {
+                return;
+            }
         }
     }
 
@@ -133,6 +156,24 @@ mod tests {
             .await
             .expect("idle once the first request is done")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settled_waits_out_a_connection_counted_during_the_quiet_period() {
+        let life = Arc::new(Lifecycle::default());
+        let waiter = tokio::spawn({
+            let life = life.clone();
+            async move { life.settled(Duration::from_millis(200)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Counted late: accepted before the listener closed, polled after.
+        let first = life.await_first();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!waiter.is_finished(), "quiet again for only 150 ms");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(waiter.is_finished(), "settled 200 ms after it");
     }
 
     #[test]
