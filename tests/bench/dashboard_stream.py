@@ -91,7 +91,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     w, wo = median(res["with"]), median(res["without"])
     per_tick = median([b / max(1, k) for k, b in ticks])
-    print("| %d routes, all with traffic | control-plane CPU, % of a core (median of %d × %d s) |" % (n, rounds, secs))
+    print("| %d routes, all with traffic | control-plane CPU, %% of a core (median of %d × %d s) |" % (n, rounds, secs))
     print("|---|---|")
     print("| no dashboard | %.2f %% |" % (100 * wo))
     print("| one dashboard (stream + series every 10 s) | %.2f %% |" % (100 * w))
