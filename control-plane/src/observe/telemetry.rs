@@ -170,7 +170,7 @@ impl Telemetry {
                 ));
             }
         }
-        busy.sort_by(|a, b| a.0.cmp(&b.0));
+        busy.sort_by_key(|b| b.0.strip_prefix('r').and_then(|n| n.parse::<u64>().ok()));
         (total, busy)
     }
 
