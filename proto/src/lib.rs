@@ -8,6 +8,7 @@ pub mod histogram;
 pub mod json;
 pub mod metrics;
 pub mod model;
+pub mod option_doc;
 pub mod probe;
 pub mod route;
 pub mod settings;

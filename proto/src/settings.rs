@@ -52,22 +52,6 @@ pub enum OptionKey {
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What an option is, for people: `docs/reference/options.md` is made
-/// from these.
-#[derive(Debug, Clone)]
-pub struct OptionDoc {
-    /// The kind of value and its limits.
-    pub value: String,
-    /// What a route that does not set it gets.
-    pub default: String,
-    pub meaning: &'static str,
-    /// Its spelling in a go-proxy site file (`SITES.md`), if it has one,
-    /// as Markdown.
-    pub site_key: Option<&'static str>,
-    /// A value it refuses, to show the error.
-    pub bad_example: &'static str,
-}
-
 /// A typed option value; its canonical text (`<n>ms`, `true`, `3`) is what
 /// travels to data planes and is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,82 +95,6 @@ impl OptionKey {
             OptionKey::HealthCheckInterval => "health_check_interval",
             OptionKey::HealthCheckTimeout => "health_check_timeout",
             OptionKey::HttpsRedirect => "https_redirect",
-        }
-    }
-
-    pub fn doc(self) -> OptionDoc {
-        const DURATION: &str = "duration (`500ms`, `30s`, `1m`, `1h30m`, bare seconds), above zero";
-        const BOOL: &str = "`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`)";
-        let (value, default, meaning, site_key) = match self {
-            OptionKey::Timeout => (
-                DURATION,
-                "none",
-                "longest wait for the backend's response (each read); 504 after it",
-                Some("`options.timeout`"),
-            ),
-            OptionKey::ConnectTimeout => (
-                DURATION,
-                "the system's",
-                "longest wait for a backend connection",
-                Some("`options.timeouts.connect`"),
-            ),
-            OptionKey::Websocket => (
-                BOOL,
-                "`false`",
-                "WebSocket upgrades pass to the backend",
-                Some("`options.websocket`, or a route's `websocket`"),
-            ),
-            OptionKey::Compression => (
-                BOOL,
-                "`false`",
-                "gzip responses for clients that accept it",
-                Some("`options.compression`"),
-            ),
-            OptionKey::Http2 => (
-                BOOL,
-                "`false`",
-                "HTTP/2 to the backend",
-                Some("an `h2c://` or `grpc://` backend URL"),
-            ),
-            OptionKey::Retries => (
-                &*format!("integer 0 to {MAX_RETRIES}"),
-                "`0`",
-                "idempotent requests whose backend attempt failed are tried again, on another backend of the pool",
-                Some("`options.retry.max_attempts`"),
-            ),
-            OptionKey::HealthCheckInterval => (
-                DURATION,
-                &*format!("`{}s`", DEFAULT_PROBE_INTERVAL.as_secs()),
-                "how often the route's backend is probed (without HEALTH_SET)",
-                Some("`options.health_check_interval`"),
-            ),
-            OptionKey::HealthCheckTimeout => (
-                DURATION,
-                &*format!("`{}s`", DEFAULT_PROBE_TIMEOUT.as_secs()),
-                "a probe without an answer this long fails (without HEALTH_SET)",
-                Some("`options.health_check_timeout`"),
-            ),
-            OptionKey::HttpsRedirect => (
-                BOOL,
-                "`false`",
-                "plain-HTTP requests are answered 308 to the same URL on https",
-                None,
-            ),
-        };
-        let bad_example = match self {
-            OptionKey::Retries => "9",
-            OptionKey::Websocket
-            | OptionKey::Compression
-            | OptionKey::Http2
-            | OptionKey::HttpsRedirect => "maybe",
-            _ => "0s",
-        };
-        OptionDoc {
-            value: value.to_string(),
-            default: default.to_string(),
-            meaning,
-            site_key,
-            bad_example,
         }
     }
 
