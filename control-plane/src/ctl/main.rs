@@ -282,16 +282,7 @@ fn replicas(list: &v1::ListReplicasResponse, as_json: bool) {
         let replicas: Vec<Value> = list
             .replicas
             .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "registry": r.registry,
-                    "grpc": r.grpc,
-                    "admin": r.admin,
-                    "started": maybe_time(r.started_unix_ms),
-                    "self": r.is_self,
-                })
-            })
+            .map(portico_cp::observe::dashboard::replica_json)
             .collect();
         println!("{}", Value::Array(replicas));
     } else {

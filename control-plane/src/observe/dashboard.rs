@@ -82,6 +82,18 @@ pub const OPERATOR_EVENTS: [(&str, &str); 4] = [
     ),
 ];
 
+/// A replica as operators see it (`/api/v1/replicas`, `porticoctl replicas --json`).
+pub fn replica_json(r: &v1::ReplicaInfo) -> Value {
+    json!({
+        "id": r.id,
+        "registry": r.registry,
+        "grpc": r.grpc,
+        "admin": r.admin,
+        "started": time_of(r.started_unix_ms),
+        "self": r.is_self,
+    })
+}
+
 /// An operator event as `/api/v1/events` shows it.
 pub fn event_json(event: v1::WatchEvent) -> Option<Value> {
     use v1::watch_event::Event;
@@ -181,20 +193,8 @@ impl Api {
     async fn replicas(&self) -> Value {
         let replicas = crate::store::live_replicas(self.store.clone(), &self.me)
             .await
-            .unwrap_or_else(|_| vec![self.me.clone()]);
-        let views: Vec<Value> = replicas
-            .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "registry": r.registry,
-                    "grpc": r.grpc,
-                    "admin": r.admin,
-                    "started": time_of(r.started_unix_ms),
-                    "self": r.id == self.me.id,
-                })
-            })
-            .collect();
+            .unwrap_or_default();
+        let views: Vec<Value> = replicas.iter().map(replica_json).collect();
         json!({ "replicas": views })
     }
 

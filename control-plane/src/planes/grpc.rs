@@ -412,17 +412,6 @@ impl OperatorService for OperatorApi {
         let replicas = crate::store::live_replicas(self.store.clone(), &self.replica)
             .await
             .map_err(Status::unavailable)?;
-        let replicas = replicas
-            .into_iter()
-            .map(|r| v1::ReplicaInfo {
-                is_self: r.id == self.replica.id,
-                id: r.id,
-                registry: r.registry,
-                grpc: r.grpc,
-                admin: r.admin,
-                started_unix_ms: r.started_unix_ms,
-            })
-            .collect();
         Ok(Response::new(v1::ListReplicasResponse { replicas }))
     }
 

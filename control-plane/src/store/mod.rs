@@ -408,12 +408,13 @@ impl Store for RedbStore {
     }
 }
 
-/// The live replicas, `me` among them even before it is announced (or with
-/// a store of its own); read on a blocking thread, as etcd is asked.
+/// The live replicas as operators see them, `me` among them (and marked)
+/// even before it is announced or with a store of its own; read on a
+/// blocking thread, as etcd is asked.
 pub async fn live_replicas(
     store: std::sync::Arc<dyn Store>,
     me: &ReplicaRecord,
-) -> Result<Vec<ReplicaRecord>, String> {
+) -> Result<Vec<portico_proto::v1::ReplicaInfo>, String> {
     let mut replicas = tokio::task::spawn_blocking(move || store.replicas())
         .await
         .map_err(|e| e.to_string())?
@@ -421,7 +422,17 @@ pub async fn live_replicas(
     if !replicas.iter().any(|r| r.id == me.id) {
         replicas.push(me.clone());
     }
-    Ok(replicas)
+    Ok(replicas
+        .into_iter()
+        .map(|r| portico_proto::v1::ReplicaInfo {
+            is_self: r.id == me.id,
+            id: r.id,
+            registry: r.registry,
+            grpc: r.grpc,
+            admin: r.admin,
+            started_unix_ms: r.started_unix_ms,
+        })
+        .collect())
 }
 
 #[cfg(test)]
