@@ -2,9 +2,11 @@
 //! one fixed upstream with no routing, policy or telemetry.
 //! Usage: bare_proxy LISTEN UPSTREAM (e.g. 127.0.0.1:18093 127.0.0.1:18090)
 
+#[path = "support/server.rs"]
+mod support;
+
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 
 #[global_allocator]
@@ -30,17 +32,7 @@ fn main() -> anyhow::Result<()> {
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: bare_proxy LISTEN UPSTREAM");
     };
-    // The same server settings as portico-dp's, so the two differ only by
-    // what Portico does per request.
-    let conf = ServerConf {
-        threads: 1,
-        work_stealing: false,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let mut server = support::one_worker();
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
         Bare {

@@ -92,6 +92,11 @@ pub struct Args {
     /// buffer) do not outlive it.
     #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", default_value = "20s", value_parser = parse_duration, help_heading = "Backends")]
     pub upstream_idle_timeout: Duration,
+    /// `on`: requests to HTTP/1.1 backends without upgrade, compression or a
+    /// large or chunked body take Portico's own forwarding loop on
+    /// pingora-core; the rest go through pingora-proxy. `off`: all of them do.
+    #[arg(long, env = "PORTICO_FAST_PATH", default_value = "on", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Backends")]
+    pub fast_path: bool,
     /// Client connections beyond this are closed at accept; default half
     /// the open-file limit (raised to its hard limit at start, and logged),
     /// leaving the rest for backend connections.

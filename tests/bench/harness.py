@@ -27,8 +27,8 @@ FULL = dict(secs=10, rounds=3, many=10_000, prop_routes=10_000, applies=200, pla
 SMOKE = dict(secs=1, rounds=1, many=100, prop_routes=100, applies=5, planes=(1, 2),
              hitless_secs=3, sessions=20, pipelined=500, memory=(0, 200, 1000), reloads=3,
              fixed_rate=1_000)
-SCENARIOS = [str(n) for n in range(1, 11)]
-PROXIES = ["portico", "nginx", "haproxy", "caddy", "pingora"]
+SCENARIOS = [str(n) for n in range(1, 12)]
+PROXIES = ["portico", "nginx", "haproxy", "caddy", "pingora", "core", "portico_proxy"]
 
 
 def pinned(argv, cpu):
@@ -45,7 +45,8 @@ class Rig:
     def __init__(self, procs, work, bindir):
         self.procs, self.work, self.bindir = procs, work, bindir
         self.up = [free_port(), free_port()]
-        self.ports = {"nginx": free_port(), "haproxy": free_port(), "pingora": free_port(), "caddy": free_port()}
+        self.ports = {"nginx": free_port(), "haproxy": free_port(), "pingora": free_port(), "caddy": free_port(),
+                      "core": free_port()}
         self.caddy_admin = free_port()
         self.conf("upstream.conf", """
 worker_processes 1; daemon off; pid {w}/upstream.pid; error_log {w}/upstream.err;
@@ -99,6 +100,9 @@ http://:{caddy} {{
             "pingora": procs.start([os.path.join(bindir, "examples", "bare_proxy"),
                                     "127.0.0.1:%d" % self.ports["pingora"], "127.0.0.1:%d" % self.up[0]],
                                    pin=PROXY_CPU, **quiet).pid,
+            "core": procs.start([os.path.join(bindir, "examples", "bare_core"),
+                                 "127.0.0.1:%d" % self.ports["core"], "127.0.0.1:%d" % self.up[0]],
+                                pin=PROXY_CPU, **quiet).pid,
         }
         # GOMAXPROCS=1: Go code runs on one OS thread at a time, as the others run one worker.
         self.pids["caddy"] = procs.start(
@@ -109,6 +113,11 @@ http://:{caddy} {{
         self.pids["portico"] = self.stack.dps[0][0].pid
         self.ports["portico"] = self.stack.proxy[1]
         self.route = self.stack.add_routes([HOST], self.upstream)[0]
+        # The same Portico with every request on pingora-proxy's path.
+        self.proxy_path = Stack(procs, work, bindir, "proxy-path", dp_args=["--fast-path", "off"])
+        self.pids["portico_proxy"] = self.proxy_path.dps[0][0].pid
+        self.ports["portico_proxy"] = self.proxy_path.proxy[1]
+        self.proxy_path.add_routes([HOST], self.upstream)
         for name, port in self.ports.items():
             wait_status(("127.0.0.1", port), HOST, 200)
 
@@ -125,11 +134,11 @@ class Stack:
     """A control plane (on the load CPU) and data planes (one worker each)."""
 
     def __init__(self, procs, work, bindir, name, planes=1, pin_dp=PROXY_CPU, pin_cp=LOAD_CPU, cp_args=(),
-                 dp_args=()):
+                 dp_args=(), threads=1):
         data = tempfile.mkdtemp(prefix="cp-%s-" % name, dir=work)
         self.cp, self.cp_addrs = start_control_plane(procs, bindir, data, pin=pin_cp, extra=cp_args)
         self.dps = [start_data_plane(procs, bindir, self.cp_addrs, "%s-dp-%d" % (name, i), pin=pin_dp,
-                                     extra=dp_args)
+                                     extra=dp_args, threads=threads)
                     for i in range(planes)]
         self.proxy = self.dps[0][1]["proxy"]
         self.conn = Conn(self.cp_addrs["registry"])
@@ -581,7 +590,9 @@ def report(p, res, smoke):
                  PROXY_CPU, LOAD_CPU, p["rounds"], p["secs"]))
     L.append("")
     labels = {"portico": "Portico data plane", "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy",
-              "pingora": "bare Pingora (reference)"}
+              "pingora": "bare Pingora (`pingora-proxy`, reference)",
+              "core": "bare pingora-core forwarding (reference)",
+              "portico_proxy": "Portico, fast path off (`--fast-path off`)"}
     if "1" in res:
         thr = res["1"][0]
         L.append("### 1. Proxy throughput (wrk `-t1 -c64`)\n")
@@ -671,6 +682,16 @@ def report(p, res, smoke):
             L.append("| %s | %.2f / %.2f | %.2f / %.2f | %.2f |" % (
                 store, r["round_p50"], r["round_p99"], r["prop_p50"], r["prop_p99"], r["sessions_s"]))
 
+    if "11" in res:
+        r = res["11"]
+        L.append("\n### 11. Two workers (`portico-dp --threads 2`, nginx `worker_processes 2`)\n")
+        L.append("Both proxies may run on either CPU; with no third core, wrk (`-t1 -c64`) and the upstream "
+                 "stay on CPU 1 and take part of it, so this shows how each shares a busy machine rather "
+                 "than twice scenario 1.\n")
+        L.append("| proxy | requests/s | Portico / it |\n|---|---|---|")
+        for n in ("portico", "nginx"):
+            L.append("| %s | %s | %.2f |" % (labels[n], "{:,.0f}".format(r[n]), ratio(r["portico"], r[n])))
+
     if smoke or set(res) != set(SCENARIOS):
         return "\n".join(L) + "\n"
     thr, s2, s3, s4, s5, s6 = res["1"][0], res["2"], res["3"], res["4"], res["5"], res["6"]
@@ -710,6 +731,32 @@ def report(p, res, smoke):
     return "\n".join(L) + "\n"
 
 
+def two_workers(procs, work, bindir, p, upstream):
+    """Two workers each: Portico (`--threads 2`) against nginx (`worker_processes 2`),
+    both free to run on either CPU. This machine has no third core for the load:
+    wrk and the upstream stay pinned to CPU 1 and share it with the proxies."""
+    port = free_port()
+    conf = os.path.join(work, "nginx-two.conf")
+    with open(conf, "w") as f:
+        f.write("""
+worker_processes 2; daemon off; pid {w}/nginx-two.pid; error_log {w}/nginx-two.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream up {{ server {up}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""".format(w=work, up=upstream[len("http://"):], port=port))
+    procs.start(["nginx", "-p", work, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack = Stack(procs, work, bindir, "two", pin_dp=None, threads=2)
+    stack.add_routes([HOST], upstream)
+    ports = {"portico": stack.proxy[1], "nginx": port}
+    urls = {n: "http://127.0.0.1:%d/" % port for n, port in ports.items()}
+    for port in ports.values():
+        wait_status(("127.0.0.1", port), HOST, 200)
+    res = interleaved(p["rounds"], list(urls), lambda n: wrk(urls[n], p["secs"]))
+    return {n: median([r["rps"] for r in res[n]]) for n in urls}
+
+
 def write_doc(path, body):
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n%s\n%s\n" % (START, END)
     if START not in text:
@@ -746,6 +793,7 @@ def run(wanted, work, bindir, p):
             ("9", "HTTPS at the edge", lambda: https(procs, work, bindir, p, up)),
             ("10", "the control plane on etcd (3 replicas) against the embedded store",
              lambda: replicated.run(Procs, work, bindir, p, up, log)),
+            ("11", "two workers", lambda: two_workers(procs, work, bindir, p, up)),
         ]
         for n, name, step in steps:
             if n in wanted:

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import ROOT, Procs, median, proc_counters, tree  # noqa: E402
 from harness import HOST, Rig, interleaved, log, oha, sh  # noqa: E402
 
-NAMES = ["portico", "pingora", "nginx", "haproxy", "caddy"]
+NAMES = ["portico", "portico_proxy", "core", "pingora", "nginx", "haproxy", "caddy"]
 ALLOC_RATE, ALLOC_SECS = 2000, 5
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 MI = ["mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"]
@@ -122,14 +122,16 @@ def main():
             log("allocator calls per request at %d req/s" % ALLOC_RATE)
             probes = {"portico": add_probes(os.path.join(bindir, "portico-dp"), "wtg_portico", MI),
                       "pingora": add_probes(os.path.join(bindir, "examples", "bare_proxy"), "wtg_pingora", MI),
+                      "core": add_probes(os.path.join(bindir, "examples", "bare_core"), "wtg_core", MI),
                       "nginx": add_probes(LIBC, "wtg_libc", GLIBC)}
             probes["haproxy"] = probes["nginx"]
+            probes["portico_proxy"] = probes["portico"]
             try:
                 for n, events in probes.items():
                     table[n]["allocs"] = allocations(rig, n, events)
                     log("  %s: %.1f" % (n, table[n]["allocs"]))
             finally:
-                for group in ("wtg_portico", "wtg_pingora", "wtg_libc"):
+                for group in ("wtg_portico", "wtg_pingora", "wtg_core", "wtg_libc"):
                     sh(["perf", "probe", "-q", "-d", group + ":*"])
         print(report(table, secs, rounds, rate))
     finally:

@@ -60,6 +60,9 @@ pub struct Pool {
     pub entries: Vec<Arc<RouteEntry>>,
     /// The filters run before a route of the pool is chosen.
     pub chain: Chain,
+    /// No route of the pool compresses or speaks HTTP/2 to its backend, so
+    /// its requests can take the forwarding fast path.
+    pub fast: bool,
     current: Mutex<Vec<i64>>,
 }
 
@@ -241,6 +244,9 @@ fn host_entries(routes: &[Arc<RouteEntry>]) -> Arc<[Entry]> {
                 priority,
                 pool: Arc::new(Pool {
                     chain: filters::pool_chain(members.iter().map(|m| &m.policy)),
+                    fast: members
+                        .iter()
+                        .all(|m| !m.policy.compression && !m.policy.http2),
                     entries: members,
                     current: Mutex::new(Vec::new()),
                 }),

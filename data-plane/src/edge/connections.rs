@@ -1,7 +1,8 @@
 //! Client connections: each one waits for its next request in a small future
 //! of its own, so an idle keep-alive connection holds a few KB rather than
-//! Pingora's whole per-request state; and the limits on them (how many, how
-//! long a request head may take, how long one may idle).
+//! Pingora's whole per-request state, then hands the request's first bytes to
+//! the forwarder; and the limits on them (how many, how long a request head
+//! may take, how long one may idle).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -13,9 +14,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use bytes::{Bytes, BytesMut};
+use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::v1::server::HttpSession as ServerSessionV1;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -34,7 +36,30 @@ pub struct ConnLimits {
     pub max: usize,
 }
 
-/// Serves the client connections of one listener with `A` (the HTTP proxy).
+/// An HTTP app that also serves an HTTP/1 request whose head came whole in
+/// the connection's first bytes (the forwarder's fast path).
+#[async_trait]
+pub trait ServeHttp1: HttpServerApp + Send + Sync + 'static {
+    /// What a client connection keeps between its requests.
+    type Conn: Default + Send;
+
+    /// How much longer `conn` may keep what it holds while the client is
+    /// idle (`None`: it holds nothing); then `release` gives it up.
+    fn hold_for(conn: &Self::Conn) -> Option<Duration>;
+
+    fn release(conn: &mut Self::Conn);
+
+    /// `rest`: what followed the head in those bytes.
+    async fn serve_h1(
+        self: &Arc<Self>,
+        session: ServerSession,
+        rest: Bytes,
+        conn: &mut Self::Conn,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>;
+}
+
+/// Serves the client connections of one listener with `A` (the forwarder).
 pub struct ClientConnections<A> {
     proxy: Arc<A>,
     limits: ConnLimits,
@@ -141,7 +166,7 @@ impl<A> ClientConnections<A> {
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
+impl<A: ServeHttp1> ServerApp for ClientConnections<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -161,15 +186,37 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         // still be on the way) rather than dropping it with a reset.
         let mut awaited = Some(self.lifecycle.await_first());
         let accepted = Instant::now();
+        let mut conn = A::Conn::default();
         loop {
             let idle_limit = if first {
                 self.limits.header
             } else {
                 self.limits.keepalive
             };
-            let tls = !stream.as_any().is::<L4Stream>();
-            let (next, head_whole) = next_request(stream, idle_limit, shutdown, first).await?;
-            let mut session = ServerSession::new_http1(next);
+            // What the connection holds between requests is let go once
+            // its time is up, and the wait goes on.
+            let hold = A::hold_for(&conn).filter(|hold| *hold < idle_limit);
+            let waited = next_request(stream, hold.unwrap_or(idle_limit), shutdown, first).await;
+            let waited = match (waited, hold) {
+                (Waited::Idle(stream), Some(held)) => {
+                    A::release(&mut conn);
+                    next_request(stream, idle_limit - held, shutdown, first).await
+                }
+                (waited, _) => waited,
+            };
+            let Waited::Bytes(next, bytes) = waited else {
+                return None;
+            };
+            let end = head_end(&bytes);
+            // What came after the head (a body's start), kept for a replay.
+            let rest = match end {
+                Some(end) if end < bytes.len() => Bytes::copy_from_slice(&bytes[end..]),
+                _ => Bytes::new(),
+            };
+            let mut h1 = ServerSessionV1::new(next);
+            // The parser starts from the bytes read: no second read.
+            h1.set_pipelined_prefix(bytes);
+            let mut session = ServerSession::H1(h1);
             // (Pingora turns keep-alive off itself once the listener closes.)
             match settings.take() {
                 Some(settings) => {
@@ -177,24 +224,26 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
                 }
                 None => session.set_keepalive(Some(keepalive_secs)),
             }
-            // On a new connection the head deadline counts from accept. A
-            // TLS connection is not waited on apart (see `next_request`), so
-            // its deadline also covers the keep-alive wait.
+            // On a new connection the head deadline counts from accept.
             let head_limit = if first {
                 self.limits.header.saturating_sub(accepted.elapsed())
-            } else if tls {
-                self.limits.keepalive + self.limits.header
             } else {
                 self.limits.header
             };
             first = false;
-            let request = self.proxy.process_new_http(session, shutdown);
             // A head that came whole in the first read needs no deadline
-            // (the usual case, which then costs no timer).
-            let reused = if head_whole {
-                request.await?
+            // (the usual case, which then costs no timer), and is the one
+            // the fast path can take.
+            // (Both futures are boxed: the request's state is allocated
+            // while it runs, not kept in this future through idle waits.)
+            let reused = if end.is_some() {
+                self.proxy
+                    .serve_h1(session, rest, &mut conn, shutdown)
+                    .await?
             } else {
-                within_head_deadline(head_limit, request).await??
+                let request = self.proxy.process_new_http(session, shutdown);
+                // Boxed too: a rare state, kept out of the idle future's size.
+                Box::pin(within_head_deadline(head_limit, request)).await??
             };
             awaited.take();
             (stream, settings) = reused.consume();
@@ -206,65 +255,78 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
     }
 }
 
+/// How the wait for a request ended.
+enum Waited {
+    /// The client sent these first bytes.
+    Bytes(Stream, BytesMut),
+    /// Nothing came within the limit.
+    Idle(Stream),
+    /// Closed, failed, or stopping.
+    Gone,
+}
+
 /// Waits until the client sends its next request, in a future that holds
-/// no buffer; with whether its whole head came in the first read. `None` on
-/// timeout, close or error, and on shutdown for a kept-alive connection.
-/// A new connection's `first` request is read even when stopping: it was
-/// accepted while the listener was open (perhaps an instant before it
-/// closed), so its client is owed an answer (sent with `Connection: close`).
+/// no buffer; with the bytes that came first. A new connection's `first`
+/// request is read even when stopping: it was accepted while the listener
+/// was open (perhaps an instant before it closed), so its client is owed an
+/// answer (sent with `Connection: close`).
 async fn next_request(
-    stream: Stream,
+    mut stream: Stream,
     limit: Duration,
     shutdown: &ShutdownWatch,
     first: bool,
-) -> Option<(Stream, bool)> {
+) -> Waited {
     if !first && *shutdown.borrow() {
-        return None;
+        return Waited::Gone;
     }
     let mut shutdown = shutdown.clone();
     let stopping = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
-    if !stream.as_any().is::<L4Stream>() {
-        // TLS: bytes cannot be put back under the decryption, so the
-        // request is read at once, within the caller's deadline.
-        return Some((stream, false));
-    }
-    let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-    let read = tokio::time::timeout(limit, FirstBytes(&mut tcp));
-    let head_whole = if first {
-        read.await.ok()??
+    let read = tokio::time::timeout(limit, FirstBytes(&mut stream));
+    let read = if first {
+        read.await
     } else {
         tokio::select! {
             biased;
-            read = read => read.ok()??,
-            _ = stopping => return None,
+            read = read => read,
+            _ = stopping => return Waited::Gone,
         }
     };
-    Some((tcp as Stream, head_whole))
+    match read {
+        Ok(Some(bytes)) => Waited::Bytes(stream, bytes),
+        Ok(None) => Waited::Gone,
+        Err(_) => Waited::Idle(stream),
+    }
 }
 
-/// Resolves once the client sent bytes: they are read into a buffer on the
-/// stack of one poll (so the idle future holds none) and put back into the
-/// stream, where Pingora's parser reads them as if it had read them itself:
-/// no extra read per request. Resolves to whether they hold a whole request
-/// head; `None` on close or error.
-struct FirstBytes<'a>(&'a mut L4Stream);
+/// Where the request head in `bytes` ends (after its empty line), if it
+/// is whole. HTTP/1 also allows bare LF line ends.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(bytes, b"\n\r\n").map(|i| i + 3);
+    let lf = memchr::memmem::find(bytes, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Resolves once the client sent bytes, with them: they are read into a
+/// buffer on the stack of one poll (so the idle future holds none) and
+/// copied out at their size. `None` on close or error.
+struct FirstBytes<'a>(&'a mut Stream);
 
 impl Future for FirstBytes<'_> {
-    type Output = Option<bool>;
+    type Output = Option<BytesMut>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<bool>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BytesMut>> {
         // Uninitialised: zeroing 4 KiB per request is measurable.
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
         let mut read = ReadBuf::uninit(&mut buf);
         match Pin::new(&mut *self.0).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) if !read.filled().is_empty() => {
-                let filled = read.filled();
-                let whole = filled.windows(4).any(|w| w == b"\r\n\r\n");
-                self.0.rewind(filled);
-                Poll::Ready(Some(whole))
+                Poll::Ready(Some(BytesMut::from(read.filled())))
             }
             Poll::Ready(_) => Poll::Ready(None),
         }
@@ -307,6 +369,15 @@ mod tests {
             within_head_deadline(Duration::from_millis(20), slow_body).await,
             Some("answered")
         );
+    }
+
+    #[test]
+    fn a_head_ends_after_its_empty_line_with_crlf_or_bare_lf() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b""), None);
     }
 
     #[tokio::test]

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use pingora::proxy::Session;
-
 use crate::observe::access_log::AccessLog;
-use crate::pipeline::ctx::{request_host, RequestCtx};
+use crate::pipeline::ctx::{request_host, Ended, RequestCtx};
 
 /// A value written into the access log as its `Display` text, without
 /// building a `String` first.
@@ -40,29 +38,22 @@ struct AccessLine<'a, Time: std::fmt::Display> {
 }
 
 /// Writes one access-log line.
-pub fn log_access(
-    log: &AccessLog,
-    session: &Session,
-    ctx: &RequestCtx,
-    status: Option<u16>,
-    took: Duration,
-    (bytes_in, bytes_out): (u64, u64),
-) {
-    let req = session.req_header();
+pub fn log_access(log: &AccessLog, end: &Ended<'_>, ctx: &RequestCtx, took: Duration) {
+    let req = end.head;
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let host = request_host(req).unwrap_or_default();
     let line = AccessLine {
         time: Shown(portico_proto::time::rfc3339_millis_display(
             SystemTime::now() - took,
         )),
-        client: session.client_addr().map(Shown),
+        client: end.client.map(Shown),
         host: &host,
         method: req.method.as_str(),
         path: req.uri.path(),
         query: req.uri.query(),
-        status,
-        bytes_in,
-        bytes_out,
+        status: end.status,
+        bytes_in: end.read,
+        bytes_out: end.sent,
         duration_ms: ms(took),
         upstream: ctx.upstream.map(|(a, _)| a),
         upstream_duration_ms: ctx.upstream_took.map(ms),

@@ -10,7 +10,7 @@ use portico_proto::metrics::{render_into, Family, Kind, Metric};
 
 use crate::backends::runtime::Availability;
 use crate::config::live::Live;
-use crate::observe::route_metrics::{RouteMetrics, CODES, KINDS};
+use crate::observe::route_metrics::{RouteMetrics, CODES, KINDS, PATHS};
 
 pub static REQUESTS_TOTAL: Metric = Metric {
     name: "portico_requests_total",
@@ -75,9 +75,17 @@ pub static ACCESS_LOG_DROPPED_TOTAL: Metric = Metric {
     labels: &[],
 };
 
+pub static REQUESTS_BY_PATH_TOTAL: Metric = Metric {
+    name: "portico_requests_by_path_total",
+    help: "Requests by the forwarding path that served them: path=\"fast\" (Portico's own loop on pingora-core) or \"proxy\" (pingora-proxy: upgrades, compression, HTTP/2 backends, chunked or large request bodies, and every request with --fast-path off).",
+    kind: Kind::Counter,
+    labels: &["route_id", "path"],
+};
+
 /// Every family the data plane exports, in scrape order.
-pub static METRICS: [&Metric; 9] = [
+pub static METRICS: [&Metric; 10] = [
     &REQUESTS_TOTAL,
+    &REQUESTS_BY_PATH_TOTAL,
     &REQUEST_DURATION_SECONDS,
     &UPSTREAM_ERRORS_TOTAL,
     &BACKEND_UP,
@@ -116,6 +124,7 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
     let mut up = Family::new(&BACKEND_UP);
     let mut open = Family::new(&CIRCUIT_BREAKER_OPEN);
     let mut limited = Family::new(&RATE_LIMITED_TOTAL);
+    let mut by_path = Family::new(&REQUESTS_BY_PATH_TOTAL);
     let mut add_route = |route_id: &str, service: &str, m: &RouteMetrics| {
         if m.duration.count() > 0 {
             for (code, n) in CODES.iter().zip(&m.codes) {
@@ -123,6 +132,12 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
                 requests.add(&labels, n.load(Ordering::Relaxed) as f64);
             }
             duration.add_histogram(&[("route_id", route_id), ("service", service)], &m.duration);
+        }
+        for (path, n) in PATHS.iter().zip(&m.paths) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                by_path.add(&[("route_id", route_id), ("path", path)], n as f64);
+            }
         }
         for (kind, n) in KINDS.iter().zip(&m.upstream_errors) {
             let n = n.load(Ordering::Relaxed);
@@ -163,7 +178,7 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
     let mut page = String::with_capacity(capacity);
     render_into(
         vec![
-            requests, duration, upstream, up, open, limited, version, connected, dropped,
+            requests, by_path, duration, upstream, up, open, limited, version, connected, dropped,
         ],
         &mut page,
     );
@@ -253,7 +268,11 @@ mod tests {
             crate::config::table::RouteTable::compile(&[Arc::new(spec)], &live.registry).unwrap();
         live.table.store(Arc::new(table));
         let route = live.table.load().routes().next().unwrap().clone();
-        route.runtime.metrics.request(200, Duration::from_millis(3));
+        route.runtime.metrics.request(
+            200,
+            Duration::from_millis(3),
+            crate::observe::route_metrics::Path::Fast,
+        );
         route
             .runtime
             .metrics

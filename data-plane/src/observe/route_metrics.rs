@@ -18,6 +18,17 @@ pub enum UpstreamError {
 
 pub const KINDS: [&str; 3] = ["connect", "timeout", "reset"];
 
+/// Which forwarding path served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Portico's own loop on pingora-core (`pipeline/forward.rs`).
+    Fast = 0,
+    /// `pingora-proxy` (`pipeline/proxy.rs`).
+    Proxy = 1,
+}
+
+pub const PATHS: [&str; 2] = ["fast", "proxy"];
+
 /// One route's counters since the data plane started.
 #[derive(Debug, Default)]
 pub struct RouteMetrics {
@@ -26,13 +37,16 @@ pub struct RouteMetrics {
     pub duration: AtomicHistogram,
     pub upstream_errors: [AtomicU64; 3],
     pub rate_limited: AtomicU64,
+    /// By the path that served them.
+    pub paths: [AtomicU64; 2],
 }
 
 impl RouteMetrics {
     /// A request answered with `status` after `took`.
-    pub fn request(&self, status: u16, took: Duration) {
+    pub fn request(&self, status: u16, took: Duration, path: Path) {
         let class = (status / 100).clamp(2, 5) as usize - 2;
         self.codes[class].fetch_add(1, Ordering::Relaxed);
+        self.paths[path as usize].fetch_add(1, Ordering::Relaxed);
         self.duration.observe(took.as_secs_f64());
     }
 

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::table::{Pool, RouteEntry};
 use crate::edge::lifecycle::InFlight;
 pub use crate::pipeline::chain::request_host;
 use crate::pipeline::chain::Admission;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -51,11 +53,25 @@ impl RequestCtx {
     }
 }
 
+/// How a request ended, for `Gate::finish`.
+pub struct Ended<'a> {
+    pub head: &'a RequestHeader,
+    pub client: Option<&'a pingora::protocols::l4::socket::SocketAddr>,
+    /// The status written to the client, if a response head was.
+    pub status: Option<u16>,
+    pub error: Option<&'a pingora::Error>,
+    /// Body bytes read from and sent to the client.
+    pub read: u64,
+    pub sent: u64,
+    /// The forwarding path that served it.
+    pub path: crate::observe::route_metrics::Path,
+}
+
 /// The client's `X-Request-Id` when it is sane (1–128 of `A-Z a-z 0-9 - _ . : +`),
 /// otherwise a new random one. One value, shared by the request to the
 /// backend and the response: cloning it copies no bytes.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
-    let given = req.headers.get("x-request-id").filter(|v| {
+    let given = req.headers.get(X_REQUEST_ID).filter(|v| {
         (1..=128).contains(&v.len())
             && v.as_bytes()
                 .iter()

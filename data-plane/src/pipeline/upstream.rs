@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -16,7 +16,7 @@ use crate::config::table::Choice;
 use crate::filters::select::idempotent;
 use crate::observe::route_metrics::UpstreamError;
 use crate::pipeline::chain::Target;
-use crate::pipeline::ctx::RequestCtx;
+use crate::pipeline::ctx::{RequestCtx, X_REQUEST_ID};
 
 /// The peer for the request: on a retry, another backend of the pool or the
 /// next address of the same one.
@@ -79,30 +79,40 @@ pub fn peer(ctx: &mut RequestCtx, upstream_idle: Duration) -> Result<Box<HttpPee
     Ok(Box::new(peer))
 }
 
-/// `X-Request-Id`, `X-Forwarded-For` (appended to) and `X-Forwarded-Proto`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// `X-Request-Id`, `X-Forwarded-For` (appended to) and `X-Forwarded-Proto`,
+/// through Pingora's header API (which keeps the header case map in step).
 pub fn forwarded_headers(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
     client: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+    upstream.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
     if let Some(ip) = client {
-        let prior = upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        // Sized once: an address is at most 39 characters.
-        let mut forwarded = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
-        if let Some(prior) = prior {
-            forwarded.push_str(prior);
-            forwarded.push_str(", ");
-        }
-        let _ = write!(forwarded, "{ip}");
-        upstream.insert_header("x-forwarded-for", forwarded)?;
+        let value = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), ip);
+        upstream.insert_header(X_FORWARDED_FOR, value)?;
     }
-    let proto = if ctx.tls { "https" } else { "http" };
-    upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+    upstream.insert_header(X_FORWARDED_PROTO, forwarded_proto(ctx.tls))?;
     Ok(())
+}
+
+/// `X-Forwarded-For`: the client's address appended to what came before.
+pub fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> HeaderValue {
+    let prior = prior.and_then(|v| v.to_str().ok());
+    // Sized once: an address is at most 39 characters.
+    let mut forwarded = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        forwarded.push_str(prior);
+        forwarded.push_str(", ");
+    }
+    let _ = write!(forwarded, "{ip}");
+    HeaderValue::try_from(forwarded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub fn forwarded_proto(tls: bool) -> HeaderValue {
+    HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
 /// After a failed connect: counts it, records it for the breaker, and
