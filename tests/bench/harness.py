@@ -582,7 +582,7 @@ def report(p, res, smoke):
         " --smoke (a check of the harness, not figures)" if smoke else "", machine()))
     L.append("")
     L.append("Set-up: one worker each (`portico-dp --threads 1`, nginx `worker_processes 1`, HAProxy "
-             "`nbthread 1`, Caddy with `GOMAXPROCS=1`, a bare Pingora proxy with one thread for reference). "
+             "`nbthread 1`, Caddy with `GOMAXPROCS=1`, the two bare Pingora references with one thread). "
              "Every proxy runs on CPU %d; the upstream (nginx answering 200 from memory), the load generator "
              "and Portico's control plane on CPU %d. HTTP/1.1 keep-alive, 64 connections; nginx keeps 128 idle "
              "upstream connections and has no access log; HAProxy uses `http-reuse always`; Caddy has no "
