@@ -1,7 +1,7 @@
 //! The fast path: a request read with pingora-core's server session, admitted
-//! by the gate, and forwarded over a pooled HTTP/1.1 backend connection in
-//! this one task, without `pingora-proxy`'s spawned halves and channels.
-//! What it does not carry goes to `pingora-proxy`, the head replayed to it.
+//! by the gate, and forwarded over a kept or pooled HTTP/1.1 backend
+//! connection in this one task, without `pingora-proxy`'s spawned halves and
+//! channels. What it does not carry goes to `pingora-proxy`, the head replayed.
 
 use std::sync::Arc;
 
@@ -30,18 +30,21 @@ use crate::pipeline::proxy::Proxy;
 use crate::pipeline::upstream;
 
 /// Request bodies up to this size (with a `Content-Length`) take the fast
-/// path: they are sent whole before the response is read, which a backend
-/// answering early cannot stall, since the socket buffers hold them.
+/// path. They are read whole before the backend is dialled, so the request
+/// can be sent again when a kept connection turns out closed, and a backend
+/// that answers before reading cannot stall their sending.
 const FAST_BODY_MAX: usize = 64 * 1024;
 
-/// Hop-by-hop request headers, not forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Hop-by-hop request headers, not forwarded (RFC 9110 section 7.6.1);
+/// `Upgrade` too, since the fast path carries no upgrade.
+const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRAILER,
+    header::UPGRADE,
     HeaderName::from_static("http2-settings"),
 ];
 
