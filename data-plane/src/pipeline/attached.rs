@@ -74,11 +74,12 @@ impl Attached {
     ) {
         self.release();
         self.forwarded = self.forwarded.saturating_add(1);
-        if !idle_and_open(&mut stream) {
+        if self.forwarded < 2 {
+            // The pool makes the same check as it takes the connection.
+            pool.release_stream(stream, key, idle_timeout);
             return;
         }
-        if self.forwarded < 2 {
-            pool.release_stream(stream, key, idle_timeout);
+        if !idle_and_open(&mut stream) {
             return;
         }
         self.held = Some(Held {
