@@ -399,6 +399,25 @@ def reloads(work, bindir, p, upstream):
     return res
 
 
+def nginx_proxy(procs, work, name, upstream, workers, pin, listen="", server=""):
+    """An nginx of `workers` workers proxying to `upstream` with 128 kept
+    connections and unlimited keep-alive requests; returns its port."""
+    port = free_port()
+    conf = os.path.join(work, name + ".conf")
+    with open(conf, "w") as f:
+        f.write("""
+worker_processes {workers}; daemon off; pid {w}/{name}.pid; error_log {w}/{name}.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream up {{ server {up}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port} {listen}; {server}
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""".format(workers=workers, w=work, name=name, up=upstream[len("http://"):], port=port, listen=listen,
+           server=server))
+    procs.start(["nginx", "-p", work, "-c", conf], pin=pin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return port
+
+
 def https(procs, work, bindir, p, upstream):
     """HTTPS at the edge against nginx, one worker each, the same ECDSA P-256
     certificate: keep-alive throughput over TLS, then new connections (one
@@ -409,20 +428,9 @@ def https(procs, work, bindir, p, upstream):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-days", "30", "-subj", "/CN=" + HOST, "-addext", "subjectAltName=DNS:" + HOST,
                     "-keyout", key, "-out", chain], check=True, capture_output=True)
-    port = free_port()
-    conf = os.path.join(work, "nginx-tls.conf")
-    with open(conf, "w") as f:
-        f.write("""
-worker_processes 1; daemon off; pid {w}/nginx-tls.pid; error_log {w}/nginx-tls.err;
-events {{ worker_connections 8192; }}
-http {{ access_log off; keepalive_requests 10000000;
-  upstream up {{ server {up}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{port} ssl; server_name {host};
-    ssl_certificate {chain}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;
-    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-""".format(w=work, up=upstream[len("http://"):], port=port, host=HOST, chain=chain, key=key))
-    procs.start(["nginx", "-p", work, "-c", conf], pin=PROXY_CPU, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+    port = nginx_proxy(procs, work, "nginx-tls", upstream, workers=1, pin=PROXY_CPU,
+                       listen="ssl", server="server_name %s; ssl_certificate %s; ssl_certificate_key %s; "
+                       "ssl_protocols TLSv1.2 TLSv1.3;" % (HOST, chain, key))
     # wrk sends no SNI to an address, so the data plane's default is the certificate.
     stack = Stack(procs, work, bindir, "tls", cp_args=("--cert-dir", certs),
                   dp_args=("--listen-tls", "127.0.0.1:0", "--default-cert", HOST))
@@ -735,18 +743,7 @@ def two_workers(procs, work, bindir, p, upstream):
     """Two workers each: Portico (`--threads 2`) against nginx (`worker_processes 2`),
     both free to run on either CPU. This machine has no third core for the load:
     wrk and the upstream stay pinned to CPU 1 and share it with the proxies."""
-    port = free_port()
-    conf = os.path.join(work, "nginx-two.conf")
-    with open(conf, "w") as f:
-        f.write("""
-worker_processes 2; daemon off; pid {w}/nginx-two.pid; error_log {w}/nginx-two.err;
-events {{ worker_connections 8192; }}
-http {{ access_log off; keepalive_requests 10000000;
-  upstream up {{ server {up}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{port};
-    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-""".format(w=work, up=upstream[len("http://"):], port=port))
-    procs.start(["nginx", "-p", work, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = nginx_proxy(procs, work, "nginx-two", upstream, workers=2, pin=None)
     stack = Stack(procs, work, bindir, "two", pin_dp=None, threads=2)
     stack.add_routes([HOST], upstream)
     ports = {"portico": stack.proxy[1], "nginx": port}
