@@ -91,14 +91,21 @@ async fn connect(
     u64,
     mpsc::UnboundedReceiver<Result<portico_proto::v1::ControlPlaneMessage, tonic::Status>>,
 ) {
-    let (tx, pushes) = mpsc::unbounded_channel();
+    let (tx, mut pushes) = mpsc::unbounded_channel();
     let connected = PlaneConnected {
         node_id: node.into(),
         address: "test".into(),
         applied_version: 0,
         tx,
     };
-    (publisher.send(connected).await.unwrap(), pushes)
+    let conn = publisher.send(connected).await.unwrap();
+    // First on every stream: the global defaults (none here).
+    let first = pushes.try_recv().expect("the defaults first").unwrap();
+    assert!(matches!(
+        first.msg,
+        Some(portico_proto::v1::control_plane_message::Msg::Defaults(_))
+    ));
+    (conn, pushes)
 }
 
 fn commit(version: u64) -> Commit {
@@ -156,7 +163,7 @@ fn shared_on(
         },
         auth: None,
         metrics: Default::default(),
-        route_ids: RouteIds::new(0, store.clone(), fatal),
+        route_ids: std::sync::Arc::new(RouteIds::new(0, store.clone(), fatal)),
         leave: Box::new(move |id, identity| leaving.remove(id, identity)),
     });
     let shared = Arc::new(Sessions::new(env, directory, store));

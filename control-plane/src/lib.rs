@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod sites;
 pub mod store;
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub struct Config {
     pub limits: Limits,
     /// `--cert-dir`: certificate pairs to serve, watched.
     pub cert_dir: Option<PathBuf>,
+    /// `--sites`, `--global`: site files to serve, watched.
+    pub sites: Option<PathBuf>,
+    pub global: Option<PathBuf>,
     /// `--acme-*`: obtain certificates for routed hosts no file covers.
     pub acme: Option<crate::certs::acme::AcmeConfig>,
 }
@@ -77,10 +80,25 @@ pub async fn run(args: Config, store: Arc<dyn store::Store>) -> anyhow::Result<(
         args.restore_grace,
     )?;
     let certs = start_certs(&args, &core, &store, loaded.acme_account);
+    let sites = start_sites(&args, &core, &certs);
     let ready = Arc::new(AtomicBool::new(false));
-    let counted = core.counted(certs.status.clone(), store.clone(), replica.clone());
+    let counted = core.counted(
+        certs.status.clone(),
+        store.clone(),
+        replica.clone(),
+        sites.clone(),
+    );
     actix_rt::spawn(admin::serve(listeners.admin, ready.clone(), counted));
-    serve_grpc(listeners.grpc, &args, &core, &certs, &replica, &store).await?;
+    serve_grpc(
+        listeners.grpc,
+        &args,
+        &core,
+        &certs,
+        &replica,
+        &store,
+        &sites,
+    )
+    .await?;
     actix_rt::spawn(registry::serve(listeners.registry, core.sessions.clone()));
     store.announce(replica);
     ready.store(true, Ordering::Release);
@@ -113,7 +131,7 @@ fn key_sessions(store: &dyn store::Store) -> anyhow::Result<()> {
     let old: Vec<store::SessionRecord> = loaded
         .sessions
         .into_iter()
-        .filter(|s| !crate::session::key::is_key(&s.id))
+        .filter(|s| !crate::session::key::is_key(&s.id) && !crate::session::key::is_site(&s.id))
         .collect();
     if old.is_empty() {
         return Ok(());
@@ -150,6 +168,12 @@ fn restore(
     for s in &sessions {
         global.restore(&s.identity.id, &s.identity.service, s.active_specs(&s.ops));
     }
+    // Sites are served as stored until their files are read again; they
+    // have no actor.
+    let sessions: Vec<SessionState> = sessions
+        .into_iter()
+        .filter(|s| !crate::session::key::is_site(&s.identity.id))
+        .collect();
     global.restore_tls(loaded.certificates.clone(), loaded.challenges.clone());
     info!(
         version = loaded.version,
@@ -267,7 +291,11 @@ impl Core {
             },
             auth,
             metrics,
-            route_ids: RouteIds::new(loaded.route_reserved, store.clone(), fatal),
+            route_ids: std::sync::Arc::new(RouteIds::new(
+                loaded.route_reserved,
+                store.clone(),
+                fatal,
+            )),
             leave: Box::new(move |id, identity| leaving.remove(id, identity)),
         });
         Core {
@@ -289,9 +317,11 @@ impl Core {
         acme: crate::certs::AcmeStatus,
         store: Arc<dyn store::Store>,
         me: store::ReplicaRecord,
+        sites: crate::sites::status::SitesBoard,
     ) -> admin::Counted {
         let api = crate::observe::dashboard::Api {
             acme,
+            sites,
             store,
             me,
             directory: self.sessions.directory.clone(),
@@ -396,6 +426,28 @@ fn start_certs(
     certs
 }
 
+/// `--sites` and `--global`: read now and watched; how they stand.
+fn start_sites(args: &Config, core: &Core, certs: &Certs) -> crate::sites::status::SitesBoard {
+    let board = crate::sites::status::SitesBoard::default();
+    if args.sites.is_none() && args.global.is_none() {
+        return board;
+    }
+    info!(sites = ?args.sites, global = ?args.global, "serving the site files");
+    let watch = crate::sites::watch::SiteWatch {
+        dir: args.sites.clone(),
+        global: args.global.clone(),
+        committer: core.env().committer.clone(),
+        publisher: core.publisher.clone(),
+        ids: core.env().route_ids.clone(),
+        config: core.global.clone(),
+        certs: certs.clone(),
+        metrics: core.env().metrics.clone(),
+        board: board.clone(),
+    };
+    actix_rt::spawn(watch.run());
+    board
+}
+
 /// The gRPC services: data planes, replicas and operators, with health and
 /// reflection, over TLS when configured.
 async fn serve_grpc(
@@ -405,6 +457,7 @@ async fn serve_grpc(
     certs: &Certs,
     replica: &store::ReplicaRecord,
     store: &Arc<dyn store::Store>,
+    sites: &crate::sites::status::SitesBoard,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -442,6 +495,7 @@ async fn serve_grpc(
             certs.status.clone(),
             replica.clone(),
             store.clone(),
+            sites.clone(),
         )))
         .serve_with_incoming(TcpListenerStream::new(listener));
     actix_rt::spawn(async move {
@@ -483,6 +537,7 @@ async fn follow(
                     .put
                     .iter()
                     .filter(|r| !r.replica.is_empty() && r.replica != here)
+                    .filter(|r| !crate::session::key::is_site(&r.id))
                     .map(|r| r.id.clone())
                     .chain(batch.delete.iter().cloned());
                 for id in moved {

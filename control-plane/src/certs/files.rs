@@ -58,22 +58,34 @@ pub fn name(dir_name: &str) -> String {
 
 /// Reads and checks the pair in `dir`.
 pub fn load(dir: &Path, name: &str, now: SystemTime) -> Result<v1::Certificate, PairError> {
-    let read = |file: &str| {
-        let path = dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|source| PairError::Read {
-            path: path.clone(),
+    load_pair(&dir.join(CHAIN), &dir.join(KEY), name, SOURCE, now)
+}
+
+/// Reads and checks a chain and its key, for certificate `name` of `source`.
+pub fn load_pair(
+    chain: &Path,
+    key: &Path,
+    name: &str,
+    source: &str,
+    now: SystemTime,
+) -> Result<v1::Certificate, PairError> {
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).map_err(|source| PairError::Read {
+            path: path.to_path_buf(),
             source,
         })?;
-        String::from_utf8(bytes).map_err(|_| PairError::NotText { path })
+        String::from_utf8(bytes).map_err(|_| PairError::NotText {
+            path: path.to_path_buf(),
+        })
     };
-    let (chain, key) = (read(CHAIN)?, read(KEY)?);
-    let checked = cert::check(chain.as_bytes(), key.as_bytes(), now).map_err(|source| {
+    let (chain_pem, key_pem) = (read(chain)?, read(key)?);
+    let checked = cert::check(chain_pem.as_bytes(), key_pem.as_bytes(), now).map_err(|source| {
         PairError::Invalid {
-            dir: dir.to_path_buf(),
+            dir: chain.to_path_buf(),
             source,
         }
     })?;
-    Ok(cert::to_wire(name, SOURCE, &chain, &key, &checked))
+    Ok(cert::to_wire(name, source, &chain_pem, &key_pem, &checked))
 }
 
 /// The subdirectories of `dir` (certificate names) and their fingerprints.

@@ -186,6 +186,15 @@ pub struct Args {
     /// the 10 s (against guessing ids; docs/SECURITY.md).
     #[arg(long, env = "PORTICO_MAX_INVALID_SESSIONS_PER_IP", default_value_t = crate::registry::invalid_sessions::LIMIT, help_heading = "Limits")]
     pub max_invalid_sessions_per_ip: u32,
+    /// Serve the sites of go-proxy's site files: every *.yaml / *.yml file in
+    /// DIR is one site, applied like a session's change; the folder is
+    /// watched (docs/SITES.md).
+    #[arg(long, env = "PORTICO_SITES", help_heading = "Sites")]
+    pub sites: Option<PathBuf>,
+    /// The global site file: default headers and options, unknown hosts,
+    /// certificates; watched (docs/SITES.md).
+    #[arg(long, env = "PORTICO_GLOBAL", help_heading = "Sites")]
+    pub global: Option<PathBuf>,
     /// Serve the certificate pairs DIR/<name>/fullchain.pem and
     /// DIR/<name>/privkey.pem (certbot's layout); the directory is watched.
     #[arg(long, env = "PORTICO_CERT_DIR", help_heading = "Certificates")]
@@ -273,6 +282,8 @@ impl Args {
                 invalid_sessions_per_ip: self.max_invalid_sessions_per_ip.max(1),
             },
             cert_dir: self.cert_dir.clone(),
+            sites: self.sites.clone(),
+            global: self.global.clone(),
             acme: self
                 .acme_directory
                 .as_ref()

@@ -44,4 +44,7 @@ pub enum Cmd {
     /// The certificates served (domains, source, expiry, serial, the data
     /// planes serving each) and the ACME domains still waiting.
     Certs,
+    /// The site files of --sites and --global: name, file, enabled, routes,
+    /// the version that applied them, the last error and the warnings.
+    Sites,
 }

@@ -43,7 +43,7 @@ fn routes_of(record: &SessionRecord) -> Option<(String, String, Vec<RouteSpec>)>
 }
 
 pub struct Committer {
-    global: SharedConfig,
+    pub(crate) global: SharedConfig,
     publisher: Addr<Publisher>,
     store: Arc<dyn Store>,
     fatal: Fatal,
@@ -90,7 +90,8 @@ impl Committer {
 
     /// Sessions written here run here: other replicas leave them alone.
     fn stamp(&self, batch: &mut Batch) {
-        for record in &mut batch.put {
+        let sessions = batch.put.iter_mut();
+        for record in sessions.filter(|r| !crate::session::key::is_site(&r.id)) {
             record.replica = self.store.replica_id().to_string();
         }
     }
@@ -118,24 +119,26 @@ impl Committer {
     /// configuration, holding it locked across both: the publisher, which
     /// reads it, never sees a version that is not durable, and a change the
     /// store refused leaves nothing behind. When another replica committed
-    /// first, its versions are taken in and `plan` runs again on them.
-    fn change<D>(
+    /// first, its versions are taken in and `plan` runs again on them (and
+    /// may rewrite the data and the batch to fit them, as a site's does).
+    pub(crate) fn change<D>(
         &mut self,
         mut batch: Batch,
-        data: D,
-        plan: impl Fn(&GlobalConfig, &D) -> Result<bool, CommitError>,
+        mut data: D,
+        mut plan: impl FnMut(&GlobalConfig, &mut D, &mut Batch) -> Result<bool, ProposeError>,
         change: impl FnOnce(&mut GlobalConfig, D) -> Result<Option<Commit>, CommitError>,
     ) -> Result<Option<Commit>, ProposeError> {
         if self.failed {
             return Err(StoreFailed::Failed.into());
         }
         let started = std::time::Instant::now();
-        self.stamp(&mut batch);
         let config = self.global.clone();
         let mut global = config.write();
         let mut attempts = 0;
         loop {
-            batch.version = plan(&global, &data)?.then(|| global.version() + 1);
+            let new_version = plan(&global, &mut data, &mut batch)?;
+            self.stamp(&mut batch);
+            batch.version = new_version.then(|| global.version() + 1);
             match self.store.commit(&batch) {
                 Ok(()) => break,
                 Err(StoreError::Conflict { expected, found }) if attempts < MAX_ATTEMPTS => {
@@ -190,7 +193,7 @@ impl Committer {
     }
 
     /// What a change that could not be made durable answers: nothing to wait for.
-    fn not_applied() -> Applied {
+    pub(crate) fn not_applied() -> Applied {
         Applied {
             version: None,
             acks: None,
@@ -199,7 +202,7 @@ impl Committer {
 
     /// Publishes a commit; `proposer` hears of it from its own actor, in order
     /// with its reply, so it is not sent global_config_changed here.
-    fn publish(&self, commit: Option<Commit>, proposer: &str) -> Applied {
+    pub(crate) fn publish(&self, commit: Option<Commit>, proposer: &str) -> Applied {
         let Some(commit) = commit else {
             return Applied {
                 version: None,
@@ -288,7 +291,7 @@ impl Handler<Propose> for Committer {
             ..Default::default()
         };
         let (session, service, routes) = (&msg.session_key, &msg.service, msg.routes);
-        let plan = |g: &GlobalConfig, routes: &Vec<RouteSpec>| {
+        let plan = |g: &GlobalConfig, routes: &mut Vec<RouteSpec>, _: &mut Batch| {
             g.check(service, routes)?;
             Ok(g.changes(session, routes))
         };
@@ -315,7 +318,7 @@ impl Handler<RemoveSession> for Committer {
             ..Default::default()
         };
         let id = &msg.session_key;
-        let plan = |g: &GlobalConfig, _: &()| Ok(g.changes(id, &[]));
+        let plan = |g: &GlobalConfig, _: &mut (), _: &mut Batch| Ok(g.changes(id, &[]));
         match self.change(batch, (), plan, |g, _| Ok(g.remove_session(id))) {
             Ok(commit) => MessageResult(self.publish(commit, &msg.session_key)),
             Err(e) => {
@@ -353,7 +356,9 @@ impl Handler<TakeOver> for Committer {
         let (old, new, service) = (&msg.old_session, &msg.new_session, &msg.service);
         // The routes were the old session's, so they cannot conflict.
         let transfer = |g: &mut GlobalConfig, routes| g.transfer(old, new, service, routes);
-        let plan = |g: &GlobalConfig, routes: &Vec<RouteSpec>| Ok(g.changes(old, routes));
+        let plan = |g: &GlobalConfig, routes: &mut Vec<RouteSpec>, _: &mut Batch| {
+            Ok(g.changes(old, routes))
+        };
         match self.change(batch, msg.routes, plan, transfer) {
             Ok(commit) => MessageResult(self.publish(commit, &msg.new_session)),
             Err(_) => MessageResult(Self::not_applied()),
@@ -383,7 +388,9 @@ impl Handler<ChangeTls> for Committer {
             acme_account: msg.acme_account,
             ..Default::default()
         };
-        let plan = |g: &GlobalConfig, c: &TlsChange| Ok(!g.effective_tls(c.clone()).is_empty());
+        let plan = |g: &GlobalConfig, c: &mut TlsChange, _: &mut Batch| {
+            Ok(!g.effective_tls(c.clone()).is_empty())
+        };
         let commit = self.change(batch, change, plan, |g, c| Ok(g.change_tls(c)))?;
         Ok(self.publish(commit, ""))
     }

@@ -380,6 +380,22 @@ impl GlobalConfig {
         self.sessions.insert(session_key.to_string(), entry);
     }
 
+    /// The keys of the sites (`--sites`) that have routes.
+    pub fn site_keys(&self) -> Vec<String> {
+        let keys = self.sessions.keys();
+        keys.filter(|k| crate::session::key::is_site(k))
+            .cloned()
+            .collect()
+    }
+
+    /// The active routes of one session (or site).
+    pub fn routes_of(&self, session_key: &str) -> impl Iterator<Item = &Arc<RouteSpec>> {
+        self.sessions
+            .get(session_key)
+            .into_iter()
+            .flat_map(|s| s.routes.values())
+    }
+
     /// Every route, as a data plane's first snapshot needs them.
     pub fn all_routes(&self) -> impl Iterator<Item = &Arc<RouteSpec>> {
         self.sessions.values().flat_map(|s| s.routes.values())

@@ -201,6 +201,13 @@ async fn main() -> anyhow::Result<()> {
                 .into_inner();
             certs(&list, args.json);
         }
+        Cmd::Sites => {
+            let list = client
+                .list_sites(v1::ListSitesRequest {})
+                .await?
+                .into_inner();
+            sites(&list, args.json);
+        }
         Cmd::Routes | Cmd::Snapshot => {
             let snap = client
                 .get_snapshot(v1::GetSnapshotRequest {})
@@ -210,6 +217,68 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `porticoctl sites`: each site file, then the global file's state.
+fn sites(list: &v1::ListSitesResponse, as_json: bool) {
+    if as_json {
+        println!("{:#}", portico_cp::sites::status::list_json(list));
+        return;
+    }
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows = list
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                dash(&s.name),
+                s.file.clone(),
+                s.enabled.to_string(),
+                s.routes.to_string(),
+                if s.version > 0 {
+                    s.version.to_string()
+                } else {
+                    "-".into()
+                },
+                dash(&s.error),
+                s.warnings.join("; "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "FILE",
+            "ENABLED",
+            "ROUTES",
+            "VERSION",
+            "LAST ERROR",
+            "WARNINGS",
+        ],
+        rows,
+    );
+    if !list.global_file.is_empty() {
+        println!(
+            "\nglobal {}: {}{}",
+            list.global_file,
+            if list.global_error.is_empty() {
+                "ok"
+            } else {
+                &list.global_error
+            },
+            if list.global_warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" (warnings: {})", list.global_warnings.join("; "))
+            }
+        );
+    }
 }
 
 /// `porticoctl dataplanes`: the fleet, every replica's planes.

@@ -139,6 +139,8 @@ pub struct Api {
     /// The replicas are read from the store; this one is among them.
     pub store: Arc<dyn crate::store::Store>,
     pub me: crate::store::ReplicaRecord,
+    /// The site files and how they stand.
+    pub sites: crate::sites::status::SitesBoard,
 }
 
 impl Api {
@@ -150,6 +152,7 @@ impl Api {
             "/api/v1/dataplanes" => self.dataplanes().await,
             "/api/v1/events" => json!({ "events": self.events.list() }),
             "/api/v1/certs" => self.certs().await,
+            "/api/v1/sites" => crate::sites::status::list_json(&self.sites.lock().to_wire()),
             "/api/v1/replicas" => self.replicas().await,
             "/api/v1/series" => self.telemetry.fleet_series(),
             _ => {

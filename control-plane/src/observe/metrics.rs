@@ -66,8 +66,15 @@ pub static INVALID_SESSIONS_TOTAL: Metric = Metric {
     labels: &["result"],
 };
 
+pub static SITE_ERRORS_TOTAL: Metric = Metric {
+    name: "portico_site_errors_total",
+    help: "Saves of a site file (`--sites`) that were not applied: a format error, a bad value, a host owned by another service, a name taken; `site` is the file's name.",
+    kind: Kind::Counter,
+    labels: &["site"],
+};
+
 /// Every family the control plane exports, in scrape order.
-pub static METRICS: [&Metric; 8] = [
+pub static METRICS: [&Metric; 9] = [
     &SESSIONS,
     &COMMANDS_TOTAL,
     &CONFIG_VERSION,
@@ -76,6 +83,7 @@ pub static METRICS: [&Metric; 8] = [
     &APPLY_DURATION_SECONDS,
     &COMMIT_DURATION_SECONDS,
     &INVALID_SESSIONS_TOTAL,
+    &SITE_ERRORS_TOTAL,
 ];
 
 /// A command that did not parse is counted under this name.
@@ -94,6 +102,8 @@ pub struct Metrics {
     /// Commands whose session id was not found, and those refused because
     /// their address sent too many such ids.
     pub invalid_sessions: [AtomicU64; 2],
+    /// Site files not applied, by file.
+    site_errors: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -114,6 +124,7 @@ impl Default for Metrics {
             apply: AtomicHistogram::default(),
             commit: AtomicHistogram::default(),
             invalid_sessions: Default::default(),
+            site_errors: Default::default(),
         }
     }
 }
@@ -126,6 +137,11 @@ impl Metrics {
             .filter(|n| self.index.contains_key(n))
             .unwrap_or(UNKNOWN)];
         self.commands[i].1[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A save of site file `site` was not applied.
+    pub fn site_error(&self, site: &str) {
+        *self.site_errors.lock().entry(site.to_string()).or_default() += 1;
     }
 
     /// A session lost (`true`) or found (`false`) its home connection.
@@ -179,8 +195,12 @@ impl Metrics {
         for (result, n) in ["answered", "refused"].iter().zip(&self.invalid_sessions) {
             invalid.add(&[("result", result)], n.load(Ordering::Relaxed) as f64);
         }
+        let mut sites = Family::new(&SITE_ERRORS_TOTAL);
+        for (site, n) in self.site_errors.lock().iter() {
+            sites.add(&[("site", site)], *n as f64);
+        }
         render(vec![
-            by_state, commands, config, fleet, acked, apply, commit, invalid,
+            by_state, commands, config, fleet, acked, apply, commit, invalid, sites,
         ])
     }
 }
@@ -194,6 +214,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.command(Some("PING"), true);
         metrics.invalid_sessions[0].fetch_add(1, Ordering::Relaxed);
+        metrics.site_error("shop.yaml");
         let plane = v1::DataPlaneInfo {
             node_id: "dp-1".into(),
             state: "connected".into(),

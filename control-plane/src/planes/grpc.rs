@@ -349,6 +349,7 @@ pub struct OperatorApi {
     /// This replica as it announces itself, and the store that lists the others.
     replica: crate::store::ReplicaRecord,
     store: Arc<dyn crate::store::Store>,
+    sites: crate::sites::status::SitesBoard,
 }
 
 impl OperatorApi {
@@ -358,6 +359,7 @@ impl OperatorApi {
         acme: crate::certs::AcmeStatus,
         replica: crate::store::ReplicaRecord,
         store: Arc<dyn crate::store::Store>,
+        sites: crate::sites::status::SitesBoard,
     ) -> Self {
         OperatorApi {
             publisher,
@@ -365,6 +367,7 @@ impl OperatorApi {
             acme,
             replica,
             store,
+            sites,
         }
     }
 }
@@ -413,6 +416,13 @@ impl OperatorService for OperatorApi {
             .await
             .map_err(Status::unavailable)?;
         Ok(Response::new(v1::ListReplicasResponse { replicas }))
+    }
+
+    async fn list_sites(
+        &self,
+        _: Request<v1::ListSitesRequest>,
+    ) -> Result<Response<v1::ListSitesResponse>, Status> {
+        Ok(Response::new(self.sites.lock().to_wire()))
     }
 
     async fn get_snapshot(

@@ -41,6 +41,9 @@ pub struct Publisher {
     resets: Vec<(String, HashSet<u64>, oneshot::Sender<()>)>,
     /// The pending expiry check, replaced when an earlier one is needed.
     expiry: Option<(Instant, SpawnHandle)>,
+    /// What `--global` sets for every route, told to every plane before
+    /// its first push and again on every change.
+    defaults: v1::Defaults,
 }
 
 impl Publisher {
@@ -68,6 +71,7 @@ impl Publisher {
             tests: HashMap::new(),
             resets: Vec::new(),
             expiry: None,
+            defaults: v1::Defaults::default(),
         }
     }
 
@@ -243,6 +247,7 @@ impl Handler<PlaneConnected> for Publisher {
         // Durable before the plane can serve (and say it is ready), so a
         // restart right after still waits for it.
         self.keep_member(&msg.node_id, true, joined.new_member);
+        let _ = msg.tx.send(Ok(defaults_message(&self.defaults)));
         match catch_up {
             Some(push) => {
                 let _ = msg.tx.send(Ok(push));
@@ -258,6 +263,32 @@ impl Handler<PlaneConnected> for Publisher {
         }
         self.member_changed(msg.node_id, MemberState::Connected);
         joined.conn
+    }
+}
+
+fn defaults_message(defaults: &v1::Defaults) -> v1::ControlPlaneMessage {
+    v1::ControlPlaneMessage {
+        msg: Some(v1::control_plane_message::Msg::Defaults(defaults.clone())),
+    }
+}
+
+/// The global site file's settings changed: every connected plane is told.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetDefaults(pub v1::Defaults);
+
+impl Handler<SetDefaults> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDefaults, _: &mut Context<Self>) {
+        if msg.0 == self.defaults {
+            return;
+        }
+        self.defaults = msg.0;
+        let message = defaults_message(&self.defaults);
+        for (_, tx) in self.fleet.streams() {
+            let _ = tx.send(Ok(message.clone()));
+        }
     }
 }
 

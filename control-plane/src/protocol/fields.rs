@@ -205,7 +205,7 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-pub(super) fn parse_header_name(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_header_name(raw: &str) -> Result<String, String> {
     let token = !raw.is_empty()
         && raw.len() <= 256
         && raw
@@ -223,7 +223,7 @@ pub(super) fn parse_header_name(raw: &str) -> Result<String, String> {
     Ok(raw.to_string())
 }
 
-pub(super) fn parse_header_value(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_header_value(raw: &str) -> Result<String, String> {
     // Visible characters, spaces and tabs only: no CR, LF or other controls can
     // reach a response.
     let ok = raw.len() <= 4096 && raw.chars().all(|c| c == '\t' || !c.is_control());

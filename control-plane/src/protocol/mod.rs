@@ -2,7 +2,7 @@
 //! replies, and the JSON payloads replies carry.
 
 pub mod command;
-mod fields;
+pub(crate) mod fields;
 pub mod framing;
 pub mod parser;
 pub mod payload;

@@ -124,6 +124,9 @@ impl Directory {
 
     /// A session record as stored now (shared store).
     pub fn stored(&self, record: &SessionRecord) {
+        if super::key::is_site(&record.id) {
+            return;
+        }
         let key = (record.service.clone(), record.instance.clone());
         let mut stored = self.stored.lock();
         stored.by_instance.insert(key.clone(), record.id.clone());

@@ -69,6 +69,6 @@ pub struct SessionEnv {
     pub auth: Option<Arc<RegistryAuth>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::observe::metrics::Metrics>,
-    pub route_ids: RouteIds,
+    pub route_ids: std::sync::Arc<RouteIds>,
     pub leave: Leave,
 }

@@ -27,9 +27,22 @@ pub fn is_key(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// How the keys of sites (`--sites`) begin: no session key does (they are
+/// hex), so no `RECONNECT` reaches a site.
+pub const SITE_PREFIX: &str = "site:";
+
+/// Whether `key` is a site's, not a session's.
+pub fn is_site(key: &str) -> bool {
+    key.starts_with(SITE_PREFIX)
+}
+
 /// What views, logs and events name a session by: its instance and the
-/// first 8 hex digits of its key (`api-1#3f9c2a1b`). It grants nothing.
+/// first 8 hex digits of its key (`api-1#3f9c2a1b`). It grants nothing. A
+/// site is named by its key (`site:shop`), which is no secret.
 pub fn handle(instance: &str, key: &str) -> String {
+    if is_site(key) {
+        return key.to_string();
+    }
     format!("{instance}#{}", key.get(..8).unwrap_or(key))
 }
 

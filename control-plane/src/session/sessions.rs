@@ -99,7 +99,7 @@ impl Sessions {
     /// says its staged changes were lost before it applies (docs/HA.md).
     pub fn adopt(&self, records: Vec<SessionRecord>, grace: Duration, orphaned: bool) {
         for record in records {
-            if self.directory.lookup(&record.id).is_some() {
+            if self.directory.lookup(&record.id).is_some() || super::key::is_site(&record.id) {
                 continue;
             }
             match record.restore() {

@@ -39,6 +39,8 @@ pub struct Live {
     pub dns: crate::backends::dns::Dns,
     /// Requests that matched no route, for `/metrics`.
     pub unrouted: crate::observe::route_metrics::RouteMetrics,
+    /// What the global site file sets for every route.
+    pub defaults: ArcSwap<crate::config::policy::Defaults>,
     /// `--access-log`, when set.
     pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     /// The last `/metrics` page and when it was rendered.

@@ -37,17 +37,12 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(settings: &RouteSettings) -> Result<Policy, PolicyError> {
-        let headers = settings
-            .response_headers
-            .iter()
-            .map(|(name, value)| {
-                let n = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| PolicyError::HeaderName(name.clone()))?;
-                let v = HeaderValue::from_str(value)
-                    .map_err(|_| PolicyError::HeaderValue(name.clone()))?;
-                Ok((n, v))
-            })
-            .collect::<Result<_, PolicyError>>()?;
+        let headers = response_headers(
+            settings
+                .response_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        )?;
         // HEALTH_SET replaces the probe; the options only move the defaults.
         let probe = settings.health.clone().unwrap_or_else(|| HealthCheck {
             path: "/".into(),
@@ -113,4 +108,41 @@ mod tests {
             "invalid header name \"bad name\""
         );
     }
+}
+
+/// What the global site file sets for every route (`v1::Defaults`).
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Added to a route's responses unless the route sets the same name.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Requests no route serves are counted, not access-logged.
+    pub unrouted_metrics_only: bool,
+}
+
+impl Defaults {
+    pub fn from_wire(wire: &portico_proto::v1::Defaults) -> Result<Defaults, PolicyError> {
+        let headers = response_headers(
+            wire.response_headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        )?;
+        Ok(Defaults {
+            headers,
+            unrouted_metrics_only: wire.unrouted_metrics_only,
+        })
+    }
+}
+
+fn response_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, PolicyError> {
+    headers
+        .map(|(name, value)| {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| PolicyError::HeaderName(name.to_string()))?;
+            let v = HeaderValue::from_str(value)
+                .map_err(|_| PolicyError::HeaderValue(name.to_string()))?;
+            Ok((n, v))
+        })
+        .collect()
 }

@@ -209,6 +209,17 @@ fn take_push(
             }
             Err(e) => warn!(error = %e, "ignoring a backend policy that does not parse"),
         },
+        Msg::Defaults(wire) => match crate::config::policy::Defaults::from_wire(&wire) {
+            Ok(defaults) => {
+                info!(
+                    headers = defaults.headers.len(),
+                    unrouted_metrics_only = defaults.unrouted_metrics_only,
+                    "defaults of every route"
+                );
+                state.live.defaults.store(std::sync::Arc::new(defaults));
+            }
+            Err(e) => warn!(error = %e, "ignoring defaults that do not parse"),
+        },
         Msg::BackendTest(request) => {
             tokio::spawn(backend_test(request, state.live.clone()));
         }

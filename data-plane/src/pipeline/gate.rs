@@ -119,8 +119,15 @@ impl Gate {
         ctx: &RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(route) = &ctx.route {
-            for (name, value) in &route.policy.headers {
+            let own = &route.policy.headers;
+            for (name, value) in own {
                 response.insert_header(name.clone(), value.clone())?;
+            }
+            let defaults = self.live.defaults.load();
+            for (name, value) in &defaults.headers {
+                if !own.iter().any(|(n, _)| n == name) {
+                    response.insert_header(name.clone(), value.clone())?;
+                }
             }
         }
         if ctx.upstream.is_some() {
@@ -162,7 +169,8 @@ impl Gate {
                 .runtime
                 .record(end.status, took.as_secs_f64() * 1000.0, end.sent, end.read);
         }
-        if let Some(log) = &self.live.access_log {
+        let quiet = ctx.pool.is_none() && self.live.defaults.load().unrouted_metrics_only;
+        if let Some(log) = self.live.access_log.as_ref().filter(|_| !quiet) {
             crate::observe::access_line::log_access(log, &end, ctx, took);
         }
     }

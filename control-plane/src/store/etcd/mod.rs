@@ -514,7 +514,10 @@ impl Store for EtcdStore {
             self.replicas()?.into_iter().map(|r| r.id).collect();
         let response = self.get_all("sessions/")?;
         self.claim(response.kvs(), |r| {
-            if r.replica == self.replica {
+            if crate::session::key::is_site(&r.id) {
+                // Sites run on every replica: no one claims them.
+                false
+            } else if r.replica == self.replica {
                 // Ours from a run before this one (a stable id restarted).
                 at_start
             } else {

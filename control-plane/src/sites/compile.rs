@@ -1,0 +1,376 @@
+//! A site file turned into what Portico serves: routes, headers and the
+//! registry's settings, with a warning for every key or family Portico reads
+//! but does not enforce yet. Pure: text in, `Site` out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use portico_proto::settings::{BreakerSpec, HealthCheck, OptionKey, OptionValue, RateLimit};
+use serde_json::{json, Map};
+use serde_yaml_ng::Value;
+
+use super::format::{self, FormatError, Options, SiteFile};
+use crate::protocol::{RouteId, RouteInput, Target};
+use crate::session::settings::Settings;
+use crate::session::state::{Identity, Ops, SessionState};
+
+/// How often and how patiently a site's health check probes when the file
+/// names only its path.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A breaker's defaults when the family leaves them out.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries the data planes make at most (the registry option's range).
+const MAX_RETRIES: u32 = 5;
+
+/// The key a site's routes are owned and stored by; it cannot collide with a
+/// session's key (hex digits only) nor be reached by a `RECONNECT`.
+pub fn site_key(name: &str) -> String {
+    format!("{}{name}", crate::session::key::SITE_PREFIX)
+}
+
+/// One site, read and checked, ready to be given route ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub name: String,
+    /// The file it came from (its name in the folder).
+    pub file: String,
+    pub enabled: bool,
+    pub maintenance_port: u16,
+    pub routes: Vec<SiteRoute>,
+    /// Response headers on every route, by lower-case name: (name, value).
+    pub headers: BTreeMap<String, (String, String)>,
+    pub options: BTreeMap<OptionKey, OptionValue>,
+    /// Probes every route's backend when set.
+    pub health: Option<HealthCheck>,
+    pub rate_limit: Option<RateLimit>,
+    pub breaker: Option<BreakerSpec>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteRoute {
+    pub input: RouteInput,
+    pub headers: BTreeMap<String, (String, String)>,
+    pub websocket: bool,
+}
+
+/// Reads a site file over the global defaults' `options` (as written).
+pub fn compile(file: &str, text: &str, default_options: &Value) -> Result<Site, FormatError> {
+    let read = format::read::<SiteFile>(text, &["options"])?;
+    let site = read.value;
+    let mut warnings: Vec<String> = read
+        .unknown
+        .iter()
+        .map(|k| format!("unknown key {k} (ignored)"))
+        .collect();
+    let service = site.service.as_ref();
+    let name = service
+        .and_then(|s| s.name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| FormatError("service.name is required".into()))?;
+    if name.contains(char::is_whitespace) || name.len() > 128 {
+        return Err(FormatError(format!(
+            "service.name \"{name}\": at most 128 characters, no spaces"
+        )));
+    }
+    let merged = format::merge_options(default_options, &read.options);
+    let options = format::options_of(&merged)?;
+    let mut out = Site {
+        name,
+        file: file.to_string(),
+        enabled: site.enabled.unwrap_or(true),
+        maintenance_port: service.and_then(|s| s.maintenance_port).unwrap_or(0),
+        routes: Vec::new(),
+        headers: headers(site.headers.as_ref()),
+        options: BTreeMap::new(),
+        health: None,
+        rate_limit: None,
+        breaker: None,
+        warnings: Vec::new(),
+    };
+    map_options(&options, &mut out, &mut warnings);
+    let mut seen = HashSet::new();
+    for (i, route) in site.routes.iter().flatten().enumerate() {
+        let domains: Vec<String> = route
+            .domains
+            .iter()
+            .flatten()
+            .map(|h| h.0.to_ascii_lowercase())
+            .collect();
+        if domains.is_empty() {
+            return Err(FormatError(format!("routes[{i}]: domains is required")));
+        }
+        let backend = route
+            .backend
+            .clone()
+            .ok_or_else(|| FormatError(format!("routes[{i}]: backend is required")))?
+            .0;
+        let path = route.path.clone().map_or_else(|| "/".to_string(), |p| p.0);
+        let input = RouteInput {
+            domains,
+            path,
+            backend,
+            priority: 0,
+        };
+        if !seen.insert((
+            input.domains.clone(),
+            input.path.clone(),
+            input.backend.clone(),
+        )) {
+            return Err(FormatError(format!(
+                "routes[{i}]: the same domains, path and backend as an earlier route"
+            )));
+        }
+        out.routes.push(SiteRoute {
+            input,
+            headers: headers(route.headers.as_ref()),
+            websocket: route.websocket.unwrap_or(false),
+        });
+    }
+    warnings.sort();
+    warnings.dedup();
+    out.warnings = warnings;
+    Ok(out)
+}
+
+fn headers(map: Option<&format::Headers>) -> BTreeMap<String, (String, String)> {
+    map.into_iter()
+        .flat_map(|h| &h.0)
+        .map(|(n, v)| (n.to_ascii_lowercase(), (n.clone(), v.clone())))
+        .collect()
+}
+
+fn not_enforced(warnings: &mut Vec<String>, what: &str) {
+    warnings.push(format!("options.{what}: read and kept, not enforced yet"));
+}
+
+/// Maps every option family onto the registry's settings; what has no
+/// setting yet becomes a warning.
+fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
+    let dur = |d: Duration| OptionValue::Duration(d);
+    if let Some(t) = o.timeout {
+        site.options.insert(OptionKey::Timeout, dur(t.0));
+    }
+    if let Some(t) = &o.timeouts {
+        if let Some(c) = t.connect {
+            site.options.insert(OptionKey::ConnectTimeout, dur(c.0));
+        }
+        for (set, key) in [(t.read, "read"), (t.write, "write"), (t.idle, "idle")] {
+            if set.is_some() {
+                not_enforced(warnings, &format!("timeouts.{key}"));
+            }
+        }
+    }
+    if let Some(i) = o.health_check_interval {
+        site.options
+            .insert(OptionKey::HealthCheckInterval, dur(i.0));
+    }
+    if let Some(t) = o.health_check_timeout {
+        site.options.insert(OptionKey::HealthCheckTimeout, dur(t.0));
+    }
+    if let Some(path) = &o.health_check_path {
+        site.health = Some(HealthCheck {
+            path: path.clone(),
+            interval: o.health_check_interval.map_or(HEALTH_INTERVAL, |d| d.0),
+            timeout: o.health_check_timeout.map_or(HEALTH_TIMEOUT, |d| d.0),
+        });
+    }
+    if o.max_body_size.is_some() {
+        not_enforced(warnings, "max_body_size");
+    }
+    if let Some(c) = &o.compression {
+        let (on, family) = c.on(|f| f.enabled);
+        site.options
+            .insert(OptionKey::Compression, OptionValue::Bool(on));
+        if family.algorithms.is_some()
+            || family.level.is_some()
+            || family.min_size.is_some()
+            || family.content_types.is_some()
+        {
+            not_enforced(
+                warnings,
+                "compression (algorithms, level, min_size, content_types)",
+            );
+        }
+    }
+    if let Some(w) = &o.websocket {
+        let (on, family) = w.on(|f| f.enabled);
+        site.options
+            .insert(OptionKey::Websocket, OptionValue::Bool(on));
+        if family.max_connections.is_some()
+            || family.max_duration.is_some()
+            || family.idle_timeout.is_some()
+            || family.ping_interval.is_some()
+        {
+            not_enforced(
+                warnings,
+                "websocket (max_connections, max_duration, idle_timeout, ping_interval)",
+            );
+        }
+    }
+    if o.http2 == Some(false) {
+        warnings.push(
+            "options.http2: false is not enforced yet (HTTP/2 is offered to every client over TLS)"
+                .into(),
+        );
+    }
+    if o.http3 == Some(true) {
+        not_enforced(warnings, "http3");
+    }
+    if let Some(b) = o
+        .circuit_breaker
+        .as_ref()
+        .filter(|b| b.enabled != Some(false))
+    {
+        site.breaker = Some(BreakerSpec {
+            threshold: b.failure_threshold.unwrap_or(BREAKER_THRESHOLD).max(1),
+            timeout: b.timeout.map_or(BREAKER_TIMEOUT, |d| d.0),
+            half_open_requests: b.success_threshold.unwrap_or(1).max(1),
+        });
+        if b.window.is_some() {
+            warnings.push("options.circuit_breaker.window: not enforced yet (the breaker counts consecutive failures)".into());
+        }
+    }
+    if let Some(r) = o.rate_limit.as_ref().filter(|r| r.enabled != Some(false)) {
+        site.rate_limit = match (r.requests_per_min, r.requests_per_hour) {
+            (Some(n), hour) => {
+                if hour.is_some() {
+                    not_enforced(
+                        warnings,
+                        "rate_limit.requests_per_hour (beside requests_per_min)",
+                    );
+                }
+                Some(RateLimit {
+                    requests: n,
+                    window: Duration::from_secs(60),
+                })
+            }
+            (None, Some(n)) => Some(RateLimit {
+                requests: n,
+                window: Duration::from_secs(3600),
+            }),
+            (None, None) => None,
+        };
+        for (set, key) in [
+            (r.burst_size.is_some(), "burst_size"),
+            (r.per_route == Some(true), "per_route"),
+            (r.per_ip == Some(false), "per_ip: false"),
+            (r.whitelist.is_some(), "whitelist"),
+        ] {
+            if set {
+                not_enforced(warnings, &format!("rate_limit.{key}"));
+            }
+        }
+    }
+    if let Some(r) = o.retry.as_ref().filter(|r| r.enabled != Some(false)) {
+        let retries = r.max_attempts.map_or(1, |n| n.saturating_sub(1));
+        if retries > MAX_RETRIES {
+            warnings.push(format!(
+                "options.retry.max_attempts: {} attempts asked, {} kept (at most {MAX_RETRIES} retries)",
+                retries + 1,
+                MAX_RETRIES + 1
+            ));
+        }
+        site.options.insert(
+            OptionKey::Retries,
+            OptionValue::Count(retries.min(MAX_RETRIES) as u8),
+        );
+        if r.backoff.is_some()
+            || r.initial_delay.is_some()
+            || r.max_delay.is_some()
+            || r.retry_on.is_some()
+        {
+            not_enforced(
+                warnings,
+                "retry (backoff, initial_delay, max_delay, retry_on)",
+            );
+        }
+    }
+    let families = [
+        ("waf", o.waf.as_ref().map(|f| f.enabled)),
+        ("pii", o.pii.as_ref().map(|f| f.enabled)),
+        ("geoip", o.geoip.as_ref().map(|f| f.enabled)),
+        ("retention", o.retention.as_ref().map(|f| f.enabled)),
+        ("slow_request", o.slow_request.as_ref().map(|f| f.enabled)),
+    ];
+    for (name, enabled) in families {
+        if matches!(enabled, Some(e) if e != Some(false)) {
+            not_enforced(warnings, name);
+        }
+    }
+    if o.connection_pool.is_some() {
+        not_enforced(warnings, "connection_pool");
+    }
+    if o.limits.is_some() {
+        not_enforced(warnings, "limits");
+    }
+}
+
+impl Site {
+    /// The site as a session's state, its routes under `ids` (one per
+    /// route, in order): what is stored, committed and pushed.
+    pub fn state(&self, ids: &[RouteId]) -> SessionState {
+        let mut metadata = Map::new();
+        metadata.insert("site_file".into(), json!(self.file));
+        let mut state = SessionState::new(Identity {
+            id: site_key(&self.name),
+            service: self.name.clone(),
+            instance: self.name.clone(),
+            maintenance_port: self.maintenance_port,
+            metadata,
+            peer_ip: None,
+            connected_at: SystemTime::UNIX_EPOCH,
+            token: None,
+        });
+        let mut settings = Settings::default();
+        if !self.headers.is_empty() {
+            settings
+                .headers
+                .active
+                .insert(Target::All, self.headers.clone());
+        }
+        if !self.options.is_empty() {
+            settings
+                .options
+                .active
+                .insert(Target::All, self.options.clone());
+        }
+        if let Some(r) = self.rate_limit {
+            settings.ratelimit.active.insert(Target::All, r);
+        }
+        if let Some(b) = self.breaker {
+            settings.breaker.active.insert(Target::All, b);
+        }
+        let mut routes = BTreeMap::new();
+        if self.enabled {
+            for (route, id) in self.routes.iter().zip(ids) {
+                routes.insert(*id, route.input.clone());
+                if !route.headers.is_empty() {
+                    settings
+                        .headers
+                        .active
+                        .insert(Target::Route(*id), route.headers.clone());
+                }
+                if route.websocket {
+                    settings
+                        .options
+                        .active
+                        .entry(Target::Route(*id))
+                        .or_default()
+                        .insert(OptionKey::Websocket, OptionValue::Bool(true));
+                }
+                if let Some(h) = &self.health {
+                    settings.health.active.insert(*id, h.clone());
+                }
+            }
+        }
+        state.restore_active(routes, settings, Ops::default(), None);
+        state
+    }
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;
