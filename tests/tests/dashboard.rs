@@ -257,3 +257,39 @@ fn the_dashboard_charts_traffic_and_shows_planes_certificates_replicas_and_route
         404
     );
 }
+
+#[test]
+fn the_dashboard_lists_the_site_files_with_their_errors() {
+    let profile = TempDir::new("portico-chromium");
+    let dir = TempDir::new("portico-dash-sites");
+    let sites = dir.path().join("sites");
+    std::fs::create_dir_all(&sites).unwrap();
+    let backend = FakeBackend::start("dash");
+    let good = format!(
+        "service: {{name: blog}}\nroutes:\n  - domains: [blog.test]\n    backend: {}\n",
+        backend.url()
+    );
+    std::fs::write(sites.join("blog.yaml"), good).unwrap();
+    std::fs::write(sites.join("broken.yaml"), "service: [\n").unwrap();
+    let cp = ControlPlane::start_with(&["--sites", &sites.display().to_string()]);
+    let dp = DataPlane::start(&cp.grpc_url(), "dp-dash-sites");
+    wait_for("the site served", Duration::from_secs(10), || {
+        (dp.get("blog.test", "/").status == 200).then_some(())
+    });
+    let listed = api(&cp, "/api/v1/sites");
+    assert_eq!(listed["sites"][0]["name"], "blog", "{listed}");
+
+    let dom = rendered(&format!("http://{}/?ticks=2", cp.admin), profile.path());
+    assert_eq!(
+        element_text(&dom, "data-site=\"blog.yaml\""),
+        Some("blog"),
+        "{dom}"
+    );
+    let error = element_text(&dom, "data-site-error=\"broken.yaml\"").unwrap_or_default();
+    assert!(
+        error.starts_with("broken.yaml: ") && error.contains("line"),
+        "{dom}"
+    );
+    // The site's route, with the site's name as its service.
+    assert!(dom.contains("data-hosts=\"blog.test\""), "{dom}");
+}

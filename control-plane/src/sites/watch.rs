@@ -60,6 +60,8 @@ struct Memory {
     global_file: Option<GlobalFile>,
     /// Why each certificate of the global file was not installed, as last told.
     cert_errors: HashMap<String, String>,
+    /// The folder could not be listed at the last pass.
+    unlisted: bool,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -146,9 +148,16 @@ impl SiteWatch {
             return;
         };
         let files = match site_files(dir) {
-            Ok(files) => files,
+            Ok(files) => {
+                if std::mem::take(&mut memory.unlisted) {
+                    info!(dir = %dir.display(), "site folder readable again");
+                }
+                files
+            }
             Err(e) => {
-                warn!(dir = %dir.display(), error = %e, "cannot list the site folder; the sites as they are stay served");
+                if !std::mem::replace(&mut memory.unlisted, true) {
+                    warn!(dir = %dir.display(), error = %e, "cannot list the site folder; the sites as they are stay served");
+                }
                 return;
             }
         };
