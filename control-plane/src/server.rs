@@ -429,7 +429,8 @@ fn start_certs(
 /// `--sites` and `--global`: read now and watched; how they stand.
 fn start_sites(args: &Config, core: &Core, certs: &Certs) -> crate::sites::status::SitesBoard {
     let board = crate::sites::status::SitesBoard::default();
-    if args.sites.is_none() && args.global.is_none() {
+    let stored = !core.global.read().site_keys().is_empty();
+    if args.sites.is_none() && args.global.is_none() && !stored {
         return board;
     }
     info!(sites = ?args.sites, global = ?args.global, "serving the site files");

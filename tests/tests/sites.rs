@@ -376,3 +376,48 @@ fn two_replicas_on_etcd_watching_one_folder_make_one_version_per_change() {
         assert_eq!(version(&b), start + n as u64 + 1);
     }
 }
+
+#[test]
+fn a_site_broken_while_the_control_plane_was_down_stays_served_after_the_restart() {
+    let f = folder();
+    let backend = FakeBackend::start("kept");
+    let file = f.sites.join("kept.yaml");
+    save(
+        &file,
+        &format!(
+            "service: {{name: kept}}\nroutes:\n  - domains: [kept.test]\n    backend: {}\n",
+            backend.url()
+        ),
+    );
+    let mut cp = ControlPlane::start_with(&["--sites", f.sites.to_str().unwrap()]);
+    let dp = DataPlane::start(&cp.grpc_url(), "kept-dp");
+    served(&dp, "kept.test", "/", 200, Some("kept"));
+    let applied = version(&cp);
+
+    cp.proc.kill();
+    save(&file, "service: {name: kept\n");
+    cp.start_again();
+    let error = wait_for("the error shown", WAIT, || {
+        site(&sites(&cp), "kept.yaml")?["error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(error.contains("line"), "{error}");
+    assert_eq!(version(&cp), applied, "the stored site is not swept away: {}", cp.proc.log_text());
+    assert_eq!(dp.get("kept.test", "/").body, "kept");
+    // Fixed, it is the same site: nothing to change.
+    save(
+        &file,
+        &format!(
+            "service: {{name: kept}}\nroutes:\n  - domains: [kept.test]\n    backend: {}\n",
+            backend.url()
+        ),
+    );
+    wait_for("the error cleared", WAIT, || {
+        site(&sites(&cp), "kept.yaml")?["error"]
+            .is_null()
+            .then_some(())
+    });
+    assert_eq!(version(&cp), applied);
+    assert!(cp.proc.log_contains("site already served"));
+}

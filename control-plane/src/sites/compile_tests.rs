@@ -157,6 +157,14 @@ fn bad_values_are_refused_with_their_line() {
 }
 
 #[test]
+fn an_empty_file_is_a_site_without_a_name() {
+    assert_eq!(error(""), "service.name is required");
+    assert_eq!(error("# only a comment\n"), "service.name is required");
+    let global = format::read::<format::GlobalFile>("", &["defaults", "options"]).unwrap();
+    assert!(global.value.defaults.is_none() && global.options.is_null());
+}
+
+#[test]
 fn unknown_keys_are_warnings() {
     let s = site("service: {name: a, colour: red}\nroutes:\n  - domains: [a.test]\n    backend: http://a:1\n    weight: 3\nextra: 1\noptions:\n  compression: {enabled: true, zstd: true}\n");
     for key in [

@@ -30,11 +30,13 @@ pub fn read<T: for<'de> Deserialize<'de>>(
     text: &str,
     options_at: &[&str],
 ) -> Result<Read<T>, FormatError> {
+    let raw: Value = serde_yaml_ng::from_str(text).map_err(|e| FormatError(e.to_string()))?;
+    // An empty file (or one of comments only) is an empty map.
+    let text = if raw.is_null() { "{}" } else { text };
     let mut unknown = Vec::new();
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let value: T = serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)))
         .map_err(|e| FormatError(e.to_string()))?;
-    let raw: Value = serde_yaml_ng::from_str(text).map_err(|e| FormatError(e.to_string()))?;
     let options = options_at
         .iter()
         .try_fold(&raw, |v, key| v.get(key))

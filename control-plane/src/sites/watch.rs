@@ -145,6 +145,10 @@ impl SiteWatch {
     async fn pass(&self, memory: &mut Memory) {
         let defaults_changed = self.read_global(memory).await;
         let Some(dir) = &self.dir else {
+            // Without --sites, sites stored by an earlier run go.
+            if !std::mem::replace(&mut memory.swept, true) {
+                self.sweep(memory).await;
+            }
             return;
         };
         let files = match site_files(dir) {
@@ -201,7 +205,11 @@ impl SiteWatch {
                 self.remove(&name, &file).await;
             }
         }
-        if !std::mem::replace(&mut memory.swept, true) {
+        // Only once every file is known: a file that does not read may be
+        // the one naming a stored site, which then stays served.
+        let all_named = memory.files.values().all(|(_, name)| name.is_some());
+        if !memory.swept && all_named {
+            memory.swept = true;
             self.sweep(memory).await;
         }
     }
