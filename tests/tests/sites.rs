@@ -403,7 +403,12 @@ fn a_site_broken_while_the_control_plane_was_down_stays_served_after_the_restart
             .map(str::to_string)
     });
     assert!(error.contains("line"), "{error}");
-    assert_eq!(version(&cp), applied, "the stored site is not swept away: {}", cp.proc.log_text());
+    assert_eq!(
+        version(&cp),
+        applied,
+        "the stored site is not swept away: {}",
+        cp.proc.log_text()
+    );
     assert_eq!(dp.get("kept.test", "/").body, "kept");
     // Fixed, it is the same site: nothing to change.
     save(

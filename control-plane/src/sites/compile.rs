@@ -47,6 +47,9 @@ pub struct Site {
     pub rate_limit: Option<RateLimit>,
     pub breaker: Option<BreakerSpec>,
     pub warnings: Vec<String>,
+    /// Every option as it applies to the site (its own over the global
+    /// defaults), kept with the site, also the families not enforced yet.
+    pub carried: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +80,7 @@ pub fn compile(file: &str, text: &str, default_options: &Value) -> Result<Site, 
     }
     let merged = format::merge_options(default_options, &read.options);
     let options = format::options_of(&merged)?;
+    let carried = serde_json::to_value(&merged).unwrap_or(serde_json::Value::Null);
     let mut out = Site {
         name,
         file: file.to_string(),
@@ -89,6 +93,7 @@ pub fn compile(file: &str, text: &str, default_options: &Value) -> Result<Site, 
         rate_limit: None,
         breaker: None,
         warnings: Vec::new(),
+        carried,
     };
     map_options(&options, &mut out, &mut warnings);
     let mut seen = HashSet::new();
@@ -314,6 +319,9 @@ impl Site {
     pub fn state(&self, ids: &[RouteId]) -> SessionState {
         let mut metadata = Map::new();
         metadata.insert("site_file".into(), json!(self.file));
+        if !self.carried.is_null() {
+            metadata.insert("site_options".into(), self.carried.clone());
+        }
         let mut state = SessionState::new(Identity {
             id: site_key(&self.name),
             service: self.name.clone(),

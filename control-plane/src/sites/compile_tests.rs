@@ -329,6 +329,16 @@ fn families_of_later_issues_are_read_checked_and_named() {
         );
     }
     assert!(options("  waf: {enabled: false}\n").warnings.is_empty());
+    // Kept with the site, as the store holds it.
+    let state = s.state(&[]);
+    assert_eq!(
+        state.identity.metadata["site_options"]["waf"]["sensitivity"],
+        "high"
+    );
+    assert_eq!(
+        state.record().metadata["site_options"]["geoip"]["expected_countries"][1],
+        "FR"
+    );
     let e = error("service: {name: a}\noptions:\n  waf: {sensitivity: extreme}\n");
     assert!(e.contains("extreme"), "{e}");
     let e = error("service: {name: a}\noptions:\n  limits: {max_request_body: 10T}\n");
