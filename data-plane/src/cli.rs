@@ -124,6 +124,13 @@ pub struct Args {
     /// Requests whose target and header fields pass this many bytes get 431.
     #[arg(long, env = "PORTICO_MAX_REQUEST_HEADER_BYTES", default_value_t = 64 * 1024, help_heading = "Limits")]
     pub max_request_header_bytes: usize,
+    /// Proxies in front of this data plane (CIDRs, comma-separated): only for
+    /// a connection from one of these is the client taken from
+    /// X-Forwarded-For (the right-most address not itself trusted) or
+    /// Forwarded. That address is the one rate limits, IP lists and the
+    /// access log use.
+    #[arg(long, env = "PORTICO_TRUSTED_PROXIES", default_value = "", value_parser = parse_nets, help_heading = "Clients")]
+    pub trusted_proxies: portico_proto::ip_set::IpSet,
     /// Write one JSON line per request to this file (`-`: standard output);
     /// SIGHUP reopens it.
     #[arg(long, env = "PORTICO_ACCESS_LOG", help_heading = "Logs")]
@@ -154,4 +161,8 @@ fn parse_resolver(raw: &str) -> Result<SocketAddr, String> {
                 .map(|ip| SocketAddr::new(ip, 53))
         })
         .map_err(|_| format!("invalid resolver address \"{raw}\": expected IP or IP:PORT"))
+}
+
+fn parse_nets(raw: &str) -> Result<portico_proto::ip_set::IpSet, String> {
+    portico_proto::ip_set::IpSet::parse(raw)
 }

@@ -227,6 +227,7 @@ fn proxy_service(
         },
         args.upstream_idle_timeout,
         listen_tls.map(|a| a.port()),
+        args.trusted_proxies.clone(),
     );
     let connections = ClientConnections::new(
         Forwarder::new(Arc::new(gate), &server.configuration, args.fast_path),

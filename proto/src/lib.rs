@@ -5,6 +5,7 @@ pub mod backend_policy;
 pub mod cert;
 pub mod duration;
 pub mod histogram;
+pub mod ip_set;
 pub mod json;
 pub mod metrics;
 pub mod model;

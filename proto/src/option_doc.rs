@@ -22,6 +22,7 @@ impl OptionKey {
     pub fn doc(self) -> OptionDoc {
         const DURATION: &str = "duration (`500ms`, `30s`, `1m`, `1h30m`, bare seconds), above zero";
         const BOOL: &str = "`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`)";
+        const NETS: &str = "CIDRs and addresses, IPv4 and IPv6, comma-separated (`10.0.0.0/8,2001:db8::/32,192.0.2.7`); empty is no list";
         let (value, default, meaning, site_key) = match self {
             OptionKey::Timeout => (
                 DURATION,
@@ -77,6 +78,18 @@ impl OptionKey {
                 "plain-HTTP requests are answered 308 to the same URL on https",
                 None,
             ),
+            OptionKey::IpAllow => (
+                NETS,
+                "none: every address",
+                "only clients in these networks pass; others get 403 (the client is the connection's address, or the one trusted proxies name: `portico-dp --trusted-proxies`)",
+                None,
+            ),
+            OptionKey::IpDeny => (
+                NETS,
+                "none",
+                "clients in these networks get 403; deny wins over `ip_allow`",
+                None,
+            ),
         };
         let bad_example = match self {
             OptionKey::Retries => "9",
@@ -84,6 +97,7 @@ impl OptionKey {
             | OptionKey::Compression
             | OptionKey::Http2
             | OptionKey::HttpsRedirect => "maybe",
+            OptionKey::IpAllow | OptionKey::IpDeny => "10.0.0.0/33",
             _ => "0s",
         };
         OptionDoc {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::duration::parse_duration;
+use crate::ip_set::IpSet;
 use crate::model::BackendUrl;
 use crate::time::{from_unix_ms, unix_ms};
 use crate::v1;
@@ -45,6 +46,8 @@ pub enum OptionKey {
     HealthCheckInterval,
     HealthCheckTimeout,
     HttpsRedirect,
+    IpAllow,
+    IpDeny,
 }
 
 /// Without HEALTH_SET (and without health_check_* options) a data plane
@@ -54,11 +57,13 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A typed option value; its canonical text (`<n>ms`, `true`, `3`) is what
 /// travels to data planes and is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OptionValue {
     Duration(Duration),
     Bool(bool),
     Count(u8),
+    /// CIDRs and addresses, comma-separated in canonical text.
+    Nets(IpSet),
 }
 
 impl fmt::Display for OptionValue {
@@ -67,12 +72,13 @@ impl fmt::Display for OptionValue {
             OptionValue::Duration(d) => write!(f, "{}ms", d.as_millis()),
             OptionValue::Bool(b) => write!(f, "{b}"),
             OptionValue::Count(n) => write!(f, "{n}"),
+            OptionValue::Nets(set) => write!(f, "{set}"),
         }
     }
 }
 
 impl OptionKey {
-    pub const ALL: [OptionKey; 9] = [
+    pub const ALL: [OptionKey; 11] = [
         OptionKey::Timeout,
         OptionKey::ConnectTimeout,
         OptionKey::Websocket,
@@ -82,6 +88,8 @@ impl OptionKey {
         OptionKey::HealthCheckInterval,
         OptionKey::HealthCheckTimeout,
         OptionKey::HttpsRedirect,
+        OptionKey::IpAllow,
+        OptionKey::IpDeny,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +103,8 @@ impl OptionKey {
             OptionKey::HealthCheckInterval => "health_check_interval",
             OptionKey::HealthCheckTimeout => "health_check_timeout",
             OptionKey::HttpsRedirect => "https_redirect",
+            OptionKey::IpAllow => "ip_allow",
+            OptionKey::IpDeny => "ip_deny",
         }
     }
 
@@ -138,6 +148,9 @@ impl OptionKey {
                 .filter(|n| *n <= MAX_RETRIES)
                 .map(OptionValue::Count)
                 .ok_or_else(|| self.invalid(raw, "must be an integer from 0 to 5")),
+            OptionKey::IpAllow | OptionKey::IpDeny => IpSet::parse(raw)
+                .map(OptionValue::Nets)
+                .map_err(|e| self.invalid(raw, e)),
         }
     }
 
@@ -162,6 +175,10 @@ impl OptionKey {
                 .ok()
                 .filter(|n| *n <= MAX_RETRIES)
                 .map(OptionValue::Count),
+            OptionKey::IpAllow | OptionKey::IpDeny => IpSet::parse(raw)
+                .ok()
+                .filter(|set| set.to_string() == raw)
+                .map(OptionValue::Nets),
         };
         value.ok_or_else(|| self.invalid(raw, "not in canonical form"))
     }

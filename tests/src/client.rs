@@ -201,9 +201,34 @@ pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> std::io::Result<Ht
     )
 }
 
+/// `GET path` with extra headers, from the local address `source` (a
+/// loopback address such as 127.0.0.2, so filters see another client).
+pub fn http_request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    exchange_on(socket.into(), request)
+}
+
 /// Sends one request and reads the whole response.
 fn exchange(addr: SocketAddr, request: String) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    exchange_on(TcpStream::connect_timeout(&addr, IO_TIMEOUT)?, request)
+}
+
+fn exchange_on(mut stream: TcpStream, request: String) -> std::io::Result<HttpResponse> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();

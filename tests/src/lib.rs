@@ -15,8 +15,8 @@ pub mod tls;
 
 pub use backend::FakeBackend;
 pub use client::{
-    gunzip_base64, http_get, http_post, http_request, json_after, one_shot, HttpResponse,
-    LineClient, Session,
+    gunzip_base64, http_get, http_post, http_request, http_request_from, json_after, one_shot,
+    HttpResponse, LineClient, Session,
 };
 pub use ctl::{ctl, dataplanes, wait_fleet, Watch};
 pub use process::{ControlPlane, DataPlane};

@@ -179,7 +179,7 @@ impl Settings {
             .cloned()
             .unwrap_or_default();
         if let Some(own) = self.options.active.get(&Target::Route(route)) {
-            options.extend(own.iter().map(|(k, v)| (*k, *v)));
+            options.extend(own.iter().map(|(k, v)| (*k, v.clone())));
         }
         RouteSettings {
             response_headers: headers.into_values().collect(),
@@ -212,7 +212,7 @@ impl Settings {
         };
         let opts_flat = |o: &Options| -> BTreeMap<(Target, OptionKey), OptionValue> {
             o.iter()
-                .flat_map(|(t, m)| m.iter().map(move |(k, v)| ((*t, *k), *v)))
+                .flat_map(|(t, m)| m.iter().map(move |(k, v)| ((*t, *k), v.clone())))
                 .collect()
         };
         serde_json::json!({

@@ -39,6 +39,8 @@ pub struct Live {
     pub dns: crate::backends::dns::Dns,
     /// Requests that matched no route, for `/metrics`.
     pub unrouted: crate::observe::route_metrics::RouteMetrics,
+    /// Requests from a trusted proxy whose forwarding header did not parse.
+    pub malformed_client: AtomicU64,
     /// What the global site file sets for every route.
     pub defaults: ArcSwap<crate::config::policy::Defaults>,
     /// `--access-log`, when set.

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use portico_proto::ip_set::IpSet;
+use portico_proto::settings::OptionValue;
 use portico_proto::settings::{
     BreakerSpec, HealthCheck, OptionKey, RateLimit, RouteSettings, DEFAULT_PROBE_INTERVAL,
     DEFAULT_PROBE_TIMEOUT,
@@ -33,6 +35,9 @@ pub struct Policy {
     pub rate_limit: Option<RateLimit>,
     pub breaker: Option<BreakerSpec>,
     pub probe: HealthCheck,
+    /// `ip_allow` and `ip_deny`; an empty list is none.
+    pub ip_allow: Option<IpSet>,
+    pub ip_deny: Option<IpSet>,
 }
 
 impl Policy {
@@ -65,6 +70,8 @@ impl Policy {
             rate_limit: settings.rate_limit,
             breaker: settings.circuit_breaker,
             probe,
+            ip_allow: nets(settings, OptionKey::IpAllow),
+            ip_deny: nets(settings, OptionKey::IpDeny),
         })
     }
 }
@@ -145,4 +152,12 @@ fn response_headers<'a>(
             Ok((n, v))
         })
         .collect()
+}
+
+/// A network list option, when set and not empty.
+fn nets(settings: &RouteSettings, key: OptionKey) -> Option<IpSet> {
+    match settings.options.get(&key) {
+        Some(OptionValue::Nets(set)) if !set.is_empty() => Some(set.clone()),
+        _ => None,
+    }
 }

@@ -5,6 +5,7 @@
 pub mod acme_challenge;
 pub mod breaker;
 pub mod https_redirect;
+pub mod ip_list;
 pub mod maintenance;
 pub mod rate_limit;
 pub mod request_checks;
@@ -59,6 +60,12 @@ pub fn route_chain(route: RouteParts<'_>) -> Chain {
     }
     let policy = route.policy;
     let mut chain: Vec<Box<dyn Filter>> = Vec::new();
+    if policy.ip_allow.is_some() || policy.ip_deny.is_some() {
+        chain.push(Box::new(ip_list::IpList {
+            allow: policy.ip_allow.clone(),
+            deny: policy.ip_deny.clone(),
+        }));
+    }
     if let Some(limit) = policy.rate_limit {
         chain.push(Box::new(rate_limit::RateLimit {
             limit,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::observe::access_log::AccessLog;
+use crate::pipeline::client_ip::Client;
 use crate::pipeline::ctx::{request_host, Ended, RequestCtx};
 
 /// A value written into the access log as its `Display` text, without
@@ -17,11 +18,27 @@ impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
     }
 }
 
+/// The client as logged: the connection's address and port, or the
+/// address a trusted proxy named.
+enum Peer<'a> {
+    Socket(&'a pingora::protocols::l4::socket::SocketAddr),
+    Named(std::net::IpAddr),
+}
+
+impl std::fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Socket(a) => a.fmt(f),
+            Peer::Named(ip) => ip.fmt(f),
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 #[serde(bound(serialize = "Time: std::fmt::Display"))]
 struct AccessLine<'a, Time: std::fmt::Display> {
     time: Shown<Time>,
-    client: Option<Shown<&'a pingora::protocols::l4::socket::SocketAddr>>,
+    client: Option<Shown<Peer<'a>>>,
     host: &'a str,
     method: &'a str,
     path: &'a str,
@@ -46,7 +63,10 @@ pub fn log_access(log: &AccessLog, end: &Ended<'_>, ctx: &RequestCtx, took: Dura
         time: Shown(portico_proto::time::rfc3339_millis_display(
             SystemTime::now() - took,
         )),
-        client: end.client.map(Shown),
+        client: match ctx.client {
+            Some(Client::Forwarded(ip)) => Some(Shown(Peer::Named(ip))),
+            _ => end.client.map(|a| Shown(Peer::Socket(a))),
+        },
         host: &host,
         method: req.method.as_str(),
         path: req.uri.path(),

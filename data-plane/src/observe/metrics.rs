@@ -82,8 +82,15 @@ pub static REQUESTS_BY_PATH_TOTAL: Metric = Metric {
     labels: &["route_id", "path"],
 };
 
+pub static CLIENT_ADDRESS_MALFORMED_TOTAL: Metric = Metric {
+    name: "portico_client_address_malformed_total",
+    help: "Requests from a trusted proxy (--trusted-proxies) whose X-Forwarded-For or Forwarded did not parse; the connection's address was used.",
+    kind: Kind::Counter,
+    labels: &[],
+};
+
 /// Every family the data plane exports, in scrape order.
-pub static METRICS: [&Metric; 10] = [
+pub static METRICS: [&Metric; 11] = [
     &REQUESTS_TOTAL,
     &REQUESTS_BY_PATH_TOTAL,
     &REQUEST_DURATION_SECONDS,
@@ -94,6 +101,7 @@ pub static METRICS: [&Metric; 10] = [
     &CONFIG_VERSION,
     &CONTROL_PLANE_CONNECTED,
     &ACCESS_LOG_DROPPED_TOTAL,
+    &CLIENT_ADDRESS_MALFORMED_TOTAL,
 ];
 
 /// A page rendered less than this ago is served again: rendering 10,000
@@ -175,10 +183,13 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
     if let Some(log) = &live.access_log {
         dropped.add(&[], log.dropped() as f64);
     }
+    let mut malformed = Family::new(&CLIENT_ADDRESS_MALFORMED_TOTAL);
+    malformed.add(&[], live.malformed_client.load(Ordering::Relaxed) as f64);
     let mut page = String::with_capacity(capacity);
     render_into(
         vec![
             requests, by_path, duration, upstream, up, open, limited, version, connected, dropped,
+            malformed,
         ],
         &mut page,
     );

@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub upstream_took: Option<Duration>,
     /// The request came over TLS.
     pub tls: bool,
+    /// Who sent it: the connection's address, or the one a trusted proxy named.
+    pub client: Option<crate::pipeline::client_ip::Client>,
     /// Counts the request until it is done, so a stopping data plane waits for it.
     pub _in_flight: InFlight,
 }
@@ -48,6 +50,7 @@ impl RequestCtx {
             upstream: None,
             upstream_took: None,
             tls: false,
+            client: None,
             _in_flight: in_flight,
         }
     }

@@ -14,8 +14,10 @@ use crate::config::table::Choice;
 use crate::filters::{self, request_checks::HeadLimits};
 use crate::observe::route_metrics::UpstreamError;
 use crate::pipeline::chain::{Answer, Chain, Flow, Request};
+use crate::pipeline::client_ip::{real_client, Client};
 use crate::pipeline::ctx::{request_host, request_id, Ended, RequestCtx, X_REQUEST_ID};
 use crate::pipeline::upstream;
+use portico_proto::ip_set::IpSet;
 
 pub struct Gate {
     pub live: Arc<Live>,
@@ -26,6 +28,8 @@ pub struct Gate {
     /// The TLS listener's port, for `https_redirect` (`None`: no TLS listener
     /// here, so redirects go to the default port 443).
     https_port: Option<u16>,
+    /// `--trusted-proxies`: whose forwarding headers name the client.
+    trusted: IpSet,
 }
 
 impl Gate {
@@ -34,6 +38,7 @@ impl Gate {
         head_limits: HeadLimits,
         upstream_idle: Duration,
         https_port: Option<u16>,
+        trusted: IpSet,
     ) -> Gate {
         let edge = filters::edge_chain(head_limits, live.challenges.clone());
         Gate {
@@ -41,6 +46,7 @@ impl Gate {
             edge,
             upstream_idle,
             https_port,
+            trusted,
         }
     }
 
@@ -64,15 +70,22 @@ impl Gate {
     }
 
     /// Runs the chains in order: the edge, the pool's, then the chosen
-    /// route's; the answer of the first filter that gives one.
+    /// route's; the answer of the first filter that gives one. `peer` is
+    /// the connection's address; the client is found from it.
     pub fn admit(
         &self,
         head: &RequestHeader,
         raw_head: Option<&[u8]>,
-        client: Option<IpAddr>,
+        peer: Option<IpAddr>,
         upgrade: bool,
         ctx: &mut RequestCtx,
     ) -> Option<Answer> {
+        ctx.client = peer.map(|p| real_client(p, &head.headers, &self.trusted));
+        if let Some(Client::Malformed(_)) = ctx.client {
+            let malformed = &self.live.malformed_client;
+            malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let client = ctx.client.map(Client::ip);
         let req = Request {
             head,
             raw_head,

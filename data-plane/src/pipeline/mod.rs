@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod attached;
 pub mod chain;
+pub mod client_ip;
 pub mod ctx;
 pub mod forward;
 pub mod gate;

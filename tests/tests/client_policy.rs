@@ -1,0 +1,197 @@
+//! Who may come in: the real client behind trusted proxies
+//! (`--trusted-proxies`), and per-route IP allow and deny lists (IPv4 and
+//! IPv6), sent from distinct loopback addresses.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use portico_e2e::process::tempdir::TempDir;
+use portico_e2e::{
+    http_get, http_request_from, wait_for, ControlPlane, DataPlane, FakeBackend, Session,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The status `host` answers to a request from `source` with `headers`.
+fn status(dp: &DataPlane, source: &str, host: &str, headers: &[(&str, &str)]) -> u16 {
+    http_request_from(ip(source), dp.proxy, host, "/", headers)
+        .expect("a request from a loopback source")
+        .status
+}
+
+fn ok(reply: String) {
+    assert!(
+        reply.starts_with("OPTION") || reply.starts_with("RATELIMIT_OK") || reply == "OK",
+        "{reply}"
+    );
+}
+
+#[test]
+fn allow_and_deny_lists_admit_clients_by_network_v4_and_v6() {
+    let cp = ControlPlane::start();
+    let dp = DataPlane::start(&cp.grpc_url(), "lists-dp");
+    let dp6 = DataPlane::spawn_on(&cp.grpc_url(), "lists-dp6", "[::1]:0", &[]);
+    dp6.wait_ready();
+    let backend = FakeBackend::start("listed");
+    let mut s = Session::register(cp.registry, "listed", "listed-1");
+    s.add_route("lists.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", "ALL|ip_allow|127.0.0.2, 127.0.0.3,::1"));
+    ok(s.cmd("OPTIONS_SET", "ALL|ip_deny|127.0.0.3"));
+    let bad = s.cmd("OPTIONS_SET", "ALL|ip_deny|10.0.0.0/33");
+    assert!(
+        bad.contains("\"10.0.0.0/33\" is neither a CIDR nor an address"),
+        "{bad}"
+    );
+    s.apply();
+    wait_for("the lists served", Duration::from_secs(10), || {
+        (status(&dp, "127.0.0.2", "lists.test", &[]) == 200).then_some(())
+    });
+    assert_eq!(
+        status(&dp, "127.0.0.3", "lists.test", &[]),
+        403,
+        "deny wins over allow"
+    );
+    assert_eq!(
+        status(&dp, "127.0.0.4", "lists.test", &[]),
+        403,
+        "not on the allow list"
+    );
+    let refused = http_request_from(ip("127.0.0.4"), dp.proxy, "lists.test", "/", &[]).unwrap();
+    assert_eq!(refused.body, "portico: forbidden\n");
+    assert_eq!(
+        backend.hits_for("/"),
+        1,
+        "refused requests reach no backend"
+    );
+    assert_eq!(status(&dp6, "::1", "lists.test", &[]), 200);
+
+    ok(s.cmd("OPTIONS_SET", "ALL|ip_deny|::1/128"));
+    s.apply();
+    wait_for("::1 denied", Duration::from_secs(10), || {
+        (status(&dp6, "::1", "lists.test", &[]) == 403).then_some(())
+    });
+    // Removed lists admit everyone again.
+    ok(s.cmd("OPTIONS_REMOVE", "ALL|ip_allow"));
+    ok(s.cmd("OPTIONS_REMOVE", "ALL|ip_deny"));
+    s.apply();
+    wait_for("the lists gone", Duration::from_secs(10), || {
+        (status(&dp, "127.0.0.4", "lists.test", &[]) == 200).then_some(())
+    });
+    assert_eq!(status(&dp6, "::1", "lists.test", &[]), 200);
+}
+
+#[test]
+fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
+    let dir = TempDir::new("portico-clients");
+    let log = dir.path().join("access.log");
+    let cp = ControlPlane::start();
+    let dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "clients-dp",
+        &[
+            "--trusted-proxies",
+            "127.0.0.5,127.0.0.50",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    dp.wait_ready();
+    let backend = FakeBackend::start("real");
+    let mut s = Session::register(cp.registry, "clients", "clients-1");
+    let denied = s.add_route("deny.test", "/", &backend.url());
+    let limited = s.add_route("limit.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", &format!("{denied}|ip_deny|203.0.113.9")));
+    ok(s.cmd("RATELIMIT_SET", &format!("{limited}|2|1m")));
+    s.apply();
+    wait_for("the routes served", Duration::from_secs(10), || {
+        (status(&dp, "127.0.0.6", "deny.test", &[]) == 200).then_some(())
+    });
+
+    let xff = |v: &'static str| [("X-Forwarded-For", v)];
+    assert_eq!(
+        status(&dp, "127.0.0.5", "deny.test", &xff("203.0.113.9")),
+        403,
+        "named by a trusted proxy"
+    );
+    assert_eq!(
+        status(&dp, "127.0.0.6", "deny.test", &xff("203.0.113.9")),
+        200,
+        "an untrusted peer cannot name anyone"
+    );
+    // The client wrote the first address itself; the trusted proxies
+    // appended what they saw: the right-most untrusted one is the client.
+    assert_eq!(
+        status(
+            &dp,
+            "127.0.0.5",
+            "deny.test",
+            &xff("198.51.100.1, 203.0.113.9, 127.0.0.50")
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &dp,
+            "127.0.0.5",
+            "deny.test",
+            &xff("203.0.113.9, 198.51.100.1")
+        ),
+        200,
+        "a spoofed first hop is not the client"
+    );
+    assert_eq!(
+        status(
+            &dp,
+            "127.0.0.5",
+            "deny.test",
+            &[("Forwarded", "for=203.0.113.9;proto=https")]
+        ),
+        403
+    );
+    // A malformed header: the proxy's own address, counted.
+    assert_eq!(
+        status(&dp, "127.0.0.5", "deny.test", &xff("203.0.113.9, garbage")),
+        200
+    );
+    let metrics = http_get(dp.admin, "localhost", "/metrics").unwrap().body;
+    assert!(
+        metrics.contains("portico_client_address_malformed_total 1"),
+        "{metrics}"
+    );
+
+    // Rate limits count real clients behind the proxy, each on its own.
+    for _ in 0..2 {
+        assert_eq!(
+            status(&dp, "127.0.0.5", "limit.test", &xff("198.51.100.7")),
+            200
+        );
+    }
+    assert_eq!(
+        status(&dp, "127.0.0.5", "limit.test", &xff("198.51.100.7")),
+        429
+    );
+    assert_eq!(
+        status(&dp, "127.0.0.5", "limit.test", &xff("198.51.100.8")),
+        200,
+        "another client behind the same proxy"
+    );
+
+    // The access log names the real client; the backend still gets the chain.
+    wait_for("the access log", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("\"client\":\"198.51.100.8\"").then_some(())
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("\"client\":\"127.0.0.6:")),
+        "{text}"
+    );
+    let seen = backend.last_request.lock().unwrap().clone();
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("x-forwarded-for: 198.51.100.8, 127.0.0.5"),
+        "{seen}"
+    );
+}
