@@ -131,6 +131,16 @@ pub struct Args {
     /// access log use.
     #[arg(long, env = "PORTICO_TRUSTED_PROXIES", default_value = "", value_parser = parse_nets, help_heading = "Clients")]
     pub trusted_proxies: portico_proto::ip_set::IpSet,
+    /// What the access log keeps about clients on routes that do not say:
+    /// `pii_*` options as `key=value` pairs separated by `;`, for example
+    /// "pii_ip=last_octet;pii_mask_query=token,password" (docs/OBSERVABILITY.md).
+    #[arg(long, env = "PORTICO_ACCESS_LOG_PII", default_value = "", value_parser = crate::observe::pii::Pii::parse_defaults, help_heading = "Logs")]
+    pub access_log_pii: crate::observe::pii::Pii,
+    /// The key of `pii_ip=hash` (HMAC-SHA-256, at least 16 bytes), so one
+    /// address hashes alike across restarts and data planes; without it, a
+    /// random key per process.
+    #[arg(long, env = "PORTICO_PII_KEY_FILE", help_heading = "Logs")]
+    pub pii_key_file: Option<std::path::PathBuf>,
     /// Write one JSON line per request to this file (`-`: standard output);
     /// SIGHUP reopens it.
     #[arg(long, env = "PORTICO_ACCESS_LOG", help_heading = "Logs")]

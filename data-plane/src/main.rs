@@ -117,8 +117,22 @@ fn live(args: &Args) -> anyhow::Result<Arc<Live>> {
         ),
         None => None,
     };
+    let pii_key = match &args.pii_key_file {
+        Some(path) => {
+            let key = std::fs::read(path)
+                .with_context(|| format!("reading --pii-key-file {}", path.display()))?;
+            anyhow::ensure!(key.len() >= 16, "--pii-key-file: at least 16 bytes of key");
+            key
+        }
+        // Hashes then hold for this process only: unlinkable across restarts.
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
     Ok(Arc::new(Live {
         access_log,
+        pii: portico_data_plane::config::live::PiiDefaults {
+            defaults: args.access_log_pii.clone(),
+            key: pii_key,
+        },
         dns: dns::Dns::new(dns::Settings {
             server: args.resolver,
             refresh: args.dns_refresh,

@@ -22,6 +22,7 @@ impl OptionKey {
     pub fn doc(self) -> OptionDoc {
         const DURATION: &str = "duration (`500ms`, `30s`, `1m`, `1h30m`, bare seconds), above zero";
         const BOOL: &str = "`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`)";
+        const NAMES: &str = "names, comma-separated, matched without regard to case";
         const NETS: &str = "CIDRs and addresses, IPv4 and IPv6, comma-separated (`10.0.0.0/8,2001:db8::/32,192.0.2.7`); empty is no list";
         let (value, default, meaning, site_key) = match self {
             OptionKey::Timeout => (
@@ -84,6 +85,30 @@ impl OptionKey {
                 "only clients in these networks pass; others get 403 (the client is the connection's address, or the one trusted proxies name: `portico-dp --trusted-proxies`)",
                 None,
             ),
+            OptionKey::PiiIp => (
+                "`none`, `last_octet`, `hash` or `full`",
+                "`none`: the address as it is",
+                "how the access log keeps the client's address: `last_octet` zeroes the last IPv4 octet (`203.0.113.0`) or the last 64 bits of IPv6, `hash` writes a keyed HMAC-SHA-256 (`portico-dp --pii-key-file`), `full` writes `***`; the backend still gets the real address",
+                Some("`options.pii.mask_ip_method` / `mask_ipv6_method`"),
+            ),
+            OptionKey::PiiStripHeaders => (
+                NAMES,
+                "none",
+                "header names never logged (the access log keeps no header today; the list holds for what later logs)",
+                Some("`options.pii.strip_headers`"),
+            ),
+            OptionKey::PiiMaskQuery => (
+                NAMES,
+                "none",
+                "query parameters whose values the access log writes as `***`",
+                Some("`options.pii.mask_query_params`"),
+            ),
+            OptionKey::PiiPreservePrivate => (
+                BOOL,
+                "`false`",
+                "loopback and private addresses are logged as they are, whatever `pii_ip` says",
+                Some("`options.pii.preserve_localhost`"),
+            ),
             OptionKey::IpDeny => (
                 NETS,
                 "none",
@@ -96,7 +121,10 @@ impl OptionKey {
             OptionKey::Websocket
             | OptionKey::Compression
             | OptionKey::Http2
-            | OptionKey::HttpsRedirect => "maybe",
+            | OptionKey::HttpsRedirect
+            | OptionKey::PiiPreservePrivate => "maybe",
+            OptionKey::PiiIp => "scramble",
+            OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => "a b",
             OptionKey::IpAllow | OptionKey::IpDeny => "10.0.0.0/33",
             _ => "0s",
         };

@@ -48,6 +48,10 @@ pub enum OptionKey {
     HttpsRedirect,
     IpAllow,
     IpDeny,
+    PiiIp,
+    PiiStripHeaders,
+    PiiMaskQuery,
+    PiiPreservePrivate,
 }
 
 /// Without HEALTH_SET (and without health_check_* options) a data plane
@@ -64,7 +68,52 @@ pub enum OptionValue {
     Count(u8),
     /// CIDRs and addresses, comma-separated in canonical text.
     Nets(IpSet),
+    /// One of the words the option allows (`pii_ip`).
+    Word(&'static str),
+    /// Names, lower-case, sorted and comma-separated in canonical text.
+    Names(Names),
 }
+
+/// Header or parameter names (`pii_strip_headers`, `pii_mask_query`),
+/// matched without regard to case.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Names(pub std::sync::Arc<[String]>);
+
+impl Names {
+    pub fn parse(raw: &str) -> Result<Names, String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let token = name.len() <= 256
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~[]".contains(&b));
+            if !token {
+                return Err(format!("\"{}\" is not a name", clip(name)));
+            }
+            names.push(name.to_ascii_lowercase());
+        }
+        names.sort();
+        names.dedup();
+        Ok(Names(names.into()))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// What `pii_ip` may be.
+pub const PII_IP: [&str; 4] = ["none", "last_octet", "hash", "full"];
 
 impl fmt::Display for OptionValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,12 +122,14 @@ impl fmt::Display for OptionValue {
             OptionValue::Bool(b) => write!(f, "{b}"),
             OptionValue::Count(n) => write!(f, "{n}"),
             OptionValue::Nets(set) => write!(f, "{set}"),
+            OptionValue::Word(w) => f.write_str(w),
+            OptionValue::Names(names) => write!(f, "{names}"),
         }
     }
 }
 
 impl OptionKey {
-    pub const ALL: [OptionKey; 11] = [
+    pub const ALL: [OptionKey; 15] = [
         OptionKey::Timeout,
         OptionKey::ConnectTimeout,
         OptionKey::Websocket,
@@ -90,6 +141,10 @@ impl OptionKey {
         OptionKey::HttpsRedirect,
         OptionKey::IpAllow,
         OptionKey::IpDeny,
+        OptionKey::PiiIp,
+        OptionKey::PiiStripHeaders,
+        OptionKey::PiiMaskQuery,
+        OptionKey::PiiPreservePrivate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +160,10 @@ impl OptionKey {
             OptionKey::HttpsRedirect => "https_redirect",
             OptionKey::IpAllow => "ip_allow",
             OptionKey::IpDeny => "ip_deny",
+            OptionKey::PiiIp => "pii_ip",
+            OptionKey::PiiStripHeaders => "pii_strip_headers",
+            OptionKey::PiiMaskQuery => "pii_mask_query",
+            OptionKey::PiiPreservePrivate => "pii_preserve_private",
         }
     }
 
@@ -137,7 +196,8 @@ impl OptionKey {
             OptionKey::Websocket
             | OptionKey::Compression
             | OptionKey::Http2
-            | OptionKey::HttpsRedirect => match raw.to_ascii_lowercase().as_str() {
+            | OptionKey::HttpsRedirect
+            | OptionKey::PiiPreservePrivate => match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(OptionValue::Bool(true)),
                 "false" | "0" | "no" | "off" => Ok(OptionValue::Bool(false)),
                 _ => Err(self.invalid(raw, "must be true or false")),
@@ -150,6 +210,14 @@ impl OptionKey {
                 .ok_or_else(|| self.invalid(raw, "must be an integer from 0 to 5")),
             OptionKey::IpAllow | OptionKey::IpDeny => IpSet::parse(raw)
                 .map(OptionValue::Nets)
+                .map_err(|e| self.invalid(raw, e)),
+            OptionKey::PiiIp => PII_IP
+                .into_iter()
+                .find(|w| w.eq_ignore_ascii_case(raw.trim()))
+                .map(OptionValue::Word)
+                .ok_or_else(|| self.invalid(raw, "must be none, last_octet, hash or full")),
+            OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => Names::parse(raw)
+                .map(OptionValue::Names)
                 .map_err(|e| self.invalid(raw, e)),
         }
     }
@@ -169,7 +237,8 @@ impl OptionKey {
             OptionKey::Websocket
             | OptionKey::Compression
             | OptionKey::Http2
-            | OptionKey::HttpsRedirect => raw.parse().ok().map(OptionValue::Bool),
+            | OptionKey::HttpsRedirect
+            | OptionKey::PiiPreservePrivate => raw.parse().ok().map(OptionValue::Bool),
             OptionKey::Retries => raw
                 .parse::<u8>()
                 .ok()
@@ -179,6 +248,14 @@ impl OptionKey {
                 .ok()
                 .filter(|set| set.to_string() == raw)
                 .map(OptionValue::Nets),
+            OptionKey::PiiIp => PII_IP
+                .into_iter()
+                .find(|w| *w == raw)
+                .map(OptionValue::Word),
+            OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => Names::parse(raw)
+                .ok()
+                .filter(|names| names.to_string() == raw)
+                .map(OptionValue::Names),
         };
         value.ok_or_else(|| self.invalid(raw, "not in canonical form"))
     }

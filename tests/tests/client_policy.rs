@@ -195,3 +195,137 @@ fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
         "{seen}"
     );
 }
+
+/// The access-log line of the request to `path`, once written.
+fn logged(log: &std::path::Path, path: &str) -> serde_json::Value {
+    wait_for(
+        &format!("the line of {path}"),
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(log).ok()?;
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["path"] == path)
+        },
+    )
+}
+
+#[test]
+fn the_access_log_keeps_only_what_pii_options_allow() {
+    let dir = TempDir::new("portico-pii");
+    let log = dir.path().join("access.log");
+    let key = dir.path().join("pii.key");
+    std::fs::write(&key, "a key of the test, 32 bytes long").unwrap();
+    let cp = ControlPlane::start();
+    let dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "pii-dp",
+        &[
+            "--access-log",
+            log.to_str().unwrap(),
+            "--access-log-pii",
+            "pii_ip=last_octet;pii_mask_query=token",
+            "--pii-key-file",
+            key.to_str().unwrap(),
+            "--trusted-proxies",
+            "127.0.0.5",
+        ],
+    );
+    dp.wait_ready();
+    let backend = FakeBackend::start("pii");
+    let mut s = Session::register(cp.registry, "pii", "pii-1");
+    s.add_route("defaults.test", "/", &backend.url());
+    let hashed = s.add_route("hash.test", "/", &backend.url());
+    let full = s.add_route("full.test", "/", &backend.url());
+    let open = s.add_route("open.test", "/", &backend.url());
+    let private = s.add_route("private.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", &format!("{hashed}|pii_ip|hash")));
+    ok(s.cmd("OPTIONS_SET", &format!("{full}|pii_ip|full")));
+    ok(s.cmd(
+        "OPTIONS_SET",
+        &format!("{full}|pii_mask_query|Password,session"),
+    ));
+    ok(s.cmd("OPTIONS_SET", &format!("{open}|pii_ip|none")));
+    ok(s.cmd("OPTIONS_SET", &format!("{private}|pii_ip|full")));
+    ok(s.cmd(
+        "OPTIONS_SET",
+        &format!("{private}|pii_preserve_private|true"),
+    ));
+    let bad = s.cmd("OPTIONS_SET", &format!("{open}|pii_ip|scramble"));
+    assert!(
+        bad.contains("must be none, last_octet, hash or full"),
+        "{bad}"
+    );
+    s.apply();
+    let get = |source: &str, host: &str, path: &str, headers: &[(&str, &str)]| {
+        http_request_from(ip(source), dp.proxy, host, path, headers)
+            .unwrap()
+            .status
+    };
+    wait_for("the routes served", Duration::from_secs(10), || {
+        (get("127.0.0.9", "defaults.test", "/warm", &[]) == 200).then_some(())
+    });
+
+    get("127.0.0.9", "defaults.test", "/d?q=1&token=secret", &[]);
+    let line = logged(&log, "/d");
+    assert_eq!(
+        (line["client"].as_str(), line["query"].as_str()),
+        (Some("127.0.0.0"), Some("q=1&token=***"))
+    );
+    // Behind a trusted proxy the named client is the one masked.
+    get(
+        "127.0.0.5",
+        "defaults.test",
+        "/fwd",
+        &[("X-Forwarded-For", "203.0.113.45")],
+    );
+    assert_eq!(logged(&log, "/fwd")["client"], "203.0.113.0");
+
+    get("127.0.0.9", "hash.test", "/h1", &[]);
+    get("127.0.0.9", "hash.test", "/h2", &[]);
+    get("127.0.0.8", "hash.test", "/h3", &[]);
+    let (h1, h2, h3) = (
+        logged(&log, "/h1")["client"].clone(),
+        logged(&log, "/h2")["client"].clone(),
+        logged(&log, "/h3")["client"].clone(),
+    );
+    assert!(
+        h1.as_str().unwrap().starts_with("h:") && h1 == h2 && h1 != h3,
+        "{h1} {h2} {h3}"
+    );
+    assert!(!h1.as_str().unwrap().contains("127.0.0"), "{h1}");
+
+    get(
+        "127.0.0.9",
+        "full.test",
+        "/f?password=hunter2&token=t&SESSION=s",
+        &[],
+    );
+    let line = logged(&log, "/f");
+    assert_eq!(line["client"], "***");
+    // The route's own list replaces the defaults' (token is not in it).
+    assert_eq!(line["query"], "password=***&token=t&SESSION=***");
+
+    get("127.0.0.9", "open.test", "/o", &[]);
+    assert!(logged(&log, "/o")["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.9:"));
+    get("127.0.0.9", "private.test", "/p", &[]);
+    assert!(logged(&log, "/p")["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.9"));
+    // The backend still gets the real address.
+    let seen = backend.last_request.lock().unwrap().clone();
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("x-forwarded-for: 127.0.0.9"),
+        "{seen}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("secret") && !text.contains("hunter2"),
+        "{text}"
+    );
+}

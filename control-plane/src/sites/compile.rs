@@ -295,7 +295,6 @@ fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
     }
     let families = [
         ("waf", o.waf.as_ref().map(|f| f.enabled)),
-        ("pii", o.pii.as_ref().map(|f| f.enabled)),
         ("geoip", o.geoip.as_ref().map(|f| f.enabled)),
         ("retention", o.retention.as_ref().map(|f| f.enabled)),
         ("slow_request", o.slow_request.as_ref().map(|f| f.enabled)),
@@ -305,11 +304,72 @@ fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
             not_enforced(warnings, name);
         }
     }
+    map_pii(o, site, warnings);
     if o.connection_pool.is_some() {
         not_enforced(warnings, "connection_pool");
     }
     if o.limits.is_some() {
         not_enforced(warnings, "limits");
+    }
+}
+
+/// `pii` (and the `strip_headers` / `mask_query_params` go-proxy files put
+/// under `retention`) onto the `pii_*` options.
+fn map_pii(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
+    use format::{MaskIp, MaskIpv6};
+    use portico_proto::settings::Names;
+    let pii = o.pii.as_ref().filter(|p| p.enabled != Some(false));
+    let retention = o.retention.as_ref();
+    let names = |list: Option<&Vec<String>>| {
+        list.filter(|l| !l.is_empty())
+            .and_then(|l| Names::parse(&l.join(",")).ok())
+    };
+    let strip = pii
+        .and_then(|p| names(p.strip_headers.as_ref()))
+        .or_else(|| retention.and_then(|r| names(r.strip_headers.as_ref())));
+    let mask = pii
+        .and_then(|p| names(p.mask_query_params.as_ref()))
+        .or_else(|| retention.and_then(|r| names(r.mask_query_params.as_ref())));
+    if let Some(n) = strip {
+        site.options
+            .insert(OptionKey::PiiStripHeaders, OptionValue::Names(n));
+    }
+    if let Some(n) = mask {
+        site.options
+            .insert(OptionKey::PiiMaskQuery, OptionValue::Names(n));
+    }
+    let Some(pii) = pii else {
+        return;
+    };
+    let v4 = pii.mask_ip_method.map(|m| match m {
+        MaskIp::LastOctet => "last_octet",
+        MaskIp::Hash => "hash",
+        MaskIp::Full => "full",
+    });
+    let v6 = pii.mask_ipv6_method.map(|m| match m {
+        MaskIpv6::Last64 => "last_octet",
+        MaskIpv6::Hash => "hash",
+        MaskIpv6::Full => "full",
+    });
+    if let (Some(a), Some(b)) = (v4, v6) {
+        if a != b {
+            warnings.push(format!(
+                "options.pii: one method masks both IPv4 and IPv6 addresses; {} is used for both",
+                if a == "last_octet" {
+                    "last_octet (IPv6: the last 64 bits)"
+                } else {
+                    a
+                }
+            ));
+        }
+    }
+    if let Some(method) = v4.or(v6) {
+        site.options
+            .insert(OptionKey::PiiIp, OptionValue::Word(method));
+    }
+    if let Some(keep) = pii.preserve_localhost {
+        site.options
+            .insert(OptionKey::PiiPreservePrivate, OptionValue::Bool(keep));
     }
 }
 

@@ -312,7 +312,6 @@ fn families_of_later_issues_are_read_checked_and_named() {
     ));
     for family in [
         "waf",
-        "pii",
         "geoip",
         "retention",
         "slow_request",
@@ -343,6 +342,37 @@ fn families_of_later_issues_are_read_checked_and_named() {
     assert!(e.contains("extreme"), "{e}");
     let e = error("service: {name: a}\noptions:\n  limits: {max_request_body: 10T}\n");
     assert!(e.contains("invalid size \"10T\""), "{e}");
+}
+
+#[test]
+fn pii_maps_onto_the_pii_options() {
+    let s = options("  pii: {enabled: true, mask_ip_method: hash, mask_ipv6_method: hash, strip_headers: [Cookie, Authorization], mask_query_params: [token], preserve_localhost: true}\n");
+    assert_eq!(s.options[&OptionKey::PiiIp], OptionValue::Word("hash"));
+    assert_eq!(
+        s.options[&OptionKey::PiiStripHeaders].to_string(),
+        "authorization,cookie"
+    );
+    assert_eq!(s.options[&OptionKey::PiiMaskQuery].to_string(), "token");
+    assert_eq!(
+        s.options[&OptionKey::PiiPreservePrivate],
+        OptionValue::Bool(true)
+    );
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let s = options("  pii: {mask_ip_method: last_octet, mask_ipv6_method: full}\n");
+    assert_eq!(
+        s.options[&OptionKey::PiiIp],
+        OptionValue::Word("last_octet")
+    );
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| w.contains("one method masks both")));
+    // go-proxy files also put these under retention.
+    let s = options("  retention: {enabled: false, mask_query_params: [password]}\n");
+    assert_eq!(s.options[&OptionKey::PiiMaskQuery].to_string(), "password");
+    assert!(options("  pii: {enabled: false, mask_ip_method: full}\n")
+        .options
+        .is_empty());
 }
 
 #[test]

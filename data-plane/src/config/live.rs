@@ -41,10 +41,20 @@ pub struct Live {
     pub unrouted: crate::observe::route_metrics::RouteMetrics,
     /// Requests from a trusted proxy whose forwarding header did not parse.
     pub malformed_client: AtomicU64,
+    /// What the access log may keep about clients, unless a route says.
+    pub pii: PiiDefaults,
     /// What the global site file sets for every route.
     pub defaults: ArcSwap<crate::config::policy::Defaults>,
     /// `--access-log`, when set.
     pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
     /// The last `/metrics` page and when it was rendered.
     pub metrics_page: parking_lot::Mutex<Option<(std::time::Instant, Arc<String>)>>,
+}
+
+/// `--access-log-pii` and the key of `pii_ip=hash` (`--pii-key-file`, or
+/// random for this process).
+#[derive(Default)]
+pub struct PiiDefaults {
+    pub defaults: crate::observe::pii::Pii,
+    pub key: Vec<u8>,
 }

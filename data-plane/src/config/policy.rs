@@ -35,6 +35,8 @@ pub struct Policy {
     pub rate_limit: Option<RateLimit>,
     pub breaker: Option<BreakerSpec>,
     pub probe: HealthCheck,
+    /// The route's own `pii_*` options.
+    pub pii: crate::observe::pii::Pii,
     /// `ip_allow` and `ip_deny`; an empty list is none.
     pub ip_allow: Option<IpSet>,
     pub ip_deny: Option<IpSet>,
@@ -70,6 +72,7 @@ impl Policy {
             rate_limit: settings.rate_limit,
             breaker: settings.circuit_breaker,
             probe,
+            pii: crate::observe::pii::Pii::of(&settings.options),
             ip_allow: nets(settings, OptionKey::IpAllow),
             ip_deny: nets(settings, OptionKey::IpDeny),
         })

@@ -23,6 +23,8 @@ impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
 enum Peer<'a> {
     Socket(&'a pingora::protocols::l4::socket::SocketAddr),
     Named(std::net::IpAddr),
+    /// As the route's `pii_ip` keeps it.
+    Masked(String),
 }
 
 impl std::fmt::Display for Peer<'_> {
@@ -30,6 +32,7 @@ impl std::fmt::Display for Peer<'_> {
         match self {
             Peer::Socket(a) => a.fmt(f),
             Peer::Named(ip) => ip.fmt(f),
+            Peer::Masked(text) => f.write_str(text),
         }
     }
 }
@@ -42,7 +45,7 @@ struct AccessLine<'a, Time: std::fmt::Display> {
     host: &'a str,
     method: &'a str,
     path: &'a str,
-    query: Option<&'a str>,
+    query: Option<std::borrow::Cow<'a, str>>,
     status: Option<u16>,
     bytes_in: u64,
     bytes_out: u64,
@@ -55,22 +58,40 @@ struct AccessLine<'a, Time: std::fmt::Display> {
 }
 
 /// Writes one access-log line.
-pub fn log_access(log: &AccessLog, end: &Ended<'_>, ctx: &RequestCtx, took: Duration) {
+pub fn log_access(
+    log: &AccessLog,
+    end: &Ended<'_>,
+    ctx: &RequestCtx,
+    took: Duration,
+    pii: &crate::config::live::PiiDefaults,
+) {
     let req = end.head;
+    let own = ctx.route.as_ref().map(|r| &r.policy.pii);
+    let merged;
+    let pii = match own {
+        Some(own) if !own.is_unset() => {
+            merged = own.over(&pii.defaults);
+            (&merged, &pii.key)
+        }
+        _ => (&pii.defaults, &pii.key),
+    };
+    let (pii, key) = pii;
+    let masked_client = ctx.client.and_then(|c| pii.client(c.ip(), key));
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let host = request_host(req).unwrap_or_default();
     let line = AccessLine {
         time: Shown(portico_proto::time::rfc3339_millis_display(
             SystemTime::now() - took,
         )),
-        client: match ctx.client {
-            Some(Client::Forwarded(ip)) => Some(Shown(Peer::Named(ip))),
+        client: match (ctx.client, masked_client) {
+            (_, Some(text)) => Some(Shown(Peer::Masked(text))),
+            (Some(Client::Forwarded(ip)), None) => Some(Shown(Peer::Named(ip))),
             _ => end.client.map(|a| Shown(Peer::Socket(a))),
         },
         host: &host,
         method: req.method.as_str(),
         path: req.uri.path(),
-        query: req.uri.query(),
+        query: req.uri.query().map(|q| pii.query(q)),
         status: end.status,
         bytes_in: end.read,
         bytes_out: end.sent,

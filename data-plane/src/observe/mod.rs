@@ -5,6 +5,7 @@ pub mod access_line;
 pub mod access_log;
 pub mod admin;
 pub mod metrics;
+pub mod pii;
 pub mod route_metrics;
 pub mod route_window;
 pub mod telemetry;

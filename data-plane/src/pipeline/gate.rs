@@ -184,7 +184,7 @@ impl Gate {
         }
         let quiet = ctx.pool.is_none() && self.live.defaults.load().unrouted_metrics_only;
         if let Some(log) = self.live.access_log.as_ref().filter(|_| !quiet) {
-            crate::observe::access_line::log_access(log, &end, ctx, took);
+            crate::observe::access_line::log_access(log, &end, ctx, took, &self.live.pii);
         }
     }
 }
