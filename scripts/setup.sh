@@ -49,3 +49,14 @@ command -v cargo >/dev/null 2>&1 || {
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1
 }
+
+# The GeoIP tests write MaxMind DB files with PyPI's mmdb-writer, in a venv
+# of the tests' own (target/tests-venv).
+if [ "$tests" = 1 ]; then
+  venv="$(dirname "$0")/../target/tests-venv"
+  if ! "$venv/bin/python" -c 'import mmdb_writer' >/dev/null 2>&1; then
+    echo "setup: installing mmdb-writer into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check mmdb-writer==0.2.7 netaddr==1.3.0
+  fi
+fi

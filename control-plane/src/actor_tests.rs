@@ -97,6 +97,7 @@ async fn connect(
         address: "test".into(),
         applied_version: 0,
         tx,
+        features: Vec::new(),
     };
     let conn = publisher.send(connected).await.unwrap();
     // First on every stream: the global defaults (none here).

@@ -131,6 +131,11 @@ pub struct Args {
     /// access log use.
     #[arg(long, env = "PORTICO_TRUSTED_PROXIES", default_value = "", value_parser = parse_nets, help_heading = "Clients")]
     pub trusted_proxies: portico_proto::ip_set::IpSet,
+    /// A MaxMind DB file (GeoLite2 / GeoIP2 Country or City, or compatible)
+    /// for the routes that filter by country (`geo_allow`, `geo_deny`); read
+    /// again when it changes.
+    #[arg(long, env = "PORTICO_GEOIP_DB", help_heading = "Clients")]
+    pub geoip_db: Option<std::path::PathBuf>,
     /// What the access log keeps about clients on routes that do not say:
     /// `pii_*` options as `key=value` pairs separated by `;`, for example
     /// "pii_ip=last_octet;pii_mask_query=token,password" (docs/OBSERVABILITY.md).

@@ -127,7 +127,15 @@ fn live(args: &Args) -> anyhow::Result<Arc<Live>> {
         // Hashes then hold for this process only: unlinkable across restarts.
         None => rand::random::<[u8; 32]>().to_vec(),
     };
+    let geoip = match &args.geoip_db {
+        Some(path) => Some(Arc::new(
+            portico_data_plane::config::geoip::GeoDb::open(path)
+                .with_context(|| format!("reading --geoip-db {}", path.display()))?,
+        )),
+        None => None,
+    };
     Ok(Arc::new(Live {
+        registry: portico_data_plane::backends::runtime::Registry::with_geoip(geoip),
         access_log,
         pii: portico_data_plane::config::live::PiiDefaults {
             defaults: args.access_log_pii.clone(),
@@ -184,6 +192,9 @@ fn start_background(
     let (dns_live, hup_live) = (live.clone(), live.clone());
     on_own_thread("portico-health", async move {
         tokio::spawn(dns_refresh::run(dns_live));
+        if let Some(db) = hup_live.registry.geoip.clone() {
+            tokio::spawn(db.watch());
+        }
         tokio::spawn(reopen_on_hup(hup_live));
         health::run(health_live).await
     })?;

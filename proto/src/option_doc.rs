@@ -22,6 +22,8 @@ impl OptionKey {
     pub fn doc(self) -> OptionDoc {
         const DURATION: &str = "duration (`500ms`, `30s`, `1m`, `1h30m`, bare seconds), above zero";
         const BOOL: &str = "`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`)";
+        const COUNTRIES: &str =
+            "ISO 3166-1 alpha-2 country codes, comma-separated (`DE,FR`), any case";
         const NAMES: &str = "names, comma-separated, matched without regard to case";
         const NETS: &str = "CIDRs and addresses, IPv4 and IPv6, comma-separated (`10.0.0.0/8,2001:db8::/32,192.0.2.7`); empty is no list";
         let (value, default, meaning, site_key) = match self {
@@ -109,6 +111,30 @@ impl OptionKey {
                 "loopback and private addresses are logged as they are, whatever `pii_ip` says",
                 Some("`options.pii.preserve_localhost`"),
             ),
+            OptionKey::RatelimitExempt => (
+                NETS,
+                "none",
+                "clients in these networks are not rate-limited",
+                Some("`options.rate_limit.whitelist`"),
+            ),
+            OptionKey::GeoAllow => (
+                COUNTRIES,
+                "none: every country",
+                "only clients from these countries pass (by `portico-dp --geoip-db`); others get 403",
+                Some("`options.geoip.expected_countries`"),
+            ),
+            OptionKey::GeoDeny => (
+                COUNTRIES,
+                "none",
+                "clients from these countries get 403; deny wins over `geo_allow`",
+                None,
+            ),
+            OptionKey::GeoUnknown => (
+                "`allow` or `deny`",
+                "`allow`",
+                "what a client the GeoIP database does not know gets, on a route with `geo_allow` or `geo_deny`",
+                None,
+            ),
             OptionKey::IpDeny => (
                 NETS,
                 "none",
@@ -125,7 +151,9 @@ impl OptionKey {
             | OptionKey::PiiPreservePrivate => "maybe",
             OptionKey::PiiIp => "scramble",
             OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => "a b",
-            OptionKey::IpAllow | OptionKey::IpDeny => "10.0.0.0/33",
+            OptionKey::IpAllow | OptionKey::IpDeny | OptionKey::RatelimitExempt => "10.0.0.0/33",
+            OptionKey::GeoAllow | OptionKey::GeoDeny => "Germany",
+            OptionKey::GeoUnknown => "maybe",
             _ => "0s",
         };
         OptionDoc {

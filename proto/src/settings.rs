@@ -52,6 +52,10 @@ pub enum OptionKey {
     PiiStripHeaders,
     PiiMaskQuery,
     PiiPreservePrivate,
+    RatelimitExempt,
+    GeoAllow,
+    GeoDeny,
+    GeoUnknown,
 }
 
 /// Without HEALTH_SET (and without health_check_* options) a data plane
@@ -112,6 +116,26 @@ impl fmt::Display for Names {
     }
 }
 
+/// The `DataPlaneHello.features` entry of a data plane with a GeoIP database.
+pub const FEATURE_GEOIP: &str = "geoip";
+
+/// What `geo_unknown` may be: what an address the GeoIP database does not
+/// know gets.
+pub const GEO_UNKNOWN: [&str; 2] = ["allow", "deny"];
+
+/// ISO 3166-1 alpha-2 country codes, kept lower-case like other names.
+fn countries(raw: &str) -> Result<Names, String> {
+    let names = Names::parse(raw)?;
+    match names
+        .0
+        .iter()
+        .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        Some(bad) => Err(format!("\"{bad}\" is not a two-letter country code")),
+        None => Ok(names),
+    }
+}
+
 /// What `pii_ip` may be.
 pub const PII_IP: [&str; 4] = ["none", "last_octet", "hash", "full"];
 
@@ -129,7 +153,7 @@ impl fmt::Display for OptionValue {
 }
 
 impl OptionKey {
-    pub const ALL: [OptionKey; 15] = [
+    pub const ALL: [OptionKey; 19] = [
         OptionKey::Timeout,
         OptionKey::ConnectTimeout,
         OptionKey::Websocket,
@@ -145,6 +169,10 @@ impl OptionKey {
         OptionKey::PiiStripHeaders,
         OptionKey::PiiMaskQuery,
         OptionKey::PiiPreservePrivate,
+        OptionKey::RatelimitExempt,
+        OptionKey::GeoAllow,
+        OptionKey::GeoDeny,
+        OptionKey::GeoUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +192,10 @@ impl OptionKey {
             OptionKey::PiiStripHeaders => "pii_strip_headers",
             OptionKey::PiiMaskQuery => "pii_mask_query",
             OptionKey::PiiPreservePrivate => "pii_preserve_private",
+            OptionKey::RatelimitExempt => "ratelimit_exempt",
+            OptionKey::GeoAllow => "geo_allow",
+            OptionKey::GeoDeny => "geo_deny",
+            OptionKey::GeoUnknown => "geo_unknown",
         }
     }
 
@@ -208,9 +240,19 @@ impl OptionKey {
                 .filter(|n| *n <= MAX_RETRIES)
                 .map(OptionValue::Count)
                 .ok_or_else(|| self.invalid(raw, "must be an integer from 0 to 5")),
-            OptionKey::IpAllow | OptionKey::IpDeny => IpSet::parse(raw)
-                .map(OptionValue::Nets)
+            OptionKey::IpAllow | OptionKey::IpDeny | OptionKey::RatelimitExempt => {
+                IpSet::parse(raw)
+                    .map(OptionValue::Nets)
+                    .map_err(|e| self.invalid(raw, e))
+            }
+            OptionKey::GeoAllow | OptionKey::GeoDeny => countries(raw)
+                .map(OptionValue::Names)
                 .map_err(|e| self.invalid(raw, e)),
+            OptionKey::GeoUnknown => GEO_UNKNOWN
+                .into_iter()
+                .find(|w| w.eq_ignore_ascii_case(raw.trim()))
+                .map(OptionValue::Word)
+                .ok_or_else(|| self.invalid(raw, "must be allow or deny")),
             OptionKey::PiiIp => PII_IP
                 .into_iter()
                 .find(|w| w.eq_ignore_ascii_case(raw.trim()))
@@ -244,14 +286,24 @@ impl OptionKey {
                 .ok()
                 .filter(|n| *n <= MAX_RETRIES)
                 .map(OptionValue::Count),
-            OptionKey::IpAllow | OptionKey::IpDeny => IpSet::parse(raw)
-                .ok()
-                .filter(|set| set.to_string() == raw)
-                .map(OptionValue::Nets),
+            OptionKey::IpAllow | OptionKey::IpDeny | OptionKey::RatelimitExempt => {
+                IpSet::parse(raw)
+                    .ok()
+                    .filter(|set| set.to_string() == raw)
+                    .map(OptionValue::Nets)
+            }
             OptionKey::PiiIp => PII_IP
                 .into_iter()
                 .find(|w| *w == raw)
                 .map(OptionValue::Word),
+            OptionKey::GeoUnknown => GEO_UNKNOWN
+                .into_iter()
+                .find(|w| *w == raw)
+                .map(OptionValue::Word),
+            OptionKey::GeoAllow | OptionKey::GeoDeny => countries(raw)
+                .ok()
+                .filter(|names| names.to_string() == raw)
+                .map(OptionValue::Names),
             OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => Names::parse(raw)
                 .ok()
                 .filter(|names| names.to_string() == raw)

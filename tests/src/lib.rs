@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod dns;
 pub mod edge;
 pub mod etcd;
+pub mod geoip;
 pub mod h2;
 pub mod process;
 pub mod tls;

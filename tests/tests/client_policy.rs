@@ -329,3 +329,109 @@ fn the_access_log_keeps_only_what_pii_options_allow() {
         "{text}"
     );
 }
+
+#[test]
+fn routes_filter_by_country_from_a_geoip_database_read_again_when_replaced() {
+    let dir = TempDir::new("portico-geo");
+    let db = dir.path().join("country.mmdb");
+    let log = dir.path().join("access.log");
+    portico_e2e::geoip::write_db(
+        &db,
+        &[
+            ("127.0.0.2/32", "DE"),
+            ("127.0.0.3/32", "US"),
+            ("::1/128", "FR"),
+        ],
+    );
+    let cp = ControlPlane::start();
+    let args = [
+        "--geoip-db",
+        db.to_str().unwrap(),
+        "--access-log",
+        log.to_str().unwrap(),
+    ];
+    let dp = DataPlane::spawn(&cp.grpc_url(), "geo-dp", &args);
+    dp.wait_ready();
+    let dp6 = DataPlane::spawn_on(&cp.grpc_url(), "geo-dp6", "[::1]:0", &args[..2]);
+    dp6.wait_ready();
+    let backend = FakeBackend::start("geo");
+    let mut s = Session::register(cp.registry, "geo", "geo-1");
+    let allowed = s.add_route("allow.test", "/", &backend.url());
+    let denied = s.add_route("deny.test", "/", &backend.url());
+    let strict = s.add_route("strict.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", &format!("{allowed}|geo_allow|de,FR")));
+    ok(s.cmd("OPTIONS_SET", &format!("{denied}|geo_deny|US")));
+    ok(s.cmd("OPTIONS_SET", &format!("{strict}|geo_allow|DE")));
+    ok(s.cmd("OPTIONS_SET", &format!("{strict}|geo_unknown|deny")));
+    let bad = s.cmd("OPTIONS_SET", &format!("{strict}|geo_allow|Germany"));
+    assert!(bad.contains("not a two-letter country code"), "{bad}");
+    s.apply();
+    wait_for("the routes served", Duration::from_secs(10), || {
+        (status(&dp, "127.0.0.2", "allow.test", &[]) == 200).then_some(())
+    });
+
+    assert_eq!(
+        status(&dp, "127.0.0.3", "allow.test", &[]),
+        403,
+        "US is not allowed"
+    );
+    assert_eq!(
+        status(&dp, "127.0.0.4", "allow.test", &[]),
+        200,
+        "unknown addresses pass by default"
+    );
+    assert_eq!(status(&dp6, "::1", "allow.test", &[]), 200, "FR over IPv6");
+    assert_eq!(status(&dp, "127.0.0.3", "deny.test", &[]), 403);
+    assert_eq!(status(&dp, "127.0.0.2", "deny.test", &[]), 200);
+    assert_eq!(
+        status(&dp, "127.0.0.4", "strict.test", &[]),
+        403,
+        "geo_unknown deny"
+    );
+    let metrics = http_get(dp.admin, "localhost", "/metrics").unwrap().body;
+    for line in [
+        format!("portico_geo_blocked_total{{route_id=\"{allowed}\",country=\"US\"}} 1"),
+        format!("portico_geo_blocked_total{{route_id=\"{strict}\",country=\"unknown\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    http_request_from(ip("127.0.0.2"), dp.proxy, "allow.test", "/logged-de", &[]).unwrap();
+    assert_eq!(logged(&log, "/logged-de")["country"], "DE");
+
+    // Replaced while serving: new answers within seconds, no request fails.
+    let started = std::time::Instant::now();
+    portico_e2e::geoip::write_db(&db, &[("127.0.0.2/32", "US"), ("127.0.0.3/32", "DE")]);
+    wait_for("the new database", Duration::from_secs(10), || {
+        let now = status(&dp, "127.0.0.2", "allow.test", &[]);
+        assert!(
+            now == 200 || now == 403,
+            "a request failed during the swap: {now}"
+        );
+        (now == 403).then_some(())
+    });
+    println!(
+        "the replaced database answered {:?} after the write",
+        started.elapsed()
+    );
+    assert_eq!(status(&dp, "127.0.0.3", "allow.test", &[]), 200);
+}
+
+#[test]
+fn geo_rules_are_refused_while_a_data_plane_has_no_database() {
+    let cp = ControlPlane::start();
+    let dp = DataPlane::start(&cp.grpc_url(), "no-geo-dp");
+    let backend = FakeBackend::start("geo");
+    let mut s = Session::register(cp.registry, "geo", "geo-1");
+    let r = s.add_route("geo.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", &format!("{r}|geo_allow|DE")));
+    let reply = s.cmd("CONFIG_APPLY", "");
+    assert_eq!(
+        reply,
+        format!("ERROR|route {r}: geo rules need a GeoIP database, and data plane no-geo-dp has none (portico-dp --geoip-db)")
+    );
+    assert_eq!(dp.get("geo.test", "/").status, 404, "nothing was applied");
+    // Without the geo rule the same route applies.
+    ok(s.cmd("OPTIONS_REMOVE", &format!("{r}|geo_allow")));
+    s.apply();
+    assert_eq!(dp.get("geo.test", "/").status, 200);
+}

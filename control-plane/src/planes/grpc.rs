@@ -259,6 +259,7 @@ impl DataPlaneService for DataPlaneApi {
                 address: address.clone(),
                 applied_version: hello.applied_version,
                 tx,
+                features: hello.features.clone(),
             })
             .await
             .map_err(|_| Status::unavailable("control plane is shutting down"))?;

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::planes::peers::Peers;
-use crate::planes::publisher::{AskBackendTest, Publisher, ResetBreakers};
+use crate::planes::publisher::{AskBackendTest, ListPlanes, Publisher, ResetBreakers};
 use crate::protocol::{Reply, ReplyCode, RouteId};
 
 /// How long CIRCUIT_BREAKER_RESET waits for data planes to confirm.
@@ -37,6 +37,20 @@ pub struct PlaneCommands {
 impl PlaneCommands {
     pub fn new(publisher: Addr<Publisher>, peers: Arc<Peers>) -> Self {
         PlaneCommands { publisher, peers }
+    }
+
+    /// The data planes of the fleet (every replica's, not gone) that did not
+    /// say they can do `feature` in their hello.
+    pub async fn lacking(&self, feature: &str) -> Vec<String> {
+        let Ok(list) = self.publisher.send(ListPlanes).await else {
+            return Vec::new();
+        };
+        list.data_planes
+            .into_iter()
+            .filter(|p| !matches!(p.state.as_str(), "gone" | "stopped"))
+            .filter(|p| !p.features.iter().any(|f| f == feature))
+            .map(|p| p.node_id)
+            .collect()
     }
 
     /// CIRCUIT_BREAKER_RESET: closes the route's breakers on every data

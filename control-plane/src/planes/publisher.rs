@@ -220,6 +220,8 @@ pub struct PlaneConnected {
     pub address: String,
     pub applied_version: u64,
     pub tx: PushSender,
+    /// What it said it can do (`DataPlaneHello.features`).
+    pub features: Vec<String>,
 }
 
 impl Handler<PlaneConnected> for Publisher {
@@ -243,6 +245,7 @@ impl Handler<PlaneConnected> for Publisher {
             msg.tx.clone(),
             now(),
         );
+        self.fleet.set_features(&msg.node_id, msg.features);
         info!(node_id = %msg.node_id, conn = joined.conn, applied = msg.applied_version, version, new_member = joined.new_member, "data plane connected");
         // Durable before the plane can serve (and say it is ready), so a
         // restart right after still waits for it.

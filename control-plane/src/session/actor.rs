@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use actix::prelude::*;
+use portico_proto::settings::{OptionKey, FEATURE_GEOIP};
 use portico_proto::RouteSpec;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -148,6 +149,11 @@ impl SessionActor {
     where
         F: FnOnce(&mut Self, &mut Context<Self>) -> Answer + 'static,
     {
+        let by_country = routes.iter().find(|r| {
+            let options = &r.settings.options;
+            options.contains_key(&OptionKey::GeoAllow) || options.contains_key(&OptionKey::GeoDeny)
+        });
+        let by_country = by_country.map(|r| r.route_id.clone());
         let propose = Propose {
             session_key: self.id().to_string(),
             service: self.state.identity.service.clone(),
@@ -156,11 +162,30 @@ impl SessionActor {
             dry_run,
         };
         let (tx, rx) = oneshot::channel();
-        let work = self.env
-            .committer
-            .send(propose)
+        let (planes, committer) = (self.env.planes.clone(), self.env.committer.clone());
+        let checked = async move {
+            // A route that filters by country needs every data plane to
+            // have a GeoIP database: refused here, never served unfiltered.
+            if let Some(route_id) = by_country {
+                if let Some(node) = planes.lacking(FEATURE_GEOIP).await.first() {
+                    return Err(format!(
+                        "route {route_id}: geo rules need a GeoIP database, and data plane {node} has none (portico-dp --geoip-db)"
+                    ));
+                }
+            }
+            Ok(committer.send(propose).await)
+        };
+        let work = checked
             .into_actor(self)
             .then(move |result, act, ctx| {
+                let result = match result {
+                    Ok(result) => result,
+                    Err(refused) => {
+                        let refused: ResponseFuture<Answer> =
+                            Box::pin(std::future::ready(Reply::error(refused).into()));
+                        return actix::fut::wrap_future::<_, Self>(refused);
+                    }
+                };
                 let waiting: ResponseFuture<Answer> = match result {
                     Ok(Ok(applied)) => {
                         let answer = then(act, ctx);

@@ -95,7 +95,7 @@ pub fn compile(file: &str, text: &str, default_options: &Value) -> Result<Site, 
         warnings: Vec::new(),
         carried,
     };
-    map_options(&options, &mut out, &mut warnings);
+    map_options(&options, &mut out, &mut warnings)?;
     let mut seen = HashSet::new();
     for (i, route) in site.routes.iter().flatten().enumerate() {
         let domains: Vec<String> = route
@@ -153,7 +153,11 @@ fn not_enforced(warnings: &mut Vec<String>, what: &str) {
 
 /// Maps every option family onto the registry's settings; what has no
 /// setting yet becomes a warning.
-fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
+fn map_options(
+    o: &Options,
+    site: &mut Site,
+    warnings: &mut Vec<String>,
+) -> Result<(), FormatError> {
     let dur = |d: Duration| OptionValue::Duration(d);
     if let Some(t) = o.timeout {
         site.options.insert(OptionKey::Timeout, dur(t.0));
@@ -262,11 +266,15 @@ fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
             (r.burst_size.is_some(), "burst_size"),
             (r.per_route == Some(true), "per_route"),
             (r.per_ip == Some(false), "per_ip: false"),
-            (r.whitelist.is_some(), "whitelist"),
         ] {
             if set {
                 not_enforced(warnings, &format!("rate_limit.{key}"));
             }
+        }
+        if let Some(list) = r.whitelist.as_ref().filter(|l| !l.is_empty()) {
+            let nets = portico_proto::ip_set::IpSet::of(list.iter().map(|c| c.0).collect());
+            site.options
+                .insert(OptionKey::RatelimitExempt, OptionValue::Nets(nets));
         }
     }
     if let Some(r) = o.retry.as_ref().filter(|r| r.enabled != Some(false)) {
@@ -295,7 +303,6 @@ fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
     }
     let families = [
         ("waf", o.waf.as_ref().map(|f| f.enabled)),
-        ("geoip", o.geoip.as_ref().map(|f| f.enabled)),
         ("retention", o.retention.as_ref().map(|f| f.enabled)),
         ("slow_request", o.slow_request.as_ref().map(|f| f.enabled)),
     ];
@@ -305,12 +312,43 @@ fn map_options(o: &Options, site: &mut Site, warnings: &mut Vec<String>) {
         }
     }
     map_pii(o, site, warnings);
+    if let Some(g) = o.geoip.as_ref().filter(|g| g.enabled != Some(false)) {
+        match g.expected_countries.as_ref().filter(|c| !c.is_empty()) {
+            Some(codes) => {
+                match portico_proto::settings::OptionKey::GeoAllow.parse_value(&codes.join(",")) {
+                    Ok(value) => {
+                        site.options.insert(OptionKey::GeoAllow, value);
+                    }
+                    Err(e) => {
+                        return Err(FormatError(format!(
+                            "options.geoip.expected_countries: {e}"
+                        )))
+                    }
+                }
+            }
+            None => {
+                warnings.push("options.geoip: no expected_countries, so nothing is filtered".into())
+            }
+        }
+        if g.database_path.is_some() {
+            warnings.push(
+                "options.geoip.database_path: the database is each data plane's --geoip-db".into(),
+            );
+        }
+        if g.alert_on_unusual_country == Some(true) {
+            not_enforced(warnings, "geoip.alert_on_unusual_country");
+        }
+        if g.cache_expiry_minutes.is_some() {
+            warnings.push("options.geoip.cache_expiry_minutes: not needed (every lookup reads the database in memory)".into());
+        }
+    }
     if o.connection_pool.is_some() {
         not_enforced(warnings, "connection_pool");
     }
     if o.limits.is_some() {
         not_enforced(warnings, "limits");
     }
+    Ok(())
 }
 
 /// `pii` (and the `strip_headers` / `mask_query_params` go-proxy files put

@@ -101,13 +101,16 @@ fn the_example_of_sites_md_reads_into_routes_and_settings() {
             window: Duration::from_secs(60)
         })
     );
+    assert_eq!(
+        web.options[&OptionKey::RatelimitExempt].to_string(),
+        "10.0.0.0/8"
+    );
     // What has no setting yet is named, never dropped silently.
     for family in [
         "max_body_size",
         "timeouts.read",
         "timeouts.idle",
         "rate_limit.burst_size",
-        "rate_limit.whitelist",
     ] {
         assert!(
             s.warnings
@@ -312,7 +315,6 @@ fn families_of_later_issues_are_read_checked_and_named() {
     ));
     for family in [
         "waf",
-        "geoip",
         "retention",
         "slow_request",
         "connection_pool",
@@ -342,6 +344,28 @@ fn families_of_later_issues_are_read_checked_and_named() {
     assert!(e.contains("extreme"), "{e}");
     let e = error("service: {name: a}\noptions:\n  limits: {max_request_body: 10T}\n");
     assert!(e.contains("invalid size \"10T\""), "{e}");
+}
+
+#[test]
+fn geoip_and_the_rate_limit_whitelist_map_onto_options() {
+    let s = options("  geoip: {enabled: true, expected_countries: [DE, fr], alert_on_unusual_country: true}\n  rate_limit: {requests_per_min: 10, whitelist: [10.0.0.0/8, 192.0.2.7]}\n");
+    assert_eq!(s.options[&OptionKey::GeoAllow].to_string(), "de,fr");
+    assert_eq!(
+        s.options[&OptionKey::RatelimitExempt].to_string(),
+        "10.0.0.0/8,192.0.2.7"
+    );
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| w.contains("alert_on_unusual_country")));
+    assert!(!s.warnings.iter().any(|w| w.contains("whitelist")));
+    let e = error("service: {name: a}\noptions:\n  geoip: {expected_countries: [Germany]}\n");
+    assert!(e.contains("not a two-letter country code"), "{e}");
+    assert!(
+        options("  geoip: {enabled: false, expected_countries: [DE]}\n")
+            .options
+            .is_empty()
+    );
 }
 
 #[test]

@@ -450,6 +450,7 @@ mod tests {
             last_seen_unix_ms: 1_700_000_000_000,
             replica: String::new(),
             state: "connected".into(),
+            features: Vec::new(),
         };
         let store = RedbStore::open(&dir, false).unwrap();
         let put = Batch {

@@ -72,6 +72,9 @@ pub struct MemberRecord {
     /// "connected", "disconnected" or "stopping", as its replica sees it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
+    /// What it said it can do (`DataPlaneHello.features`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A live control-plane replica, as it announces itself in a shared store.

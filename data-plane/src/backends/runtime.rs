@@ -274,9 +274,19 @@ pub struct Registry {
     /// The stream to the control plane, for what is sent besides ACKs
     /// (breaker changes from the request path, probes, telemetry).
     pub outbound: crate::config::outbound::Outbound,
+    /// `--geoip-db`, for the routes that filter by country.
+    pub geoip: Option<Arc<crate::config::geoip::GeoDb>>,
 }
 
 impl Registry {
+    /// A registry whose routes filter by country with `geoip`.
+    pub fn with_geoip(geoip: Option<Arc<crate::config::geoip::GeoDb>>) -> Registry {
+        Registry {
+            geoip,
+            ..Default::default()
+        }
+    }
+
     /// The route's runtime and that of its backend at `url`.
     pub fn route(
         &self,

@@ -3,6 +3,7 @@
 //! snapshot cache on disk.
 
 pub mod cache;
+pub mod geoip;
 pub mod install;
 pub mod live;
 pub mod outbound;

@@ -40,6 +40,12 @@ pub struct Policy {
     /// `ip_allow` and `ip_deny`; an empty list is none.
     pub ip_allow: Option<IpSet>,
     pub ip_deny: Option<IpSet>,
+    /// `ratelimit_exempt`.
+    pub ratelimit_exempt: Option<IpSet>,
+    /// `geo_allow`, `geo_deny` (country codes) and `geo_unknown`.
+    pub geo_allow: Option<portico_proto::settings::Names>,
+    pub geo_deny: Option<portico_proto::settings::Names>,
+    pub geo_unknown_allowed: bool,
 }
 
 impl Policy {
@@ -75,6 +81,13 @@ impl Policy {
             pii: crate::observe::pii::Pii::of(&settings.options),
             ip_allow: nets(settings, OptionKey::IpAllow),
             ip_deny: nets(settings, OptionKey::IpDeny),
+            ratelimit_exempt: nets(settings, OptionKey::RatelimitExempt),
+            geo_allow: names(settings, OptionKey::GeoAllow),
+            geo_deny: names(settings, OptionKey::GeoDeny),
+            geo_unknown_allowed: !matches!(
+                settings.options.get(&OptionKey::GeoUnknown),
+                Some(OptionValue::Word("deny"))
+            ),
         })
     }
 }
@@ -161,6 +174,14 @@ fn response_headers<'a>(
 fn nets(settings: &RouteSettings, key: OptionKey) -> Option<IpSet> {
     match settings.options.get(&key) {
         Some(OptionValue::Nets(set)) if !set.is_empty() => Some(set.clone()),
+        _ => None,
+    }
+}
+
+/// A names option (country codes), when set and not empty.
+fn names(settings: &RouteSettings, key: OptionKey) -> Option<portico_proto::settings::Names> {
+    match settings.options.get(&key) {
+        Some(OptionValue::Names(n)) if !n.is_empty() => Some(n.clone()),
         _ => None,
     }
 }

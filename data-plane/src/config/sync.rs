@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use portico_proto::backend_policy::BackendPolicy;
 use portico_proto::probe::{self, ProbeResult};
+use portico_proto::settings::FEATURE_GEOIP as GEOIP;
 use portico_proto::BackendUrl;
 
 use crate::config::install::ConfigState;
@@ -104,6 +105,14 @@ async fn stream_once(
         msg: Some(data_plane_message::Msg::Hello(v1::DataPlaneHello {
             node_id: node_id.to_string(),
             applied_version: state.applied_version(),
+            features: state
+                .live
+                .registry
+                .geoip
+                .as_ref()
+                .map(|_| GEOIP.to_string())
+                .into_iter()
+                .collect(),
         })),
     };
     // The channel was just created with room; this cannot fail.

@@ -210,6 +210,7 @@ fn compile_entry(spec: &Arc<RouteSpec>, registry: &Registry) -> Result<RouteEntr
         runtime: &runtime,
         backend: &backend,
         outbound: &registry.outbound,
+        geoip: registry.geoip.as_ref(),
     });
     Ok(RouteEntry {
         backend_url: spec.backend.to_string().into(),

@@ -29,6 +29,7 @@ fn chain_of(spec: &RouteSpec, registry: &Registry) -> Chain {
         runtime: &runtime,
         backend: &backend,
         outbound: &registry.outbound,
+        geoip: registry.geoip.as_ref(),
     })
 }
 

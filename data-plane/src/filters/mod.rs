@@ -4,6 +4,7 @@
 
 pub mod acme_challenge;
 pub mod breaker;
+pub mod geo;
 pub mod https_redirect;
 pub mod ip_list;
 pub mod maintenance;
@@ -51,6 +52,7 @@ pub struct RouteParts<'a> {
     pub runtime: &'a Arc<RouteRuntime>,
     pub backend: &'a Arc<BackendRuntime>,
     pub outbound: &'a Outbound,
+    pub geoip: Option<&'a Arc<crate::config::geoip::GeoDb>>,
 }
 
 /// The route chosen for a request: only the filters its settings use.
@@ -66,9 +68,19 @@ pub fn route_chain(route: RouteParts<'_>) -> Chain {
             deny: policy.ip_deny.clone(),
         }));
     }
+    if policy.geo_allow.is_some() || policy.geo_deny.is_some() {
+        chain.push(Box::new(geo::Geo {
+            allow: policy.geo_allow.clone(),
+            deny: policy.geo_deny.clone(),
+            unknown_allowed: policy.geo_unknown_allowed,
+            db: route.geoip.cloned(),
+            runtime: route.runtime.clone(),
+        }));
+    }
     if let Some(limit) = policy.rate_limit {
         chain.push(Box::new(rate_limit::RateLimit {
             limit,
+            exempt: policy.ratelimit_exempt.clone(),
             runtime: route.runtime.clone(),
         }));
     }

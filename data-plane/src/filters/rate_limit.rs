@@ -10,6 +10,8 @@ use crate::pipeline::chain::{Admission, Answer, Filter, Flow, Request};
 
 pub struct RateLimit {
     pub limit: Limit,
+    /// `ratelimit_exempt`: clients never limited.
+    pub exempt: Option<portico_proto::ip_set::IpSet>,
     pub runtime: Arc<RouteRuntime>,
 }
 
@@ -19,6 +21,9 @@ impl Filter for RateLimit {
         let Some(ip) = req.client else {
             return Flow::Next;
         };
+        if self.exempt.as_ref().is_some_and(|e| e.contains(ip)) {
+            return Flow::Next;
+        }
         match self.runtime.limiter(requests, window).check(ip) {
             Ok(()) => Flow::Next,
             Err(retry_after) => {

@@ -55,6 +55,10 @@ struct AccessLine<'a, Time: std::fmt::Display> {
     route_id: Option<&'a str>,
     service: Option<&'a str>,
     request_id: &'a str,
+    /// With geo rules: the client's country (`unknown` when the database
+    /// does not know it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<&'a str>,
 }
 
 /// Writes one access-log line.
@@ -101,6 +105,14 @@ pub fn log_access(
         route_id: ctx.route.as_ref().map(|r| r.spec.route_id.as_str()),
         service: ctx.route.as_ref().map(|r| r.spec.service.as_str()),
         request_id: ctx.request_id.to_str().unwrap_or_default(),
+        country: ctx
+            .route
+            .as_ref()
+            .filter(|r| r.policy.geo_allow.is_some() || r.policy.geo_deny.is_some())
+            .map(|_| match &ctx.admission.country {
+                Some(c) => std::str::from_utf8(c).unwrap_or(crate::filters::geo::UNKNOWN),
+                None => crate::filters::geo::UNKNOWN,
+            }),
     };
     log.write(&line);
 }

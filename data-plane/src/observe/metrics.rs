@@ -89,8 +89,15 @@ pub static CLIENT_ADDRESS_MALFORMED_TOTAL: Metric = Metric {
     labels: &[],
 };
 
+pub static GEO_BLOCKED_TOTAL: Metric = Metric {
+    name: "portico_geo_blocked_total",
+    help: "Requests refused by a route's geo_allow / geo_deny, by the client's country (ISO code, or unknown when the GeoIP database does not know the address).",
+    kind: Kind::Counter,
+    labels: &["route_id", "country"],
+};
+
 /// Every family the data plane exports, in scrape order.
-pub static METRICS: [&Metric; 11] = [
+pub static METRICS: [&Metric; 12] = [
     &REQUESTS_TOTAL,
     &REQUESTS_BY_PATH_TOTAL,
     &REQUEST_DURATION_SECONDS,
@@ -102,6 +109,7 @@ pub static METRICS: [&Metric; 11] = [
     &CONTROL_PLANE_CONNECTED,
     &ACCESS_LOG_DROPPED_TOTAL,
     &CLIENT_ADDRESS_MALFORMED_TOTAL,
+    &GEO_BLOCKED_TOTAL,
 ];
 
 /// A page rendered less than this ago is served again: rendering 10,000
@@ -133,6 +141,7 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
     let mut open = Family::new(&CIRCUIT_BREAKER_OPEN);
     let mut limited = Family::new(&RATE_LIMITED_TOTAL);
     let mut by_path = Family::new(&REQUESTS_BY_PATH_TOTAL);
+    let mut geo = Family::new(&GEO_BLOCKED_TOTAL);
     let mut add_route = |route_id: &str, service: &str, m: &RouteMetrics| {
         if m.duration.count() > 0 {
             for (code, n) in CODES.iter().zip(&m.codes) {
@@ -156,6 +165,9 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
         let n = m.rate_limited.load(Ordering::Relaxed);
         if n > 0 {
             limited.add(&[("route_id", route_id)], n as f64);
+        }
+        for (country, n) in m.geo_blocked.lock().iter() {
+            geo.add(&[("route_id", route_id), ("country", country)], *n as f64);
         }
     };
     add_route("", "", &live.unrouted);
@@ -189,7 +201,7 @@ pub fn scrape(live: &Live, capacity: usize) -> String {
     render_into(
         vec![
             requests, by_path, duration, upstream, up, open, limited, version, connected, dropped,
-            malformed,
+            malformed, geo,
         ],
         &mut page,
     );
@@ -289,6 +301,7 @@ mod tests {
             .metrics
             .upstream_error(crate::observe::route_metrics::UpstreamError::Connect);
         route.runtime.metrics.rate_limited();
+        route.runtime.metrics.geo_blocked("DE");
         let text = scrape(&live, 0);
         let declared: Vec<&str> = METRICS
             .iter()

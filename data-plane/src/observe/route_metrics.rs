@@ -39,6 +39,8 @@ pub struct RouteMetrics {
     pub rate_limited: AtomicU64,
     /// By the path that served them.
     pub paths: [AtomicU64; 2],
+    /// Refused by country (`geo_*`), by country code or `unknown`.
+    pub geo_blocked: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl RouteMetrics {
@@ -52,6 +54,14 @@ impl RouteMetrics {
 
     pub fn upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn geo_blocked(&self, country: &str) {
+        *self
+            .geo_blocked
+            .lock()
+            .entry(country.to_string())
+            .or_default() += 1;
     }
 
     pub fn rate_limited(&self) {

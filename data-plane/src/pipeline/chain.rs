@@ -72,6 +72,8 @@ pub struct Admission {
     pub endpoint: Option<Arc<Endpoint>>,
     /// Attempts left on another backend after a failed connect.
     pub retries_left: u8,
+    /// The client's country, when a geo filter looked it up.
+    pub country: Option<crate::config::geoip::Country>,
 }
 
 /// A complete response written instead of forwarding.

@@ -8,6 +8,7 @@ use http::HeaderMap;
 use portico_proto::ip_set::IpSet;
 
 pub const FORWARDED: http::HeaderName = http::header::FORWARDED;
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
 /// Who sent a request, as the filters and the access log see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +35,8 @@ pub fn real_client(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> Client
     if trusted.is_empty() || !trusted.contains(peer) {
         return Client::Peer(peer);
     }
-    let found = if headers.contains_key(crate::pipeline::upstream::X_FORWARDED_FOR) {
-        from_chain(
-            headers,
-            crate::pipeline::upstream::X_FORWARDED_FOR,
-            trusted,
-            entry_ip,
-        )
+    let found = if headers.contains_key(X_FORWARDED_FOR) {
+        from_chain(headers, X_FORWARDED_FOR, trusted, entry_ip)
     } else if headers.contains_key(FORWARDED) {
         from_chain(headers, FORWARDED, trusted, forwarded_for)
     } else {

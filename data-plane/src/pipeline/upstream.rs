@@ -79,7 +79,7 @@ pub fn peer(ctx: &mut RequestCtx, upstream_idle: Duration) -> Result<Box<HttpPee
     Ok(Box::new(peer))
 }
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub use crate::pipeline::client_ip::X_FORWARDED_FOR;
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// `X-Request-Id`, `X-Forwarded-For` (appended to) and `X-Forwarded-Proto`,

@@ -62,6 +62,8 @@ pub(super) struct Member {
     /// Its stream is held by another replica (docs/HA.md), which shares
     /// its record: what that replica last said.
     pub(super) remote: Option<Remote>,
+    /// What it said it can do in its hello.
+    pub(super) features: Vec<String>,
 }
 
 pub(super) struct Remote {
@@ -90,6 +92,7 @@ impl Member {
             streams: Vec::new(),
             stopped: false,
             remote: None,
+            features: Vec::new(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Member {
                 .map(|r| r.replica.clone())
                 .unwrap_or_default(),
             state: self.state().as_str().to_string(),
+            features: self.features.clone(),
         }
     }
 
@@ -140,6 +144,7 @@ impl Member {
                 .as_ref()
                 .map_or(here, |r| r.replica.as_str())
                 .to_string(),
+            features: self.features.clone(),
         }
     }
 }

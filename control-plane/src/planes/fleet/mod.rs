@@ -142,6 +142,7 @@ impl Fleet {
             .entry(node_id.clone())
             .or_insert_with(|| Member::new(&node_id, now));
         member.address = record.address;
+        member.features = record.features;
         member.acked = record.acked_version;
         member.last_seen = from_unix_ms(record.last_seen_unix_ms);
         member.seen = now;
@@ -174,6 +175,13 @@ impl Fleet {
 
     /// A data plane opened a stream holding `applied`, while this control
     /// plane is at `version`; it was sent its catch-up unless `ahead`.
+    /// What member `node_id` said it can do in its hello.
+    pub fn set_features(&mut self, node_id: &str, features: Vec<String>) {
+        if let Some(member) = self.members.get_mut(node_id) {
+            member.features = features;
+        }
+    }
+
     pub fn connect(
         &mut self,
         node_id: &str,

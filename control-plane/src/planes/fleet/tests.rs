@@ -43,6 +43,7 @@ fn shared_record(node: &str, replica: &str, acked: u64, state: &str) -> MemberRe
         last_seen_unix_ms: 1,
         replica: replica.into(),
         state: state.into(),
+        features: Vec::new(),
     }
 }
 
@@ -148,6 +149,7 @@ fn restored_members_hold_the_first_apply_until_they_are_back() {
         last_seen_unix_ms: 1,
         replica: String::new(),
         state: String::new(),
+        features: Vec::new(),
     };
     fleet.restore(vec![record], t0);
     assert_eq!(fleet.list(4)[0].state, "disconnected");

@@ -213,6 +213,7 @@ mod tests {
                 last_seen_unix_ms: 1,
                 replica: "r1".into(),
                 state: "connected".into(),
+                features: Vec::new(),
             }],
             fleet_delete: vec!["dp-old".into()],
             certificates_put: vec![Arc::new(v1::Certificate {
