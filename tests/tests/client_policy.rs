@@ -365,6 +365,7 @@ fn routes_filter_by_country_from_a_geoip_database_read_again_when_replaced() {
     ok(s.cmd("OPTIONS_SET", &format!("{strict}|geo_unknown|deny")));
     let bad = s.cmd("OPTIONS_SET", &format!("{strict}|geo_allow|Germany"));
     assert!(bad.contains("not a two-letter country code"), "{bad}");
+    assert_eq!(s.cmd("SUBSCRIBE", "geo_blocked"), "SUBSCRIBE_OK");
     s.apply();
     wait_for("the routes served", Duration::from_secs(10), || {
         (status(&dp, "127.0.0.2", "allow.test", &[]) == 200).then_some(())
@@ -395,6 +396,21 @@ fn routes_filter_by_country_from_a_geoip_database_read_again_when_replaced() {
     ] {
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
+    // The owning session hears of it, counted, within the next report.
+    let event = wait_for("the geo_blocked event", Duration::from_secs(10), || {
+        let line = s.client.read_line();
+        let json = line.strip_prefix("EVENT|geo_blocked|")?;
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        (v["route_id"] == allowed.as_str()).then_some(v)
+    });
+    assert_eq!(
+        (
+            event["country"].as_str(),
+            event["count"].as_u64(),
+            event["node_id"].as_str()
+        ),
+        (Some("US"), Some(1), Some("geo-dp"))
+    );
     http_request_from(ip("127.0.0.2"), dp.proxy, "allow.test", "/logged-de", &[]).unwrap();
     assert_eq!(logged(&log, "/logged-de")["country"], "DE");
 

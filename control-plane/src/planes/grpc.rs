@@ -87,6 +87,17 @@ fn announce(side: &PlaneSide, route_id: &str, event: EventType, payload: serde_j
 fn report(side: &PlaneSide, node_id: &str, message: v1::DataPlaneMessage) {
     match message.msg {
         Some(Msg::Telemetry(report)) => {
+            for stats in &report.routes {
+                for (country, count) in &stats.geo_blocked {
+                    let payload = json!({
+                        "route_id": stats.route_id,
+                        "country": country,
+                        "count": count,
+                        "node_id": node_id,
+                    });
+                    announce(side, &stats.route_id, EventType::GeoBlocked, payload);
+                }
+            }
             for change in side.telemetry.record(node_id, report) {
                 let payload = json!({
                     "route_id": change.route_id,

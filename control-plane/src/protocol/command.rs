@@ -80,16 +80,18 @@ pub enum EventType {
     CertRenewed,
     DrainCompleted,
     CircuitBreakerChanged,
+    GeoBlocked,
     All,
 }
 
 impl EventType {
-    pub const EVERY: [EventType; 6] = [
+    pub const EVERY: [EventType; 7] = [
         EventType::BackendHealthChanged,
         EventType::GlobalConfigChanged,
         EventType::CertRenewed,
         EventType::DrainCompleted,
         EventType::CircuitBreakerChanged,
+        EventType::GeoBlocked,
         EventType::All,
     ];
 
@@ -124,6 +126,10 @@ impl EventType {
                 "a breaker of one of the session's routes changed state on a data plane; `state` is `closed`, `open` or `half_open`",
                 &["route_id", "backend", "node_id", "state", "failures"],
             ),
+            EventType::GeoBlocked => (
+                "a data plane refused requests to one of the session's routes by country (`geo_allow`, `geo_deny`); at most one a second per route and data plane, with how many since the last",
+                &["route_id", "country", "count", "node_id"],
+            ),
             EventType::All => ("subscribes to every type above", &[]),
         }
     }
@@ -135,6 +141,7 @@ impl EventType {
             EventType::CertRenewed => "cert_renewed",
             EventType::DrainCompleted => "drain_completed",
             EventType::CircuitBreakerChanged => "circuit_breaker_changed",
+            EventType::GeoBlocked => "geo_blocked",
             EventType::All => "all",
         }
     }

@@ -354,7 +354,7 @@ pub(super) fn parse_maint_target(raw: &str) -> Result<MaintTarget, String> {
 pub(super) fn parse_event(raw: &str) -> Result<EventType, String> {
     EventType::from_name(raw).ok_or_else(|| {
         format!(
-            "invalid event type \"{}\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all",
+            "invalid event type \"{}\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed, geo_blocked or all",
             clip(raw)
         )
     })

@@ -154,7 +154,7 @@ fn bad_lines_name_the_problem() {
         ("CIRCUIT_BREAKER_SET|S|r1|x|30s|3", "invalid threshold \"x\": must be a positive integer"),
         ("CONFIG_APPLY_PARTIAL|S|routes,colors", "invalid scope \"colors\": must be routes, headers, options, health, ratelimit or circuit_breaker"),
         ("DRAIN_START|S|soon", "invalid duration: invalid duration \"soon\""),
-        ("SUBSCRIBE|S|weather", "invalid event type \"weather\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all"),
+        ("SUBSCRIBE|S|weather", "invalid event type \"weather\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed, geo_blocked or all"),
         ("ROUTE_LIST|S|zip", "invalid field \"zip\": expected \"compressed\" or nothing"),
         ("MAINT_ENTER|S|", "invalid target: empty"),
     ];

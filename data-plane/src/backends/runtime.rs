@@ -66,6 +66,16 @@ impl RouteRuntime {
             .record(status, latency_ms, sent, received);
     }
 
+    /// A request refused by the route's geo rules, for `/metrics` and the
+    /// next report (the owning session's `geo_blocked` event).
+    pub fn geo_blocked(&self, country: &str) {
+        self.metrics.geo_blocked(country);
+        self.counters
+            .lock()
+            .get_or_insert_with(Default::default)
+            .geo_blocked(country);
+    }
+
     /// The limiter for this spec, kept while the spec stays the same.
     pub fn limiter(&self, requests: u64, window: Duration) -> Arc<Limiter> {
         let mut slot = self.limiter.lock();

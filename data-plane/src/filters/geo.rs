@@ -39,7 +39,7 @@ impl Geo {
 impl Filter for Geo {
     fn on_request(&self, req: &Request<'_>, admission: &mut Admission) -> Flow {
         let Some(db) = &self.db else {
-            self.runtime.metrics.geo_blocked(UNKNOWN);
+            self.runtime.geo_blocked(UNKNOWN);
             return Flow::Answer(Answer::text(
                 403,
                 "portico: this route filters by country and this data plane has no GeoIP database\n",
@@ -51,7 +51,7 @@ impl Filter for Geo {
             return Flow::Next;
         }
         let name = country.as_ref().and_then(|c| std::str::from_utf8(c).ok());
-        self.runtime.metrics.geo_blocked(name.unwrap_or(UNKNOWN));
+        self.runtime.geo_blocked(name.unwrap_or(UNKNOWN));
         Flow::Answer(Answer::text(403, "portico: forbidden\n"))
     }
 }

@@ -20,6 +20,9 @@ pub struct Window {
     /// buckets (a factor of two) stay inline.
     latency: SmallVec<[u32; 8]>,
     first_bucket: u8,
+    /// Refused by country (`geo_*`): (country, count); empty, no allocation,
+    /// on routes without geo rules.
+    geo_blocked: Vec<(String, u64)>,
 }
 
 // The bucket index is stored in a byte.
@@ -41,6 +44,13 @@ impl Window {
         self.bytes_received += received;
         self.latency_sum_ms += latency_ms;
         self.count_latency(histogram::bucket(latency_ms) as u8);
+    }
+
+    pub fn geo_blocked(&mut self, country: &str) {
+        match self.geo_blocked.iter_mut().find(|(c, _)| c == country) {
+            Some((_, n)) => *n += 1,
+            None => self.geo_blocked.push((country.to_string(), 1)),
+        }
     }
 
     fn count_latency(&mut self, bucket: u8) {
@@ -78,6 +88,7 @@ impl Window {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             latency_sum_ms: self.latency_sum_ms,
+            geo_blocked: std::mem::take(&mut self.geo_blocked).into_iter().collect(),
             latency_buckets: self
                 .latency
                 .iter()

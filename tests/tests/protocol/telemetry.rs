@@ -112,13 +112,13 @@ fn events_are_delivered_home_in_order_and_only_when_subscribed() {
         "SUBSCRIBE_OK"
     );
     assert_eq!(watcher.cmd("SUBSCRIBE", "cert_renewed"), "SUBSCRIBE_OK");
-    assert_eq!(watcher.cmd("SUBSCRIBE", "weather"), "ERROR|invalid event type \"weather\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all");
+    assert_eq!(watcher.cmd("SUBSCRIBE", "weather"), "ERROR|invalid event type \"weather\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed, geo_blocked or all");
     assert_eq!(
         watcher.cmd("SUBSCRIBE", ""),
         "ERROR|invalid format: expected SUBSCRIBE|session|event_type"
     );
     let empty = format!("SUBSCRIBE|{}|", watcher.id);
-    assert_eq!(watcher.client.send(&empty), "ERROR|invalid event type \"\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all");
+    assert_eq!(watcher.client.send(&empty), "ERROR|invalid event type \"\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed, geo_blocked or all");
     other.add_route("o.test", "/", "http://127.0.0.1:1");
     other.apply();
     // The event arrives as a whole line before the reply to the next command.
@@ -128,7 +128,7 @@ fn events_are_delivered_home_in_order_and_only_when_subscribed() {
         watcher.cmd("UNSUBSCRIBE", "global_config_changed"),
         "UNSUBSCRIBE_OK"
     );
-    assert_eq!(watcher.cmd("UNSUBSCRIBE", "nope"), "ERROR|invalid event type \"nope\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed or all");
+    assert_eq!(watcher.cmd("UNSUBSCRIBE", "nope"), "ERROR|invalid event type \"nope\": must be backend_health_changed, global_config_changed, cert_renewed, drain_completed, circuit_breaker_changed, geo_blocked or all");
     other.add_route("o2.test", "/", "http://127.0.0.1:1");
     other.apply();
     assert_eq!(
