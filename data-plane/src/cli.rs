@@ -124,6 +124,16 @@ pub struct Args {
     /// Requests whose target and header fields pass this many bytes get 431.
     #[arg(long, env = "PORTICO_MAX_REQUEST_HEADER_BYTES", default_value_t = 64 * 1024, help_heading = "Limits")]
     pub max_request_header_bytes: usize,
+    /// Also serve plain HTTP here, on connections that begin with a PROXY
+    /// protocol header (v1 or v2, as HAProxy and cloud load balancers send
+    /// it): the client it names is the connection's peer. A connection
+    /// without a valid header is closed.
+    #[arg(
+        long,
+        env = "PORTICO_LISTEN_PROXY_PROTOCOL",
+        help_heading = "Listeners"
+    )]
+    pub listen_proxy_protocol: Option<String>,
     /// Proxies in front of this data plane (CIDRs, comma-separated): only for
     /// a connection from one of these is the client taken from
     /// X-Forwarded-For (the right-most address not itself trusted) or

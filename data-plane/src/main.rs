@@ -46,6 +46,14 @@ fn main() -> anyhow::Result<()> {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         portico_proto::probe::trust_ca(&pem).map_err(anyhow::Error::msg)?;
     }
+    let listen_proxy_protocol = match &args.listen_proxy_protocol {
+        Some(raw) => Some(
+            concrete_addr(raw, args.upgrade)
+                .context("PROXY protocol listen address")?
+                .0,
+        ),
+        None => None,
+    };
     let live = live(&args)?;
     let mut state = ConfigState::new(live.clone(), args.max_routes)
         .with_default_cert(args.default_cert.clone());
@@ -74,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             .max_client_connections
             .unwrap_or((open_files / 2) as usize)
             .max(1),
+        proxy_protocol: listen_proxy_protocol,
     };
     let proxy = proxy_service(&args, &server, &live, limits, listen, listen_tls)?;
     let mut admin = Service::new(
@@ -88,6 +97,9 @@ fn main() -> anyhow::Result<()> {
     info!(listener = "proxy", addr = %listen, threads, max_connections = limits.max, open_files, keepalive = ?limits.keepalive, header_timeout = ?limits.header, "listening");
     if let Some(addr) = listen_tls {
         info!(listener = "tls", %addr, "listening");
+    }
+    if let Some(addr) = listen_proxy_protocol {
+        info!(listener = "proxy_protocol", %addr, "listening");
     }
     info!(listener = "admin", addr = %admin_listen, "listening");
     info!(%node_id, control_plane = %args.control_plane.join(","), "portico-dp starting");
@@ -269,6 +281,12 @@ fn proxy_service(
         ListenerConfig::tcp(listen.to_string())
             .l4_buffer(L4BufferSettings::default().read(0).write(1024)),
     );
+    if let Some(addr) = limits.proxy_protocol {
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::default().read(0).write(1024)),
+        );
+    }
     if let Some(addr) = listen_tls {
         let settings = certs::tls_settings(live.certs.clone()).context("TLS listener settings")?;
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(settings));

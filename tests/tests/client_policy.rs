@@ -451,3 +451,81 @@ fn geo_rules_are_refused_while_a_data_plane_has_no_database() {
     s.apply();
     assert_eq!(dp.get("geo.test", "/").status, 200);
 }
+
+/// Sends `bytes` on a new connection to `addr` and reads until it closes.
+fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn a_proxy_protocol_listener_takes_the_client_from_the_header() {
+    let dir = TempDir::new("portico-pp");
+    let log = dir.path().join("access.log");
+    let cp = ControlPlane::start();
+    let mut dp = DataPlane::spawn(
+        &cp.grpc_url(),
+        "pp-dp",
+        &[
+            "--listen-proxy-protocol",
+            "127.0.0.1:0",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let pp = dp.proc.listening("proxy_protocol");
+    dp.wait_ready();
+    let backend = FakeBackend::start("pp");
+    let mut s = Session::register(cp.registry, "pp", "pp-1");
+    let r = s.add_route("pp.test", "/", &backend.url());
+    ok(s.cmd("OPTIONS_SET", &format!("{r}|ip_deny|203.0.113.9")));
+    s.apply();
+    wait_for("the route served", Duration::from_secs(10), || {
+        (dp.get("pp.test", "/").status == 200).then_some(())
+    });
+    let get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n");
+
+    let v1 = |src: &str, path: &str| {
+        raw(
+            pp,
+            format!("PROXY TCP4 {src} 127.0.0.1 5555 80\r\n{}", get(path)).as_bytes(),
+        )
+    };
+    assert!(
+        v1("203.0.113.9", "/denied").starts_with("HTTP/1.1 403"),
+        "the header's client is denied"
+    );
+    assert!(v1("198.51.100.7", "/v1").starts_with("HTTP/1.1 200"));
+    assert_eq!(logged(&log, "/v1")["client"], "198.51.100.7:5555");
+
+    // Version 2, binary, over TCP/IPv4: the client's address, then port 443.
+    let v2 = |client: [u8; 4], path: &str| {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.extend([0x21, 0x11, 0, 12]);
+        h.extend(client);
+        h.extend([127, 0, 0, 1, 0x01, 0xbb, 0, 80]);
+        h.extend(get(path).as_bytes());
+        raw(pp, &h)
+    };
+    assert!(v2([203, 0, 113, 9], "/v2-denied").starts_with("HTTP/1.1 403"));
+    assert!(v2([198, 51, 100, 8], "/v2").starts_with("HTTP/1.1 200"));
+    assert_eq!(logged(&log, "/v2")["client"], "198.51.100.8:443");
+
+    // No header, or a bad one: closed without an answer.
+    assert_eq!(raw(pp, get("/none").as_bytes()), "");
+    assert_eq!(
+        raw(
+            pp,
+            format!("PROXY TCP4 nope 1.2.3.4 1 2\r\n{}", get("/bad")).as_bytes()
+        ),
+        ""
+    );
+    // The plain listener still serves without a header.
+    assert_eq!(dp.get("pp.test", "/").status, 200);
+}

@@ -34,6 +34,9 @@ pub struct ConnLimits {
     pub header: Duration,
     /// Connections beyond this are closed at accept.
     pub max: usize,
+    /// `--listen-proxy-protocol`: connections to this address begin with a
+    /// PROXY protocol header, which names their client.
+    pub proxy_protocol: Option<std::net::SocketAddr>,
 }
 
 /// An HTTP app that also serves an HTTP/1 request whose head came whole in
@@ -178,6 +181,12 @@ impl<A: ServeHttp1> ServerApp for ClientConnections<A> {
             // HTTP/2 multiplexes its own streams; Pingora runs it.
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
+        // What came after a PROXY protocol header: the first request's start.
+        let mut prefix = None;
+        if self.limits.proxy_protocol.is_some() && self.limits.proxy_protocol == local_inet(&stream)
+        {
+            prefix = Some(proxy_header(&mut stream, self.limits.header).await?);
+        }
         let keepalive_secs = self.limits.keepalive.as_secs().max(1);
         let mut settings = None;
         let mut first = true;
@@ -196,7 +205,10 @@ impl<A: ServeHttp1> ServerApp for ClientConnections<A> {
             // What the connection holds between requests is let go once
             // its time is up, and the wait goes on.
             let hold = A::hold_for(&conn).filter(|hold| *hold < idle_limit);
-            let waited = next_request(stream, hold.unwrap_or(idle_limit), shutdown, first).await;
+            let waited = match prefix.take().filter(|p: &BytesMut| !p.is_empty()) {
+                Some(bytes) => Waited::Bytes(stream, bytes),
+                None => next_request(stream, hold.unwrap_or(idle_limit), shutdown, first).await,
+            };
             let waited = match (waited, hold) {
                 (Waited::Idle(stream), Some(held)) => {
                     A::release(&mut conn);
@@ -253,6 +265,49 @@ impl<A: ServeHttp1> ServerApp for ClientConnections<A> {
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
     }
+}
+
+/// The address a connection was accepted on.
+fn local_inet(stream: &Stream) -> Option<std::net::SocketAddr> {
+    let digest = stream.get_socket_digest()?;
+    digest.local_addr()?.as_inet().copied()
+}
+
+/// Reads the PROXY protocol header a connection begins with, within
+/// `limit`, and makes the client it names the connection's peer; what
+/// followed it in the same reads. `None` (the connection is closed) when
+/// the header is missing, malformed or late.
+async fn proxy_header(stream: &mut Stream, limit: Duration) -> Option<BytesMut> {
+    use super::proxy_protocol::{parse, Header};
+    use tokio::io::AsyncReadExt;
+    let mut buf = BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match parse(&buf) {
+                Header::Partial => {}
+                Header::Whole { len, source } => return Some((len, source)),
+                Header::Invalid => return None,
+            }
+            // A v2 header may carry TLVs, but never more than 64 KiB.
+            if buf.len() > 65_551 || stream.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    };
+    let Ok(Some((len, source))) = tokio::time::timeout(limit, read).await else {
+        warn!("a connection to the PROXY protocol listener sent no valid header; closed");
+        return None;
+    };
+    if let Some(source) = source {
+        let digest = pingora::protocols::SocketDigest::from_raw_fd(stream.id());
+        let _ = digest
+            .peer_addr
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(
+                source,
+            )));
+        stream.set_socket_digest(digest);
+    }
+    Some(buf.split_off(len))
 }
 
 /// How the wait for a request ended.

@@ -4,5 +4,6 @@
 pub mod certs;
 pub mod connections;
 pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod shutdown;
 pub mod systemd;
