@@ -129,6 +129,24 @@ impl OptionKey {
                 "clients from these countries get 403; deny wins over `geo_allow`",
                 None,
             ),
+            OptionKey::StripPrefix => (
+                BOOL,
+                "`false`",
+                "the route's path prefix is removed before the backend sees the path (`/api/x` becomes `/x` on a route of `/api`)",
+                None,
+            ),
+            OptionKey::AddPrefix => (
+                "a path (`/v1`)",
+                "none",
+                "put before the path the backend sees (after `strip_prefix`): `/x` becomes `/v1/x`",
+                None,
+            ),
+            OptionKey::PreserveHost => (
+                BOOL,
+                "`true`",
+                "the backend gets the client's `Host`; `false`: the backend URL's host and port",
+                None,
+            ),
             OptionKey::GeoUnknown => (
                 "`allow` or `deny`",
                 "`allow`",
@@ -148,7 +166,10 @@ impl OptionKey {
             | OptionKey::Compression
             | OptionKey::Http2
             | OptionKey::HttpsRedirect
-            | OptionKey::PiiPreservePrivate => "maybe",
+            | OptionKey::PiiPreservePrivate
+            | OptionKey::StripPrefix
+            | OptionKey::PreserveHost => "maybe",
+            OptionKey::AddPrefix => "v1",
             OptionKey::PiiIp => "scramble",
             OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => "a b",
             OptionKey::IpAllow | OptionKey::IpDeny | OptionKey::RatelimitExempt => "10.0.0.0/33",

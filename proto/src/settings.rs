@@ -56,6 +56,9 @@ pub enum OptionKey {
     GeoAllow,
     GeoDeny,
     GeoUnknown,
+    StripPrefix,
+    AddPrefix,
+    PreserveHost,
 }
 
 /// Without HEALTH_SET (and without health_check_* options) a data plane
@@ -76,6 +79,8 @@ pub enum OptionValue {
     Word(&'static str),
     /// Names, lower-case, sorted and comma-separated in canonical text.
     Names(Names),
+    /// A URL path (`add_prefix`), without a trailing `/`.
+    Path(std::sync::Arc<str>),
 }
 
 /// Header or parameter names (`pii_strip_headers`, `pii_mask_query`),
@@ -123,6 +128,15 @@ pub const FEATURE_GEOIP: &str = "geoip";
 /// know gets.
 pub const GEO_UNKNOWN: [&str; 2] = ["allow", "deny"];
 
+/// `add_prefix`: a path (`/v1`), kept as given without a trailing `/`.
+fn path_prefix(raw: &str) -> Result<std::sync::Arc<str>, String> {
+    crate::model::validate_path(raw).map_err(|e| e.to_string())?;
+    if raw.contains(['?', '#']) {
+        return Err("a path without ? or #".into());
+    }
+    Ok(raw.trim_end_matches('/').into())
+}
+
 /// ISO 3166-1 alpha-2 country codes, kept lower-case like other names.
 fn countries(raw: &str) -> Result<Names, String> {
     let names = Names::parse(raw)?;
@@ -148,12 +162,13 @@ impl fmt::Display for OptionValue {
             OptionValue::Nets(set) => write!(f, "{set}"),
             OptionValue::Word(w) => f.write_str(w),
             OptionValue::Names(names) => write!(f, "{names}"),
+            OptionValue::Path(path) => f.write_str(path),
         }
     }
 }
 
 impl OptionKey {
-    pub const ALL: [OptionKey; 19] = [
+    pub const ALL: [OptionKey; 22] = [
         OptionKey::Timeout,
         OptionKey::ConnectTimeout,
         OptionKey::Websocket,
@@ -173,6 +188,9 @@ impl OptionKey {
         OptionKey::GeoAllow,
         OptionKey::GeoDeny,
         OptionKey::GeoUnknown,
+        OptionKey::StripPrefix,
+        OptionKey::AddPrefix,
+        OptionKey::PreserveHost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +214,9 @@ impl OptionKey {
             OptionKey::GeoAllow => "geo_allow",
             OptionKey::GeoDeny => "geo_deny",
             OptionKey::GeoUnknown => "geo_unknown",
+            OptionKey::StripPrefix => "strip_prefix",
+            OptionKey::AddPrefix => "add_prefix",
+            OptionKey::PreserveHost => "preserve_host",
         }
     }
 
@@ -229,7 +250,9 @@ impl OptionKey {
             | OptionKey::Compression
             | OptionKey::Http2
             | OptionKey::HttpsRedirect
-            | OptionKey::PiiPreservePrivate => match raw.to_ascii_lowercase().as_str() {
+            | OptionKey::PiiPreservePrivate
+            | OptionKey::StripPrefix
+            | OptionKey::PreserveHost => match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(OptionValue::Bool(true)),
                 "false" | "0" | "no" | "off" => Ok(OptionValue::Bool(false)),
                 _ => Err(self.invalid(raw, "must be true or false")),
@@ -247,6 +270,9 @@ impl OptionKey {
             }
             OptionKey::GeoAllow | OptionKey::GeoDeny => countries(raw)
                 .map(OptionValue::Names)
+                .map_err(|e| self.invalid(raw, e)),
+            OptionKey::AddPrefix => path_prefix(raw)
+                .map(OptionValue::Path)
                 .map_err(|e| self.invalid(raw, e)),
             OptionKey::GeoUnknown => GEO_UNKNOWN
                 .into_iter()
@@ -280,7 +306,9 @@ impl OptionKey {
             | OptionKey::Compression
             | OptionKey::Http2
             | OptionKey::HttpsRedirect
-            | OptionKey::PiiPreservePrivate => raw.parse().ok().map(OptionValue::Bool),
+            | OptionKey::PiiPreservePrivate
+            | OptionKey::StripPrefix
+            | OptionKey::PreserveHost => raw.parse().ok().map(OptionValue::Bool),
             OptionKey::Retries => raw
                 .parse::<u8>()
                 .ok()
@@ -304,6 +332,10 @@ impl OptionKey {
                 .ok()
                 .filter(|names| names.to_string() == raw)
                 .map(OptionValue::Names),
+            OptionKey::AddPrefix => path_prefix(raw)
+                .ok()
+                .filter(|p| &**p == raw)
+                .map(OptionValue::Path),
             OptionKey::PiiStripHeaders | OptionKey::PiiMaskQuery => Names::parse(raw)
                 .ok()
                 .filter(|names| names.to_string() == raw)

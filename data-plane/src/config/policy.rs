@@ -46,6 +46,10 @@ pub struct Policy {
     pub geo_allow: Option<portico_proto::settings::Names>,
     pub geo_deny: Option<portico_proto::settings::Names>,
     pub geo_unknown_allowed: bool,
+    /// `strip_prefix`, `add_prefix` and `preserve_host` (on by default).
+    pub strip_prefix: bool,
+    pub add_prefix: Option<std::sync::Arc<str>>,
+    pub preserve_host: bool,
 }
 
 impl Policy {
@@ -84,6 +88,15 @@ impl Policy {
             ratelimit_exempt: nets(settings, OptionKey::RatelimitExempt),
             geo_allow: names(settings, OptionKey::GeoAllow),
             geo_deny: names(settings, OptionKey::GeoDeny),
+            strip_prefix: settings.flag(OptionKey::StripPrefix),
+            add_prefix: match settings.options.get(&OptionKey::AddPrefix) {
+                Some(OptionValue::Path(p)) if !p.is_empty() => Some(p.clone()),
+                _ => None,
+            },
+            preserve_host: !matches!(
+                settings.options.get(&OptionKey::PreserveHost),
+                Some(OptionValue::Bool(false))
+            ),
             geo_unknown_allowed: !matches!(
                 settings.options.get(&OptionKey::GeoUnknown),
                 Some(OptionValue::Word("deny"))

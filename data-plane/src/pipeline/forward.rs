@@ -377,6 +377,12 @@ fn upstream_request(
         upstream::X_FORWARDED_PROTO,
         upstream::forwarded_proto(ctx.tls),
     );
+    if let Some(host) = upstream::backend_host(ctx) {
+        headers.insert(header::HOST, host);
+    }
+    if let Some(uri) = upstream::backend_target(ctx, &head.uri) {
+        parts.uri = uri;
+    }
     Ok(Box::new(RequestHeader::from(parts)))
 }
 

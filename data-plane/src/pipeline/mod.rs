@@ -10,4 +10,5 @@ pub mod ctx;
 pub mod forward;
 pub mod gate;
 pub mod proxy;
+pub mod rewrite;
 pub mod upstream;

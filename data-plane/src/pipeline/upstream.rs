@@ -82,6 +82,33 @@ pub fn peer(ctx: &mut RequestCtx, upstream_idle: Duration) -> Result<Box<HttpPee
 pub use crate::pipeline::client_ip::X_FORWARDED_FOR;
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The target the route's backend is asked for when its rewrites change
+/// the client's (`strip_prefix`, `add_prefix`).
+pub fn backend_target(ctx: &RequestCtx, uri: &http::Uri) -> Option<http::Uri> {
+    let route = ctx.route.as_ref()?;
+    let policy = &route.policy;
+    let target = crate::pipeline::rewrite::target(
+        uri.path_and_query().map_or("/", |p| p.as_str()),
+        portico_proto::model::match_prefix(&route.spec.path),
+        policy.strip_prefix,
+        policy.add_prefix.as_deref(),
+    )?;
+    target.parse().ok()
+}
+
+/// The `Host` the backend gets when the route does not preserve the
+/// client's (`preserve_host false`): the backend URL's host and port.
+pub fn backend_host(ctx: &RequestCtx) -> Option<HeaderValue> {
+    let route = ctx.route.as_ref().filter(|r| !r.policy.preserve_host)?;
+    let backend = &route.spec.backend;
+    let host = if backend.host.contains(':') {
+        format!("[{}]:{}", backend.host, backend.port)
+    } else {
+        format!("{}:{}", backend.host, backend.port)
+    };
+    HeaderValue::try_from(host).ok()
+}
+
 /// `X-Request-Id`, `X-Forwarded-For` (appended to) and `X-Forwarded-Proto`,
 /// through Pingora's header API (which keeps the header case map in step).
 pub fn forwarded_headers(
@@ -95,6 +122,12 @@ pub fn forwarded_headers(
         upstream.insert_header(X_FORWARDED_FOR, value)?;
     }
     upstream.insert_header(X_FORWARDED_PROTO, forwarded_proto(ctx.tls))?;
+    if let Some(uri) = backend_target(ctx, &upstream.uri) {
+        upstream.set_uri(uri);
+    }
+    if let Some(host) = backend_host(ctx) {
+        upstream.insert_header(http::header::HOST, host)?;
+    }
     Ok(())
 }
 
