@@ -10,6 +10,7 @@ pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod option_doc;
+pub mod option_values;
 pub mod probe;
 pub mod route;
 pub mod settings;

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use crate::duration::parse_duration;
 use crate::ip_set::IpSet;
 use crate::model::BackendUrl;
+use crate::option_values::{countries, path_prefix};
+pub use crate::option_values::{Names, FEATURE_GEOIP, GEO_UNKNOWN, PII_IP};
 use crate::time::{from_unix_ms, unix_ms};
 use crate::v1;
 
@@ -31,7 +33,7 @@ pub enum SettingsError {
 pub const MAX_RETRIES: u8 = 5;
 
 /// Keeps echoed input short in error messages.
-fn clip(raw: &str) -> String {
+pub(crate) fn clip(raw: &str) -> String {
     raw.chars().take(80).collect()
 }
 
@@ -82,76 +84,6 @@ pub enum OptionValue {
     /// A URL path (`add_prefix`), without a trailing `/`.
     Path(std::sync::Arc<str>),
 }
-
-/// Header or parameter names (`pii_strip_headers`, `pii_mask_query`),
-/// matched without regard to case.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Names(pub std::sync::Arc<[String]>);
-
-impl Names {
-    pub fn parse(raw: &str) -> Result<Names, String> {
-        let mut names: Vec<String> = Vec::new();
-        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let token = name.len() <= 256
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~[]".contains(&b));
-            if !token {
-                return Err(format!("\"{}\" is not a name", clip(name)));
-            }
-            names.push(name.to_ascii_lowercase());
-        }
-        names.sort();
-        names.dedup();
-        Ok(Names(names.into()))
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|n| n.eq_ignore_ascii_case(name))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for Names {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join(","))
-    }
-}
-
-/// The `DataPlaneHello.features` entry of a data plane with a GeoIP database.
-pub const FEATURE_GEOIP: &str = "geoip";
-
-/// What `geo_unknown` may be: what an address the GeoIP database does not
-/// know gets.
-pub const GEO_UNKNOWN: [&str; 2] = ["allow", "deny"];
-
-/// `add_prefix`: a path (`/v1`), kept as given without a trailing `/`.
-fn path_prefix(raw: &str) -> Result<std::sync::Arc<str>, String> {
-    crate::model::validate_path(raw).map_err(|e| e.to_string())?;
-    if raw.contains(['?', '#']) {
-        return Err("a path without ? or #".into());
-    }
-    Ok(raw.trim_end_matches('/').into())
-}
-
-/// ISO 3166-1 alpha-2 country codes, kept lower-case like other names.
-fn countries(raw: &str) -> Result<Names, String> {
-    let names = Names::parse(raw)?;
-    match names
-        .0
-        .iter()
-        .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
-    {
-        Some(bad) => Err(format!("\"{bad}\" is not a two-letter country code")),
-        None => Ok(names),
-    }
-}
-
-/// What `pii_ip` may be.
-pub const PII_IP: [&str; 4] = ["none", "last_octet", "hash", "full"];
 
 impl fmt::Display for OptionValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -599,116 +531,5 @@ impl From<&Maintenance> for v1::Maintenance {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wire() -> v1::RouteSettings {
-        v1::RouteSettings {
-            response_headers: vec![v1::Header {
-                name: "X-A".into(),
-                value: "1".into(),
-            }],
-            options: vec![
-                v1::Option {
-                    key: "timeout".into(),
-                    value: "1500ms".into(),
-                },
-                v1::Option {
-                    key: "websocket".into(),
-                    value: "true".into(),
-                },
-                v1::Option {
-                    key: "retries".into(),
-                    value: "2".into(),
-                },
-            ],
-            health: Some(v1::HealthCheck {
-                path: "/h".into(),
-                interval_ms: 5000,
-                timeout_ms: 1000,
-            }),
-            rate_limit: Some(v1::RateLimit {
-                requests: 10,
-                window_ms: 1000,
-            }),
-            circuit_breaker: Some(v1::CircuitBreaker {
-                threshold: 3,
-                timeout_ms: 30_000,
-                half_open_requests: 1,
-            }),
-        }
-    }
-
-    #[test]
-    fn the_wire_form_round_trips_and_reads_typed() {
-        let typed = RouteSettings::try_from(&wire()).unwrap();
-        assert_eq!(
-            typed.duration(OptionKey::Timeout),
-            Some(Duration::from_millis(1500))
-        );
-        assert!(typed.flag(OptionKey::Websocket) && !typed.flag(OptionKey::Http2));
-        assert_eq!(typed.retries(), 2);
-        assert_eq!(v1::RouteSettings::from(&typed), wire());
-    }
-
-    #[test]
-    fn bad_values_are_refused_with_the_rule_they_break() {
-        let mut bad = wire();
-        bad.options[0].value = "soon".into();
-        assert_eq!(
-            RouteSettings::try_from(&bad).unwrap_err().to_string(),
-            "invalid value \"soon\" for option timeout: not in canonical form"
-        );
-        let mut many = wire();
-        many.options[2].value = "6".into();
-        assert!(RouteSettings::try_from(&many).is_err());
-        let mut zero = wire();
-        zero.rate_limit.as_mut().unwrap().requests = 0;
-        assert_eq!(
-            RouteSettings::try_from(&zero).unwrap_err().to_string(),
-            "rate limit must be positive"
-        );
-        assert_eq!(
-            OptionKey::Retries.parse_value("6").unwrap_err().to_string(),
-            "invalid value \"6\" for option retries: must be an integer from 0 to 5"
-        );
-        assert_eq!(
-            OptionKey::from_name("Colour").unwrap_err().to_string(),
-            "unknown option \"Colour\""
-        );
-        assert_eq!(
-            OptionKey::Timeout.parse_value("30s"),
-            Ok(OptionValue::Duration(Duration::from_secs(30)))
-        );
-        assert_eq!(
-            OptionKey::Http2.parse_value("on"),
-            Ok(OptionValue::Bool(true))
-        );
-    }
-
-    #[test]
-    fn a_drain_ramps_from_full_weight_to_none() {
-        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let d = Drain {
-            started_at: start,
-            duration: Duration::from_secs(10),
-        };
-        assert_eq!(d.weight_at(start), 1.0);
-        assert_eq!(d.weight_at(start + Duration::from_secs(4)), 0.6);
-        assert_eq!(d.weight_at(start + Duration::from_secs(30)), 0.0);
-        assert_eq!(d.weight_at(start - Duration::from_secs(1)), 1.0);
-        assert_eq!(Drain::from(&v1::Drain::from(&d)), d);
-    }
-
-    #[test]
-    fn maintenance_keeps_its_entry_time() {
-        let m = Maintenance {
-            backend: Some(BackendUrl::parse("http://m:81").unwrap()),
-            entered_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-        };
-        assert_eq!(
-            Maintenance::try_from(&v1::Maintenance::from(&m)).unwrap(),
-            m
-        );
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

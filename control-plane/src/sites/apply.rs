@@ -31,11 +31,15 @@ impl Handler<ApplySite> for Committer {
         let key = site_key(&msg.site.name);
         let service = msg.site.name.clone();
         let resolve = |g: &GlobalConfig| super::ids::resolve(g, &key, &msg.site, &msg.ids);
-        let (state, routes) = resolve(&self.global.read())?;
-        if !self.global.read().changes(&key, &routes) {
-            self.global.read().check(&service, &routes)?;
-            return Ok(Self::not_applied());
-        }
+        let (state, routes) = {
+            let global = self.global.read();
+            let (state, routes) = resolve(&global)?;
+            if !global.changes(&key, &routes) {
+                global.check(&service, &routes)?;
+                return Ok(Self::not_applied());
+            }
+            (state, routes)
+        };
         let batch = Batch {
             put: vec![state.record()],
             ..Default::default()
