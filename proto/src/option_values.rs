@@ -4,7 +4,10 @@
 
 use std::fmt;
 
-use crate::settings::clip;
+/// Keeps echoed input short in error messages.
+pub(crate) fn clip(raw: &str) -> String {
+    raw.chars().take(80).collect()
+}
 
 /// Header or parameter names (`pii_strip_headers`, `pii_mask_query`),
 /// matched without regard to case.

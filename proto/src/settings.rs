@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::duration::parse_duration;
 use crate::ip_set::IpSet;
 use crate::model::BackendUrl;
-use crate::option_values::{countries, path_prefix};
+use crate::option_values::{clip, countries, path_prefix};
 pub use crate::option_values::{Names, FEATURE_GEOIP, GEO_UNKNOWN, PII_IP};
 use crate::time::{from_unix_ms, unix_ms};
 use crate::v1;
@@ -31,11 +31,6 @@ pub enum SettingsError {
 
 /// Most retries a route may ask for.
 pub const MAX_RETRIES: u8 = 5;
-
-/// Keeps echoed input short in error messages.
-pub(crate) fn clip(raw: &str) -> String {
-    raw.chars().take(80).collect()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OptionKey {
